@@ -1,0 +1,228 @@
+"""LabSpec: the lab's hosts, roles and addresses, loaded from TOML or given as a flow parameter.
+
+The defaults are the tutorial's lab (puppet-upandrun): primary.vm, replica.vm, linux.vm, gitlab.vm.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pe_dr.errors import ConfigError
+
+SPEC_ENV = "PE_DR_LAB_SPEC"
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$"
+)
+
+
+class Role(StrEnum):
+    PRIMARY = "primary"
+    REPLICA = "replica"
+    AGENT = "agent"
+    GITLAB = "gitlab"
+
+
+class HostSpec(BaseModel):
+    """One VM of the lab."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: Annotated[str, Field(description="Certname and DNS name of the VM, e.g. primary.vm.")]
+    role: Annotated[Role, Field(description="What the VM is in the drill.")]
+    address: Annotated[
+        str, Field(description="IP address the controller reaches the VM on (private network).")
+    ]
+
+    @field_validator("name")
+    @classmethod
+    def _hostname(cls, value: str) -> str:
+        if not _HOSTNAME.match(value):
+            raise ValueError(f"{value!r} is not a valid host name")
+        return value
+
+    @field_validator("address")
+    @classmethod
+    def _ip(cls, value: str) -> str:
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP address") from None
+
+    @property
+    def short_name(self) -> str:
+        return self.name.split(".", 1)[0]
+
+
+def _tutorial_hosts() -> list[HostSpec]:
+    return [
+        HostSpec(name="primary.vm", role=Role.PRIMARY, address="192.168.50.4"),
+        HostSpec(name="replica.vm", role=Role.REPLICA, address="192.168.50.41"),
+        HostSpec(name="linux.vm", role=Role.AGENT, address="192.168.50.6"),
+        HostSpec(name="gitlab.vm", role=Role.GITLAB, address="192.168.50.7"),
+    ]
+
+
+class LabSpec(BaseModel):
+    """The shape of a PE DR lab: which VM plays which part, and where to reach it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: Annotated[
+        str,
+        Field(
+            description="Name of the lab; one drill per lab name runs at a time.",
+            pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
+        ),
+    ] = "puppet-upandrun"
+    pe_version: Annotated[str, Field(description="Puppet Enterprise version installed.")] = (
+        "2025.8.0"
+    )
+    vagrant_root: Annotated[
+        str | None,
+        Field(description="Folder holding the Vagrantfile; empty means the current folder."),
+    ] = None
+    hosts: Annotated[
+        list[HostSpec], Field(description="The VMs: one primary, one replica, one gitlab, agents.")
+    ] = Field(default_factory=_tutorial_hosts)
+    gitlab_http_port: Annotated[
+        int, Field(description="Port of GitLab's web and API server.", ge=1, le=65535)
+    ] = 80
+    control_repo: Annotated[
+        str,
+        Field(description="GitLab project path of the control repo.", pattern=r"^[\w.-]+/[\w.-]+$"),
+    ] = "root/control-repo"
+    environment: Annotated[
+        str, Field(description="Puppet environment the drill deploys and checks.")
+    ] = "production"
+    console_admin: Annotated[str, Field(description="PE console administrator login.")] = "admin"
+    deploy_user: Annotated[
+        str, Field(description="PE user that deploys code (Code Deployers).")
+    ] = "deploy"
+
+    @model_validator(mode="after")
+    def _roles(self) -> LabSpec:
+        names = [h.name for h in self.hosts]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"host {dupes[0]!r} is listed twice")
+        for role in (Role.PRIMARY, Role.REPLICA, Role.GITLAB):
+            count = sum(h.role is role for h in self.hosts)
+            if count != 1:
+                raise ValueError(f"the lab needs exactly one {role.value} host, found {count}")
+        if not self.agents:
+            raise ValueError("the lab needs at least one agent host")
+        return self
+
+    def _one(self, role: Role) -> HostSpec:
+        return next(h for h in self.hosts if h.role is role)
+
+    @property
+    def primary(self) -> HostSpec:
+        return self._one(Role.PRIMARY)
+
+    @property
+    def replica(self) -> HostSpec:
+        return self._one(Role.REPLICA)
+
+    @property
+    def gitlab(self) -> HostSpec:
+        return self._one(Role.GITLAB)
+
+    @property
+    def agents(self) -> list[HostSpec]:
+        return [h for h in self.hosts if h.role is Role.AGENT]
+
+    def host(self, name: str) -> HostSpec:
+        for h in self.hosts:
+            if h.name == name or h.short_name == name:
+                return h
+        raise ConfigError(f"{name!r} is not a VM of lab {self.name!r}")
+
+    @property
+    def address_map(self) -> dict[str, str]:
+        """Host name to address, for transports that must not rely on the controller's DNS."""
+        return {h.name: h.address for h in self.hosts}
+
+    @property
+    def gitlab_url(self) -> str:
+        port = "" if self.gitlab_http_port == 80 else f":{self.gitlab_http_port}"
+        return f"http://{self.gitlab.name}{port}"
+
+    @property
+    def control_repo_remote(self) -> str:
+        return f"git@{self.gitlab.name}:{self.control_repo}.git"
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "the file"
+    message = first["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}"
+
+
+def load_spec(path: str | os.PathLike[str] | None = None) -> LabSpec:
+    """The lab spec from `path`, else from $PE_DR_LAB_SPEC, else the tutorial's lab."""
+    chosen = path or os.environ.get(SPEC_ENV) or None
+    if chosen is None:
+        return LabSpec()
+    file = Path(chosen)
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"lab spec {file} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"lab spec {file} cannot be read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"lab spec {file} is not valid TOML: {exc}") from None
+    try:
+        spec = LabSpec.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"lab spec {file}: {_describe(exc)}") from None
+    if spec.vagrant_root and not Path(spec.vagrant_root).is_absolute():
+        spec = spec.model_copy(update={"vagrant_root": str(file.parent / spec.vagrant_root)})
+    return spec
+
+
+def dump_spec(spec: LabSpec) -> str:
+    """TOML text that `load_spec` reads back to an equal spec."""
+    lines = []
+    for key in (
+        "name",
+        "pe_version",
+        "vagrant_root",
+        "gitlab_http_port",
+        "control_repo",
+        "environment",
+        "console_admin",
+        "deploy_user",
+    ):
+        value = getattr(spec, key)
+        if value is None:
+            continue
+        lines.append(f"{key} = {_toml_value(value)}")
+    for h in spec.hosts:
+        lines += [
+            "",
+            "[[hosts]]",
+            f"name = {_toml_value(h.name)}",
+            f"role = {_toml_value(h.role.value)}",
+            f"address = {_toml_value(h.address)}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
