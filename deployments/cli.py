@@ -1,0 +1,209 @@
+"""`pe-dr`: run the DR drill from a terminal (one line per step, a closing summary, exit codes).
+
+Exit codes: 0 the drill passed, 1 a check or step failed, 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from pe_dr.errors import ConfigError, PeDrError
+from pe_dr.secrets import scrub
+from pe_dr.spec import LabSpec, load_spec
+
+EXIT_PASSED, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+SIM_POLL_SECONDS = 0.2
+
+
+class UsageError(Exception):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pe-dr", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+    drill = sub.add_parser("drill", help="run the DR drill (building the lab when needed)")
+    drill.add_argument(
+        "--lab",
+        choices=("sim", "vagrant"),
+        help="sim: a private simulated lab for this run; vagrant: the lab the spec describes "
+        "(the default)",
+    )
+    drill.add_argument("--spec", metavar="FILE", help="lab spec TOML (default: $PE_DR_LAB_SPEC)")
+    drill.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="labsim fault to inject (with --lab sim), e.g. replication:broken",
+    )
+    drill.add_argument("--promote", action="store_true", help="also promote the replica")
+    drill.add_argument(
+        "--yes",
+        action="store_true",
+        help="allow the drill to halt the primary (and destroy it with --promote)",
+    )
+    drill.add_argument("--report-dir", default="reports", metavar="DIR")
+    drill.add_argument(
+        "--poll-interval",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="seconds between looks at the lab (default 2, 0.2 with --lab sim)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return EXIT_USAGE if exc.code not in (0, None) else EXIT_PASSED
+    try:
+        if args.command == "drill":
+            return drill(args)
+    except (UsageError, ConfigError) as exc:
+        print(f"pe-dr: {scrub(str(exc))}", file=sys.stderr)
+        if args.debug:
+            raise
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("pe-dr: interrupted", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_USAGE
+
+
+# --- drill ---------------------------------------------------------------------------------
+
+
+def drill(args: argparse.Namespace) -> int:
+    if args.fault and args.lab != "sim":
+        raise UsageError("--fault works with --lab sim (for another lab use `labsim fault add`)")
+    if args.promote and not args.yes:
+        raise UsageError("--promote destroys the primary: add --yes to allow it")
+    if args.lab == "sim":
+        with private_labsim(args.fault) as spec_path:
+            return _run_drill(args, load_spec(spec_path), confirm_primary=True, sim=True)
+    spec = load_spec(args.spec)
+    if not args.yes:
+        raise UsageError(
+            f"the drill halts {spec.primary.name} to prove failover: add --yes to allow it"
+        )
+    return _run_drill(args, spec, confirm_primary=True, sim=False)
+
+
+@contextmanager
+def private_labsim(faults: Sequence[str]) -> Iterator[str]:
+    """A labsim of our own for this run, stopped afterwards whatever happens."""
+    state = tempfile.mkdtemp(prefix="pe-dr-labsim-")
+    labsim = [sys.executable, "-m", "labsim.cli"]
+    command = [*labsim, "up", "--state", state]
+    for fault in faults:
+        command += ["--fault", fault]
+    print(f"  labsim  starting a simulated lab in {state}", flush=True)
+    up = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    if up.returncode != 0:
+        subprocess.run(
+            [*labsim, "down", "--state", state], capture_output=True, timeout=60, check=False
+        )
+        message = (up.stderr.strip() or up.stdout.strip() or "no output").splitlines()[-1]
+        if up.returncode == 2:
+            raise UsageError(f"labsim refused to start: {message}")
+        raise PeDrError(f"labsim did not start: {message}")
+    saved = dict(os.environ)
+    try:
+        os.environ.update(parse_exports(up.stdout))
+        yield os.environ["PE_DR_LAB_SPEC"]
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        subprocess.run(
+            [*labsim, "down", "--state", state], capture_output=True, timeout=60, check=False
+        )
+
+
+def parse_exports(text: str) -> dict[str, str]:
+    """`export NAME=value` lines (shell-quoted) into a dict; `$PATH` is expanded."""
+    env: dict[str, str] = {}
+    for line in text.splitlines():
+        words = shlex.split(line)
+        if len(words) == 2 and words[0] == "export" and "=" in words[1]:
+            name, value = words[1].split("=", 1)
+            env[name] = value.replace("$PATH", os.environ.get("PATH", ""))
+    return env
+
+
+def _quiet_prefect_console() -> None:
+    """Prefect's console log would drown the one-line-per-step output; the UI keeps it all."""
+    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs", "httpx"):
+        logger = logging.getLogger(name)
+        for handler in logger.handlers:
+            if type(handler).__name__ == "PrefectConsoleHandler":
+                handler.setLevel(logging.ERROR)
+
+
+def _run_drill(args: argparse.Namespace, spec: LabSpec, *, confirm_primary: bool, sim: bool) -> int:
+    # Imported here: the retry pacing and the lab's environment must be in place first.
+    from flows import common
+    from flows.dr_drill import dr_drill
+    from flows.params import DrillParameters
+
+    _quiet_prefect_console()
+    progress = logging.getLogger("pe_dr.progress")
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    progress.addHandler(handler)
+    progress.setLevel(logging.INFO)
+    progress.propagate = False
+
+    poll = args.poll_interval or (SIM_POLL_SECONDS if sim else 2.0)
+    parameters = DrillParameters(
+        lab=spec,
+        confirm=[spec.primary.name] if confirm_primary else [],
+        promote=bool(args.promote),
+        report_dir=str(Path(args.report_dir).resolve()),
+        poll_interval_seconds=poll,
+    )
+    print(f"    drill  lab {spec.name}: {', '.join(h.name for h in spec.hosts)}", flush=True)
+    started = time.monotonic()
+    state = dr_drill(parameters, return_state=True)
+    elapsed = time.monotonic() - started
+    report = common.last_report
+    passed = state.is_completed() and report is not None and report.status == "passed"
+    print("", flush=True)
+    print(f"  verdict  {'PASSED' if passed else 'FAILED'} in {elapsed:.1f} s", flush=True)
+    if report is not None:
+        m = report.measurements
+        for key, label in (
+            ("rto_seconds", "RTO"),
+            ("replication_lag_seconds", "replication lag"),
+            ("failback_seconds", "failback"),
+        ):
+            value = m.get(key)
+            print(f"  {label:>15}  {'—' if value is None else f'{value:.2f} s'}", flush=True)
+        if not passed:
+            failed = [c for c in report.checks if not c["passed"]]
+            reason = failed[0]["detail"] if failed else report.error
+            print(f"   reason  {scrub(str(reason))}", flush=True)
+        print(f" flow run  {report.flow_run_id}", flush=True)
+    if common.last_report_path is not None:
+        print(f"  journal  {common.last_report_path}", flush=True)
+    if not passed and args.debug and state.is_failed():
+        state.result()
+    return EXIT_PASSED if passed else EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

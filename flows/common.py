@@ -1,0 +1,231 @@
+"""What the flows share: the step recorder that feeds the journal, progress and the final report.
+
+Every flow run records into the report of its ROOT run, so a drill made of subflows has one journal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from prefect import Task, get_run_logger
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    update_progress_artifact,
+)
+from prefect.client.orchestration import get_client
+from prefect.futures import PrefectFuture
+from prefect.runtime import flow_run
+from prefect.states import State
+
+from pe_dr.checks import CheckResult
+from pe_dr.errors import ConfigError, PeDrError
+from pe_dr.report import DrillReport, StepRecord, utc_now
+from pe_dr.secrets import scrub
+from pe_dr.spec import LabSpec, load_spec
+from tasks.checks import CheckFailedError
+
+progress_log = logging.getLogger("pe_dr.progress")
+
+_reports: dict[str, DrillReport] = {}
+# The last report a root run closed in this process (the command line prints its summary).
+last_report: DrillReport | None = None
+last_report_path: Path | None = None
+_progress: dict[str, UUID] = {}
+_lock = threading.Lock()
+
+
+class DrillFailed(PeDrError):
+    """The drill ran and a check or a step failed; the report says which."""
+
+
+def resolve_lab(lab: LabSpec | None) -> LabSpec:
+    return lab if lab is not None else load_spec()
+
+
+def _attempts(state: State[Any]) -> int:
+    if state.name == "Cached":
+        return 0
+    task_run_id = state.state_details.task_run_id
+    if task_run_id is None:
+        return 1
+    try:
+        with get_client(sync_client=True) as client:
+            return max(1, client.read_task_run(task_run_id).run_count)
+    except Exception:
+        return 1
+
+
+class Recorder:
+    """Runs tasks as named steps, records each (status, times, attempts) and each check."""
+
+    def __init__(self, flow_name: str, lab: LabSpec, planned_steps: int = 0) -> None:
+        self.run_id = str(flow_run.id)
+        self.root_id = str(flow_run.root_flow_run_id or flow_run.id)
+        with _lock:
+            existing = _reports.get(self.root_id)
+            self.is_root = existing is None
+            if existing is None:
+                existing = DrillReport(
+                    flow=flow_name,
+                    flow_run_id=self.root_id,
+                    lab=lab.model_dump(mode="json"),
+                )
+                existing.notes.append(f"attempt {flow_run.run_count or 1} of this flow run")
+                _reports[self.root_id] = existing
+        self.report = existing
+        self.planned = planned_steps
+        if self.is_root:
+            # progress is a convenience; the journal is the record
+            with contextlib.suppress(Exception):
+                _progress[self.root_id] = create_progress_artifact(  # type: ignore[assignment]
+                    progress=0.0, description=f"{flow_name}: steps done out of {planned_steps}"
+                )
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def step(self, task: Task[..., Any], *args: Any, name: str | None = None, **kwargs: Any) -> Any:
+        """Run `task` now; record it; re-raise its failure after recording."""
+        started = utc_now()
+        state = task(*args, return_state=True, **kwargs)
+        return self._settle(name or task.name, started, state)
+
+    def parallel(self, calls: list[tuple[str, Task[..., Any], tuple[Any, ...]]]) -> list[Any]:
+        """Run tasks at once (Prefect's thread pool); record all, then raise the first failure."""
+        started = utc_now()
+        futures: list[tuple[str, PrefectFuture[Any]]] = [
+            (name, task.submit(*args)) for name, task, args in calls
+        ]
+        results, first_error = [], None
+        for name, future in futures:
+            future.wait()
+            try:
+                results.append(self._settle(name, started, future.state))
+            except BaseException as exc:
+                first_error = first_error or exc
+        if first_error is not None:
+            raise first_error
+        return results
+
+    def _settle(self, name: str, started: str, state: State[Any]) -> Any:
+        ended = utc_now()
+        attempts = _attempts(state)
+        if state.is_completed():
+            status = "cached" if state.name == "Cached" else "completed"
+            result = state.result()
+            self._record(StepRecord(name, status, started, ended, attempts))
+            if isinstance(result, CheckResult):
+                self.report.add_check(result)
+            return result
+        try:
+            state.result()
+            raise PeDrError(f"step {name} ended {state.name}")
+        except CheckFailedError as exc:
+            self.report.add_check(exc.result)
+            self._record(StepRecord(name, "failed", started, ended, attempts, exc.result.detail))
+            raise
+        except BaseException as exc:
+            self._record(StepRecord(name, "failed", started, ended, attempts, scrub(str(exc))))
+            raise
+
+    def _record(self, step: StepRecord) -> None:
+        with _lock:
+            self.report.steps.append(step)
+            done = len(self.report.steps)
+        line = f"{step.status:>9}  {step.name}"
+        if step.attempts > 1:
+            line += f" ({step.attempts} attempts)"
+        if step.detail:
+            line += f": {step.detail}"
+        progress_log.info(line)
+        with contextlib.suppress(Exception):
+            get_run_logger().info(line)
+        artifact = _progress.get(self.root_id)
+        if artifact is not None and self.planned:
+            with contextlib.suppress(Exception):
+                update_progress_artifact(artifact, progress=min(100.0, 100.0 * done / self.planned))
+
+    def note(self, text: str) -> None:
+        with _lock:
+            self.report.notes.append(scrub(text))
+        progress_log.info("     note  %s", scrub(text))
+
+    def measure(self, key: str, result: CheckResult) -> None:
+        if result.seconds is not None:
+            self.report.measurements[key] = result.seconds
+
+    # -- the end -------------------------------------------------------------------------
+
+    def finish(self, report_dir: str | None, error: BaseException | None) -> Path | None:
+        """Close the report of a root run: JSON file, Markdown artifact; raise if it failed."""
+        if error is not None and self.report.error is None:
+            self.report.error = scrub(str(error)) or type(error).__name__
+        global last_report, last_report_path
+        if not self.is_root:
+            return None
+        self.report.ended_at = utc_now()
+        path = self.report.write(report_dir) if report_dir else None
+        last_report, last_report_path = self.report, path
+        with contextlib.suppress(Exception):
+            create_markdown_artifact(
+                key="dr-drill-report",
+                markdown=self.report.to_markdown(),
+                description=f"{self.report.flow} {self.report.status}",
+            )
+            artifact = _progress.get(self.root_id)
+            if artifact is not None:
+                update_progress_artifact(artifact, progress=100.0)
+        with _lock:
+            _reports.pop(self.root_id, None)
+            _progress.pop(self.root_id, None)
+        if path is not None:
+            progress_log.info("  journal  %s", path)
+        if self.report.status != "passed" and error is None:
+            raise DrillFailed(_failure_sentence(self.report))
+        return path
+
+
+def _failure_sentence(report: DrillReport) -> str:
+    failed = [c for c in report.checks if not c["passed"]]
+    if failed:
+        return f"check {failed[0]['name']} failed: {failed[0]['detail']}"
+    steps = [s for s in report.steps if s.status == "failed"]
+    if steps:
+        return f"step {steps[0].name} failed: {steps[0].detail}"
+    return report.error or "the drill failed"
+
+
+def run_recorded(
+    flow_name: str,
+    lab: LabSpec | None,
+    body: Callable[[Recorder, LabSpec], Any],
+    *,
+    planned_steps: int,
+    report_dir: str | None = "reports",
+) -> Any:
+    """Resolve the lab, run `body` with a Recorder, and always close the report."""
+    try:
+        spec = resolve_lab(lab)
+    except ConfigError:
+        raise
+    rec = Recorder(flow_name, spec, planned_steps)
+    outcome, error = None, None
+    try:
+        outcome = body(rec, spec)
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        rec.finish(report_dir, error)
+    return outcome
+
+
+def stamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")

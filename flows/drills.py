@@ -1,0 +1,185 @@
+"""Drill flows: replication check, failover drill, promotion, teardown."""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect.runtime import flow_run
+from prefect.transactions import transaction
+
+from flows.common import Recorder, run_recorded
+from flows.params import (
+    Budgets,
+    FailoverParameters,
+    PromotionParameters,
+    ReplicationCheckParameters,
+    TeardownParameters,
+)
+from pe_dr import actions
+from pe_dr.errors import PreconditionError
+from pe_dr.lab import Lab
+from pe_dr.spec import LabSpec
+from tasks import checks, code_manager, replica, vms
+from tasks.lab import require_lab_state, restore_primary
+
+
+def marker_id() -> str:
+    """Stable across Retries of one run, so a completed replication check stays cached."""
+    return str(flow_run.root_flow_run_id or flow_run.id)
+
+
+def run_replication_check(
+    rec: Recorder, spec: LabSpec, budgets: Budgets, poll: float
+) -> dict[str, object]:
+    rec.step(
+        require_lab_state,
+        spec,
+        "replication_check",
+        (spec.primary.name, spec.replica.name),
+        True,
+        True,
+        name="lab-ready",
+    )
+    result = rec.step(
+        checks.check_replication, spec, marker_id(), budgets.replication_lag_seconds, poll
+    )
+    rec.measure("replication_lag_seconds", result)
+    commit = str(result.evidence.get("commit", ""))
+    rec.step(checks.check_agent_on_both, spec, commit)
+    return {"commit": commit, "replication_lag_seconds": result.seconds}
+
+
+@flow(name="replication-check", persist_result=True, log_prints=True)
+def replication_check(
+    parameters: ReplicationCheckParameters = ReplicationCheckParameters(),
+) -> dict[str, object]:
+    """Commit a marker to the control repo and prove it reaches the replica; measure the lag."""
+    return run_recorded(
+        "replication-check",
+        parameters.lab,
+        lambda rec, spec: run_replication_check(
+            rec, spec, parameters.budgets, parameters.poll_interval_seconds
+        ),
+        planned_steps=3,
+    )
+
+
+def run_failover(
+    rec: Recorder, spec: LabSpec, confirm: list[str], budgets: Budgets, poll: float
+) -> dict[str, object]:
+    primary = spec.primary.name
+    actions.require_confirmation(primary, confirm, "halt")
+    rec.step(restore_primary, spec)
+    rec.step(
+        require_lab_state,
+        spec,
+        "failover_drill",
+        (primary, spec.replica.name),
+        True,
+        True,
+        name="lab-ready",
+    )
+    rec.step(checks.check_failover_ready, spec)
+    halted = False
+    try:
+        # Uncommitted on failure: a Retry halts the primary again rather than resuming mid-outage.
+        with transaction():
+            down_at = rec.step(vms.halt_vm, spec, primary, confirm, name="halt-primary")
+            halted = True
+            rec.step(checks.check_primary_down, spec)
+            rto = rec.step(checks.measure_failover, spec, down_at, budgets.rto_seconds, poll)
+            rec.measure("rto_seconds", rto)
+            up_at = rec.step(vms.start_vm, spec, primary, name="start-primary")
+            halted = False
+            back = rec.step(checks.measure_failback, spec, up_at, budgets.failback_seconds, poll)
+            rec.measure("failback_seconds", back)
+    finally:
+        if halted:
+            with Lab(spec) as live:
+                actions.ensure_vm_up(live, primary)
+            rec.note(f"the failover drill failed while {primary} was down; started it again")
+    return {
+        "rto_seconds": rec.report.measurements.get("rto_seconds"),
+        "failback_seconds": rec.report.measurements.get("failback_seconds"),
+    }
+
+
+@flow(name="failover-drill", persist_result=True, log_prints=True)
+def failover_drill(parameters: FailoverParameters = FailoverParameters()) -> dict[str, object]:
+    """Halt the primary, prove agents fail over to the replica; start it, prove they fail back."""
+    return run_recorded(
+        "failover-drill",
+        parameters.lab,
+        lambda rec, spec: run_failover(
+            rec,
+            spec,
+            list(parameters.confirm),
+            parameters.budgets,
+            parameters.poll_interval_seconds,
+        ),
+        planned_steps=9,
+    )
+
+
+def run_promotion(
+    rec: Recorder, spec: LabSpec, confirm: list[str], budgets: Budgets, poll: float
+) -> dict[str, object]:
+    primary, new_primary = spec.primary.name, spec.replica.name
+    actions.require_confirmation(primary, confirm, "destroy")
+    rec.step(require_lab_state, spec, "promotion", (new_primary,), name="lab-ready")
+    keys = rec.step(replica.ensure_secret_keys_copied, spec)
+    digests = {k.path: k.sha256_prefix for k in keys}
+    rec.step(vms.destroy_vm, spec, primary, confirm, name="destroy-primary")
+    rec.step(replica.promote_replica, spec)
+    rec.step(code_manager.ensure_admin_token, spec, new_primary, name="admin-token-new-primary")
+    rec.step(replica.forget_old_primary, spec)
+    rec.step(code_manager.ensure_deploy_token, spec, new_primary, name="deploy-token-new-primary")
+    project_id = rec.step(code_manager.ensure_control_repo_project, spec)
+    rec.step(
+        code_manager.ensure_webhook, spec, project_id, new_primary, name="webhook-to-new-primary"
+    )
+    rec.step(checks.check_promotion, spec, digests, budgets.promotion_seconds, poll)
+    rec.step(
+        code_manager.ensure_code_deployed, spec, new_primary, "", name="code-deploy-on-new-primary"
+    )
+    return {"primary": new_primary}
+
+
+@flow(name="promotion", persist_result=True, log_prints=True)
+def promotion(parameters: PromotionParameters = PromotionParameters()) -> dict[str, object]:
+    """Destroy the primary and promote the replica, then re-point tokens, webhook and agents."""
+    return run_recorded(
+        "promotion",
+        parameters.lab,
+        lambda rec, spec: run_promotion(
+            rec,
+            spec,
+            list(parameters.confirm),
+            parameters.budgets,
+            parameters.poll_interval_seconds,
+        ),
+        planned_steps=11,
+    )
+
+
+def run_teardown(rec: Recorder, spec: LabSpec, confirm: list[str]) -> dict[str, str]:
+    if not confirm:
+        raise PreconditionError("teardown destroys VMs: name them in `confirm` (--yes)")
+    order = [*spec.agents, spec.replica, spec.gitlab, spec.primary]
+    done = {}
+    for host in order:
+        if host.name in confirm:
+            done[host.name] = rec.step(
+                vms.destroy_vm, spec, host.name, confirm, name=f"destroy {host.name}"
+            )
+    return done
+
+
+@flow(name="teardown", persist_result=True, log_prints=True)
+def teardown(parameters: TeardownParameters = TeardownParameters()) -> dict[str, str]:
+    """Destroy the lab's VMs named in `confirm`."""
+    return run_recorded(
+        "teardown",
+        parameters.lab,
+        lambda rec, spec: run_teardown(rec, spec, list(parameters.confirm)),
+        planned_steps=4,
+    )

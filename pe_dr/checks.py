@@ -1,0 +1,399 @@
+"""The drill's oracles: each check returns a verdict with the evidence it saw, and measures time.
+
+A check never passes on missing evidence: no answer is a failure with the reason in `detail`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from pe_dr import paths
+from pe_dr.actions import (
+    GIT_IDENTITY,
+    _git,
+    agent_server_list,
+    infra_status,
+    push_control_repo,
+)
+from pe_dr.errors import CommandFailed, PeDrError, TransientError
+from pe_dr.lab import Lab
+from pe_dr.parsers import AgentRun, parse_agent_run, unhealthy
+
+MAX_PARALLEL_AGENTS = 16
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    passed: bool
+    detail: str
+    evidence: dict[str, object] = field(default_factory=dict)
+    seconds: float | None = None
+
+
+def _short(lab: Lab, vm: str) -> str:
+    return lab.spec.host(vm).short_name
+
+
+# --- health --------------------------------------------------------------------------------
+
+
+def check_health(lab: Lab, *, expect_replica: bool = True) -> CheckResult:
+    """Every PE service on the primary (and the replica) reports `running`."""
+    try:
+        services = infra_status(lab)
+    except PeDrError as exc:
+        return CheckResult("health", False, f"could not read PE status: {exc}")
+    bad = unhealthy(services)
+    servers = sorted({s.server for s in services})
+    evidence: dict[str, object] = {
+        "services": len(services),
+        "servers": servers,
+        "unhealthy": [f"{s.server}: {s.display_name or s.service} is {s.state}" for s in bad],
+    }
+    if not services:
+        return CheckResult("health", False, "PE status listed no services", evidence)
+    if expect_replica and lab.spec.replica.name not in servers:
+        return CheckResult(
+            "health",
+            False,
+            f"{lab.spec.replica.name} is not among PE's servers: {servers}",
+            evidence,
+        )
+    if bad:
+        first = bad[0]
+        alerts = f" ({'; '.join(first.alerts)})" if first.alerts else ""
+        return CheckResult(
+            "health",
+            False,
+            f"{len(bad)} of {len(services)} services are not running; first: "
+            f"{first.server} {first.display_name or first.service} is {first.state}{alerts}",
+            evidence,
+        )
+    return CheckResult(
+        "health",
+        True,
+        f"{len(services)} of {len(services)} services running on {servers}",
+        evidence,
+    )
+
+
+# --- replication ---------------------------------------------------------------------------
+
+
+def _deployed_signature(lab: Lab, vm: str) -> str | None:
+    path = f"{paths.LIVE_CODE}/{lab.spec.environment}/.r10k-deploy.json"
+    out = lab.host(vm).run(["cat", path], root=True, ok_codes=(0, 1))
+    if out.exit_code != 0:
+        return None
+    try:
+        return str(json.loads(out.stdout).get("signature") or "") or None
+    except ValueError:
+        return None
+
+
+def _live_file(lab: Lab, vm: str, name: str) -> str:
+    path = f"{paths.LIVE_CODE}/{lab.spec.environment}/{name}"
+    out = lab.host(vm).run(["cat", path], root=True, ok_codes=(0, 1))
+    return out.stdout if out.exit_code == 0 else ""
+
+
+def commit_marker(lab: Lab, marker: str) -> str:
+    """Append `marker` to the control repo's Puppetfile on the primary, commit; returns the sha."""
+    primary = lab.host(lab.spec.primary.name)
+    puppetfile = f"{paths.CONTROL_REPO_DIR}/Puppetfile"
+    content = primary.read(puppetfile, root=True).decode()
+    if marker not in content:
+        content = content.rstrip("\n") + f"\n{marker}\n"
+        primary.put(puppetfile, content.encode(), mode=0o644, owner="root", group="root")
+        primary.run(_git("add", "Puppetfile"), root=True)
+        primary.run(
+            _git(*GIT_IDENTITY, "commit", "-m", f"pe-dr-drill: {marker.lstrip('# ')}"), root=True
+        )
+    return primary.run(_git("rev-parse", "HEAD"), root=True).stdout.strip()
+
+
+def check_replication(
+    lab: Lab, *, marker_id: str, budget_seconds: float, poll_interval: float
+) -> CheckResult:
+    """A commit pushed to the control repo reaches the replica's live code; measures the lag."""
+    marker = f"# pe-dr-drill replication marker {marker_id}"
+    sha = commit_marker(lab, marker)
+    replica = lab.spec.replica.name
+    pushed = time.monotonic()
+    push_control_repo(lab)
+    deadline = pushed + budget_seconds
+    seen: dict[str, object] = {"commit": sha}
+    while True:
+        signature = _deployed_signature(lab, replica)
+        seen["replica_signature"] = signature
+        if signature == sha and marker in _live_file(lab, replica, "Puppetfile"):
+            lag = time.monotonic() - pushed
+            seen["primary_signature"] = _deployed_signature(lab, lab.spec.primary.name)
+            return CheckResult(
+                "replication",
+                True,
+                f"commit {sha[:11]} reached {replica} {lag:.1f} s after the push",
+                seen,
+                seconds=round(lag, 3),
+            )
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(min(poll_interval, max(0.0, deadline - time.monotonic())))
+    seen["primary_signature"] = _deployed_signature(lab, lab.spec.primary.name)
+    where = (
+        "the primary has it, so file sync to the replica is failing"
+        if seen["primary_signature"] == sha
+        else "the primary does not have it either, so the webhook or Code Manager is failing"
+    )
+    return CheckResult(
+        "replication",
+        False,
+        f"commit {sha[:11]} was not on {replica} {budget_seconds:.0f} s after the push "
+        f"(replica has {str(signature)[:11]}); {where}",
+        seen,
+    )
+
+
+def new_marker_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
+
+
+# --- agent runs ----------------------------------------------------------------------------
+
+
+def agent_run(
+    lab: Lab, agent: str, *, server_list: str | None = None, noop: bool = True
+) -> AgentRun:
+    argv = ["puppet", "agent", "-t"]
+    if noop:
+        argv.append("--noop")
+    if server_list:
+        argv.append(f"--server_list={server_list}")
+    try:
+        out = lab.host(agent).run(argv, root=True, ok_codes=(0, 1, 2, 4, 6), timeout=1800)
+    except CommandFailed as exc:
+        return parse_agent_run(exc.stdout + exc.stderr, exc.exit_code)
+    return parse_agent_run(out.stdout + "\n" + out.stderr, out.exit_code)
+
+
+def fan_out(agents: list[str], work: Callable[[str], CheckResult]) -> list[CheckResult]:
+    """Run `work` for each agent concurrently (bounded), keeping the agents' order."""
+    if len(agents) == 1:
+        return [work(agents[0])]
+    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_AGENTS, len(agents))) as pool:
+        return list(pool.map(work, agents))
+
+
+def combine(name: str, results: list[CheckResult]) -> CheckResult:
+    failed = [r for r in results if not r.passed]
+    seconds = [r.seconds for r in results if r.seconds is not None]
+    evidence: dict[str, object] = {
+        r.evidence.get("agent", str(i)): r.detail  # type: ignore[misc]
+        for i, r in enumerate(results)
+    }
+    worst = max(seconds) if seconds and not failed else None
+    if failed:
+        more = f" (and {len(failed) - 1} more agents)" if len(failed) > 1 else ""
+        return CheckResult(name, False, failed[0].detail + more, evidence)
+    if len(results) == 1:
+        return CheckResult(name, True, results[0].detail, evidence, worst)
+    return CheckResult(
+        name, True, f"{len(results)} agents passed; slowest {worst or 0:.1f} s", evidence, worst
+    )
+
+
+def _served_by(run: AgentRun) -> str:
+    if not run.succeeded:
+        last = run.errors[-1] if run.errors else f"exit code {run.exit_code}"
+        return f"failed ({last})"
+    return f"compiled by {run.server} ({run.configuration_version})"
+
+
+def check_agent_on_both(lab: Lab, *, commit: str | None) -> CheckResult:
+    """Each agent compiles from the replica when told to, and from the primary by default."""
+    replica, primary = _short(lab, lab.spec.replica.name), _short(lab, lab.spec.primary.name)
+
+    def one(agent: str) -> CheckResult:
+        via_replica = agent_run(lab, agent, server_list=lab.spec.replica.name)
+        plain = agent_run(lab, agent)
+        evidence: dict[str, object] = {
+            "agent": agent,
+            "replica_run": _served_by(via_replica),
+            "plain_run": _served_by(plain),
+        }
+        problems = []
+        if not (via_replica.succeeded and via_replica.server == replica):
+            problems.append(f"--server_list={lab.spec.replica.name} was {_served_by(via_replica)}")
+        if not (plain.succeeded and plain.server == primary):
+            problems.append(f"the plain run was {_served_by(plain)}")
+        if commit and not problems:
+            stale = [
+                r.configuration_version
+                for r in (via_replica, plain)
+                if r.commit and not commit.startswith(r.commit)
+            ]
+            if stale:
+                problems.append(f"compiled stale code {stale[0]} (expected commit {commit[:11]})")
+        if problems:
+            return CheckResult(
+                "agent_on_both_servers", False, f"{agent}: " + "; ".join(problems), evidence
+            )
+        return CheckResult(
+            "agent_on_both_servers",
+            True,
+            f"{agent}: {via_replica.configuration_version} and {plain.configuration_version}",
+            evidence,
+        )
+
+    return combine("agent_on_both_servers", fan_out([a.name for a in lab.spec.agents], one))
+
+
+def check_failover_ready(lab: Lab) -> CheckResult:
+    """Each agent's server_list names the replica, or failover cannot happen."""
+    replica = lab.spec.replica.name
+
+    def one(agent: str) -> CheckResult:
+        servers = agent_server_list(lab, agent)
+        ok = any(s.split(":")[0] == replica for s in servers)
+        detail = f"{agent} server_list is {','.join(servers) or 'empty'}"
+        if not ok:
+            detail += f": {replica} is missing, so agents cannot fail over"
+        return CheckResult("failover_ready", ok, detail, {"agent": agent, "server_list": servers})
+
+    return combine("failover_ready", fan_out([a.name for a in lab.spec.agents], one))
+
+
+def wait_for_server(
+    lab: Lab,
+    *,
+    name: str,
+    want: str,
+    since: float,
+    budget_seconds: float,
+    poll_interval: float,
+    forbid: str | None = None,
+    noop: bool = True,
+) -> CheckResult:
+    """Poll agent runs on every agent until each compiles from `want`; time from `since`."""
+    short_want = _short(lab, want)
+    short_forbid = _short(lab, forbid) if forbid else None
+
+    def one(agent: str) -> CheckResult:
+        deadline = since + budget_seconds
+        runs = 0
+        last = "no run"
+        warned: list[str] = []
+        while True:
+            run = agent_run(lab, agent, noop=noop)
+            runs += 1
+            last = _served_by(run)
+            warned = run.unreachable_servers or warned
+            evidence: dict[str, object] = {
+                "agent": agent,
+                "runs": runs,
+                "last_run": last,
+                "unreachable": warned,
+            }
+            if run.succeeded and run.server == short_forbid:
+                return CheckResult(
+                    name, False, f"{agent} was still {last} after {forbid} was taken down", evidence
+                )
+            if run.succeeded and run.server == short_want:
+                took = time.monotonic() - since
+                return CheckResult(
+                    name, True, f"{agent} {last} {took:.1f} s later", evidence, round(took, 3)
+                )
+            if time.monotonic() >= deadline:
+                return CheckResult(
+                    name,
+                    False,
+                    f"{agent} was not compiled by {want} within {budget_seconds:.0f} s; "
+                    f"last run {last}",
+                    evidence,
+                )
+            time.sleep(min(poll_interval, max(0.0, deadline - time.monotonic())))
+
+    return combine(name, fan_out([a.name for a in lab.spec.agents], one))
+
+
+def check_primary_down(lab: Lab) -> CheckResult:
+    """After the halt, the primary must really be gone: vagrant says so and 8140 refuses."""
+    primary = lab.spec.primary.name
+    state = lab.vagrant.state(primary)
+    answering = lab.accepts_tcp(primary, 8140)
+    evidence: dict[str, object] = {"vagrant_state": state, "accepts_8140": answering}
+    if answering:
+        return CheckResult(
+            "primary_down",
+            False,
+            f"{primary} still accepts connections on 8140 after `vagrant halt` (vagrant says "
+            f"{state})",
+            evidence,
+        )
+    return CheckResult("primary_down", True, f"{primary} is {state} and refuses 8140", evidence)
+
+
+def wait_primary_serving(lab: Lab, *, timeout: float, interval: float) -> None:
+    primary = lab.spec.primary.name
+    deadline = time.monotonic() + timeout
+    while True:
+        if lab.accepts_tcp(primary, 8140):
+            try:
+                with lab.pe(primary, token_file=None) as pe:
+                    if pe.simple_status(8140) == "running":
+                        return
+            except PeDrError:
+                pass
+        if time.monotonic() >= deadline:
+            raise TransientError(f"{primary} did not serve on 8140 within {timeout:.0f} s")
+        time.sleep(interval)
+
+
+# --- promotion -----------------------------------------------------------------------------
+
+
+def check_promotion(
+    lab: Lab, *, key_digests: dict[str, str], budget_seconds: float, poll_interval: float
+) -> CheckResult:
+    """The replica serves as primary: orchestrator and console up, keys kept, agents on it."""
+    from pe_dr.actions import _remote_sha256
+
+    replica = lab.spec.replica.name
+    problems = []
+    ports = {port: lab.accepts_tcp(replica, port) for port in (8140, 8143, 8170, 4433, 443)}
+    closed = [str(p) for p, ok in ports.items() if not ok]
+    if closed:
+        problems.append(f"{replica} does not answer on {', '.join(closed)}")
+    changed = []
+    for path, _owner in paths.SECRET_KEY_FILES:
+        digest = _remote_sha256(lab, replica, path)
+        if digest is None or not digest.startswith(key_digests.get(path, "-")):
+            changed.append(path.rsplit("/", 3)[-3])
+    if changed:
+        problems.append(
+            "secret keys differ from the old primary's (" + ", ".join(changed) + "): "
+            "promotion generated new ones, stored credentials are lost"
+        )
+    converge = wait_for_server(
+        lab,
+        name="promotion",
+        want=replica,
+        since=time.monotonic(),
+        budget_seconds=budget_seconds,
+        poll_interval=poll_interval,
+        noop=False,
+    )
+    if not converge.passed:
+        problems.append(converge.detail)
+    evidence: dict[str, object] = {"ports": dict(ports), "agents": dict(converge.evidence)}
+    if problems:
+        return CheckResult("promotion", False, "; ".join(problems), evidence)
+    return CheckResult(
+        "promotion", True, f"{replica} serves as primary, keys kept; {converge.detail}", evidence
+    )

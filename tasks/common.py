@@ -1,0 +1,81 @@
+"""What every drill task shares: retries on transient errors only, timeouts, a resumable cache.
+
+The cache key is the task's inputs and source plus the ROOT flow run id: a Retry of the same run
+(even of a re-created subflow) skips completed steps; a new run does everything again.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, ParamSpec, TypeVar
+
+from prefect import Task, task
+from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE, CachePolicy
+from prefect.client.schemas.objects import State, TaskRun
+
+from pe_dr.errors import is_transient
+from pe_dr.secrets import register_provider
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# Lab-speed knob: labsim sets it (e.g. 0.01) so that back-off fits a simulated lab.
+RETRY_DELAY_SCALE = float(os.environ.get("PE_DR_RETRY_DELAY_SCALE", "1") or "1")
+
+
+def _root_flow_run(context: Any, parameters: dict[str, Any]) -> str:
+    from prefect.runtime import flow_run
+
+    return f"root-{flow_run.root_flow_run_id or flow_run.id}"
+
+
+RESUMABLE: CachePolicy = INPUTS + TASK_SOURCE + CachePolicy.from_cache_key_fn(_root_flow_run)
+
+
+def backoff(delays: Sequence[float]) -> list[float]:
+    return [d * RETRY_DELAY_SCALE for d in delays]
+
+
+def transient_only(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Retry only what another attempt can fix; a 401 or a failed check fails at once."""
+    try:
+        state.result()
+    except BaseException as exc:
+        return is_transient(exc)
+    return True
+
+
+def lab_task(
+    *,
+    timeout: float,
+    retries: int = 3,
+    delays: Sequence[float] = (10, 30, 90),
+    cache: bool = True,
+) -> Callable[[Callable[P, R]], Task[P, R]]:
+    def wrap(fn: Callable[P, R]) -> Task[P, R]:
+        decorate = task(
+            name=fn.__name__.replace("_", "-"),
+            retries=retries,
+            retry_delay_seconds=backoff(delays),
+            retry_jitter_factor=0.2,
+            retry_condition_fn=transient_only,
+            timeout_seconds=timeout,
+            cache_policy=RESUMABLE if cache else NO_CACHE,
+            persist_result=cache,
+        )
+        return decorate(fn)
+
+    return wrap
+
+
+def _prefect_secret_block(name: str) -> str | None:
+    from prefect.blocks.system import Secret
+
+    try:
+        return str(Secret.load(name).get())  # type: ignore[union-attr]
+    except ValueError:
+        return None
+
+
+register_provider(_prefect_secret_block)

@@ -1,0 +1,45 @@
+"""Tasks that start, halt and destroy the lab's VMs (vagrant) and read their states."""
+
+from __future__ import annotations
+
+import time
+
+from pe_dr import actions
+from pe_dr.lab import Lab
+from pe_dr.spec import LabSpec
+from tasks.common import lab_task
+
+
+@lab_task(timeout=3600, delays=(30, 60, 120))
+def ensure_vm_up(lab: LabSpec, vm: str) -> str:
+    with Lab(lab) as live:
+        return actions.ensure_vm_up(live, vm)
+
+
+@lab_task(timeout=600, retries=2)
+def halt_vm(lab: LabSpec, vm: str, confirm: list[str]) -> float:
+    """Halt `vm`; returns the epoch time it was down (the start of the RTO clock)."""
+    with Lab(lab) as live:
+        actions.halt_vm(live, vm, confirm)
+    return time.time()
+
+
+@lab_task(timeout=3600, delays=(30, 60, 120))
+def start_vm(lab: LabSpec, vm: str) -> float:
+    """Start `vm` again; returns the epoch time it answered (the start of the failback clock)."""
+    with Lab(lab) as live:
+        actions.ensure_vm_up(live, vm)
+    return time.time()
+
+
+@lab_task(timeout=1800, retries=2)
+def destroy_vm(lab: LabSpec, vm: str, confirm: list[str]) -> str:
+    with Lab(lab) as live:
+        actions.destroy_vm(live, vm, confirm)
+    return "destroyed"
+
+
+@lab_task(timeout=120, retries=2, delays=(5, 10), cache=False)
+def vm_states(lab: LabSpec) -> dict[str, str]:
+    with Lab(lab) as live:
+        return live.vagrant.status()

@@ -1,0 +1,90 @@
+"""The repository's Vagrantfile: same VMs as pe_dr.spec.LabSpec(), and valid for a real vagrant.
+
+The vagrant part needs Debian's `vagrant` package (skips otherwise). Without VirtualBox,
+`vagrant validate --ignore-provider` still works, while `vagrant status` cannot: vagrant then
+reports that no provider is usable, which must reach us as a VagrantError with its message.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pe_dr.errors import VagrantError
+from pe_dr.spec import LabSpec, Role
+from pe_dr.vagrant import VagrantLab
+
+REPO = Path(__file__).resolve().parents[2]
+VAGRANTFILE = REPO / "Vagrantfile"
+_ENTRY = re.compile(
+    r'\{\s*name:\s*"(?P<name>[^"]+)",\s*ip:\s*"(?P<ip>[^"]+)",\s*memory:\s*(?P<memory>\d+),'
+    r'\s*cpus:\s*(?P<cpus>\d+),\s*script:\s*"(?P<script>[^"]+)"\s*\}'
+)
+MIN_MEMORY = {Role.PRIMARY: 8192, Role.REPLICA: 8192, Role.GITLAB: 6144, Role.AGENT: 1024}
+
+
+def _entries() -> dict[str, dict[str, str]]:
+    return {m["name"]: m.groupdict() for m in _ENTRY.finditer(VAGRANTFILE.read_text())}
+
+
+def test_vagrantfile_matches_the_default_lab_spec() -> None:
+    spec = LabSpec()
+    entries = _entries()
+    assert set(entries) == {h.name for h in spec.hosts}
+    for host in spec.hosts:
+        entry = entries[host.name]
+        assert entry["ip"] == host.address, host.name
+        assert int(entry["memory"]) >= MIN_MEMORY[host.role], host.name
+        assert (REPO / entry["script"]).is_file(), entry["script"]
+    assert int(entries[spec.primary.name]["memory"]) == 8192  # PE needs >= 8 GB
+    assert entries[spec.primary.name]["script"] == "provision/primary.sh"
+    assert entries[spec.gitlab.name]["script"] == "provision/gitlab.sh"
+    for agent in [spec.replica, *spec.agents]:
+        assert entries[agent.name]["script"] == "provision/agent.sh"
+
+
+def test_vagrantfile_passes_secrets_by_env_only() -> None:
+    text = VAGRANTFILE.read_text()
+    assert '"PE_CONSOLE_PASSWORD" => ENV.fetch("PE_CONSOLE_PASSWORD", "")' in text
+    assert '"GITLAB_ROOT_PASSWORD" => ENV.fetch("GITLAB_ROOT_PASSWORD", "")' in text
+    assert '"PE_VERSION" => ENV.fetch("PE_VERSION", "2025.8.0")' in text
+    assert 'config.vm.box = "ubuntu/jammy64"' in text
+    for script in (REPO / "provision").glob("*.sh"):
+        body = script.read_text()
+        assert body.startswith("#!/usr/bin/env bash\n"), script.name
+        assert "set -euo pipefail" in body, script.name
+        assert "set -x" not in body, script.name  # would echo the passwords
+
+
+needs_vagrant = pytest.mark.skipif(
+    shutil.which("vagrant") is None, reason="vagrant is not installed (apt-get install vagrant)"
+)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    shutil.copy(VAGRANTFILE, tmp_path / "Vagrantfile")  # vagrant writes .vagrant/ next to it
+    shutil.copytree(REPO / "provision", tmp_path / "provision")
+    return tmp_path
+
+
+@needs_vagrant
+def test_vagrant_validates_the_vagrantfile(project: Path) -> None:
+    lab = VagrantLab(project, timeout=120)
+    assert re.match(r"^\d+\.\d+", lab.version())
+    lab.validate(ignore_provider=True)
+
+
+@needs_vagrant
+def test_vagrant_status_lists_the_lab(project: Path) -> None:
+    lab = VagrantLab(project, timeout=120)
+    if shutil.which("VBoxManage") is None:
+        with pytest.raises(VagrantError, match="provider"):
+            lab.status()
+        pytest.skip("VirtualBox is not installed: vagrant cannot report machine states")
+    states = lab.status()
+    assert set(states) == {h.name for h in LabSpec().hosts}
+    assert set(states.values()) <= {"not_created", "running", "poweroff", "saved", "aborted"}
