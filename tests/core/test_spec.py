@@ -87,18 +87,18 @@ def test_bad_file_gives_one_sentence_naming_the_field(
 def test_roles_are_validated(tmp_path: Path) -> None:
     hosts = LabSpec().hosts
     no_replica = [h for h in hosts if h.role is not Role.REPLICA]
-    with pytest.raises(ValueError, match="exactly one replica"):
+    with pytest.raises(ValueError, match=r"exactly one replica"):
         LabSpec(hosts=no_replica)
-    with pytest.raises(ValueError, match="listed twice"):
+    with pytest.raises(ValueError, match=r"listed twice"):
         LabSpec(hosts=[*hosts, hosts[2]])
     no_agent = [h for h in hosts if h.role is not Role.AGENT]
-    with pytest.raises(ValueError, match="at least one agent"):
+    with pytest.raises(ValueError, match=r"at least one agent"):
         LabSpec(hosts=no_agent)
 
 
 def test_missing_file_and_unknown_vm() -> None:
-    with pytest.raises(ConfigError, match="does not exist"):
+    with pytest.raises(ConfigError, match=r"does not exist"):
         load_spec("/nonexistent/lab.toml")
-    with pytest.raises(ConfigError, match="'db.vm' is not a VM"):
+    with pytest.raises(ConfigError, match=r"'db\.vm' is not a VM"):
         LabSpec().host("db.vm")
     assert LabSpec().host("replica").name == "replica.vm"
