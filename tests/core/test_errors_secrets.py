@@ -41,6 +41,7 @@ def test_command_failed_message_names_host_command_and_last_line() -> None:
 
 
 def test_secret_from_provider_then_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(secrets, "_providers", [])
     monkeypatch.setenv("PE_CONSOLE_PASSWORD", "from-env-Passw0rd!")
     assert secrets.get_secret(secrets.PE_CONSOLE_PASSWORD) == "from-env-Passw0rd!"
 
