@@ -145,22 +145,21 @@ def parse_exports(text: str) -> dict[str, str]:
     return env
 
 
-def _quiet_prefect_console() -> None:
-    """Prefect's console log would drown the one-line-per-step output; the UI keeps it all."""
-    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs", "httpx"):
-        logger = logging.getLogger(name)
-        for handler in logger.handlers:
-            if type(handler).__name__ == "PrefectConsoleHandler":
-                handler.setLevel(logging.ERROR)
+def _quiet_prefect_console(debug: bool) -> None:
+    """Prefect's console log would drown the one-line-per-step output; the API keeps it all."""
+    level = "INFO" if debug else "CRITICAL"
+    for handler in ("CONSOLE", "CONSOLE_FLOW_RUNS"):
+        os.environ.setdefault(f"PREFECT_LOGGING_HANDLERS_{handler}_LEVEL", level)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 def _run_drill(args: argparse.Namespace, spec: LabSpec, *, confirm_primary: bool, sim: bool) -> int:
     # Imported here: the retry pacing and the lab's environment must be in place first.
+    _quiet_prefect_console(args.debug)
     from flows import common
     from flows.dr_drill import dr_drill
     from flows.params import DrillParameters
 
-    _quiet_prefect_console()
     progress = logging.getLogger("pe_dr.progress")
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(message)s"))
@@ -198,8 +197,6 @@ def _run_drill(args: argparse.Namespace, spec: LabSpec, *, confirm_primary: bool
             reason = failed[0]["detail"] if failed else report.error
             print(f"   reason  {scrub(str(reason))}", flush=True)
         print(f" flow run  {report.flow_run_id}", flush=True)
-    if common.last_report_path is not None:
-        print(f"  journal  {common.last_report_path}", flush=True)
     if not passed and args.debug and state.is_failed():
         state.result()
     return EXIT_PASSED if passed else EXIT_FAILED

@@ -524,12 +524,14 @@ def infra_status(lab: Lab, server: str | None = None) -> list[ServiceStatus]:
 
 
 def replica_enabled(lab: Lab) -> bool:
-    """The replica is in PE Agent's server_list: `enable replica` has run."""
-    params = agent_profile(lab, "PE Agent")
-    servers = params.get("server_list") or []
-    return isinstance(servers, list) and any(
-        str(s).split(":")[0] == lab.spec.replica.name for s in servers
-    )
+    """PE lists the replica in `ha_enabled_replicas` (PE Infrastructure): `enable replica` ran.
+
+    Not the agents' server_list: that is what the failover checks test, not what enable records.
+    """
+    with lab.pe() as pe:
+        group = pe.group_by_name("PE Infrastructure")
+    enabled = group.get("classes", {}).get("puppet_enterprise", {}).get("ha_enabled_replicas")
+    return isinstance(enabled, list) and lab.spec.replica.name in enabled
 
 
 def ensure_replica_enabled(lab: Lab, *, wait_timeout: float = 1800) -> str:

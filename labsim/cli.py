@@ -1,0 +1,356 @@
+"""labsim command line: up, down, status, fault, journal, operations, secrets."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import secrets
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from labsim import control
+from labsim.faults import OPERATIONS, FaultSpecError, parse_fault
+
+
+class UsageError(Exception):
+    pass
+
+
+def default_state() -> Path:
+    env = os.environ.get("LABSIM_STATE")
+    if env:
+        return Path(env)
+    return Path.home() / ".local" / "state" / "labsim" / "default"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def daemon_pid(state: Path) -> int | None:
+    try:
+        pid = int((state / "daemon.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if _pid_alive(pid) else None
+
+
+def _hosts(agents: int) -> tuple[str, list[dict[str, str]]]:
+    a = random.randint(16, 250)
+    b = random.randint(0, 255)
+    prefix = f"127.{a}.{b}"
+    hosts = [
+        {"name": "primary.vm", "role": "primary", "address": f"{prefix}.4"},
+        {"name": "replica.vm", "role": "replica", "address": f"{prefix}.41"},
+        {"name": "linux.vm", "role": "agent", "address": f"{prefix}.6"},
+        {"name": "gitlab.vm", "role": "gitlab", "address": f"{prefix}.7"},
+    ]
+    for i in range(2, agents + 1):
+        hosts.append({"name": f"agent{i:02d}.vm", "role": "agent", "address": f"{prefix}.{99 + i}"})
+    return prefix, hosts
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    state: Path = args.state
+    for spec in args.fault:
+        try:
+            parse_fault(spec)
+        except FaultSpecError as exc:
+            raise UsageError(str(exc)) from None
+    if args.time_scale < 0:
+        raise UsageError("--time-scale must be >= 0")
+    if args.agents < 1 or args.agents > 50:
+        raise UsageError("--agents must be between 1 and 50")
+    pid = daemon_pid(state)
+    if pid is not None:
+        print(
+            f"labsim: a lab is already running in {state} (daemon pid {pid}); "
+            "run 'labsim down' first",
+            file=sys.stderr,
+        )
+        return 1
+    state.mkdir(parents=True, exist_ok=True)
+    for stale in ("control.sock", "daemon.ready", "journal.jsonl"):
+        with contextlib.suppress(FileNotFoundError):
+            (state / stale).unlink()
+    import shutil
+
+    for d in ("vms", "snapshots"):
+        shutil.rmtree(state / d, ignore_errors=True)
+    exports: list[tuple[str, str]] = []
+    console = os.environ.get("PE_CONSOLE_PASSWORD")
+    if not console:
+        console = "Pe+" + secrets.token_urlsafe(12)
+        exports.append(("PE_CONSOLE_PASSWORD", console))
+    gitlab = os.environ.get("GITLAB_ROOT_PASSWORD")
+    if not gitlab:
+        gitlab = "Gl+" + secrets.token_urlsafe(12)
+        exports.append(("GITLAB_ROOT_PASSWORD", gitlab))
+    _, hosts = _hosts(args.agents)
+    cfg: dict[str, Any] = {
+        "name": "labsim-" + secrets.token_hex(3),
+        "time_scale": args.time_scale,
+        "faults": list(args.fault),
+        "hosts": hosts,
+        "console_password": console,
+        "gitlab_password": gitlab,
+    }
+    cfg_path = state / "config.json"
+    cfg_path.write_text(json.dumps(cfg))
+    cfg_path.chmod(0o600)
+    from labsim.vagrant_stub import write_stub
+
+    write_stub(state)
+    log = (state / "daemon.log").open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "labsim.daemon", str(state)],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+        cwd=str(state),
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    log.close()
+    (state / "daemon.pid").write_text(str(proc.pid))
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = (state / "daemon.log").read_text(errors="replace")[-2000:]
+            print(f"labsim: the lab daemon exited during start-up:\n{tail}", file=sys.stderr)
+            return 1
+        if (state / "daemon.ready").exists():
+            try:
+                control.call(state, {"cmd": "ping"}, timeout=2)
+                break
+            except (control.ControlError, OSError):
+                pass
+        time.sleep(0.02)
+    else:
+        _kill_group(proc.pid)
+        print("labsim: the lab daemon did not become ready in 15 s", file=sys.stderr)
+        return 1
+    lines = [
+        ("PATH", f"{state / 'bin'}:$PATH"),
+        ("PE_DR_LAB_SPEC", str(state / "lab.toml")),
+        ("LABSIM_STATE", str(state)),
+        *exports,
+        ("PE_DR_RETRY_DELAY_SCALE", "0.01"),
+    ]
+    for key, value in lines:
+        if key == "PATH":
+            print(f'export PATH={shlex.quote(str(state / "bin"))}:"$PATH"')
+        else:
+            print(f"export {key}={shlex.quote(value)}")
+    return 0
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(OSError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _session_pids(sid: int) -> list[int]:
+    pids = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            fields = (p / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":
+            pids.append(int(p.name))
+    return pids
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    state: Path = args.state
+    pid = daemon_pid(state)
+    if pid is None:
+        print(f"labsim: no lab running in {state}")
+        return 0
+    with contextlib.suppress(control.ControlError, OSError):
+        control.call(state, {"cmd": "shutdown"}, timeout=5)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _pid_alive(pid):
+        time.sleep(0.05)
+    # the daemon ran in its own session: kill anything left in it
+    for _ in range(50):
+        left = [p for p in _session_pids(pid) if p != os.getpid()]
+        if not left and not _pid_alive(pid):
+            break
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
+        for p in left:
+            with contextlib.suppress(OSError):
+                os.kill(p, signal.SIGKILL)
+        time.sleep(0.05)
+    with contextlib.suppress(FileNotFoundError):
+        (state / "daemon.pid").unlink()
+    with contextlib.suppress(FileNotFoundError):
+        (state / "control.sock").unlink()
+    print(f"labsim: lab in {state} stopped")
+    return 0
+
+
+def _need_daemon(state: Path) -> None:
+    if daemon_pid(state) is None:
+        raise control.ControlError(f"no lab is running in {state}; run 'labsim up' first")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    _need_daemon(args.state)
+    res = control.call(args.state, {"cmd": "status"})
+    if args.json:
+        print(json.dumps(res["vms"], indent=2))
+        return 0
+    for vm in res["vms"]:
+        print(f"{vm['name']:<14} {vm['state']:<12} {vm['address']}")
+    return 0
+
+
+def cmd_fault(args: argparse.Namespace) -> int:
+    if args.action == "add":
+        if not args.spec:
+            raise UsageError("fault add needs a SPEC")
+        for spec in args.spec:
+            try:
+                parse_fault(spec)
+            except FaultSpecError as exc:
+                raise UsageError(str(exc)) from None
+        _need_daemon(args.state)
+        for spec in args.spec:
+            res = control.call(args.state, {"cmd": "fault_add", "spec": spec})
+            if "error" in res:
+                raise UsageError(res["error"])
+        return 0
+    _need_daemon(args.state)
+    if args.action == "clear":
+        control.call(args.state, {"cmd": "fault_clear"})
+        return 0
+    res = control.call(args.state, {"cmd": "fault_list"})
+    for f in res["faults"]:
+        extra = f" (remaining {f['remaining']})" if f["remaining"] is not None else ""
+        print(f"{f['spec']}{extra}")
+    return 0
+
+
+def read_journal(state: Path) -> list[dict[str, Any]]:
+    path = state / "journal.jsonl"
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            out.append(json.loads(line))
+    return out
+
+
+def cmd_journal(args: argparse.Namespace) -> int:
+    entries = read_journal(args.state)
+    if args.json:
+        print(json.dumps(entries, indent=2))
+        return 0
+    for e in entries:
+        print(f"{e['time']} {e['vm'] or '-':<12} {e['op']:<32} {e['outcome']:<8} {e['detail']}")
+    return 0
+
+
+def cmd_operations(args: argparse.Namespace) -> int:
+    for name, desc in OPERATIONS.items():
+        print(f"{name}\t{desc}")
+    return 0
+
+
+def cmd_secrets(args: argparse.Namespace) -> int:
+    _need_daemon(args.state)
+    res = control.call(args.state, {"cmd": "secrets"})
+    if args.json:
+        print(json.dumps(res["secrets"]))
+    else:
+        for s in res["secrets"]:
+            print(f"{s['kind']}\t{s['value']}")
+    return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one clear line, exit 2
+        print(f"labsim: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="labsim", description="Simulated Puppet Enterprise DR lab")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def with_state(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--state", type=Path, default=None, help="state directory")
+
+    up = sub.add_parser("up", help="start the lab daemon")
+    with_state(up)
+    up.add_argument("--fault", action="append", default=[], metavar="SPEC")
+    up.add_argument("--time-scale", type=float, default=0.001)
+    up.add_argument("--agents", type=int, default=1)
+    up.set_defaults(func=cmd_up)
+    down = sub.add_parser("down", help="stop the lab")
+    with_state(down)
+    down.set_defaults(func=cmd_down)
+    st = sub.add_parser("status", help="VM states and addresses")
+    with_state(st)
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_status)
+    fa = sub.add_parser("fault", help="add, clear or list faults")
+    with_state(fa)
+    fa.add_argument("action", choices=["add", "clear", "list"])
+    fa.add_argument("spec", nargs="*")
+    fa.set_defaults(func=cmd_fault)
+    jo = sub.add_parser("journal", help="every operation the lab saw")
+    with_state(jo)
+    jo.add_argument("--json", action="store_true")
+    jo.set_defaults(func=cmd_journal)
+    op = sub.add_parser("operations", help="operation names for fail: and slow:")
+    op.set_defaults(func=cmd_operations, state=None)
+    se = sub.add_parser("secrets", help="every secret the lab holds or issued")
+    with_state(se)
+    se.add_argument("--json", action="store_true")
+    se.set_defaults(func=cmd_secrets)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "state", None) is None:
+        args.state = default_state()
+    args.state = Path(args.state).expanduser().absolute()
+    try:
+        return int(args.func(args))
+    except UsageError as exc:
+        print(f"labsim: {exc}", file=sys.stderr)
+        return 2
+    except control.ControlError as exc:
+        print(f"labsim: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

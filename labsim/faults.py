@@ -1,0 +1,128 @@
+"""Fault specs: parsing and the live fault table of a lab."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+OPERATIONS: dict[str, str] = {
+    "vagrant.up": "vagrant up VM (boot, install)",
+    "vagrant.halt": "vagrant halt VM",
+    "vagrant.destroy": "vagrant destroy VM",
+    "vagrant.ssh-config": "vagrant ssh-config VM",
+    "vagrant.snapshot": "vagrant snapshot save|restore VM",
+    "ssh.connect": "an SSH connection to a VM (closed during the handshake)",
+    "ssh.exec": "any command executed over SSH",
+    "puppet.access.login": "puppet access login",
+    "puppet.agent": "puppet agent -t",
+    "puppet.infrastructure.configure": "puppet infrastructure configure",
+    "puppet.infrastructure.provision": "puppet infrastructure provision replica",
+    "puppet.infrastructure.enable": (
+        "puppet infrastructure enable replica (and provision --enable)"
+    ),
+    "puppet.infrastructure.status": "puppet infrastructure status",
+    "puppet.infrastructure.promote": "puppet infrastructure promote replica",
+    "puppet.infrastructure.forget": "puppet infrastructure forget",
+    "puppet.job.run": "puppet job run",
+    "puppet-code.deploy": "puppet-code deploy",
+    "git.push": "git push to gitlab.vm",
+    "gitlab.rails-runner": "gitlab-rails runner FILE",
+    "gitlab.webhook": "GitLab's delivery of a project hook",
+    "api.rbac": "RBAC API (4433 /rbac-api)",
+    "api.classifier": "node classifier API (4433 /classifier-api)",
+    "api.code-manager": "Code Manager API (8170)",
+    "api.orchestrator": "orchestrator API (8143)",
+    "api.puppetdb": "PuppetDB API (8081)",
+    "api.status": "status API (/status/v1)",
+    "api.gitlab": "GitLab REST API (/api/v4)",
+    "filesync": "file sync of deployed code to the replica",
+}
+
+_VM = r"[a-z0-9][a-z0-9.-]*"
+
+
+class FaultSpecError(ValueError):
+    """A fault spec that does not parse."""
+
+
+@dataclass
+class Fault:
+    spec: str
+    kind: str  # replication-broken, replication-lag, failover-broken, replica-unhealthy,
+    # halt-ignored, fail, slow
+    op: str = ""
+    vm: str = ""
+    remaining: int | None = None
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "spec": self.spec,
+            "kind": self.kind,
+            "op": self.op,
+            "vm": self.vm,
+            "remaining": self.remaining,
+            "seconds": self.seconds,
+        }
+
+
+def parse_fault(spec: str) -> Fault:
+    text = spec.strip()
+    if text == "replication:broken":
+        return Fault(text, "replication-broken")
+    if text == "failover:broken":
+        return Fault(text, "failover-broken")
+    if text == "replica:unhealthy":
+        return Fault(text, "replica-unhealthy")
+    m = re.fullmatch(r"replication:lag=(\d+(?:\.\d+)?)", text)
+    if m:
+        return Fault(text, "replication-lag", seconds=float(m.group(1)))
+    m = re.fullmatch(rf"halt:ignored=({_VM})", text)
+    if m:
+        return Fault(text, "halt-ignored", vm=m.group(1))
+    m = re.fullmatch(rf"fail:([a-z0-9.-]+)(?:@({_VM}))?(?:=(\d+))?", text)
+    if m:
+        op = m.group(1)
+        if op not in OPERATIONS:
+            raise FaultSpecError(f"bad fault spec {spec!r}: unknown operation {op!r}")
+        count = int(m.group(3)) if m.group(3) is not None else None
+        return Fault(text, "fail", op=op, vm=m.group(2) or "", remaining=count)
+    m = re.fullmatch(r"slow:([a-z0-9.-]+)=(\d+(?:\.\d+)?)", text)
+    if m:
+        op = m.group(1)
+        if op not in OPERATIONS:
+            raise FaultSpecError(f"bad fault spec {spec!r}: unknown operation {op!r}")
+        return Fault(text, "slow", op=op, seconds=float(m.group(2)))
+    raise FaultSpecError(f"bad fault spec {spec!r}")
+
+
+class FaultTable:
+    def __init__(self) -> None:
+        self.faults: list[Fault] = []
+
+    def add(self, fault: Fault) -> None:
+        self.faults.append(fault)
+
+    def clear(self) -> None:
+        self.faults.clear()
+
+    def has(self, kind: str, vm: str = "") -> bool:
+        return any(f.kind == kind and (not vm or f.vm == vm) for f in self.faults)
+
+    def lag(self) -> float | None:
+        lags = [f.seconds for f in self.faults if f.kind == "replication-lag"]
+        return max(lags) if lags else None
+
+    def should_fail(self, op: str, vm: str) -> bool:
+        for f in self.faults:
+            if f.kind != "fail" or f.op != op or (f.vm and f.vm != vm):
+                continue
+            if f.remaining is None:
+                return True
+            if f.remaining > 0:
+                f.remaining -= 1
+                return True
+        return False
+
+    def slow(self, op: str) -> float:
+        return sum(f.seconds for f in self.faults if f.kind == "slow" and f.op == op)
