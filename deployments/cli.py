@@ -16,7 +16,9 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+from deployments import commands as deployment_commands
 from pe_dr.errors import ConfigError, PeDrError
 from pe_dr.secrets import scrub
 from pe_dr.spec import LabSpec, load_spec
@@ -62,6 +64,16 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="seconds between looks at the lab (default 2, 0.2 with --lab sim)",
     )
+    retry = sub.add_parser(
+        "retry", help="retry a failed drill run: completed steps are skipped, the rest run again"
+    )
+    retry.add_argument("flow_run", metavar="ID", help="the flow run id `pe-dr drill` printed")
+    retry.add_argument(
+        "--force",
+        action="store_true",
+        help="retry a run still marked Running (its process was killed)",
+    )
+    deployment_commands.add_parsers(sub)
     return parser
 
 
@@ -74,6 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "drill":
             return drill(args)
+        if args.command in deployment_commands.COMMANDS:
+            return deployment_commands.dispatch(args)
+        if args.command == "retry":
+            return retry(args)
     except (UsageError, ConfigError) as exc:
         print(f"pe-dr: {scrub(str(exc))}", file=sys.stderr)
         if args.debug:
@@ -153,19 +169,23 @@ def _quiet_prefect_console(debug: bool) -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
+def _show_progress() -> None:
+    progress = logging.getLogger("pe_dr.progress")
+    if not progress.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        progress.addHandler(handler)
+    progress.setLevel(logging.INFO)
+    progress.propagate = False
+
+
 def _run_drill(args: argparse.Namespace, spec: LabSpec, *, confirm_primary: bool, sim: bool) -> int:
     # Imported here: the retry pacing and the lab's environment must be in place first.
     _quiet_prefect_console(args.debug)
-    from flows import common
     from flows.dr_drill import dr_drill
     from flows.params import DrillParameters
 
-    progress = logging.getLogger("pe_dr.progress")
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    progress.addHandler(handler)
-    progress.setLevel(logging.INFO)
-    progress.propagate = False
+    _show_progress()
 
     poll = args.poll_interval or (SIM_POLL_SECONDS if sim else 2.0)
     parameters = DrillParameters(
@@ -178,7 +198,13 @@ def _run_drill(args: argparse.Namespace, spec: LabSpec, *, confirm_primary: bool
     print(f"    drill  lab {spec.name}: {', '.join(h.name for h in spec.hosts)}", flush=True)
     started = time.monotonic()
     state = dr_drill(parameters, return_state=True)
-    elapsed = time.monotonic() - started
+    return _summarize(args, state, time.monotonic() - started)
+
+
+def _summarize(args: argparse.Namespace, state: Any, elapsed: float) -> int:
+    """The closing lines: verdict, the three figures, the flow run; the exit code."""
+    from flows import common
+
     report = common.last_report
     passed = state.is_completed() and report is not None and report.status == "passed"
     print("", flush=True)
@@ -197,9 +223,83 @@ def _run_drill(args: argparse.Namespace, spec: LabSpec, *, confirm_primary: bool
             reason = failed[0]["detail"] if failed else report.error
             print(f"   reason  {scrub(str(reason))}", flush=True)
         print(f" flow run  {report.flow_run_id}", flush=True)
-    if not passed and args.debug and state.is_failed():
-        state.result()
+    if not passed and state.is_failed():
+        try:
+            state.result()
+        except ConfigError:
+            return EXIT_USAGE  # the lab or its secrets are misconfigured, not broken
+        except Exception:
+            if args.debug:
+                raise
     return EXIT_PASSED if passed else EXIT_FAILED
+
+
+# --- retry ---------------------------------------------------------------------------------
+
+TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
+
+
+def retry(args: argparse.Namespace) -> int:
+    """Retry a run in this process, as Prefect's own local retry does: same run, same parameters."""
+    _quiet_prefect_console(args.debug)
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.flow_engine import run_flow
+    from prefect.states import Scheduled
+    from prefect.utilities.callables import get_call_parameters, parameters_to_args_kwargs
+
+    from flows.registry import FLOWS
+
+    _show_progress()
+    try:
+        run_id = UUID(args.flow_run)
+    except ValueError:
+        raise UsageError(f"{args.flow_run!r} is not a flow run id") from None
+    with get_client(sync_client=True) as client:
+        try:
+            run = client.read_flow_run(run_id)
+        except Exception:
+            raise UsageError(f"no flow run {run_id} in this Prefect database") from None
+        flow_name = client.read_flow(run.flow_id).name
+        if run.parent_task_run_id is not None:
+            raise UsageError(f"{run_id} is a subflow run: retry its root run instead")
+        flow = FLOWS.get(flow_name)
+        if flow is None:
+            raise UsageError(f"{run_id} is a run of {flow_name!r}, not a pe-dr-drill flow")
+        state_type = run.state.type.value if run.state else "UNKNOWN"
+        if run.deployment_id is not None:
+            client.set_flow_run_state(run_id, Scheduled(message="Retried via pe-dr"), force=True)
+            print(f"    retry  {run_id} is scheduled; its deployment's worker picks it up")
+            return EXIT_PASSED
+        if state_type not in TERMINAL and not args.force:
+            raise UsageError(
+                f"flow run {run_id} is {state_type}: if its process is gone (killed), "
+                "retry with --force"
+            )
+        lab = (run.parameters.get("parameters") or {}).get("lab") or {}
+        root = lab.get("vagrant_root")
+        if root and not Path(root).exists():
+            raise UsageError(
+                f"the lab of run {run_id} ({root}) is gone: a private --lab sim drill cannot be "
+                "retried"
+            )
+        if state_type not in TERMINAL:
+            from flows.lab_lock import release_lab
+            from pe_dr.spec import LabSpec as _Spec
+
+            if lab and release_lab(_Spec.model_validate(lab)):
+                print(
+                    f"     lock  released lab {lab.get('name')} held by the killed run", flush=True
+                )
+        client.set_flow_run_state(run_id, Scheduled(message="Retried via pe-dr retry"), force=True)
+        run = client.read_flow_run(run_id)
+    call_args, call_kwargs = parameters_to_args_kwargs(flow.fn, run.parameters)
+    parameters = get_call_parameters(flow.fn, call_args, call_kwargs)
+    print(f"    retry  {flow_name} run {run_id} (was {state_type.lower()})", flush=True)
+    started = time.monotonic()
+    state = run_flow(flow=flow, flow_run=run, parameters=parameters, return_type="state")
+    return _summarize(args, state, time.monotonic() - started)
 
 
 if __name__ == "__main__":

@@ -23,14 +23,17 @@ from prefect.artifacts import (
 from prefect.client.orchestration import get_client
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.states import State
 
+from flows.lab_lock import holding_lab
 from pe_dr.checks import CheckResult
 from pe_dr.errors import ConfigError, PeDrError
-from pe_dr.report import DrillReport, StepRecord, utc_now
+from pe_dr.report import MEASUREMENTS, DrillReport, StepRecord, utc_now
 from pe_dr.secrets import scrub
 from pe_dr.spec import LabSpec, load_spec
 from tasks.checks import CheckFailedError
+from tasks.common import root_flow_run_id
 
 progress_log = logging.getLogger("pe_dr.progress")
 
@@ -68,7 +71,7 @@ class Recorder:
 
     def __init__(self, flow_name: str, lab: LabSpec, planned_steps: int = 0) -> None:
         self.run_id = str(flow_run.id)
-        self.root_id = str(flow_run.root_flow_run_id or flow_run.id)
+        self.root_id = root_flow_run_id()
         with _lock:
             existing = _reports.get(self.root_id)
             self.is_root = existing is None
@@ -83,6 +86,9 @@ class Recorder:
         self.report = existing
         self.planned = planned_steps
         if self.is_root:
+            progress_log.info(
+                "flow run  %s (resume it with: pe-dr retry %s)", self.root_id, self.root_id
+            )
             # progress is a convenience; the journal is the record
             with contextlib.suppress(Exception):
                 _progress[self.root_id] = create_progress_artifact(  # type: ignore[assignment]
@@ -152,6 +158,36 @@ class Recorder:
             with contextlib.suppress(Exception):
                 update_progress_artifact(artifact, progress=min(100.0, 100.0 * done / self.planned))
 
+    def subflow(self, name: str, flow_fn: Callable[..., Any], parameters: Any) -> Any:
+        """Run a sub-flow; one that completed in an earlier attempt is journaled as cached."""
+        before, started = len(self.report.steps), utc_now()
+        # The root run's heartbeats cover its sub-flows; a sub-flow's own heartbeat thread cost up
+        # to a second at its end (Prefect joins a thread that sleeps in 1 s steps).
+        with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            result = flow_fn(parameters)
+        if len(self.report.steps) == before:
+            self._record(
+                StepRecord(
+                    name,
+                    "cached",
+                    started,
+                    utc_now(),
+                    0,
+                    "completed in an earlier attempt of this run",
+                )
+            )
+        if isinstance(result, dict):  # figures a reused sub-flow measured in its own attempt
+            for key in MEASUREMENTS:
+                if self.report.measurements.get(key) is None and result.get(key) is not None:
+                    self.report.measurements[key] = float(result[key])
+        return result
+
+    def restore_primary(self, task: Task[..., Any], lab: LabSpec) -> None:
+        """The lab is whole before anything else: a primary a crash left halted is started."""
+        outcome = self.step(task, lab)
+        if outcome != "primary not halted":
+            self.note(str(outcome))
+
     def note(self, text: str) -> None:
         with _lock:
             self.report.notes.append(scrub(text))
@@ -218,7 +254,9 @@ def run_recorded(
     rec = Recorder(flow_name, spec, planned_steps)
     outcome, error = None, None
     try:
-        outcome = body(rec, spec)
+        # One drill per lab: only the root run holds the lab (its subflows run inside it).
+        with holding_lab(spec) if rec.is_root else contextlib.nullcontext():
+            outcome = body(rec, spec)
     except BaseException as exc:
         error = exc
         raise

@@ -28,11 +28,13 @@ from tasks.lab import restore_primary
 def run_drill(rec: Recorder, spec: LabSpec, p: DrillParameters) -> dict[str, object]:
     if p.promote:
         actions.require_confirmation(spec.primary.name, list(p.confirm), "destroy")
-    rec.step(restore_primary, spec)
-    lab_setup(LabSetupParameters(lab=spec))
-    code_manager_setup(CodeManagerParameters(lab=spec))
-    replica_activation(
-        ReplicaActivationParameters(lab=spec, poll_interval_seconds=p.poll_interval_seconds)
+    rec.restore_primary(restore_primary, spec)
+    rec.subflow("lab-setup", lab_setup, LabSetupParameters(lab=spec))
+    rec.subflow("code-manager-setup", code_manager_setup, CodeManagerParameters(lab=spec))
+    rec.subflow(
+        "replica-activation",
+        replica_activation,
+        ReplicaActivationParameters(lab=spec, poll_interval_seconds=p.poll_interval_seconds),
     )
     rec.step(checks.check_health, spec, True, "gate", name="health-gate")
     common: dict[str, Any] = {
@@ -40,10 +42,10 @@ def run_drill(rec: Recorder, spec: LabSpec, p: DrillParameters) -> dict[str, obj
         "budgets": p.budgets,
         "poll_interval_seconds": p.poll_interval_seconds,
     }
-    replication_check(ReplicationCheckParameters(**common))
-    failover_drill(FailoverParameters(confirm=p.confirm, **common))
+    rec.subflow("replication-check", replication_check, ReplicationCheckParameters(**common))
+    rec.subflow("failover-drill", failover_drill, FailoverParameters(confirm=p.confirm, **common))
     if p.promote:
-        promotion(PromotionParameters(confirm=p.confirm, **common))
+        rec.subflow("promotion", promotion, PromotionParameters(confirm=p.confirm, **common))
     return dict(rec.report.measurements)
 
 

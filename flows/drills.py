@@ -68,7 +68,7 @@ def run_failover(
 ) -> dict[str, object]:
     primary = spec.primary.name
     actions.require_confirmation(primary, confirm, "halt")
-    rec.step(restore_primary, spec)
+    rec.restore_primary(restore_primary, spec)
     rec.step(
         require_lab_state,
         spec,

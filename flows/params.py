@@ -51,6 +51,12 @@ class Budgets(BaseModel):
     ] = 1800.0
 
 
+BudgetsField = Annotated[
+    Budgets,
+    Field(description="Longest acceptable times (seconds); exceeding one fails its check."),
+]
+
+
 class _Base(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -74,7 +80,7 @@ class ReplicaActivationParameters(_Base):
 class ReplicationCheckParameters(_Base):
     """Prove that a commit to the control repo reaches the replica, and measure the lag."""
 
-    budgets: Budgets = Budgets()
+    budgets: BudgetsField = Budgets()
     poll_interval_seconds: PollField = 2.0
 
 
@@ -82,7 +88,7 @@ class FailoverParameters(_Base):
     """Halt the primary, prove agents fail over to the replica, start it, prove they fail back."""
 
     confirm: ConfirmField = []
-    budgets: Budgets = Budgets()
+    budgets: BudgetsField = Budgets()
     poll_interval_seconds: PollField = 2.0
 
 
@@ -90,7 +96,7 @@ class PromotionParameters(_Base):
     """Destroy the primary and promote the replica to be the new primary (irreversible)."""
 
     confirm: ConfirmField = []
-    budgets: Budgets = Budgets()
+    budgets: BudgetsField = Budgets()
     poll_interval_seconds: PollField = 2.0
 
 
@@ -111,8 +117,8 @@ class DrillParameters(_Base):
             "in `confirm`). Leaves the lab promoted."
         ),
     ] = False
-    budgets: Budgets = Budgets()
+    budgets: BudgetsField = Budgets()
     poll_interval_seconds: PollField = 2.0
     report_dir: Annotated[
-        str, Field(description="Folder for the JSON journal drill-<UTC time>.json.")
+        str, Field(description="Folder for the JSON journal (drill-YYYYMMDDTHHMMSSZ.json).")
     ] = "reports"

@@ -77,8 +77,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             raise UsageError(str(exc)) from None
     if args.time_scale < 0:
         raise UsageError("--time-scale must be >= 0")
-    if args.agents < 1 or args.agents > 50:
-        raise UsageError("--agents must be between 1 and 50")
+    if args.agents < 1 or args.agents > 150:
+        raise UsageError("--agents must be between 1 and 150")
     pid = daemon_pid(state)
     if pid is not None:
         print(

@@ -135,7 +135,15 @@ class Lab:
 
     async def sleep(self, model_seconds: float, op: str = "") -> None:
         extra = self.faults.slow(op) if op else 0.0
+        started = time.time()
         await asyncio.sleep((model_seconds + extra) * self.scale)
+        self.record_sleep(started, time.time(), model_seconds + extra, op)
+
+    def record_sleep(self, started: float, ended: float, model_seconds: float, op: str) -> None:
+        """Every modelled wait, for benchmarks: real start and end (epoch), modelled seconds."""
+        entry = {"t0": started, "t1": ended, "model": model_seconds, "op": op}
+        with (self.dir / "sleeps.jsonl").open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(entry) + "\n")
 
     def dur(self, key: str) -> float:
         return DURATIONS[key]
@@ -827,7 +835,11 @@ class Lab:
             return
         lag = self.faults.lag()
         delay = lag if lag is not None else max(5.0 * self.scale, 0.2)
+        started = time.time()
         await asyncio.sleep(delay)
+        self.record_sleep(
+            started, time.time(), delay / self.scale if self.scale else 0.0, "filesync"
+        )
         pe = self.pe
         if pe is None or not pe.replica:
             return

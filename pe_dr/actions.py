@@ -17,7 +17,7 @@ from pe_dr import paths
 from pe_dr.errors import (
     ApiError,
     CommandFailed,
-    PermanentError,
+    ConfigError,
     PreconditionError,
     TransientError,
 )
@@ -29,6 +29,7 @@ from pe_dr.parsers import (
     parse_infra_status,
     parse_ssh_keyscan,
 )
+from pe_dr.polling import Pacer
 from pe_dr.secrets import PE_CONSOLE_PASSWORD, get_secret, remember
 
 T = TypeVar("T")
@@ -49,15 +50,17 @@ def wait_until(
     interval: float,
     what: str,
 ) -> T:
-    """Poll `probe` until it returns a value; TransientError naming `what` when `timeout` passes."""
-    deadline = time.monotonic() + timeout
+    """Poll `probe` until it returns a value; TransientError naming `what` when `timeout` passes.
+
+    Probes start at a fixed rate (pe_dr.polling): within one interval of a change, never two
+    within one interval."""
+    pace = Pacer(interval, time.monotonic() + timeout)
     while True:
         value = probe()
         if value is not None:
             return value
-        if time.monotonic() >= deadline:
+        if not pace.wait():
             raise TransientError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
 
 
 # --- VMs -----------------------------------------------------------------------------------
@@ -139,8 +142,11 @@ def puppet_access_login(lab: Lab, server: str, login: str, password: str, token_
                 pe.login(login, password, lifetime="5m", label=None)
             except ApiError as exc:
                 if exc.status == 401:
-                    raise PermanentError(
-                        f"PE on {server} rejected the password of {login!r}"
+                    raise ConfigError(
+                        f"PE on {server} rejected the password of {login!r} (check the Secret "
+                        "block pe-console-password or PE_CONSOLE_PASSWORD)"
+                        if login == lab.spec.console_admin
+                        else f"PE on {server} rejected the password of {login!r}"
                     ) from None
         raise
     lab.host(server).run(["chmod", "600", token_file], root=True)

@@ -6,6 +6,7 @@ A check never passes on missing evidence: no answer is a failure with the reason
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -20,11 +21,15 @@ from pe_dr.actions import (
     infra_status,
     push_control_repo,
 )
-from pe_dr.errors import CommandFailed, PeDrError, TransientError
+from pe_dr.errors import CommandFailed, ConfigError, PeDrError, TransientError
 from pe_dr.lab import Lab
 from pe_dr.parsers import AgentRun, parse_agent_run, unhealthy
+from pe_dr.polling import Pacer
 
-MAX_PARALLEL_AGENTS = 16
+# At most this many agents are checked at once (one thread and one SSH connection each);
+# PE_DR_MAX_PARALLEL_AGENTS overrides it.
+MAX_PARALLEL_AGENTS = 64
+MAX_PARALLEL_ENV = "PE_DR_MAX_PARALLEL_AGENTS"
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,7 @@ def check_replication(
     push_control_repo(lab)
     deadline = pushed + budget_seconds
     seen: dict[str, object] = {"commit": sha}
+    pace = Pacer(poll_interval, deadline)
     while True:
         signature = _deployed_signature(lab, replica)
         seen["replica_signature"] = signature
@@ -142,9 +148,8 @@ def check_replication(
                 seen,
                 seconds=round(lag, 3),
             )
-        if time.monotonic() >= deadline:
+        if not pace.wait():
             break
-        time.sleep(min(poll_interval, max(0.0, deadline - time.monotonic())))
     seen["primary_signature"] = _deployed_signature(lab, lab.spec.primary.name)
     where = (
         "the primary has it, so file sync to the replica is failing"
@@ -182,12 +187,36 @@ def agent_run(
     return parse_agent_run(out.stdout + "\n" + out.stderr, out.exit_code)
 
 
-def fan_out(agents: list[str], work: Callable[[str], CheckResult]) -> list[CheckResult]:
-    """Run `work` for each agent concurrently (bounded), keeping the agents' order."""
+def max_parallel_agents() -> int:
+    """The bound on agents checked at once: $PE_DR_MAX_PARALLEL_AGENTS, else the default."""
+    raw = os.environ.get(MAX_PARALLEL_ENV, "").strip()
+    if not raw:
+        return MAX_PARALLEL_AGENTS
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{MAX_PARALLEL_ENV}={raw!r} is not a whole number") from None
+    if value < 1:
+        raise ConfigError(f"{MAX_PARALLEL_ENV}={raw!r} must be at least 1")
+    return value
+
+
+def fan_out(
+    agents: list[str], work: Callable[[str], CheckResult], *, limit: int | None = None
+) -> list[CheckResult]:
+    """Run `work` for each agent concurrently (at most `limit` at once), keeping their order."""
     if len(agents) == 1:
         return [work(agents[0])]
-    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_AGENTS, len(agents))) as pool:
+    bound = limit if limit is not None else max_parallel_agents()
+    with ThreadPoolExecutor(max_workers=max(1, min(bound, len(agents)))) as pool:
         return list(pool.map(work, agents))
+
+
+def _agent_names(lab: Lab) -> list[str]:
+    """The lab's agents, their SSH handles ready (one `vagrant ssh-config` for all of them)."""
+    names = [a.name for a in lab.spec.agents]
+    lab.prefetch_hosts(names)
+    return names
 
 
 def combine(name: str, results: list[CheckResult]) -> CheckResult:
@@ -251,7 +280,7 @@ def check_agent_on_both(lab: Lab, *, commit: str | None) -> CheckResult:
             evidence,
         )
 
-    return combine("agent_on_both_servers", fan_out([a.name for a in lab.spec.agents], one))
+    return combine("agent_on_both_servers", fan_out(_agent_names(lab), one))
 
 
 def check_failover_ready(lab: Lab) -> CheckResult:
@@ -266,7 +295,7 @@ def check_failover_ready(lab: Lab) -> CheckResult:
             detail += f": {replica} is missing, so agents cannot fail over"
         return CheckResult("failover_ready", ok, detail, {"agent": agent, "server_list": servers})
 
-    return combine("failover_ready", fan_out([a.name for a in lab.spec.agents], one))
+    return combine("failover_ready", fan_out(_agent_names(lab), one))
 
 
 def wait_for_server(
@@ -289,6 +318,7 @@ def wait_for_server(
         runs = 0
         last = "no run"
         warned: list[str] = []
+        pace = Pacer(poll_interval, deadline)
         while True:
             run = agent_run(lab, agent, noop=noop)
             runs += 1
@@ -300,7 +330,7 @@ def wait_for_server(
                 "last_run": last,
                 "unreachable": warned,
             }
-            if run.succeeded and run.server == short_forbid:
+            if run.succeeded and short_forbid is not None and run.server == short_forbid:
                 return CheckResult(
                     name, False, f"{agent} was still {last} after {forbid} was taken down", evidence
                 )
@@ -309,7 +339,7 @@ def wait_for_server(
                 return CheckResult(
                     name, True, f"{agent} {last} {took:.1f} s later", evidence, round(took, 3)
                 )
-            if time.monotonic() >= deadline:
+            if not pace.wait():
                 return CheckResult(
                     name,
                     False,
@@ -317,9 +347,8 @@ def wait_for_server(
                     f"last run {last}",
                     evidence,
                 )
-            time.sleep(min(poll_interval, max(0.0, deadline - time.monotonic())))
 
-    return combine(name, fan_out([a.name for a in lab.spec.agents], one))
+    return combine(name, fan_out(_agent_names(lab), one))
 
 
 def check_primary_down(lab: Lab) -> CheckResult:
@@ -342,6 +371,7 @@ def check_primary_down(lab: Lab) -> CheckResult:
 def wait_primary_serving(lab: Lab, *, timeout: float, interval: float) -> None:
     primary = lab.spec.primary.name
     deadline = time.monotonic() + timeout
+    pace = Pacer(interval, deadline)
     while True:
         if lab.accepts_tcp(primary, 8140):
             try:
@@ -350,9 +380,8 @@ def wait_primary_serving(lab: Lab, *, timeout: float, interval: float) -> None:
                         return
             except PeDrError:
                 pass
-        if time.monotonic() >= deadline:
+        if not pace.wait():
             raise TransientError(f"{primary} did not serve on 8140 within {timeout:.0f} s")
-        time.sleep(interval)
 
 
 # --- promotion -----------------------------------------------------------------------------

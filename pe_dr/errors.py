@@ -70,8 +70,10 @@ class CommandFailed(PeDrError):
         *,
         transient: bool | None = None,
     ) -> None:
-        detail = (stderr.strip() or stdout.strip()).splitlines()
-        last = detail[-1] if detail else "no output"
+        lines = [line.strip() for line in (stderr.strip() or stdout.strip()).splitlines()]
+        # Tools put the cause on an "Error:"/"fatal:" line; later lines are often advice.
+        flagged = [line for line in lines if line.lower().startswith(("error", "fatal"))]
+        last = (flagged or lines or ["no output"])[-1]
         super().__init__(
             f"`{command}` on {host} exited with {exit_code}: {last}", transient=transient
         )

@@ -29,7 +29,7 @@ import shlex
 import socket
 import threading
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -82,13 +82,31 @@ def _reason(exc: BaseException) -> str:
     return scrub(text.splitlines()[0])
 
 
+def _tcp_no_delay(host: str, port: int, timeout: float) -> socket.socket:
+    """The TCP connection for SSH, with TCP_NODELAY as OpenSSH's client sets it. Without it,
+    Nagle's algorithm and the server's delayed ACK hold back the small packets of the handshake
+    and of every exec (channel open, exec request, EOF) for about 40 ms each time."""
+    sock = socket.create_connection((host, port), timeout=timeout)
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
 class Host:
     """One lab VM reached over SSH with the parameters `vagrant ssh-config` gave."""
 
-    def __init__(self, name: str, ssh: SSHParams, *, connect_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        ssh: SSHParams,
+        *,
+        connect_timeout: float = 30.0,
+        on_unreachable: Callable[[], None] | None = None,
+    ) -> None:
         self.name = name
         self.ssh = ssh
         self.connect_timeout = connect_timeout
+        self.on_unreachable = on_unreachable  # told when connecting fails (stale settings?)
         self._conn: fabric.Connection | None = None
         self._lock = threading.RLock()
 
@@ -118,19 +136,31 @@ class Host:
             if self._conn is not None:
                 self._drop()
             conn = self._new_connection()
+            sock: socket.socket | None = None
             try:
+                sock = _tcp_no_delay(self.ssh.host, self.ssh.port, self.connect_timeout)
+                conn.connect_kwargs["sock"] = sock
                 conn.open()
             except paramiko.AuthenticationException:
                 conn.close()
+                self._unreachable()
                 raise PermanentError(
                     f"{self.name} rejected the SSH key {self.ssh.key_file} for user "
                     f"{self.ssh.user} (check `vagrant ssh-config {self.name}`)"
                 ) from None
             except (OSError, EOFError, paramiko.SSHException) as exc:
                 conn.close()
+                if sock is not None:
+                    sock.close()
+                self._unreachable()
                 raise TransientError(f"cannot reach {self.name} over SSH: {_reason(exc)}") from None
             self._conn = conn
             return conn
+
+    def _unreachable(self) -> None:
+        if self.on_unreachable is not None:
+            with contextlib.suppress(Exception):
+                self.on_unreachable()
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None

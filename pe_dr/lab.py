@@ -7,16 +7,30 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Sequence
 from types import TracebackType
 
 from pe_dr import paths
-from pe_dr.errors import TransientError
+from pe_dr.errors import PeDrError, TransientError
 from pe_dr.gitlab_api import GitLabClient
 from pe_dr.host import Host
+from pe_dr.parsers import SSHParams
 from pe_dr.pe_api import PEClient
 from pe_dr.secrets import remember
 from pe_dr.spec import LabSpec
 from pe_dr.vagrant import VagrantLab
+
+# (vagrant root, VM) -> its `vagrant ssh-config` settings, shared by the Labs of this process: every
+# task opens its own Lab, and a real vagrant takes a second or two to start. Forgotten when a Lab
+# starts, halts or destroys the VM (forget_host) and when connecting with them fails.
+_ssh_params: dict[tuple[str, str], SSHParams] = {}
+_ssh_params_lock = threading.Lock()
+
+
+def _forget_params(key: tuple[str, str], stale: SSHParams | None = None) -> None:
+    with _ssh_params_lock:
+        if stale is None or _ssh_params.get(key) == stale:
+            _ssh_params.pop(key, None)
 
 
 class Lab:
@@ -51,14 +65,52 @@ class Lab:
             cached = self._hosts.get(vm)
         if cached is not None:
             return cached
-        host = Host(vm, self.vagrant.ssh_params(vm))
+        key = (self.vagrant.root, vm)
+        with _ssh_params_lock:
+            params = _ssh_params.get(key)
+        if params is None:
+            params = self.vagrant.ssh_params(vm)
+            with _ssh_params_lock:
+                _ssh_params[key] = params
+        host = self._new_host(vm, params)
         with self._lock:
             return self._hosts.setdefault(vm, host)
 
+    def _new_host(self, vm: str, params: SSHParams) -> Host:
+        key = (self.vagrant.root, vm)
+        return Host(vm, params, on_unreachable=lambda: _forget_params(key, params))
+
+    def prefetch_hosts(self, names: Sequence[str]) -> None:
+        """Build the SSH handles of many VMs from one `vagrant ssh-config` (a fan-out over agents).
+        Best effort: a VM it could not resolve is looked up alone, with its own error, by host()."""
+        vms = [self.spec.host(n).name for n in names]
+        with self._lock:
+            missing = [vm for vm in vms if vm not in self._hosts]
+        with _ssh_params_lock:
+            known = {
+                vm: _ssh_params[(self.vagrant.root, vm)]
+                for vm in missing
+                if (self.vagrant.root, vm) in _ssh_params
+            }
+        unknown = [vm for vm in missing if vm not in known]
+        if len(unknown) > 1:
+            try:
+                fetched = self.vagrant.ssh_params_many(unknown)
+            except PeDrError:
+                fetched = {}
+            with _ssh_params_lock:
+                _ssh_params.update({(self.vagrant.root, vm): p for vm, p in fetched.items()})
+            known.update(fetched)
+        with self._lock:
+            for vm, params in known.items():
+                self._hosts.setdefault(vm, self._new_host(vm, params))
+
     def forget_host(self, name: str) -> None:
         """Drop the SSH handle of a VM that was halted or destroyed."""
+        vm = self.spec.host(name).name
+        _forget_params((self.vagrant.root, vm))
         with self._lock:
-            host = self._hosts.pop(self.spec.host(name).name, None)
+            host = self._hosts.pop(vm, None)
         if host is not None:
             host.close()
 

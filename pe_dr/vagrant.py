@@ -223,6 +223,15 @@ class VagrantLab:
             return next(iter(params.values()))
         raise PermanentError(f"`vagrant ssh-config {vm}` printed no SSH settings for {vm}")
 
+    def ssh_params_many(self, vms: Sequence[str]) -> dict[str, SSHParams]:
+        """SSH settings of several machines from one `vagrant ssh-config VM…` (vagrant starts once,
+        not once per machine); VagrantError when any of them is not ready for SSH."""
+        if not vms:
+            return {}
+        text = self._quick()._run_vagrant_command(["ssh-config", *vms])
+        params = parse_ssh_config(text)
+        return {vm: params[vm] for vm in vms if vm in params}
+
     def version(self) -> str:
         """The installed vagrant version, e.g. `2.3.4`."""
         try:

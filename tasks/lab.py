@@ -8,7 +8,7 @@ from pe_dr.spec import LabSpec
 from tasks.common import lab_task
 
 
-@lab_task(timeout=300, retries=2, delays=(5, 15), cache=False)
+@lab_task(timeout=300, retries=2, delays=(5, 15))
 def require_lab_state(
     lab: LabSpec,
     flow: str,

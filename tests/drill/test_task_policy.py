@@ -45,7 +45,7 @@ def test_cached_tasks_are_keyed_on_inputs_source_and_root_run() -> None:
 
 
 def test_lab_state_checks_are_never_cached() -> None:
-    for t in (tasks.lab.restore_primary, tasks.lab.require_lab_state, tasks.vms.vm_states):
+    for t in (tasks.lab.restore_primary, tasks.vms.vm_states):
         assert not t.persist_result, t.name
 
 

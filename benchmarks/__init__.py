@@ -1,0 +1,1 @@
+"""Benchmarks against labsim (`make bench`): figures, not pass/fail."""

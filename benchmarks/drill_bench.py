@@ -1,0 +1,334 @@
+"""`make bench`: how fast the drill is against labsim, in one run, as a small table.
+
+* bring-up: the whole drill on a fresh lab at time scale 0.005 (modelled durations: boot 1 min,
+  PE primary install 20 min, GitLab 15, replica 8, agent 3). Its `vm-up` steps give the bring-up
+  wall time, compared with the critical path max(primary, gitlab) + max(replica, agents).
+* overhead per task: the same drill's wall time minus the time during which labsim was modelling
+  an operation (the union of its modelled waits, from labsim's `sleeps.jsonl`), over the number of
+  steps (one Prefect task each). The drill runs in a child process so that its peak memory
+  (ru_maxrss) is its own.
+* fan-out: the failover/failback agent check (`wait_for_server`: poll agent runs until each is
+  compiled by the wanted server) on labs with 1, 10 and 100 agents, one agent run modelled at
+  `AGENT_RUN_MODEL` seconds: cold (a new Lab, so new SSH connections, as in a task) and warm
+  (connections open); with the default bound on parallel agents, the old bound of 16, and 100
+  (one thread per agent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("PE_DR_RETRY_DELAY_SCALE", "0.01")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+DRILL_SCALE = 0.005
+FANOUT_SCALE = 0.001
+AGENT_RUN_MODEL = 600.0  # modelled seconds of one agent run in the fan-out labs (0.6 s real)
+FANOUT_AGENTS = (1, 10, 100)
+OLD_BOUND = 16
+
+
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def _sleeps(state_dir: Path) -> list[dict[str, Any]]:
+    path = state_dir / "sleeps.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def union_seconds(intervals: list[tuple[float, float]], lo: float, hi: float) -> float:
+    """Length of the union of `intervals`, clipped to [lo, hi]."""
+    total, end = 0.0, lo
+    clipped = [(max(a, lo), min(b, hi)) for a, b in intervals]
+    for a, b in sorted((a, b) for a, b in clipped if b > a):
+        if b <= end:
+            continue
+        total += b - max(a, end)
+        end = b
+    return total
+
+
+def critical_path(scale: float) -> dict[str, float]:
+    from labsim.lab import DURATIONS as D
+
+    up = {
+        "primary": D["boot"] + D["install.primary"],
+        "gitlab": D["boot"] + D["install.gitlab"],
+        "replica": D["boot"] + D["install.replica"],
+        "agent": D["boot"] + D["install.agent"],
+    }
+    path = max(up["primary"], up["gitlab"]) + max(up["replica"], up["agent"])
+    return {"critical_path": path * scale, "serial": sum(up.values()) * scale}
+
+
+@contextlib.contextmanager
+def lab_env(handle: Any) -> Iterator[None]:
+    saved = dict(os.environ)
+    os.environ.update(handle.env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+# --- the drill, in a child process ---------------------------------------------------------------
+
+
+def drill_child(report_dir: str) -> None:
+    """Run one drill in this process (lab and Prefect API from the environment); print JSON."""
+    from flows import common
+    from flows.dr_drill import dr_drill
+    from flows.params import Budgets, DrillParameters
+
+    params = DrillParameters(
+        confirm=["primary.vm"],
+        budgets=Budgets(rto_seconds=60, replication_lag_seconds=30, failback_seconds=60),
+        poll_interval_seconds=0.05,
+        report_dir=report_dir,
+    )
+    t0 = time.time()
+    state = dr_drill(params, return_state=True)
+    t1 = time.time()
+    report = common.last_report
+    print(
+        json.dumps(
+            {
+                "ok": state.is_completed(),
+                "t0": t0,
+                "t1": t1,
+                "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                "steps": [vars(s) for s in report.steps] if report else [],
+            }
+        )
+    )
+
+
+def bench_drill(tmp: Path) -> dict[str, Any]:
+    from labsim.testing import running_lab
+
+    with running_lab(tmp / "drill-lab", time_scale=DRILL_SCALE, agents=1) as handle:
+        env = {**handle.environ(), "PYTHONPATH": str(Path.cwd())}
+        proc = subprocess.run(
+            [sys.executable, "-m", "benchmarks.drill_bench", "--drill-child", str(tmp / "reports")],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+            check=False,
+        )
+        child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+        if proc.returncode != 0 or not lines:
+            raise RuntimeError(f"the drill child failed ({proc.returncode}): {proc.stderr[-2000:]}")
+        out = json.loads(lines[-1])
+        sleeps = _sleeps(handle.state_dir)
+    steps = out["steps"]
+    ups = [s for s in steps if s["name"].startswith("vm-up ")]
+    up_start = min(_epoch(s["started_at"]) for s in ups)
+    up_end = max(_epoch(s["ended_at"]) for s in ups)
+    wall = out["t1"] - out["t0"]
+    modelled = union_seconds([(e["t0"], e["t1"]) for e in sleeps], out["t0"], out["t1"])
+    modelled_sum = sum(
+        min(e["t1"], out["t1"]) - max(e["t0"], out["t0"])
+        for e in sleeps
+        if e["t1"] > out["t0"] and e["t0"] < out["t1"]
+    )
+    if os.environ.get("PE_DR_BENCH_STEPS"):
+        for s in steps:
+            a, b = _epoch(s["started_at"]), _epoch(s["ended_at"])
+            busy = union_seconds([(e["t0"], e["t1"]) for e in sleeps], a, b)
+            print(f"  {s['name']:<36} {b - a:7.3f} s  modelled {busy:7.3f} s", file=sys.stderr)
+    return {
+        "ok": out["ok"],
+        "bring_up": up_end - up_start,
+        "wall": wall,
+        "modelled": modelled,
+        "modelled_sum": modelled_sum,
+        "tasks": len(steps),
+        "maxrss_mb": out["maxrss_kb"] / 1024,
+        "children_rss_mb": child_rss / 1024,
+    }
+
+
+# --- fan-out ----------------------------------------------------------------------------------
+
+
+def _fan_out_once(spec: Any, bound: int) -> tuple[float, float, bool]:
+    """(cold wall, warm wall, passed): cold as a task runs it, with a new Lab (SSH connections
+    opened on the way); warm again on the same Lab (connections open)."""
+    from pe_dr.checks import wait_for_server
+    from pe_dr.lab import Lab
+
+    os.environ["PE_DR_MAX_PARALLEL_AGENTS"] = str(bound)
+    walls, passed = [], True
+    with Lab(spec) as lab:
+        for _ in range(2):
+            t0 = time.monotonic()
+            result = wait_for_server(
+                lab,
+                name="failback",
+                want=spec.primary.name,
+                since=t0,
+                budget_seconds=300,
+                poll_interval=0.5,
+            )
+            walls.append(time.monotonic() - t0)
+            passed = passed and result.passed
+    return walls[0], walls[1], passed
+
+
+def bench_fan_out(tmp: Path, agents: int, bounds: tuple[int, ...]) -> dict[str, Any]:
+    from flows.params import CodeManagerParameters, LabSetupParameters
+    from flows.setup import code_manager_setup, lab_setup
+    from labsim.testing import running_lab
+    from pe_dr.spec import load_spec
+
+    with (
+        running_lab(tmp / f"fan-{agents}", time_scale=FANOUT_SCALE, agents=agents) as handle,
+        lab_env(handle),
+    ):
+        spec = load_spec(handle.spec_path)
+        t0 = time.monotonic()
+        lab_setup(LabSetupParameters(lab=spec))
+        setup = time.monotonic() - t0
+        # agent runs name the compiling server once code is deployed
+        code_manager_setup(CodeManagerParameters(lab=spec))
+        extra = AGENT_RUN_MODEL - _agent_model()
+        handle.fault_add(f"slow:puppet.agent={extra:g}")
+        walls = {bound: _fan_out_once(spec, bound) for bound in bounds}
+    return {"agents": agents, "setup": setup, "walls": walls}
+
+
+def _agent_model() -> float:
+    from labsim.lab import DURATIONS
+
+    return DURATIONS["agent"]
+
+
+# --- the table ----------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.drill_bench")
+    parser.add_argument("--drill-child", metavar="REPORT_DIR")
+    parser.add_argument("--only", choices=("drill", "fan-out"), help="one part of the benchmark")
+    args = parser.parse_args()
+    if args.drill_child:
+        drill_child(args.drill_child)
+        return
+
+    import logging
+
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    from pe_dr.checks import max_parallel_agents
+
+    logging.disable(logging.WARNING)
+    default_bound = max_parallel_agents()
+    # the default bound, the old one, and one agent per thread (no bound) for comparison
+    bounds = tuple(dict.fromkeys((default_bound, OLD_BOUND, max(FANOUT_AGENTS))))
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="pe-dr-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        os.environ["PREFECT_LOCAL_STORAGE_PATH"] = str(tmp / "prefect-results")
+        with prefect_test_harness(server_startup_timeout=120):
+            os.environ["PREFECT_API_URL"] = str(PREFECT_API_URL.value())
+            drill: dict[str, Any] | None = None
+            if args.only in (None, "drill"):
+                drill = bench_drill(tmp)
+                _progress("drill", drill)
+            fans: list[dict[str, Any]] = []
+            for n in FANOUT_AGENTS if args.only in (None, "fan-out") else ():
+                fans.append(bench_fan_out(tmp, n, bounds))
+                _progress("fan-out", fans[-1])
+    total = time.monotonic() - started
+    _print(drill, fans, bounds, total)
+
+
+def _progress(what: str, figures: dict[str, Any]) -> None:
+    print(f"bench: {what} {figures}", file=sys.stderr, flush=True)
+
+
+def _print(
+    drill: dict[str, Any] | None,
+    fans: list[dict[str, Any]],
+    bounds: tuple[int, ...],
+    total: float,
+) -> None:
+    rows: list[tuple[str, str]] = []
+    if drill is not None:
+        rows += _drill_rows(drill)
+    if fans:
+        rows += _fan_rows(fans, bounds)
+    rows.append(("benchmark wall", f"{total:.0f} s"))
+    width = max(len(k) for k, _ in rows)
+    print()
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+
+
+def _drill_rows(drill: dict[str, Any]) -> list[tuple[str, str]]:
+    cp = critical_path(DRILL_SCALE)
+    overhead = drill["wall"] - drill["modelled"]
+    return [
+        ("drill (1 agent, fresh lab)", "passed" if drill["ok"] else "FAILED"),
+        (
+            f"bring-up wall / critical path (scale {DRILL_SCALE:g})",
+            f"{drill['bring_up']:.2f} s / {cp['critical_path']:.2f} s = "
+            f"{drill['bring_up'] / cp['critical_path']:.3f}  (serial: {cp['serial']:.2f} s)",
+        ),
+        (
+            "drill wall; modelled lab time (union; sum)",
+            f"{drill['wall']:.2f} s; {drill['modelled']:.2f} s; {drill['modelled_sum']:.2f} s",
+        ),
+        (
+            "orchestration overhead per task",
+            f"{1000 * overhead / max(drill['tasks'], 1):.0f} ms  "
+            f"({overhead:.2f} s over {drill['tasks']} tasks)",
+        ),
+        ("peak memory of the drill process", f"{drill['maxrss_mb']:.0f} MB (ru_maxrss)"),
+    ]
+
+
+def _fan_rows(fans: list[dict[str, Any]], bounds: tuple[int, ...]) -> list[tuple[str, str]]:
+    rows = []
+    one_run = AGENT_RUN_MODEL * FANOUT_SCALE
+    for bound in bounds:
+        for label, col in (("cold", 0), ("warm", 1)):
+            base = fans[0]["walls"][bound][col]
+            cells = []
+            for fan in fans:
+                wall, ok = fan["walls"][bound][col], fan["walls"][bound][2]
+                mark = "" if ok else " FAILED"
+                cells.append(f"{fan['agents']}: {wall:.2f} s x{wall / base:.2f}{mark}")
+            key = f"fan-out {label}, bound {bound} (agent run {one_run:.1f} s)"
+            rows.append((key, ";  ".join(cells)))
+    rows.append(
+        (
+            f"lab_setup wall (scale {FANOUT_SCALE:g})",
+            ";  ".join(f"{f['agents']} agents: {f['setup']:.2f} s" for f in fans),
+        )
+    )
+    return rows
+
+
+if __name__ == "__main__":
+    main()

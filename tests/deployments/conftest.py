@@ -1,0 +1,336 @@
+"""Real infrastructure for the deployment tests: a private PostgreSQL 15 cluster, a `prefect server`
+on loopback backed by it, and one labsim lab. Every process started here is stopped in teardown,
+and every wait is bounded."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from labsim.testing import LabHandle, running_lab
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+POLL = "2"  # seconds: worker and runner polling, to cut dispatch latency
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            last = check()
+            if last:
+                return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last: {last!r})")
+
+
+def stop_group(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+    """Stop a process started with start_new_session=True, and everything in its group."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # leftovers of the group, if any
+    return proc.returncode
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@dataclass
+class Postgres:
+    port: int
+    data: Path
+
+    def url(self, database: str) -> str:
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def createdb(self, database: str) -> None:
+        subprocess.run(
+            [
+                PG_BIN / "createdb",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                database,
+            ],
+            check=True,
+            timeout=30,
+            capture_output=True,
+        )
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """PostgreSQL 15 (Debian's package) in a private cluster owned by the postgres user."""
+    if not (PG_BIN / "initdb").exists():
+        pytest.skip("PostgreSQL 15 is not installed (apt-get install postgresql)")
+    root = Path(tempfile.mkdtemp(prefix="pe-dr-pg-"))
+    data, sockets = root / "data", root / "sock"
+    sockets.mkdir()
+    owner = pwd.getpwnam("postgres")
+    for path in (root, sockets):
+        os.chown(path, owner.pw_uid, owner.pw_gid)
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    port = free_port()
+    subprocess.run(
+        [
+            *as_postgres,
+            PG_BIN / "initdb",
+            "-D",
+            data,
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+        ],
+        check=True,
+        timeout=120,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            *as_postgres,
+            PG_BIN / "pg_ctl",
+            "-D",
+            data,
+            "-l",
+            root / "log",
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            f"-k {sockets} -h 127.0.0.1 -p {port}",
+            "start",
+        ],
+        check=True,
+        timeout=90,
+        capture_output=True,
+    )
+    try:
+        yield Postgres(port, data)
+    finally:
+        subprocess.run(
+            [*as_postgres, PG_BIN / "pg_ctl", "-D", data, "-m", "fast", "-w", "-t", "60", "stop"],
+            timeout=90,
+            capture_output=True,
+            check=False,
+        )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass
+class PrefectServer:
+    api_url: str
+    home: Path
+    log: Path
+
+    @property
+    def ui_url(self) -> str:
+        return self.api_url.removesuffix("/api")
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """An environment for Prefect clients, workers and flow runs against this server."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+        env.update(
+            PREFECT_API_URL=self.api_url,
+            PREFECT_HOME=str(self.home),
+            PREFECT_LOCAL_STORAGE_PATH=str(self.home / "storage"),
+            PREFECT_SERVER_ANALYTICS_ENABLED="false",
+            PREFECT_RUNNER_POLL_FREQUENCY=POLL,
+            PREFECT_WORKER_QUERY_SECONDS=POLL,
+            PREFECT_WORKER_HEARTBEAT_SECONDS="5",
+            PE_DR_HOME=str(REPO),
+            PE_DR_RETRY_DELAY_SCALE="0.01",
+        )
+        env.update(extra)
+        return env
+
+    def prefect(self, *args: str, env: dict[str, str] | None = None) -> str:
+        done = subprocess.run(
+            [BIN / "prefect", "--no-prompt", *args],
+            cwd=REPO,
+            env=env or self.env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, f"prefect {' '.join(args)}: {done.stdout}\n{done.stderr}"
+        return done.stdout
+
+
+@contextlib.contextmanager
+def prefect_server(postgres: Postgres, database: str, tmp: Path) -> Iterator[PrefectServer]:
+    postgres.createdb(database)
+    port = free_port()
+    server = PrefectServer(f"http://127.0.0.1:{port}/api", tmp / "prefect-home", tmp / "server.log")
+    server.home.mkdir(parents=True, exist_ok=True)
+    env = server.env(PREFECT_API_DATABASE_CONNECTION_URL=postgres.url(database))
+    del env["PREFECT_API_URL"]
+    with server.log.open("w") as log:
+        proc = subprocess.Popen(
+            [BIN / "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for(
+            "the Prefect server's health check",
+            lambda: (
+                proc.poll() is None
+                and httpx.get(f"{server.api_url}/health", timeout=2).status_code == 200
+            ),
+            timeout=90,
+        )
+        assert proc.poll() is None, server.log.read_text()[-3000:]
+        yield server
+    finally:
+        stop_group(proc)
+
+
+@pytest.fixture(scope="module")
+def server(postgres: Postgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    """A Prefect server per test module, each on its own PostgreSQL database."""
+    tmp = tmp_path_factory.mktemp("prefect")
+    with prefect_server(postgres, f"prefect_{tmp.name.replace('-', '_')}", tmp) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabHandle]:
+    """One labsim lab for the whole session; the first drill builds it."""
+    with running_lab(tmp_path_factory.mktemp("lab")) as handle:
+        yield handle
+
+
+def drill_parameters(report_dir: Path, **extra: Any) -> dict[str, Any]:
+    """The monthly drill's own parameters, with polling sized for labsim."""
+    return {
+        "parameters": {
+            "confirm": ["primary.vm"],
+            "promote": False,
+            "poll_interval_seconds": 0.2,
+            "report_dir": str(report_dir),
+            **extra,
+        }
+    }
+
+
+class Api:
+    """The Prefect REST API, spoken plainly (no client settings in the test process)."""
+
+    def __init__(self, server: PrefectServer) -> None:
+        self.http = httpx.Client(base_url=server.api_url, timeout=30)
+
+    def deployment(self, full_name: str) -> dict[str, Any]:
+        response = self.http.get(f"/deployments/name/{full_name}")
+        response.raise_for_status()
+        return dict(response.json())
+
+    def run(
+        self,
+        full_name: str,
+        parameters: dict[str, Any] | None = None,
+        job_variables: dict[str, Any] | None = None,
+    ) -> str:
+        body: dict[str, Any] = {"state": {"type": "SCHEDULED"}}
+        if parameters is not None:
+            body["parameters"] = parameters
+        if job_variables is not None:
+            body["job_variables"] = job_variables
+        deployment_id = self.deployment(full_name)["id"]
+        response = self.http.post(f"/deployments/{deployment_id}/create_flow_run", json=body)
+        response.raise_for_status()
+        return str(response.json()["id"])
+
+    def flow_run(self, run_id: str) -> dict[str, Any]:
+        response = self.http.get(f"/flow_runs/{run_id}")
+        response.raise_for_status()
+        return dict(response.json())
+
+    def state(self, run_id: str) -> str:
+        return str(self.flow_run(run_id)["state"]["type"])
+
+    def wait_final(self, run_id: str, timeout: float) -> dict[str, Any]:
+        final = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+        run: dict[str, Any] = wait_for(
+            f"flow run {run_id} to finish",
+            lambda: (r := self.flow_run(run_id))["state"]["type"] in final and r,
+            timeout=timeout,
+        )
+        return run
+
+    def scheduled_runs(self, deployment_id: str) -> list[dict[str, Any]]:
+        response = self.http.post(
+            "/flow_runs/filter",
+            json={
+                "deployments": {"id": {"any_": [deployment_id]}},
+                "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}},
+                "sort": "EXPECTED_START_TIME_ASC",
+            },
+        )
+        response.raise_for_status()
+        return list(response.json())
+
+    def close(self) -> None:
+        self.http.close()
+
+
+@pytest.fixture(scope="module")
+def api(server: PrefectServer) -> Iterator[Api]:
+    client = Api(server)
+    yield client
+    client.close()
+
+
+def next_first_of_month_0300_utc(now: Any) -> Any:
+    """The default schedule's next run after `now` (an aware datetime)."""
+    from datetime import UTC, datetime
+
+    candidate = datetime(now.year, now.month, 1, 3, 0, tzinfo=UTC)
+    if candidate <= now:
+        year, month = (now.year + 1, 1) if now.month == 12 else (now.year, now.month + 1)
+        candidate = datetime(year, month, 1, 3, 0, tzinfo=UTC)
+    return candidate

@@ -1,0 +1,192 @@
+"""The team-server path: `prefect deploy --all` from the committed prefect.yaml to a process work
+pool, a `prefect worker`, a Prefect server on PostgreSQL, and labsim as the lab."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from labsim.testing import LabHandle
+from pe_dr.spec import load_spec
+
+from .conftest import (
+    BIN,
+    REPO,
+    Api,
+    PrefectServer,
+    drill_parameters,
+    next_first_of_month_0300_utc,
+    stop_group,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
+
+POOL = "pe-dr-lab"
+
+
+@pytest.fixture(scope="module")
+def worker(
+    server: PrefectServer, lab: LabHandle, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    server.prefect("work-pool", "create", POOL, "--type", "process")
+    server.prefect("deploy", "--all")
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [BIN / "prefect", "worker", "start", "--pool", POOL, "--prefetch-seconds", "2"],
+            cwd=REPO,
+            env=server.env(**lab.env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield
+    finally:
+        stop_group(proc)
+
+
+def journal_of(report_dir: Path, run_id: str) -> dict[str, Any]:
+    for path in sorted(report_dir.glob("drill-*.json")):
+        data = json.loads(path.read_text())
+        if data.get("flow_run_id") == run_id:
+            return dict(data)
+    raise AssertionError(f"no journal for flow run {run_id} in {report_dir}")
+
+
+def test_the_monthly_drill_runs_on_a_worker_and_is_scheduled(
+    api: Api, worker: None, tmp_path: Path
+) -> None:
+    deployment = api.deployment("dr-drill/monthly")
+    assert deployment["work_pool_name"] == POOL
+    assert {"pe-dr", "scheduled:monthly", "expected:success"} <= set(deployment["tags"])
+    (schedule,) = deployment["schedules"]
+    assert schedule["schedule"]["cron"] == "0 3 1 * *"
+    assert schedule["schedule"]["timezone"] == "UTC"
+    assert schedule["active"]
+
+    upcoming = wait_for(
+        "the scheduler to create the monthly runs",
+        lambda: api.scheduled_runs(deployment["id"]),
+        timeout=60,
+    )
+    first = datetime.fromisoformat(upcoming[0]["expected_start_time"].replace("Z", "+00:00"))
+    assert first == next_first_of_month_0300_utc(datetime.now(UTC))
+
+    run_id = api.run("dr-drill/monthly", drill_parameters(tmp_path))
+    run = api.wait_final(run_id, timeout=180)
+    assert run["state"]["type"] == "COMPLETED", run["state"]
+    journal = journal_of(tmp_path, run_id)
+    assert journal["status"] == "passed"
+    assert journal["measurements"]["rto_seconds"] > 0
+
+
+def test_a_second_drill_on_the_same_lab_waits_and_an_impatient_one_gives_up(
+    api: Api, worker: None, lab: LabHandle, tmp_path: Path
+) -> None:
+    limit = f"pe-dr-lab-{load_spec(lab.spec_path).name}"
+
+    def holders() -> int:
+        response = api.http.get(f"/v2/concurrency_limits/{limit}")
+        return int(response.json()["active_slots"]) if response.status_code == 200 else 0
+
+    first = api.run("dr-drill/monthly", drill_parameters(tmp_path))
+    wait_for("the first drill to hold the lab", lambda: holders() == 1, timeout=60, every=0.2)
+    second = api.run("dr-drill/monthly", drill_parameters(tmp_path))
+    impatient = api.run(
+        "dr-drill/monthly",
+        drill_parameters(tmp_path),
+        job_variables={"env": {"PE_DR_LAB_LOCK_WAIT_SECONDS": "1"}},
+    )
+
+    gave_up = api.wait_final(impatient, timeout=90)
+    assert gave_up["state"]["type"] == "FAILED"
+    assert (
+        f"another drill holds lab {load_spec(lab.spec_path).name}; gave up after 1 s"
+        in (gave_up["state"]["message"])
+    )
+    assert api.state(first) in {"RUNNING", "COMPLETED"}, "the drill gave up while the first ran"
+
+    a = api.wait_final(first, timeout=120)
+    b = api.wait_final(second, timeout=120)
+    assert a["state"]["type"] == b["state"]["type"] == "COMPLETED", (a["state"], b["state"])
+    steps_a = journal_of(tmp_path, first)["steps"]
+    steps_b = journal_of(tmp_path, second)["steps"]
+    assert steps_a and steps_b
+    assert steps_b[0]["started_at"] >= steps_a[-1]["ended_at"], "the drills overlapped on the lab"
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    received: list[str] = []
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", "0"))
+        self.received.append(self.rfile.read(length).decode("utf-8", "replace"))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def webhook_receiver() -> Iterator[tuple[str, list[str]]]:
+    received: list[str] = []
+    handler = type("Receiver", (_Receiver,), {"received": received})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/hook", received
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(10)
+
+
+def test_a_failing_drill_sends_the_notification(
+    server: PrefectServer,
+    api: Api,
+    worker: None,
+    lab: LabHandle,
+    webhook_receiver: tuple[str, list[str]],
+) -> None:
+    url, received = webhook_receiver
+    block = (
+        "from prefect.blocks.notifications import CustomWebhookNotificationBlock as B\n"
+        "import sys\n"
+        "B(name='pe-dr-test', url=sys.argv[1], "
+        "json_data={'subject': '{{subject}}', 'text': '{{body}}'}).save("
+        "'drill-alerts', overwrite=True)\n"
+    )
+    env = server.env(**lab.env)
+    for command in (
+        [BIN / "python", "-c", block, url],
+        [BIN / "pe-dr", "setup", "--notify", "drill-alerts"],
+        [BIN / "pe-dr", "setup", "--notify", "custom-webhook/drill-alerts"],  # idempotent
+    ):
+        done = subprocess.run(
+            command, env=env, cwd=REPO, capture_output=True, text=True, timeout=60, check=False
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert "automation 'pe-dr: notify when a DR drill fails': updated" in done.stdout
+
+    # promote without the primary in `confirm` fails at once, before touching the lab
+    run_id = api.run("dr-drill/manual", {"parameters": {"promote": True}})
+    run = api.wait_final(run_id, timeout=90)
+    assert run["state"]["type"] == "FAILED"
+    message = wait_for(
+        "the failure notification",
+        lambda: next((m for m in received if run["name"] in m), None),
+        timeout=60,
+    )
+    assert "Failed" in message

@@ -1,0 +1,150 @@
+"""Resume: a Retry of the same run skips completed steps, and the lab is always left whole."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from labsim.testing import LabHandle
+from pe_dr.report import DrillReport
+
+pytestmark = pytest.mark.slow
+
+Drill = Callable[..., tuple[bool, DrillReport]]
+Ops = Callable[..., list[dict[str, Any]]]
+
+# Operations that change the lab; reads may repeat on a Retry, these must not.
+ACTING = {
+    "puppet-code.deploy",
+    "puppet.infrastructure.provision",
+    "puppet.infrastructure.enable",
+    "puppet.infrastructure.configure",
+    "puppet.access.login",
+    "puppet.job.run",
+    "gitlab.rails-runner",
+}
+
+
+def test_retry_runs_only_the_failed_step_and_those_after_it(
+    built: LabHandle, tmp_path: Path, run_drill: Drill, journal_ops: Ops
+) -> None:
+    from deployments.cli import main
+    from flows import common
+
+    built.fault_add("fail:git.push")
+    ok, first = run_drill(tmp_path)
+    assert not ok
+    assert [s.name for s in first.steps if s.status == "failed"] == ["check-replication"]
+    built.fault_clear()
+    mark = len(built.journal())
+
+    assert main(["retry", first.flow_run_id]) == 0
+    second = common.last_report
+    assert second is not None and second.status == "passed", second and second.to_dict()
+    assert second.flow_run_id == first.flow_run_id, "a Retry continues the same run"
+    status = {s.name: s.status for s in second.steps}
+    for done in ("lab-setup", "code-manager-setup", "replica-activation", "health-gate"):
+        assert status[done] == "cached", (done, status)
+    for redone in ("check-replication", "halt-primary", "measure-failover", "measure-failback"):
+        assert status[redone] == "completed", (redone, status)
+
+    again = built.journal()[mark:]
+    assert [e for e in again if e["op"] in ACTING] == [], "completed steps did not act again"
+    assert [e for e in again if e["op"] == "vagrant.up" and e["vm"] != "primary.vm"] == []
+    assert journal_ops(built, "git.push", mark), "the failed step ran again"
+    assert len(journal_ops(built, "vagrant.halt", mark)) == 1, "and the steps after it"
+
+
+def test_a_new_run_does_everything_again(
+    built: LabHandle, tmp_path: Path, run_drill: Drill, journal_ops: Ops
+) -> None:
+    mark = len(built.journal())
+    ok, report = run_drill(tmp_path)
+    assert ok
+    assert not [s for s in report.steps if s.status == "cached" and s.name != "ensure-admin-token"]
+    assert journal_ops(built, "puppet-code.deploy", mark), "a new run deploys again"
+
+
+def test_a_failed_failover_check_leaves_the_primary_running(
+    built: LabHandle, tmp_path: Path, run_drill: Drill
+) -> None:
+    built.fault_add("fail:puppet.agent@linux.vm")
+    ok, report = run_drill(tmp_path, flow="failover_drill", budgets={"rto_seconds": 2.0})
+    assert not ok
+    failed = [c for c in report.checks if not c["passed"]]
+    assert [c["name"] for c in failed] == ["failover"]
+    assert "not compiled by replica.vm within 2 s" in str(failed[0]["detail"])
+    assert any("started it again" in n for n in report.notes), report.notes
+    assert built.status()["primary.vm"] == "running"
+
+
+@pytest.mark.timeout(600)
+def test_a_drill_killed_mid_failover_is_retried_and_restores_the_primary_first(
+    built: LabHandle, tmp_path: Path
+) -> None:
+    env = {**os.environ, **built.env, "PREFECT_HOME": str(tmp_path / "prefect")}
+    env.pop("PREFECT_API_URL", None)
+    cli = [sys.executable, "-m", "deployments.cli"]
+    drill = subprocess.Popen(
+        [*cli, "drill", "--yes", "--poll-interval", "0.1", "--report-dir", str(tmp_path / "r")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    run_id, seen, deadline = None, [], time.monotonic() + 240
+    try:
+        assert drill.stdout is not None
+        for line in drill.stdout:
+            seen.append(line)
+            if line.startswith("flow run") and run_id is None:
+                run_id = line.split()[2]
+            if "completed  check-failover-ready" in line:
+                built.fault_add("fail:puppet.agent@linux.vm")  # the failover wait cannot end
+            if "completed  check-primary-down" in line or time.monotonic() > deadline:
+                break
+    finally:
+        os.killpg(drill.pid, signal.SIGKILL)
+        drill.wait(timeout=30)
+    assert run_id and "completed  check-primary-down" in seen[-1], "".join(seen)
+    left = subprocess.run(
+        ["pgrep", "-s", str(drill.pid)], capture_output=True, text=True, check=False
+    )
+    assert left.stdout.strip() == "", "nothing of the killed drill (nor its Prefect server) is left"
+    assert built.status()["primary.vm"] == "poweroff", "the kill left the primary down"
+    built.fault_clear()
+
+    retry = subprocess.run(
+        [*cli, "retry", run_id, "--force"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert retry.returncode == 0, retry.stdout + retry.stderr
+    lines = retry.stdout.splitlines()
+    first_step = next(i for i, ln in enumerate(lines) if "restore-primary" in ln)
+    assert "started it again" in retry.stdout
+    assert all("halt-primary" not in ln for ln in lines[:first_step]), "restore comes first"
+    assert "cached  code-manager-setup" in retry.stdout
+    assert "PASSED" in retry.stdout
+    assert built.status()["primary.vm"] == "running"
+
+
+def test_retry_usage_errors(capsys: pytest.CaptureFixture[str], prefect_server: None) -> None:
+    from deployments.cli import main
+
+    assert main(["retry", "not-a-uuid"]) == 2
+    assert "is not a flow run id" in capsys.readouterr().err
+    assert main(["retry", "00000000-0000-4000-8000-000000000000"]) == 2
+    assert "no flow run" in capsys.readouterr().err
