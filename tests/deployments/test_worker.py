@@ -4,6 +4,7 @@ pool, a `prefect worker`, a Prefect server on PostgreSQL, and labsim as the lab.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -193,3 +194,87 @@ def test_a_failing_drill_sends_the_notification(
         timeout=60,
     )
     assert "Failed" in message
+
+
+# Operations that change the lab; a Retry may repeat reads, never these.
+ACTING = {
+    "puppet-code.deploy",
+    "puppet.infrastructure.provision",
+    "puppet.infrastructure.enable",
+    "puppet.infrastructure.configure",
+    "puppet.access.login",
+    "puppet.job.run",
+    "gitlab.rails-runner",
+}
+
+
+def test_prefect_flow_run_retry_resumes_a_failed_run_on_the_worker(
+    server: PrefectServer, api: Api, worker: None, lab: LabHandle, tmp_path: Path
+) -> None:
+    lab.fault_add("fail:git.push")
+    run_id = api.run("dr-drill/monthly", drill_parameters(tmp_path))
+    failed = api.wait_final(run_id, timeout=180)
+    assert failed["state"]["type"] == "FAILED", failed["state"]
+    lab.fault_clear()
+    mark = len(lab.journal())
+
+    server.prefect("flow-run", "retry", run_id)
+    wait_for(
+        "the worker to take the retry", lambda: api.state(run_id) != "FAILED", timeout=30, every=0.2
+    )
+    run = api.wait_final(run_id, timeout=180)
+    assert run["state"]["type"] == "COMPLETED", run["state"]
+    assert run["run_count"] >= 2, "the same flow run ran again"
+
+    journals = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("drill-*.json"))]
+    mine = [j for j in journals if j["flow_run_id"] == run_id]
+    assert [j["status"] for j in mine] == ["failed", "passed"]
+    status = {s["name"]: s["status"] for s in mine[-1]["steps"]}
+    for done in ("lab-setup", "code-manager-setup", "replica-activation", "health-gate"):
+        assert status[done] == "cached", (done, status)
+    assert status["check-replication"] == "completed"
+    again = lab.journal()[mark:]
+    assert [e for e in again if e["op"] in ACTING] == [], "completed steps did not act again"
+    assert any(e["op"] == "git.push" for e in again), "the failed step ran again"
+
+
+def test_cancelling_a_run_stops_the_commands_it_started(
+    server: PrefectServer, api: Api, worker: None, lab: LabHandle, tmp_path: Path
+) -> None:
+    stand_in = str(lab.state_dir / "bin" / "vagrant")
+
+    def vagrant_halts() -> list[str]:
+        found = subprocess.run(
+            ["pgrep", "-f", f"{stand_in} halt"], capture_output=True, text=True, check=False
+        )
+        return found.stdout.split()
+
+    lab.fault_add("slow:vagrant.halt=30000")  # 30 s of halting, scaled
+    try:
+        run_id = api.run(
+            "failover-drill/manual",
+            {"parameters": {"confirm": ["primary.vm"], "poll_interval_seconds": 0.2}},
+        )
+        wait_for("the drill to be halting the primary", vagrant_halts, timeout=120, every=0.2)
+        server.prefect("flow-run", "cancel", run_id)
+        run = api.wait_final(run_id, timeout=90)
+        assert run["state"]["type"] == "CANCELLED", run["state"]
+        wait_for(
+            "the vagrant command to be gone", lambda: not vagrant_halts(), timeout=30, every=0.2
+        )
+    finally:
+        lab.fault_clear()
+        # The VM finishes halting without its vagrant client, as VirtualBox would: start it again.
+        wait_for(
+            "the primary to finish halting",
+            lambda: lab.status()["primary.vm"] != "running",
+            timeout=90,
+            every=0.5,
+        )
+        subprocess.run(
+            [stand_in, "up", "primary.vm"],
+            env={**os.environ, **lab.env},
+            capture_output=True,
+            timeout=120,
+            check=True,
+        )
