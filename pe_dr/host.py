@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import os
 import posixpath
 import secrets
 import select
@@ -38,7 +39,7 @@ import paramiko
 from paramiko.common import cMSG_CHANNEL_REQUEST
 from paramiko.message import Message
 
-from pe_dr.errors import CommandFailed, PeDrError, PermanentError, TransientError
+from pe_dr.errors import CommandFailed, ConfigError, PeDrError, TransientError
 from pe_dr.parsers import SSHParams
 from pe_dr.secrets import scrub
 
@@ -135,6 +136,11 @@ class Host:
                 return self._conn
             if self._conn is not None:
                 self._drop()
+            if self.ssh.key_file and not os.path.isfile(self.ssh.key_file):
+                raise ConfigError(
+                    f"the SSH key {self.ssh.key_file} that `vagrant ssh-config {self.name}` "
+                    "names does not exist"
+                )
             conn = self._new_connection()
             sock: socket.socket | None = None
             try:
@@ -144,7 +150,7 @@ class Host:
             except paramiko.AuthenticationException:
                 conn.close()
                 self._unreachable()
-                raise PermanentError(
+                raise ConfigError(
                     f"{self.name} rejected the SSH key {self.ssh.key_file} for user "
                     f"{self.ssh.user} (check `vagrant ssh-config {self.name}`)"
                 ) from None

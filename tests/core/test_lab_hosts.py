@@ -115,7 +115,7 @@ def test_host_reports_an_unreachable_vm(monkeypatch: pytest.MonkeyPatch) -> None
         port = s.getsockname()[1]  # nothing listens here once closed
     host = Host(
         "primary.vm",
-        SSHParams(host="127.0.0.1", port=port, user="vagrant", key_file="/no-such-key"),
+        SSHParams(host="127.0.0.1", port=port, user="vagrant", key_file=__file__),
         connect_timeout=2,
         on_unreachable=lambda: told.append(True),
     )
