@@ -178,11 +178,11 @@ class VagrantLab:
         )
 
     def state(self, vm: str) -> str:
-        """The state id of one machine; PermanentError when the Vagrantfile has no such machine."""
+        """The state id of one machine; ConfigError when the Vagrantfile has no such machine."""
         states = self.status()
         if vm not in states:
             known = ", ".join(sorted(states)) or "none"
-            raise PermanentError(
+            raise ConfigError(
                 f"{vm} is not a machine of the Vagrantfile in {self.root} (machines: {known})"
             )
         return states[vm]

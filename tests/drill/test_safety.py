@@ -144,3 +144,32 @@ def test_a_fault_spec_that_does_not_parse_is_exit_2(capsys: pytest.CaptureFixtur
     assert main(["drill", "--lab", "sim", "--fault", "replication:sideways"]) == 2
     err = capsys.readouterr().err
     assert "replication:sideways" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_vm_the_vagrantfile_does_not_have_is_a_configuration_error(
+    built: LabHandle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from deployments.cli import main
+    from pe_dr.spec import HostSpec, Role, dump_spec
+
+    spec = load_spec(built.spec_path)
+    ghost = HostSpec(name="ghost.vm", role=Role.AGENT, address="127.0.0.9")
+    path = tmp_path / "lab.toml"
+    path.write_text(dump_spec(spec.model_copy(update={"hosts": [*spec.hosts, ghost]})))
+    code = main(["drill", "--yes", "--spec", str(path), "--report-dir", str(tmp_path)])
+    out = capsys.readouterr()
+    assert code == 2, out.out + out.err
+    assert "ghost.vm is not a machine of the Vagrantfile" in out.out
+    assert "Traceback" not in out.out + out.err
+
+
+def test_teardown_refuses_without_named_vms(built: LabHandle, journal_ops: Ops) -> None:
+    from flows.drills import teardown
+    from flows.params import TeardownParameters
+
+    mark = len(built.journal())
+    state = teardown(TeardownParameters(confirm=[]), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(Exception, match="teardown destroys VMs: name them in `confirm`"):
+        state.result()
+    assert journal_ops(built, "vagrant.destroy", mark) == []
