@@ -98,6 +98,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pe-dr: interrupted", file=sys.stderr)
         return EXIT_FAILED
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(
+            f"pe-dr: {scrub(str(exc)) or type(exc).__name__} (--debug shows more)", file=sys.stderr
+        )
+        return EXIT_FAILED
     return EXIT_USAGE
 
 
@@ -167,6 +174,8 @@ def _quiet_prefect_console(debug: bool) -> None:
     for handler in ("CONSOLE", "CONSOLE_FLOW_RUNS"):
         os.environ.setdefault(f"PREFECT_LOGGING_HANDLERS_{handler}_LEVEL", level)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # A first start migrates a new database: slow on a busy 2-core machine (default 20 s).
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 def _show_progress() -> None:
