@@ -9,7 +9,6 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -28,7 +27,7 @@ from prefect.states import State
 
 from flows.lab_lock import holding_lab
 from pe_dr.checks import CheckResult
-from pe_dr.errors import ConfigError, PeDrError
+from pe_dr.errors import PeDrError
 from pe_dr.report import MEASUREMENTS, DrillReport, StepRecord, utc_now
 from pe_dr.secrets import scrub
 from pe_dr.spec import LabSpec, load_spec
@@ -247,10 +246,7 @@ def run_recorded(
     report_dir: str | None = "reports",
 ) -> Any:
     """Resolve the lab, run `body` with a Recorder, and always close the report."""
-    try:
-        spec = resolve_lab(lab)
-    except ConfigError:
-        raise
+    spec = resolve_lab(lab)
     rec = Recorder(flow_name, spec, planned_steps)
     outcome, error = None, None
     try:
@@ -263,7 +259,3 @@ def run_recorded(
     finally:
         rec.finish(report_dir, error)
     return outcome
-
-
-def stamp() -> str:
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -163,10 +162,6 @@ def check_replication(
         f"(replica has {str(signature)[:11]}); {where}",
         seen,
     )
-
-
-def new_marker_id() -> str:
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
 
 
 # --- agent runs ----------------------------------------------------------------------------

@@ -34,6 +34,8 @@ def _remember_url_secrets(url: str) -> None:
 class GitLabClient(ApiClient):
     """The REST API of one GitLab instance, e.g. `GitLabClient("http://gitlab.vm", ...)`."""
 
+    token_header = TOKEN_HEADER
+
     def __init__(
         self,
         base_url: str,
@@ -50,16 +52,6 @@ class GitLabClient(ApiClient):
         self.base_url = base_url.rstrip("/")
         self.service = f"GitLab API on {httpx.URL(self.base_url).host}"
         self.token = token
-
-    @property
-    def token(self) -> str | None:
-        """The personal access token sent with every request (None: anonymous)."""
-        return self._token
-
-    @token.setter
-    def token(self, value: str | None) -> None:
-        self._token = remember(value) if value else None
-        self._set_header(TOKEN_HEADER, self._token)
 
     def _api(self, method: str, path: str, **kw: Any) -> Any:
         return request_json(

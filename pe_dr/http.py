@@ -289,6 +289,19 @@ class ApiClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    # The header a service reads its token from; each client names its own.
+    token_header = ""
+
+    @property
+    def token(self) -> str | None:
+        """The token sent with every request (None: anonymous)."""
+        return self._token
+
+    @token.setter
+    def token(self, value: str | None) -> None:
+        self._token = remember(value) if value else None
+        self._set_header(self.token_header, self._token)
+
     def _set_header(self, name: str, value: str | None) -> None:
         if value:
             self._http.headers[name] = remember(value)

@@ -34,6 +34,8 @@ TOKEN_HEADER = "X-Authentication"  # noqa: S105 (a header name)
 class PEClient(ApiClient):
     """The PE APIs of one PE server (`primary.vm` or, after promotion, `replica.vm`)."""
 
+    token_header = TOKEN_HEADER
+
     def __init__(
         self,
         server: str,
@@ -50,16 +52,6 @@ class PEClient(ApiClient):
         )
         self.server = server
         self.token = token
-
-    @property
-    def token(self) -> str | None:
-        """The RBAC token sent with every request (None: anonymous)."""
-        return self._token
-
-    @token.setter
-    def token(self, value: str | None) -> None:
-        self._token = remember(value) if value else None
-        self._set_header(TOKEN_HEADER, self._token)
 
     # --- plumbing -------------------------------------------------------------------------------
 
