@@ -178,8 +178,21 @@ def agent_run(
     try:
         out = lab.host(agent).run(argv, root=True, ok_codes=(0, 1, 2, 4, 6), timeout=1800)
     except CommandFailed as exc:
-        return parse_agent_run(exc.stdout + exc.stderr, exc.exit_code)
+        return parse_agent_run(exc.stdout + "\n" + exc.stderr, exc.exit_code)
     return parse_agent_run(out.stdout + "\n" + out.stderr, out.exit_code)
+
+
+def run_evidence(run: AgentRun) -> dict[str, object]:
+    """An agent run as fields: who served it, which code, what it printed as errors."""
+    return {
+        "exit_code": run.exit_code,
+        "served_by": run.served_by,
+        "configuration_version": run.configuration_version,
+        "commit": run.commit,
+        "cached_catalog": run.cached_catalog,
+        "errors": list(run.errors),
+        "unreachable": [t.to_json() for t in run.troubles],
+    }
 
 
 def max_parallel_agents() -> int:
@@ -215,12 +228,14 @@ def _agent_names(lab: Lab) -> list[str]:
 
 
 def combine(name: str, results: list[CheckResult]) -> CheckResult:
+    """One verdict over per-agent results; each agent's evidence is kept under `agents`."""
     failed = [r for r in results if not r.passed]
     seconds = [r.seconds for r in results if r.seconds is not None]
-    evidence: dict[str, object] = {
-        r.evidence.get("agent", str(i)): r.detail  # type: ignore[misc]
+    agents: dict[str, object] = {
+        str(r.evidence.get("agent", i)): {**r.evidence, "passed": r.passed, "detail": r.detail}
         for i, r in enumerate(results)
     }
+    evidence: dict[str, object] = {"agents": agents}
     worst = max(seconds) if seconds and not failed else None
     if failed:
         more = f" (and {len(failed) - 1} more agents)" if len(failed) > 1 else ""
@@ -234,9 +249,17 @@ def combine(name: str, results: list[CheckResult]) -> CheckResult:
 
 def _served_by(run: AgentRun) -> str:
     if not run.succeeded:
+        if run.cached_catalog:
+            return "not served (the agent applied its cached catalog)"
         last = run.errors[-1] if run.errors else f"exit code {run.exit_code}"
+        if run.configuration_version is None and run.exit_code in (0, 2):
+            last = "no catalog was applied"
         return f"failed ({last})"
-    return f"compiled by {run.server} ({run.configuration_version})"
+    text = f"compiled by {run.server} ({run.configuration_version})"
+    if run.errors:
+        plural = "s" if len(run.errors) > 1 else ""
+        text += f", with {len(run.errors)} Error: line{plural} (first: {run.errors[0]})"
+    return text
 
 
 def check_agent_on_both(lab: Lab, *, commit: str | None) -> CheckResult:
@@ -248,13 +271,13 @@ def check_agent_on_both(lab: Lab, *, commit: str | None) -> CheckResult:
         plain = agent_run(lab, agent)
         evidence: dict[str, object] = {
             "agent": agent,
-            "replica_run": _served_by(via_replica),
-            "plain_run": _served_by(plain),
+            "replica_run": run_evidence(via_replica),
+            "plain_run": run_evidence(plain),
         }
         problems = []
-        if not (via_replica.succeeded and via_replica.server == replica):
+        if via_replica.served_by != replica:
             problems.append(f"--server_list={lab.spec.replica.name} was {_served_by(via_replica)}")
-        if not (plain.succeeded and plain.server == primary):
+        if plain.served_by != primary:
             problems.append(f"the plain run was {_served_by(plain)}")
         if commit and not problems:
             stale = [
@@ -271,7 +294,7 @@ def check_agent_on_both(lab: Lab, *, commit: str | None) -> CheckResult:
         return CheckResult(
             "agent_on_both_servers",
             True,
-            f"{agent}: {via_replica.configuration_version} and {plain.configuration_version}",
+            f"{agent}: {_served_by(via_replica)} and {_served_by(plain)}",
             evidence,
         )
 
@@ -304,35 +327,46 @@ def wait_for_server(
     forbid: str | None = None,
     noop: bool = True,
 ) -> CheckResult:
-    """Poll agent runs on every agent until each compiles from `want`; time from `since`."""
+    """Poll agent runs on every agent until each compiles from `want`; time from `since`.
+
+    The evidence keeps every run's fields and, for `forbid` (the server taken down), how the agents
+    saw it: refused, hung (the agent waited its http_connect_timeout), unreachable, unavailable.
+    """
     short_want = _short(lab, want)
     short_forbid = _short(lab, forbid) if forbid else None
 
     def one(agent: str) -> CheckResult:
         deadline = since + budget_seconds
         runs = 0
-        last = "no run"
-        warned: list[str] = []
+        seen_down: dict[str, object] | None = None
         pace = Pacer(poll_interval, deadline)
         while True:
             run = agent_run(lab, agent, noop=noop)
             runs += 1
             last = _served_by(run)
-            warned = run.unreachable_servers or warned
+            if forbid is not None:
+                down = next((t for t in run.troubles if t.server.split(":")[0] == forbid), None)
+                seen_down = down.to_json() if down is not None else seen_down
             evidence: dict[str, object] = {
                 "agent": agent,
                 "runs": runs,
-                "last_run": last,
-                "unreachable": warned,
+                "last_run": run_evidence(run),
             }
-            if run.succeeded and short_forbid is not None and run.server == short_forbid:
+            if forbid is not None:
+                evidence["down_server_seen_as"] = seen_down
+            if short_forbid is not None and run.served_by == short_forbid:
                 return CheckResult(
                     name, False, f"{agent} was still {last} after {forbid} was taken down", evidence
                 )
-            if run.succeeded and run.server == short_want:
+            if run.served_by == short_want:
                 took = time.monotonic() - since
+                how = f" ({forbid} {seen_down['kind']})" if seen_down else ""
                 return CheckResult(
-                    name, True, f"{agent} {last} {took:.1f} s later", evidence, round(took, 3)
+                    name,
+                    True,
+                    f"{agent} {last} {took:.1f} s later{how}",
+                    evidence,
+                    round(took, 3),
                 )
             if not pace.wait():
                 return CheckResult(
@@ -346,21 +380,29 @@ def wait_for_server(
     return combine(name, fan_out(_agent_names(lab), one))
 
 
-def check_primary_down(lab: Lab) -> CheckResult:
-    """After the halt, the primary must really be gone: vagrant says so and 8140 refuses."""
+def check_primary_down(lab: Lab, *, probe_timeout: float = 3.0) -> CheckResult:
+    """After the halt, the primary must really be gone: vagrant says so and Puppet Server on 8140
+    does not answer. Refused, unreachable and hung (accepts TCP, never answers) all count as down:
+    agents fail over in each case, only slower for the last two."""
     primary = lab.spec.primary.name
     state = lab.vagrant.state(primary)
-    answering = lab.accepts_tcp(primary, 8140)
-    evidence: dict[str, object] = {"vagrant_state": state, "accepts_8140": answering}
-    if answering:
+    seen = lab.probe_puppetserver(primary, timeout=probe_timeout)
+    evidence: dict[str, object] = {"vagrant_state": state, "port_8140": seen}
+    if seen == "answering":
         return CheckResult(
             "primary_down",
             False,
-            f"{primary} still accepts connections on 8140 after `vagrant halt` (vagrant says "
-            f"{state})",
+            f"{primary} still answers on 8140 after `vagrant halt` (vagrant says {state})",
             evidence,
         )
-    return CheckResult("primary_down", True, f"{primary} is {state} and refuses 8140", evidence)
+    if state == "running":
+        return CheckResult(
+            "primary_down",
+            False,
+            f"vagrant still says {primary} is running after `vagrant halt` (8140 {seen})",
+            evidence,
+        )
+    return CheckResult("primary_down", True, f"{primary} is {state}; 8140 {seen}", evidence)
 
 
 def wait_primary_serving(lab: Lab, *, timeout: float, interval: float) -> None:

@@ -5,7 +5,9 @@ A Lab lives inside one task and is closed at its end; tasks pass the LabSpec, ne
 
 from __future__ import annotations
 
+import errno
 import socket
+import ssl
 import threading
 from collections.abc import Sequence
 from types import TracebackType
@@ -14,6 +16,7 @@ from pe_dr import paths
 from pe_dr.errors import PeDrError, TransientError
 from pe_dr.gitlab_api import GitLabClient
 from pe_dr.host import Host
+from pe_dr.http import lab_ssl_context
 from pe_dr.parsers import SSHParams
 from pe_dr.pe_api import PEClient
 from pe_dr.secrets import remember
@@ -154,6 +157,49 @@ class Lab:
                 return True
         except OSError:
             return False
+
+    def probe_puppetserver(self, name: str, *, port: int = 8140, timeout: float = 3.0) -> str:
+        """How Puppet Server on VM `name` looks from here, as an agent would meet it: `answering`
+        (an HTTP answer to /status/v1/simple/server), or down as `refused`, `unreachable` (no
+        route, or no answer to the TCP connection), `hung` (accepts TCP, never completes TLS) or
+        `silent` (TLS, then no HTTP answer). TLS is verified against the lab CA, read from the
+        replica when `name` is the primary (the primary may be the one that is down)."""
+        address = self.spec.host(name).address
+        try:
+            sock = socket.create_connection((address, port), timeout=timeout)
+        except ConnectionRefusedError:
+            return "refused"
+        except TimeoutError:
+            return "unreachable"
+        except OSError as exc:
+            if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+                return "unreachable"
+            return "refused" if exc.errno == errno.ECONNREFUSED else "unreachable"
+        ca_from = self.spec.replica.name if name == self.spec.primary.name else name
+        context = lab_ssl_context(self.ca_pem(ca_from))
+        with sock:
+            sock.settimeout(timeout)
+            try:
+                tls = context.wrap_socket(sock, server_hostname=self.spec.host(name).name)
+            except TimeoutError:
+                return "hung"
+            except ssl.SSLCertVerificationError:
+                return "answering"  # something serves TLS there, with the wrong certificate
+            except (ssl.SSLError, OSError):
+                return "refused"  # reset during the handshake: nothing serves there
+            with tls:
+                try:
+                    tls.sendall(
+                        b"GET /status/v1/simple/server HTTP/1.1\r\nHost: "
+                        + self.spec.host(name).name.encode()
+                        + b"\r\nConnection: close\r\n\r\n"
+                    )
+                    first = tls.recv(64)
+                except TimeoutError:
+                    return "silent"
+                except OSError:
+                    return "refused"
+        return "answering" if first.startswith(b"HTTP/") else "silent"
 
     def require_running(self, *names: str) -> None:
         states = self.vagrant.status()

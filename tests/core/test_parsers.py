@@ -10,6 +10,7 @@ from pe_dr.errors import PermanentError
 from pe_dr.parsers import (
     AgentRun,
     DeployResult,
+    DownKind,
     KnownHost,
     SSHParams,
     parse_access_login,
@@ -138,9 +139,8 @@ def test_agent_noop_against_replica() -> None:
         server="replica",
         environment="production",
         commit="240d5f61db0",
-        unreachable_servers=[],
-        errors=[],
     )
+    assert run.served_by == "replica"
 
 
 def test_agent_noop_against_primary() -> None:
@@ -158,7 +158,9 @@ def test_agent_failover_run() -> None:
     assert run.environment == "production"
     assert run.configuration_version == "replica-production-9f6c5881a8e"
     assert run.unreachable_servers == ["primary.vm:8140"]
-    assert run.errors == []
+    assert run.troubles[0].kind is DownKind.REFUSED
+    assert run.troubles[0].waited_seconds == 0.003
+    assert run.errors == ()
     assert run.succeeded and not run.changed
 
 
@@ -169,12 +171,7 @@ def test_agent_http_unavailable_warning() -> None:
     assert run.server == "replica"
 
 
-@pytest.mark.parametrize("code", [1, 4, 6])
-def test_agent_failure_exit_codes(code: int) -> None:
-    assert not parse_agent_run(golden("agent-noop-replica.txt"), code).succeeded
-
-
-def test_agent_error_line_fails_run_and_no_version() -> None:
+def test_agent_no_catalog_is_not_a_run_served_by_anyone() -> None:
     output = (
         "Warning: Unable to connect to server from server_list setting: Request to "
         "https://primary.vm:8140/status/v1/simple/server failed after 0.002 seconds: Failed to "
@@ -183,13 +180,120 @@ def test_agent_error_line_fails_run_and_no_version() -> None:
         "\x1b[1;31mError: Could not run: No more servers left in server_list\x1b[0m\n"
     )
     run = parse_agent_run(output, 1)
-    assert not run.succeeded
-    assert run.errors == ["Error: Could not run: No more servers left in server_list"]
+    assert not run.succeeded and run.served_by is None
+    assert run.errors == ("Error: Could not run: No more servers left in server_list",)
     assert run.configuration_version is None
     assert run.server is None and run.commit is None and run.environment is None
     assert run.unreachable_servers == ["primary.vm:8140"]
-    # exit 0 with an Error: line is not a success either
+    # exit 0 without an applied catalog is not a run served by anyone either
     assert not parse_agent_run(output, 0).succeeded
+
+
+def test_agent_error_lines_in_a_run_that_applied_its_catalog_are_evidence_not_failure() -> None:
+    # A failing custom fact prints Error: lines on stderr and the run still applies its catalog,
+    # exit 0 (real-world-findings §2: Puppet 7.23).
+    output = (
+        '\x1b[1;31mError: Facter: error while resolving custom fact "broken": boom\x1b[0m\n'
+        "Info: Using environment 'production'\n"
+        "Info: Applying configuration version 'replica-production-9f6c5881a8e'\n"
+        "\x1b[mNotice: Applied catalog in 0.06 seconds\x1b[0m\n"
+    )
+    run = parse_agent_run(output, 0)
+    assert run.succeeded and run.served_by == "replica"
+    assert run.errors == ('Error: Facter: error while resolving custom fact "broken": boom',)
+
+
+@pytest.mark.parametrize("code", [1, 4, 6])
+def test_agent_a_failed_exit_code_is_a_failed_run_even_with_a_catalog(code: int) -> None:
+    run = parse_agent_run(golden("agent-noop-replica.txt"), code)
+    assert not run.succeeded and run.served_by is None
+    assert run.server == "replica"  # what it printed is still read
+
+
+def test_agent_cached_catalog_is_not_served_by_a_server() -> None:
+    output = (
+        "Info: Using cached catalog from environment 'production'\n"
+        "Info: Applying configuration version 'primary-production-240d5f61db0'\n"
+        "Notice: Applied catalog in 0.05 seconds\n"
+    )
+    run = parse_agent_run(output, 0)
+    assert run.cached_catalog and not run.succeeded and run.served_by is None
+
+
+@pytest.mark.parametrize(
+    ("warning", "kind", "waited"),
+    [
+        (
+            "Request to https://primary.vm:8140/status/v1/simple/server failed after 0.001 "
+            "seconds: Failed to open TCP connection to primary.vm:8140 (Connection refused - "
+            "connect(2) for 127.0.50.4:8140)",
+            DownKind.REFUSED,
+            0.001,
+        ),
+        (
+            "Request to https://primary.vm:8140/status/v1/simple/server timed out connect "
+            "operation after 120.102 seconds",
+            DownKind.HUNG,
+            120.102,
+        ),
+        (
+            "Request to https://primary.vm:8140/status/v1/simple/server timed out read "
+            "operation after 600.004 seconds",
+            DownKind.SILENT,
+            600.004,
+        ),
+        (
+            "Request to https://primary.vm:8140/status/v1/simple/server failed after 3.071 "
+            "seconds: Failed to open TCP connection to primary.vm:8140 (No route to host - "
+            "connect(2) for 192.168.50.4:8140)",
+            DownKind.UNREACHABLE,
+            3.071,
+        ),
+    ],
+)
+def test_agent_tells_how_the_primary_is_down(warning: str, kind: DownKind, waited: float) -> None:
+    # The wordings of real-world-findings §2's table, as the agent prints them (in colour).
+    output = (
+        f"\x1b[1;33mWarning: Unable to connect to server from server_list setting: {warning} "
+        "Trying with next server from server_list.\x1b[0m\n" + golden("agent-noop-replica.txt")
+    )
+    run = parse_agent_run(output, 0)
+    assert run.served_by == "replica"
+    (trouble,) = run.troubles
+    assert (trouble.server, trouble.kind, trouble.waited_seconds) == (
+        "primary.vm:8140",
+        kind,
+        waited,
+    )
+
+
+def test_agent_503_is_unavailable() -> None:
+    run = parse_agent_run(golden("agent-unavailable.txt"), 2)
+    assert run.troubles[0].kind is DownKind.UNAVAILABLE
+
+
+def test_agent_all_servers_down_names_both() -> None:
+    # The shape of real-world-findings §2 "All servers down": the last server is an Error whose
+    # reason follows "Wrapped exception:".
+    output = (
+        "Warning: Unable to connect to server from server_list setting: Request to "
+        "https://primary.vm:8140/status/v1/simple/server failed after 0.001 seconds: Failed to "
+        "open TCP connection to primary.vm:8140 (Connection refused - connect(2) for "
+        "127.0.50.4:8140) Trying with next server from server_list.\n"
+        "Error: Unable to connect to server from server_list setting: Request to "
+        "https://replica.vm:8140/status/v1/simple/server failed after 0.001 seconds\n"
+        "Wrapped exception:\n"
+        "Failed to open TCP connection to replica.vm:8140 (Connection refused - connect(2) for "
+        "127.0.50.41:8140)\n"
+        "Error: Could not run Puppet configuration client: Could not select a functional puppet "
+        "server from server_list: 'primary.vm:8140,replica.vm:8140'\n"
+    )
+    run = parse_agent_run(output, 1)
+    assert not run.succeeded
+    assert [(t.server, t.kind) for t in run.troubles] == [
+        ("primary.vm:8140", DownKind.REFUSED),
+        ("replica.vm:8140", DownKind.REFUSED),
+    ]
 
 
 def test_agent_non_code_manager_version_and_hyphenated_host() -> None:

@@ -114,8 +114,7 @@ def _run(server: str | None) -> AgentRun:
         server=server,
         environment="production",
         commit=None,
-        unreachable_servers=[],
-        errors=[] if server else ["Could not select a functional puppet server"],
+        errors=() if server else ("Could not select a functional puppet server",),
     )
 
 
@@ -156,7 +155,7 @@ def test_wait_for_server_sees_failover_within_one_interval(
     assert result.passed, result.detail
     assert lands <= starts[-1] <= lands + max(interval, cost)
     assert all(g >= interval for g in gaps(starts))
-    assert result.evidence["linux.vm"]  # the one agent's detail
+    assert result.evidence["agents"]["linux.vm"]["passed"]  # type: ignore[index]
     assert result.seconds == pytest.approx(starts[-1] + cost - since)
 
 

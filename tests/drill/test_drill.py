@@ -86,7 +86,7 @@ def test_on_a_built_lab_setup_only_looks(
             {"replication_lag_seconds": 2.0},
         ),
         ("replica:unhealthy", "health", "replica.vm", {}),
-        ("halt:ignored=primary.vm", "primary_down", "still accepts connections on 8140", {}),
+        ("halt:ignored=primary.vm", "primary_down", "still answers on 8140", {}),
     ],
 )
 def test_a_broken_lab_fails_the_drill_at_the_right_check(
