@@ -22,6 +22,7 @@ from deployments import commands as deployment_commands
 from pe_dr.errors import ConfigError, PeDrError
 from pe_dr.secrets import scrub
 from pe_dr.spec import LabSpec, load_spec
+from pe_dr.virtualbox import require_host_only_addresses
 
 EXIT_PASSED, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 SIM_POLL_SECONDS = 0.2
@@ -124,6 +125,8 @@ def drill(args: argparse.Namespace) -> int:
         raise UsageError(
             f"the drill halts {spec.primary.name} to prove failover: add --yes to allow it"
         )
+    # Before Prefect starts: VirtualBox would refuse these addresses only minutes later.
+    require_host_only_addresses(spec)
     return _run_drill(args, spec, confirm_primary=True, sim=False)
 
 

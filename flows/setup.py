@@ -16,6 +16,7 @@ def bring_up(rec: Recorder, spec: LabSpec) -> dict[str, str]:
     first = [spec.primary, spec.gitlab]
     second = [spec.replica, *spec.agents]
     states: dict[str, str] = {}
+    rec.step(vms.ensure_box, spec)
     for wave in (first, second):
         calls = [(f"vm-up {h.name}", vms.ensure_vm_up, (spec, h.name)) for h in wave]
         for host, outcome in zip(wave, rec.parallel(calls), strict=True):
@@ -26,7 +27,7 @@ def bring_up(rec: Recorder, spec: LabSpec) -> dict[str, str]:
 @flow(name="lab-setup", persist_result=True, log_prints=True)
 def lab_setup(parameters: LabSetupParameters = LabSetupParameters()) -> dict[str, str]:
     """Bring the lab's VMs up in dependency order (the primary and GitLab first)."""
-    return run_recorded("lab-setup", parameters.lab, bring_up, planned_steps=4)
+    return run_recorded("lab-setup", parameters.lab, bring_up, planned_steps=5)
 
 
 def configure_code_manager(rec: Recorder, spec: LabSpec) -> dict[str, object]:

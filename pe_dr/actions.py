@@ -31,6 +31,7 @@ from pe_dr.parsers import (
 )
 from pe_dr.polling import Pacer
 from pe_dr.secrets import PE_CONSOLE_PASSWORD, get_secret, remember
+from pe_dr.virtualbox import require_host_only_addresses
 
 T = TypeVar("T")
 
@@ -66,11 +67,25 @@ def wait_until(
 # --- VMs -----------------------------------------------------------------------------------
 
 
+def ensure_box(lab: Lab) -> str:
+    """The lab's box is installed before any VM is created: parallel `vagrant up`s of a fresh
+    lab would otherwise each import it and race on VirtualBox's locks (real-world-findings §1
+    row 8). Only looks when a VM is yet to be created."""
+    if "not_created" not in lab.vagrant.status().values():
+        return "no VM to create"
+    if any(name == lab.spec.box for name, _ in lab.vagrant.boxes()):
+        return "present"
+    require_host_only_addresses(lab.spec)
+    lab.vagrant.box_add(lab.spec.box)
+    return "added"
+
+
 def ensure_vm_up(lab: Lab, vm: str) -> str:
     """Start `vm` unless it runs, then wait until it answers over SSH."""
     vm = lab.spec.host(vm).name
     state = lab.vagrant.state(vm)
     if state != "running":
+        require_host_only_addresses(lab.spec)
         lab.vagrant.up(vm)
         lab.forget_host(vm)
     wait_until(

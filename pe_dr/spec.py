@@ -89,6 +89,12 @@ class LabSpec(BaseModel):
         str | None,
         Field(description="Folder holding the Vagrantfile; empty means the current folder."),
     ] = None
+    box: Annotated[
+        str,
+        Field(
+            description="Vagrant box of the lab's VMs; fetched once before VMs start in parallel."
+        ),
+    ] = "ubuntu/jammy64"
     hosts: Annotated[
         list[HostSpec], Field(description="The VMs: one primary, one replica, one gitlab, agents.")
     ] = Field(default_factory=_tutorial_hosts)
@@ -198,6 +204,7 @@ def dump_spec(spec: LabSpec) -> str:
         "name",
         "pe_version",
         "vagrant_root",
+        "box",
         "gitlab_http_port",
         "control_repo",
         "environment",

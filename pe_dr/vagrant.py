@@ -47,9 +47,15 @@ from pe_dr.secrets import scrub
 
 QUICK_TIMEOUT = 300.0  # status, ssh-config, version, snapshot list, validate
 KILL_GRACE = 10.0
+# Races of parallel `vagrant up` in one project on a first run (real-world-findings §1 row 8):
+# Vagrant's own machine lock, VirtualBox's session lock, a box import already under way.
 _TRANSIENT_MARKERS = (
     "another process is already executing an action",  # MachineLocked
     "MachineLocked",
+    "is already locked by a session",  # VBoxManage: error: The machine '…' is already locked …
+    "is locked by a session",
+    "E_ACCESSDENIED (0x80070005) - Access denied (extended info not available)",
+    "while another is in progress",
     "Timed out while waiting for the machine to boot",
     "SSHNotReady",
     "is not yet ready for SSH",
@@ -190,6 +196,14 @@ class VagrantLab:
     def up(self, vm: str) -> None:
         """`vagrant up VM` (provisions a machine that was never provisioned)."""
         self._vagrant.up(vm_name=vm)
+
+    def boxes(self) -> list[tuple[str, str | None]]:
+        """(name, provider) of every box installed (`vagrant box list --machine-readable`)."""
+        return [(b.name, b.provider) for b in self._quick().box_list()]
+
+    def box_add(self, name: str, provider: str = "virtualbox") -> None:
+        """`vagrant box add NAME --provider PROVIDER` (downloads it; can take minutes)."""
+        self._vagrant._call_vagrant_command(["box", "add", name, "--provider", provider])
 
     def halt(self, vm: str, *, force: bool = False) -> None:
         """`vagrant halt [--force] VM`."""

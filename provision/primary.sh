@@ -21,7 +21,9 @@ apt-get update -q
 apt-get install -y -q curl ca-certificates
 
 name="puppet-enterprise-${PE_VERSION}-ubuntu-22.04-amd64"
-url="${PE_DOWNLOAD_URL:-https://pm.puppet.com/puppet-enterprise/${PE_VERSION}/${name}.tar.gz}"
+# The tutorial lab's download host (mrcmn/puppet-upandrun, PE 2025.8.0, Feb 2026); peadm uses
+# https://s3.amazonaws.com/pe-builds/released/<V>/... (set PE_DOWNLOAD_URL to use another).
+url="${PE_DOWNLOAD_URL:-https://pm.puppetlabs.com/puppet-enterprise/${PE_VERSION}/${name}.tar.gz}"
 work="$(mktemp -d /root/pe-install.XXXXXX)"
 trap 'rm -rf "$work"' EXIT  # also removes pe.conf and its password
 cd "$work"
@@ -43,7 +45,8 @@ chmod 600 pe.conf
 unset pw
 
 echo "primary.sh: running the PE installer (this takes a while)"
-"./${name}/puppet-enterprise-installer" -c "$work/pe.conf"
+# -y: no prompt (peadm tasks/pe_install.sh runs it the same way).
+"./${name}/puppet-enterprise-installer" -y -c "$work/pe.conf"
 
 # Lab only: sign the certificates of every lab VM automatically.
 echo '*.vm' > /etc/puppetlabs/puppet/autosign.conf

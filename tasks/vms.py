@@ -11,6 +11,12 @@ from tasks.common import lab_task
 
 
 @lab_task(timeout=3600, delays=(30, 60, 120))
+def ensure_box(lab: LabSpec) -> str:
+    with Lab(lab) as live:
+        return actions.ensure_box(live)
+
+
+@lab_task(timeout=3600, delays=(30, 60, 120))
 def ensure_vm_up(lab: LabSpec, vm: str) -> str:
     with Lab(lab) as live:
         return actions.ensure_vm_up(live, vm)

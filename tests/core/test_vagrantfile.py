@@ -7,8 +7,10 @@ reports that no provider is usable, which must reach us as a VagrantError with i
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -51,7 +53,7 @@ def test_vagrantfile_passes_secrets_by_env_only() -> None:
     assert '"PE_CONSOLE_PASSWORD" => ENV.fetch("PE_CONSOLE_PASSWORD", "")' in text
     assert '"GITLAB_ROOT_PASSWORD" => ENV.fetch("GITLAB_ROOT_PASSWORD", "")' in text
     assert '"PE_VERSION" => ENV.fetch("PE_VERSION", "2025.8.0")' in text
-    assert 'config.vm.box = "ubuntu/jammy64"' in text
+    assert f'config.vm.box = "{LabSpec().box}"' in text
     for script in (REPO / "provision").glob("*.sh"):
         body = script.read_text()
         assert body.startswith("#!/usr/bin/env bash\n"), script.name
@@ -88,3 +90,40 @@ def test_vagrant_status_lists_the_lab(project: Path) -> None:
     states = lab.status()
     assert set(states) == {h.name for h in LabSpec().hosts}
     assert set(states.values()) <= {"not_created", "running", "poweroff", "saved", "aborted"}
+
+
+def test_hosts_script_maps_names_and_drops_every_loopback_line_of_its_own_name(
+    tmp_path: Path,
+) -> None:
+    # Vagrant writes `127.0.N.1 NAME SHORT` at the first free N on each boot (127.0.2.1 on the
+    # jammy box; hashicorp/vagrant lib/vagrant/util/guest_hosts.rb); Ubuntu has 127.0.1.1.
+    hosts = tmp_path / "hosts"
+    hosts.write_text(
+        "127.0.0.1 localhost\n"
+        "127.0.1.1 primary.vm primary\n"
+        "127.0.2.1 primary.vm primary\n"
+        "127.0.3.1 other.example other\n"
+        "::1 localhost ip6-localhost\n"
+    )
+    args = [f"{h.address}={h.name}" for h in LabSpec().hosts]
+    for _ in range(2):  # idempotent
+        subprocess.run(
+            ["bash", str(REPO / "provision" / "hosts.sh"), "primary.vm", *args],
+            check=True,
+            capture_output=True,
+            env={**os.environ, "HOSTS_FILE": str(hosts)},
+        )
+    lines = hosts.read_text().splitlines()
+    assert "127.0.0.1 localhost" in lines
+    assert "127.0.3.1 other.example other" in lines  # not this VM's name
+    assert not any(re.match(r"127\.0\.\d+\.1\s.*primary", line) for line in lines), lines
+    assert lines.count("192.168.50.4 primary.vm primary") == 1
+    assert "192.168.50.41 replica.vm replica" in lines
+
+
+def test_primary_script_downloads_from_the_tutorial_host_and_installs_without_prompts() -> None:
+    body = (REPO / "provision" / "primary.sh").read_text()
+    assert "https://pm.puppetlabs.com/puppet-enterprise/${PE_VERSION}/${name}.tar.gz" in body
+    assert re.search(r"puppet-enterprise-installer\" -y -c ", body)
+    # the hosts provisioner runs on every boot, since Vagrant re-adds its line on every boot
+    assert 'args: [vm[:name], *HOSTS_ARGS], run: "always"' in VAGRANTFILE.read_text()
