@@ -57,6 +57,6 @@ def dr_drill(parameters: DrillParameters = DrillParameters()) -> dict[str, objec
         "dr-drill",
         parameters.lab,
         lambda rec, spec: run_drill(rec, spec, parameters),
-        planned_steps=49 if parameters.promote else 39,
+        planned_steps=50 if parameters.promote else 39,
         report_dir=parameters.report_dir,
     )

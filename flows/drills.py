@@ -130,6 +130,9 @@ def run_promotion(
     digests = {k.path: k.sha256_prefix for k in keys}
     rec.step(vms.destroy_vm, spec, primary, confirm, name="destroy-primary")
     rec.step(replica.promote_replica, spec)
+    rec.step(
+        replica.ensure_client_tools_point_at, spec, new_primary, name="client-tools-to-new-primary"
+    )
     rec.step(code_manager.ensure_admin_token, spec, new_primary, name="admin-token-new-primary")
     rec.step(replica.forget_old_primary, spec)
     rec.step(code_manager.ensure_deploy_token, spec, new_primary, name="deploy-token-new-primary")
@@ -157,7 +160,7 @@ def promotion(parameters: PromotionParameters = PromotionParameters()) -> dict[s
             parameters.budgets,
             parameters.poll_interval_seconds,
         ),
-        planned_steps=11,
+        planned_steps=12,
     )
 
 

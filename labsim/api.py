@@ -47,6 +47,7 @@ def _token_invalid() -> Response:
 
 
 SERVICE_OPS = [
+    ("/pcp", 8142, "api.pcp-broker"),
     ("/rbac-api/", 4433, "api.rbac"),
     ("/classifier-api/", 4433, "api.classifier"),
     ("/code-manager/", 8170, "api.code-manager"),
@@ -76,7 +77,11 @@ async def pe_handle(lab: Lab, vm: VM, port: int, req: Request) -> Response:
             f"{op} is temporarily unavailable (injected fault)",
         )
     try:
-        if op == "api.status":
+        if op == "api.pcp-broker":
+            # wss://host:8142/pcp and /pcp2 (reference §3.1): agents' pxp-agent connections are
+            # WebSockets; a plain request is refused
+            resp = _err(400, "puppetlabs.pcp/websocket-required", "expected a WebSocket upgrade")
+        elif op == "api.status":
             resp = status_api(lab, vm, port, req)
         elif op == "api.rbac":
             resp = rbac(lab, vm, req)
@@ -100,14 +105,48 @@ async def pe_handle(lab: Lab, vm: VM, port: int, req: Request) -> Response:
     return resp
 
 
-def _unhealthy(lab: Lab, vm: VM) -> bool:
+def _orchestrator_inactive(lab: Lab, vm: VM) -> bool:
+    """The replicated orchestrator on an enabled replica is inactive until promotion."""
     pe = lab.pe
-    return bool(pe and vm.name == pe.replica and lab.faults.has("replica-unhealthy"))
+    return bool(pe and vm.name == pe.replica and not pe.promoted)
+
+
+def _alerts(lab: Lab, vm: VM, service: str) -> list[dict[str, str]]:
+    """`active_alerts` of a service (PDF-2021.7.1 p.436-440); the same alerts as
+    `puppet infrastructure status` (commands.status_entries)."""
+    pe = lab.pe
+    if pe is None:
+        return []
+    labels = {
+        "classifier-service": "Classifier",
+        "rbac-service": "RBAC",
+        "activity-service": "Activity",
+        "orchestrator-service": "Orchestrator",
+    }
+    inactive = pe.replica and lab.faults.has("db-replication-inactive")
+    if vm.name == pe.primary and inactive and service in labels:
+        return [
+            {
+                "severity": "error",
+                "message": f"Database replication for {labels[service]} is inactive",
+            }
+        ]
+    unhealthy = lab.faults.has("replica-unhealthy")
+    if vm.name == pe.replica and service == "puppetdb-service" and unhealthy:
+        return [
+            {
+                "severity": "error",
+                "message": f"PuppetDB on {vm.name} cannot sync with {pe.primary} "
+                "(labsim fault replica:unhealthy)",
+            }
+        ]
+    return []
 
 
 def status_api(lab: Lab, vm: VM, port: int, req: Request) -> Response:
+    """GET /status/v1/simple[/<svc>] and /status/v1/services[/<svc>] (PDF-2021.7.1 p.436-441):
+    200 only when every service is `running`, 503 otherwise; alerts do not change a state."""
     path = req.path
-    bad = _unhealthy(lab, vm)
     names = {
         8140: ["server", "file-sync-client-service"]
         + (
@@ -121,35 +160,36 @@ def status_api(lab: Lab, vm: VM, port: int, req: Request) -> Response:
         8170: ["code-manager-service"],
         443: ["rbac-service", "classifier-service", "activity-service"],
     }.get(port, [])
-    state = "error" if bad else "running"
-    code = 503 if bad else 200
+
+    def state(name: str) -> str:
+        if name == "orchestrator-service" and _orchestrator_inactive(lab, vm):
+            return "unknown"
+        return "running"
+
     if path.startswith("/status/v1/simple"):
         rest = path[len("/status/v1/simple") :].strip("/")
         if rest and rest not in names and rest != "server":
             return Response.text(f"not found: {rest}", 404)
-        return Response.text(state, code)
+        states = [state(rest)] if rest else [state(n) for n in names]
+        worst = next((s for s in states if s != "running"), "running")
+        return Response.text(worst, 200 if worst == "running" else 503)
     if path.startswith("/status/v1/services"):
         rest = path[len("/status/v1/services") :].strip("/")
         out = {}
         for n in names:
-            entry: dict[str, Any] = {
+            out[n] = {
                 "service_version": "2025.8.0",
                 "service_status_version": 1,
                 "detail_level": req.query.get("level", "info"),
-                "state": state,
+                "state": state(n),
                 "status": {},
-                "active_alerts": [],
+                "active_alerts": _alerts(lab, vm, n),
             }
-            if bad:
-                entry["active_alerts"] = [
-                    {"severity": "error", "message": f"Database replication for {n} is inactive"}
-                ]
-                entry["status"] = {"replication": {"mode": "replica", "status": "inactive"}}
-            out[n] = entry
+        code = 200 if all(e["state"] == "running" for e in out.values()) else 503
         if rest:
             if rest not in out:
                 return _err(404, "service-not-found", f"No status information for '{rest}'")
-            return Response.json(out[rest], code)
+            return Response.json(out[rest], 200 if out[rest]["state"] == "running" else 503)
         return Response.json(out, code)
     return _err(404, "not-found", path)
 
@@ -185,9 +225,16 @@ def rbac(lab: Lab, vm: VM, req: Request) -> Response:
             )
         return Response.json({"token": pe.issue_token(user, body.get("label", ""))})
     if path == "/rbac-api/v2/auth/token/authenticate" and m == "POST":
-        user = pe.token_user(req.json().get("token"))
+        # 400 for a malformed token, 403 for a revoked, expired or unknown one; no caller
+        # authentication (help.puppet.com/pe/2023.8/topics/rbac_api_v2_auth_token_auth_post.htm)
+        token = req.json().get("token")
+        if not isinstance(token, str) or not re.fullmatch(r"[0-9A-Za-z_-]{20,}", token.strip()):
+            return _err(400, "puppetlabs.rbac/malformed-token", "The token is malformed.")
+        user = pe.token_user(token)
         if user is None:
-            return _token_invalid()
+            return _err(
+                403, "puppetlabs.rbac/token-revoked", "The token is revoked, expired or unknown."
+            )
         return Response.json(
             {
                 "login": user["login"],
@@ -295,6 +342,66 @@ def rbac(lab: Lab, vm: VM, req: Request) -> Response:
     return _err(404, "not-found", f"no route {m} {path}")
 
 
+# The parameters of the PE classes the drill classifies, from PE's documentation of them
+# (PDF-2021.7.1 p.271-277, p.794-795; reference §3.3). A delta naming another parameter is refused
+# with 422 missing-referents, as PE's classifier refuses one the installed class lacks
+# (DA-2018.1 groups_endpoint.md). Classes not listed here accept any parameter.
+CLASS_PARAMETERS: dict[str, frozenset[str]] = {
+    "puppet_enterprise::profile::master": frozenset(
+        {
+            "code_manager_auto_configure",
+            "r10k_remote",
+            "r10k_private_key",
+            "r10k_known_hosts",
+            "r10k_proxy",
+            "r10k_git_provider",
+            "r10k_postrun",
+            "replication_mode",
+            "versioned_deploys",
+            "file_sync_enabled",
+            "provisioned_replicas",
+            "classifier_client_certname",
+            "classifier_host",
+            "classifier_port",
+            "puppetdb_host",
+            "puppetdb_port",
+            "sync_allowlist",
+            "sync_peers",
+        }
+    ),
+    "puppet_enterprise::profile::agent": frozenset(
+        {
+            "manage_puppet_conf",
+            "pcp_broker_list",
+            "pcp_broker_ws_uris",
+            "primary_uris",
+            "server_list",
+            "master_uris",
+        }
+    ),
+}
+
+
+def _missing_referents(group: dict[str, Any], classes: dict[str, Any]) -> list[dict[str, str]]:
+    missing = []
+    for cls, params in classes.items():
+        known = CLASS_PARAMETERS.get(cls)
+        if known is None or not isinstance(params, dict):
+            continue
+        for name, value in params.items():
+            if value is not None and name not in known:
+                missing.append(
+                    {
+                        "object": group["id"],
+                        "referent": cls,
+                        "kind": "missing-parameter",
+                        "missing": name,
+                        "environment": group.get("environment", "production"),
+                    }
+                )
+    return missing
+
+
 def classifier(lab: Lab, vm: VM, req: Request) -> Response:
     pe = lab.pe
     assert pe is not None
@@ -316,6 +423,18 @@ def classifier(lab: Lab, vm: VM, req: Request) -> Response:
             delta = req.json()
             if "serial_number" in delta and delta["serial_number"] != g["serial_number"]:
                 return _err(409, "conflict", "serial number mismatch")
+            missing = _missing_referents(g, delta.get("classes") or {})
+            if missing:
+                names = ", ".join(f"{m['referent']}::{m['missing']}" for m in missing)
+                return Response.json(
+                    {
+                        "kind": "missing-referents",
+                        "msg": f"The group {g['name']!r} refers to class parameters that do not "
+                        f"exist in environment 'production': {names}",
+                        "details": missing,
+                    },
+                    422,
+                )
             for key in ("classes", "config_data", "variables"):
                 if key in delta:
                     _merge(g.setdefault(key, {}), delta[key])
@@ -533,6 +652,13 @@ async def run_job(lab: Lab, nodes: list[str], noop: bool, user: Any) -> dict[str
 async def orchestrator(lab: Lab, vm: VM, req: Request) -> Response:
     pe = lab.pe
     assert pe is not None
+    if _orchestrator_inactive(lab, vm):
+        return _err(
+            503,
+            "puppetlabs.orchestrator/service-unavailable",
+            f"The orchestrator on {vm.name} is not active: it serves only after the replica "
+            "is promoted.",
+        )
     user = _auth(lab, req)
     if user is None:
         return _token_invalid()

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from labsim import control
-from labsim.faults import OPERATIONS, FaultSpecError, parse_fault
+from labsim.faults import OPERATIONS, FaultSpecError, check_vms, parse_fault
 
 
 class UsageError(Exception):
@@ -70,15 +70,16 @@ def _hosts(agents: int) -> tuple[str, list[dict[str, str]]]:
 
 def cmd_up(args: argparse.Namespace) -> int:
     state: Path = args.state
-    for spec in args.fault:
-        try:
-            parse_fault(spec)
-        except FaultSpecError as exc:
-            raise UsageError(str(exc)) from None
     if args.time_scale < 0:
         raise UsageError("--time-scale must be >= 0")
     if args.agents < 1 or args.agents > 150:
         raise UsageError("--agents must be between 1 and 150")
+    _, hosts = _hosts(args.agents)
+    for spec in args.fault:
+        try:
+            check_vms(parse_fault(spec), [h["name"] for h in hosts])
+        except FaultSpecError as exc:
+            raise UsageError(str(exc)) from None
     pid = daemon_pid(state)
     if pid is not None:
         print(
@@ -104,7 +105,6 @@ def cmd_up(args: argparse.Namespace) -> int:
     if not gitlab:
         gitlab = "Gl+" + secrets.token_urlsafe(12)
         exports.append(("GITLAB_ROOT_PASSWORD", gitlab))
-    _, hosts = _hosts(args.agents)
     cfg: dict[str, Any] = {
         "name": "labsim-" + secrets.token_hex(3),
         "time_scale": args.time_scale,
@@ -328,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     jo.add_argument("--json", action="store_true")
     jo.set_defaults(func=cmd_journal)
     op = sub.add_parser("operations", help="operation names for fail: and slow:")
-    op.set_defaults(func=cmd_operations, state=None)
+    op.set_defaults(func=cmd_operations)
     se = sub.add_parser("secrets", help="every secret the lab holds or issued")
     with_state(se)
     se.add_argument("--json", action="store_true")
@@ -336,9 +336,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _take_state(words: list[str]) -> tuple[list[str], Path | None]:
+    """--state DIR (or --state=DIR) wherever it stands: before the command, between the words of
+    `fault add SPEC...`, at the end. The last one wins."""
+    rest: list[str] = []
+    state: Path | None = None
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word == "--state" and i + 1 < len(words):
+            state, i = Path(words[i + 1]), i + 2
+            continue
+        if word.startswith("--state="):
+            state = Path(word.split("=", 1)[1])
+        else:
+            rest.append(word)
+        i += 1
+    return rest, state
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words, state = _take_state(list(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(words)
+    if state is not None:
+        args.state = state
     if getattr(args, "state", None) is None:
         args.state = default_state()
     args.state = Path(args.state).expanduser().absolute()

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncssh
 
-from labsim import http
+from labsim import http, pki
 from labsim.state import now_iso
 
 if TYPE_CHECKING:
@@ -893,11 +893,25 @@ async def gitlab_ctl(ctx: Ctx, args: list[str]) -> Result:
         await lab.sleep(lab.dur("reconfigure"))
         gl = lab.gitlab
         assert gl is not None
+        # Omnibus links one certificate per file of trusted-certs into GitLab's store; several
+        # releases skip a file that holds more than one (omnibus-gitlab MRs !8306, !8711;
+        # real-world-findings §1 row 2), so a CA bundle in one file is not trusted at all.
         d = ctx.vm.fs.host("/etc/gitlab/trusted-certs")
-        gl.trusted_cas = [p.read_text() for p in sorted(d.glob("*.crt"))] if d.exists() else []
+        gl.trusted_cas, skipped = [], []
+        for path in sorted(d.iterdir()) if d.exists() else []:
+            certs = pki.split_pem(path.read_text(errors="replace"))
+            if len(certs) == 1:
+                gl.trusted_cas.append(certs[0])
+            else:
+                skipped.append(path.name)
+        notes = "".join(
+            f"  * Skipping /etc/gitlab/trusted-certs/{name}: it does not hold exactly one "
+            "certificate\n"
+            for name in skipped
+        )
         return Result(
             0,
-            "Running handlers:\nRunning handlers complete\n"
+            notes + "Running handlers:\nRunning handlers complete\n"
             "Infra Phase complete, 0/812 resources updated in 12 seconds\n"
             "gitlab Reconfigured!\n",
             "",
@@ -929,6 +943,53 @@ def _read_token(ctx: Ctx, path: str | None) -> str | None:
         return None
     text = fs.read_text(fs.norm(p, ctx.cwd))
     return text.strip() if text else None
+
+
+CLIENT_TOOLS = "/etc/puppetlabs/client-tools"
+
+
+def write_client_tools(fs: Any, primary: str) -> None:
+    """PE's global client-tools configuration on a PE-managed host, naming the primary it was
+    installed against (help.puppet.com: "Configuring and using PE client tools",
+    "Configure puppet-access", "Installing and configuring puppet-code"). Promotion does not
+    rewrite it: PE's procedure tells the admin to update what points at the old primary
+    (PE 2019.7-2021.7 dr_configure, "Promote a replica", step 3)."""
+    ca = "/etc/puppetlabs/puppet/ssl/certs/ca.pem"
+    confs = {
+        "puppet-access.conf": {
+            "service-url": f"https://{primary}:4433/rbac-api",
+            "token-file": "~/.puppetlabs/token",
+            "certificate-file": ca,
+        },
+        "puppet-code.conf": {
+            "cacert": ca,
+            "token-file": "~/.puppetlabs/token",
+            "service-url": f"https://{primary}:8170/code-manager",
+        },
+        "orchestrator.conf": {"options": {"service-url": f"https://{primary}:8143"}},
+    }
+    for name, body in confs.items():
+        fs.write(f"{CLIENT_TOOLS}/{name}", json.dumps(body, indent=2) + "\n", 0o644)
+
+
+def _service_url(ctx: Ctx, conf: str, flag: str | None) -> str | None:
+    """The service URL a client tool uses: --service-url, else the user's
+    ~/.puppetlabs/client-tools/<conf>, else the global one."""
+    if flag:
+        return flag
+    fs = ctx.vm.fs
+    for path in (f"{ctx.home}/.puppetlabs/client-tools/{conf}", f"{CLIENT_TOOLS}/{conf}"):
+        text = fs.read_text(path) if fs.can_read(ctx.user, path) else None
+        if not text:
+            continue
+        try:
+            data = json.loads(text)
+        except ValueError:
+            continue
+        url = data.get("service-url") or (data.get("options") or {}).get("service-url")
+        if url:
+            return str(url)
+    return None
 
 
 def _url_host(url: str) -> tuple[str, int | None]:
@@ -999,7 +1060,6 @@ async def puppet_access(ctx: Ctx, args: list[str]) -> Result:
     lifetime = _opt(args, "--lifetime", "-l") or "1h"
     token_file = _opt(args, "--token-file", "-t") or f"{ctx.home}/.puppetlabs/token"
     service = _opt(args, "--service-url")
-    pe = lab.pe
     prompt = ""
     if user is None:
         prompt += "Enter your Puppet Enterprise credentials.\nUsername: "
@@ -1010,12 +1070,17 @@ async def puppet_access(ctx: Ctx, args: list[str]) -> Result:
     password = await ctx.read_line()
     if password is None:
         return Result(1, prompt, "Error: No password given (stdin closed)\n", op)
-    if service:
-        host, port = _url_host(service)
-        port = port or 4433
-    else:
-        host = pe.primary if pe else "primary.vm"
-        port = 4433
+    service = _service_url(ctx, "puppet-access.conf", service)
+    if service is None:
+        return Result(
+            1,
+            prompt,
+            "Error: No service-url for the RBAC API: pass --service-url or set it in "
+            "puppet-access.conf\n",
+            op,
+        )
+    host, port_given = _url_host(service)
+    port = port_given or 4433
     target = lab.vm_by_host(host)
     if target is None:
         return Result(
@@ -1101,12 +1166,13 @@ async def puppet_code(ctx: Ctx, args: list[str]) -> Result:
     if not ctx.root:
         return Result(1, "", "Error: Permission denied reading the puppet-code configuration\n", op)
     token = _read_token(ctx, token_file)
-    pe = lab.pe
-    host = pe.primary if pe else "primary.vm"
-    port = 8170
-    if service:
-        host, p = _url_host(service)
-        port = p or 8170
+    service = _service_url(ctx, "puppet-code.conf", service)
+    if service is None:
+        return Result(
+            1, "", "Error: No service-url: pass --service-url or set it in puppet-code.conf\n", op
+        )
+    host, p = _url_host(service)
+    port = p or 8170
     target = lab.vm_by_host(host)
     if rest[0] == "status":
         if target and port in target.http:
@@ -1286,50 +1352,123 @@ def _server_list(vm: VM, override: str | None) -> list[tuple[str, int]]:
     return entries
 
 
+# Puppet's console log destination (lib/puppet/util/log/destinations.rb): errors and warnings on
+# stderr, the rest on stdout, each line coloured even when piped (real-world-findings §2).
+_COLOURS = {
+    "Error": "\x1b[1;31m",
+    "Warning": "\x1b[1;33m",
+    "Notice": "\x1b[0m",
+    "Info": "\x1b[0;32m",
+}
+_RESET = "\x1b[0m"
+
+
+class AgentLog:
+    def __init__(self) -> None:
+        self.out: list[str] = []
+        self.err: list[str] = []
+
+    def __call__(self, level: str, message: str) -> None:
+        line = f"{_COLOURS[level]}{level}: {message}{_RESET}\n"
+        (self.err if level in ("Error", "Warning") else self.out).append(line)
+
+
+def _agent_setting(vm: VM, name: str, default: str) -> str:
+    conf = configparser.ConfigParser(interpolation=None)
+    conf.read_string(vm.fs.read_text("/etc/puppetlabs/puppet/puppet.conf") or "")
+    for sec in ("agent", "main"):
+        if conf.has_option(sec, name):
+            return conf.get(sec, name)
+    return default
+
+
+def _seconds(value: str) -> float:
+    """A Puppet duration setting: `120`, `120s`, `2m`, `1h`."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdy]?)\s*", value)
+    if not m:
+        return 120.0
+    unit = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "y": 31536000}[m.group(2)]
+    return float(m.group(1)) * unit
+
+
+async def _try_server(
+    lab: Lab, host: str, port: int, connect_timeout: float
+) -> tuple[VM | None, int | None, str]:
+    """GET /status/v1/simple/server on one server_list entry, as Puppet's resolver does
+    (lib/puppet/http/resolver/server_list.rb): (the server, its HTTP status or None, why not)."""
+    target = lab.vm_by_host(host)
+    url = f"https://{host}:{port}/status/v1/simple/server"
+    if target is None:
+        return (
+            None,
+            None,
+            f"Request to {url} failed after 0.001 seconds: Failed to open TCP connection "
+            f"to {host}:{port} (getaddrinfo: Name or service not known)",
+        )
+    if not target.serving and lab.faults.has("halt-unreachable", target.name):
+        # A powered-off VM on a host-only network: ARP gets no answer and connect(2) fails with
+        # EHOSTUNREACH after about 3 s (real-world-findings §2). Modelled: loopback cannot do it.
+        await lab.sleep(3.071, "puppet.agent.connect")
+        return (
+            target,
+            None,
+            f"Request to {url} failed after 3.071 seconds: Failed to open TCP connection to "
+            f"{host}:{port} (No route to host - connect(2) for {target.address}:{port})",
+        )
+    t0 = time.monotonic()
+    try:
+        status, _ = await http.request(
+            target.address,
+            port,
+            "GET",
+            "/status/v1/simple/server",
+            server_name=target.name,
+            ssl_ctx=lab.client_ssl(),
+            timeout=20,
+            connect_timeout=connect_timeout * lab.scale if lab.scale else connect_timeout,
+        )
+    except http.ConnectTimeout:
+        # accepted, never completed TLS: the agent waited its http_connect_timeout (scaled here,
+        # reported in modelled seconds, as the agent would report real ones)
+        elapsed = time.monotonic() - t0
+        waited = elapsed / lab.scale if lab.scale else connect_timeout
+        lab.record_sleep(time.time() - elapsed, time.time(), waited, "puppet.agent.connect")
+        return (
+            target,
+            None,
+            f"Request to {url} timed out connect operation after {waited:.3f} seconds",
+        )
+    except (OSError, TimeoutError) as exc:
+        why = (
+            f"Connection refused - connect(2) for {target.address}:{port}"
+            if isinstance(exc, ConnectionRefusedError)
+            else f"{exc.__class__.__name__}: {exc}"
+        )
+        return (
+            target,
+            None,
+            f"Request to {url} failed after {time.monotonic() - t0:.3f} seconds: "
+            f"Failed to open TCP connection to {host}:{port} ({why})",
+        )
+    return target, status, ""
+
+
 async def agent_run(lab: Lab, vm: VM, noop: bool, override: str | None) -> tuple[int, str, str]:
-    """A real `puppet agent -t`: tries server_list in order over TCP+TLS, fetches a catalog."""
+    """A real `puppet agent -t`: tries server_list in order over TCP+TLS, fetches a catalog.
+
+    Output as Puppet 7 prints it (the tutorial's transcript; real-world-findings §2): warnings for
+    every server it skipped, `Error:` lines that do not stop a run (a failing custom fact), the
+    applied configuration version, detailed exit codes (0/2 applied, 1 no catalog)."""
+    log = AgentLog()
     if lab.fault("puppet.agent", vm.name, f"puppet agent -t on {vm.name}"):
-        return 1, "", "Error: Could not run: execution expired (injected fault)\n"
-    out: list[str] = []
-    err: list[str] = []
+        log("Error", "Could not run: execution expired (injected fault)")
+        return 1, "", "".join(log.err)
     entries = _server_list(vm, override)
+    connect_timeout = _seconds(_agent_setting(vm, "http_connect_timeout", "2m"))
     chosen = None
     for idx, (host, port) in enumerate(entries):
-        target = lab.vm_by_host(host)
-        t0 = time.monotonic()
-        url = f"https://{host}:{port}/status/v1/simple/server"
-        last = idx == len(entries) - 1
-        if target is None:
-            detail = (
-                f"Request to {url} failed after 0.001 seconds: Failed to open TCP connection "
-                f"to {host}:{port} (getaddrinfo: Name or service not known)"
-            )
-            status = None
-        else:
-            try:
-                status, _ = await http.request(
-                    target.address,
-                    port,
-                    "GET",
-                    "/status/v1/simple/server",
-                    server_name=target.name,
-                    ssl_ctx=lab.client_ssl(),
-                    timeout=20,
-                )
-                detail = ""
-            except OSError as exc:
-                status = None
-                why = (
-                    "Connection refused - connect(2)"
-                    if isinstance(exc, ConnectionRefusedError)
-                    else f"{exc.__class__.__name__}: {exc}"
-                )
-                detail = (
-                    f"Request to {url} failed after {time.monotonic() - t0:.3f} seconds: "
-                    f'Failed to open TCP connection to {host}:{port} ({why} for "{host}" '
-                    f"port {port})"
-                )
-        if status == 200:
+        target, status, detail = await _try_server(lab, host, port, connect_timeout)
+        if status == 200 and target is not None:
             chosen = (host, port, target)
             break
         if status is not None:
@@ -1339,22 +1478,32 @@ async def agent_run(lab: Lab, vm: VM, noop: bool, override: str | None) -> tuple
             )
         else:
             msg = f"Unable to connect to server from server_list setting: {detail}"
-        if not last:
-            err.append(f"Warning: {msg} Trying with next server from server_list.\n")
-        else:
-            tried = ", ".join(f'"{h}:{p}"' for h, p in entries)
-            err.append(f"Warning: {msg}\n")
-            err.append(
-                "Error: Could not run: Could not select a functional puppet server from "  # noqa: S608
-                f"server_list: {tried}\n"
-            )
-            return 1, "".join(out), "".join(err)
+        if idx < len(entries) - 1:
+            log("Warning", f"{msg} Trying with next server from server_list.")
+            continue
+        tried = ",".join(f"{h}:{p}" for h, p in entries)
+        log("Error", msg)
+        log(
+            "Error",
+            "Could not run Puppet configuration client: Could not select a functional puppet "  # noqa: S608
+            f"server from server_list: '{tried}'",
+        )
+        return 1, "".join(log.out), "".join(log.err)
     assert chosen is not None
     host, port, target = chosen
-    assert target is not None
     body = json.dumps(
         {"noop": noop, "environment": "production", "transaction_uuid": str(uuid.uuid4())}
     ).encode()
+    log("Info", "Using environment 'production'")
+    log("Info", "Retrieving pluginfacts")
+    log("Info", "Retrieving plugin")
+    log("Info", "Loading facts")
+    if lab.faults.has("fact-error", vm.name):
+        log(
+            "Error",
+            'Facter: error while resolving custom fact "pe_dr_broken": undefined method '
+            "`split' for nil:NilClass",
+        )
     try:
         status, data = await http.request(
             target.address,
@@ -1367,47 +1516,36 @@ async def agent_run(lab: Lab, vm: VM, noop: bool, override: str | None) -> tuple
             body=body,
             timeout=60,
         )
-    except OSError as exc:
-        err.append(f"Error: Could not retrieve catalog from remote server: {exc}\n")
-        return 1, "", "".join(err)
-    out += [
-        "Info: Using environment 'production'\n",
-        "Info: Retrieving pluginfacts\n",
-        "Info: Retrieving plugin\n",
-        "Info: Loading facts\n",
-    ]
+    except (OSError, TimeoutError) as exc:
+        log("Error", f"Could not retrieve catalog from remote server: {exc}")
+        return 1, "".join(log.out), "".join(log.err)
     if status != 200:
-        err.append(
-            f"Error: Could not retrieve catalog from remote server: Error {status} on SERVER: "
-            f"{data.decode(errors='replace')}\n"
+        log(
+            "Error",
+            f"Could not retrieve catalog from remote server: Error {status} on SERVER: "
+            f"{data.decode(errors='replace')}",
         )
-        err.append("Warning: Not using cache on failed catalog\n")
-        err.append("Error: Could not retrieve catalog; skipping run\n")
-        return 1, "".join(out), "".join(err)
+        log("Warning", "Not using cache on failed catalog")
+        log("Error", "Could not retrieve catalog; skipping run")
+        return 1, "".join(log.out), "".join(log.err)
     catalog = json.loads(data)
     await lab.sleep(lab.dur("agent"), "puppet.agent")
     version = catalog["version"]
     if not noop:
-        out.append(f"Info: Caching catalog for {vm.name}\n")
-    out.append(f"Info: Applying configuration version '{version}'\n")
+        log("Info", f"Caching catalog for {vm.name}")
+    log("Info", f"Applying configuration version '{version}'")
+    change = (
+        "/Stage[main]/Puppet_enterprise::Profile::Agent/Puppet_enterprise::Puppet_conf/"
+        "Pe_ini_setting[agent server_list]/value"
+    )
     changed = False
     if not noop:
         changed = _apply(lab, vm, catalog)
         if changed:
-            out.append(
-                "Notice: /Stage[main]/Puppet_enterprise::Profile::Agent/"
-                "Puppet_enterprise::Puppet_conf/Pe_ini_setting[agent server_list]/value: "
-                "value changed\n"
-            )
+            log("Notice", f"{change}: value changed")
     elif _apply(lab, vm, catalog, dry=True):
-        out.append(
-            "Notice: /Stage[main]/Puppet_enterprise::Profile::Agent/Puppet_enterprise::"
-            "Puppet_conf/Pe_ini_setting[agent server_list]/value: Would have changed\n"
-        )
-        out.append("Notice: Applied catalog in 0.05 seconds (noop)\n")
-    out.append("Notice: Applied catalog in 0.05 seconds\n") if not noop or not out[-1].startswith(
-        "Notice: Applied"
-    ) else None
+        log("Notice", f"{change}: current_value 'absent', should be 'present' (noop)")
+    log("Notice", "Applied catalog in 0.05 seconds")
     report = {
         "certname": vm.name,
         "producer": target.name,
@@ -1436,9 +1574,9 @@ async def agent_run(lab: Lab, vm: VM, noop: bool, override: str | None) -> tuple
             headers={"Content-Type": "application/json"},
             body=json.dumps(report).encode(),
         )
-    except OSError:
-        err.append("Warning: Unable to submit report to the server\n")
-    return (2 if changed else 0), "".join(out), "".join(err)
+    except (OSError, TimeoutError):
+        log("Error", "Could not send report: Connection refused")
+    return (2 if changed else 0), "".join(log.out), "".join(log.err)
 
 
 def _apply(lab: Lab, vm: VM, catalog: dict[str, Any], dry: bool = False) -> bool:
@@ -1653,8 +1791,9 @@ async def infra_provision(ctx: Ctx, args: list[str]) -> Result:
     ]
     await lab.sleep(lab.dur("provision"), op)
     pe.replica = rvm.name
+    write_client_tools(rvm.fs, pe.primary)  # an infrastructure node gets PE's client tools
     lab.journal(rvm.name, "replica.provisioned", "ok", f"provisioned by {ctx.vm.name}")
-    lab.spawn(lab.sync_replica())
+    lab.sync_replica()
     out.append(f"Notice: {rvm.name} has been provisioned as a replica.")
     if not enable:
         out.append(f"Notice: Run 'puppet infrastructure enable replica {rvm.name}' to enable it.")
@@ -1748,7 +1887,7 @@ async def _enable(ctx: Ctx, rvm: VM, args: list[str]) -> Result:
         pe.set_agent_servers([pe.primary, rvm.name])
     await lab.reconcile(rvm)
     lab.journal(rvm.name, "replica.enabled", "ok", "")
-    lab.spawn(lab.sync_replica())
+    lab.sync_replica()
     return Result(
         0,
         f"Notice: Replica {rvm.name} enabled.\nNotice: Agents learn the new server_list "
@@ -1759,11 +1898,20 @@ async def _enable(ctx: Ctx, rvm: VM, args: list[str]) -> Result:
     )
 
 
+DB_REPLICATED = {"classifier": "Classifier", "rbac": "RBAC", "activity": "Activity"}
+
+
 def status_entries(lab: Lab) -> list[dict[str, Any]]:
+    """`puppet infrastructure status --format=json` as PE prints it (shape, service names and the
+    replication alerts: peadm spec/fixtures/infrastatus.json). Broken database replication keeps
+    every service `running` and shows as error alerts on the primary's services
+    (`replica:db-replication-inactive`); `replica:unhealthy` is an error alert on a replica service,
+    its state `running` too."""
     pe = lab.pe
     if pe is None:
         return []
     prim = lab.vms[pe.primary]
+    inactive = pe.replica is not None and lab.faults.has("db-replication-inactive")
     entries: list[dict[str, Any]] = []
     specs = [
         ("code-manager-service", "Code Manager", "code-manager", 8170, "/"),
@@ -1780,54 +1928,67 @@ def status_entries(lab: Lab) -> list[dict[str, Any]]:
     ]
     for svc, disp, typ, port, path in specs:
         up = port in prim.http
+        status: dict[str, Any] | None = {"state": "running"} if up else None
+        alerts: list[dict[str, str]] = []
+        label = DB_REPLICATED.get(typ) or ("Orchestrator" if typ == "orchestrator" else None)
+        if up and pe.replica and pe.replica_enabled and label and status is not None:
+            replication = "inactive" if inactive else "running"
+            status["replication"] = {"mode": "source", "status": replication}
+            if inactive:
+                alerts.append(
+                    {
+                        "severity": "error",
+                        "message": f"Database replication for {label} is inactive",
+                    }
+                )
         entries.append(
             {
                 "service": svc,
                 "display_name": disp,
                 "state": "running" if up else "unreachable",
-                "status": {"state": "running"} if up else None,
+                "status": status,
                 "server": prim.name,
                 "url": f"https://{prim.name}:{port}{path}",
                 "type": typ,
-                "alerts": [],
+                "alerts": alerts,
             }
         )
     if pe.replica:
         rvm = lab.vms[pe.replica]
         unhealthy = lab.faults.has("replica-unhealthy")
-        for svc, disp, typ, port, path in [
-            ("pe-master", "Puppet Server", "master", 8140, "/"),
-            ("file-sync-client-service", "File Sync Client Service", "file-sync-client", 8140, "/"),
-            ("classifier-service", "Classifier", "classifier", 4433, "/classifier-api"),
-            ("rbac-service", "RBAC", "rbac", 4433, "/rbac-api"),
-            ("activity-service", "Activity Service", "activity", 4433, "/activity-api"),
-            ("puppetdb-status", "PuppetDB", "puppetdb", 8081, "/pdb"),
+        # a replica's entries use short service names (the peadm fixture)
+        for svc, disp, port, path in [
+            ("file-sync-client", "File Sync Client Service", 8140, "/"),
+            ("master", "Puppet Server", 8140, "/"),
+            ("classifier", "Classifier", 4433, "/classifier-api"),
+            ("rbac", "RBAC", 4433, "/rbac-api"),
+            ("activity", "Activity Service", 4433, "/activity-api"),
+            ("puppetdb", "PuppetDB", 8081, "/pdb"),
         ]:
             up = rvm.serving and rvm.installed and (not pe.replica_enabled or port in rvm.http)
-            state = "running" if up else "unreachable"
-            alerts: list[dict[str, str]] = []
-            status: dict[str, Any] | None = {"state": state} if up else None
-            if up and unhealthy:
-                state = "error"
+            status = {"state": "running"} if up else None
+            alerts = []
+            if up and svc in DB_REPLICATED and status is not None:
+                replication = "inactive" if inactive else "running"
+                status["replication"] = {"mode": "replica", "status": replication}
+            if up and unhealthy and svc == "puppetdb":
+                # the alert's shape is PE's; its text is labsim's own
                 alerts = [
-                    {"severity": "error", "message": f"Database replication for {disp} is inactive"}
+                    {
+                        "severity": "error",
+                        "message": f"PuppetDB on {rvm.name} cannot sync with {prim.name} "
+                        "(labsim fault replica:unhealthy)",
+                    }
                 ]
-                status = {
-                    "state": "error",
-                    "replication": {"mode": "replica", "status": "inactive"},
-                }
-            elif up and typ in ("classifier", "rbac", "activity"):
-                assert status is not None
-                status["replication"] = {"mode": "replica", "status": "running"}
             entries.append(
                 {
                     "service": svc,
                     "display_name": disp,
-                    "state": state,
+                    "state": "running" if up else "unreachable",
                     "status": status,
                     "server": rvm.name,
                     "url": f"https://{rvm.name}:{port}{path}",
-                    "type": typ,
+                    "type": svc,
                     "alerts": alerts,
                 }
             )
@@ -1881,9 +2042,13 @@ async def infra_forget(ctx: Ctx, args: list[str]) -> Result:
     if lab.fault(op, ctx.vm.name, ctx.line):
         return Result(1, "", "Error: Failed to purge node (injected)\n", op, "fault")
     name = names[0]
-    await lab.sleep(lab.dur("forget"), op)
     vm = lab.vm_by_host(name)
     cert = vm.name if vm else name
+    if cert not in pe.nodes and cert != pe.replica:
+        return Result(
+            1, "", f"Error: {cert} is not a known node of this Puppet Enterprise installation\n", op
+        )
+    await lab.sleep(lab.dur("forget"), op)
     if pe.replica == cert:
         pe.replica = None
         pe.replica_enabled = False
@@ -1933,15 +2098,9 @@ async def infra_promote(ctx: Ctx, args: list[str]) -> Result:
         )
     prim = lab.vms.get(pe.primary)
     if await lab.tcp_open(prim, 8140):
-        return Result(
-            1,
-            "",
-            f"Error: The primary {pe.primary} is still reachable on port 8140. "
-            "Promote the replica only when the primary is permanently offline; shut "
-            f"down {pe.primary} first.\n",
-            op,
-            "refused",
-        )
+        # PE documents the precondition (the old primary permanently offline, PDF-2021.7.1
+        # p.280) but the command itself does not check it: two primaries confuse the agents.
+        lab.journal(vm.name, "promote.split-brain", "failed", f"{pe.primary} still answers")
     prompt = await _confirm(ctx, args, "Promote this replica to primary?")
     if prompt:
         return Result(1, "", prompt.split("\n", 1)[1], op, "refused")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from labsim import api, sshd
-from labsim.faults import FaultSpecError, parse_fault
+from labsim.faults import FaultSpecError, check_vms, parse_fault
 from labsim.lab import Lab
 
 
@@ -119,15 +119,18 @@ class Daemon:
             elif cmd == "fault_add":
                 try:
                     fault = parse_fault(req["spec"])
+                    check_vms(fault, list(lab.vms))
                 except FaultSpecError as exc:
                     send({"error": str(exc)})
                 else:
                     lab.faults.add(fault)
                     lab.journal("", "fault.add", "ok", fault.spec)
+                    await lab.apply_faults()
                     send({"ok": True})
             elif cmd == "fault_clear":
                 lab.faults.clear()
                 lab.journal("", "fault.clear", "ok", "")
+                await lab.apply_faults()
                 send({"ok": True})
             elif cmd == "fault_list":
                 send({"faults": [f.to_json() for f in lab.faults.faults]})

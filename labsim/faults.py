@@ -1,4 +1,24 @@
-"""Fault specs: parsing and the live fault table of a lab."""
+"""Fault specs: parsing and the live fault table of a lab.
+
+Each fault models a way the real system breaks, with its source:
+
+* `replication:broken`, `replication:lag=N`: file sync to the replica fails or is late; with a lag
+  every deploy reaches the replica N s after it was made, in order (PE file sync, PDF-2021.7.1
+  p.830-831).
+* `failover:broken`: the replica is missing from the agents' server_list, as a bad
+  classification of PE Agent / PE Infrastructure Agent would leave it (PDF-2021.7.1 p.271-277).
+* `replica:unhealthy`: a replica service raises an error-severity alert while its state stays
+  `running`; `replica:db-replication-inactive`: the primary's classifier, RBAC, activity and
+  orchestrator report "Database replication for X is inactive" (peadm
+  spec/fixtures/infrastatus.json, real output).
+* `halt:ignored=VM` (keeps serving), `halt:hang=VM` (accepts TCP, never answers: agents wait their
+  http_connect_timeout), `halt:unreachable=VM` (no route: agents report EHOSTUNREACH): how a
+  halted VM can look (real-world-findings §2, measured with Puppet 7.23). The default is the
+  tutorial's: connections refused.
+* `agent:fact-error[=VM]`: a failing custom fact; the run prints `Error:` lines and still applies
+  its catalog, exit 0 (real-world-findings §2).
+* `fail:OP[@VM][=N]`, `slow:OP=S`: an operation fails (N times) or takes S modelled seconds longer.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +31,7 @@ OPERATIONS: dict[str, str] = {
     "vagrant.destroy": "vagrant destroy VM",
     "vagrant.ssh-config": "vagrant ssh-config VM",
     "vagrant.snapshot": "vagrant snapshot save|restore VM",
+    "vagrant.box": "vagrant box list|add",
     "ssh.connect": "an SSH connection to a VM (closed during the handshake)",
     "ssh.exec": "any command executed over SSH",
     "puppet.access.login": "puppet access login",
@@ -49,7 +70,7 @@ class FaultSpecError(ValueError):
 class Fault:
     spec: str
     kind: str  # replication-broken, replication-lag, failover-broken, replica-unhealthy,
-    # halt-ignored, fail, slow
+    # db-replication-inactive, halt-ignored, halt-hang, halt-unreachable, fact-error, fail, slow
     op: str = ""
     vm: str = ""
     remaining: int | None = None
@@ -74,12 +95,17 @@ def parse_fault(spec: str) -> Fault:
         return Fault(text, "failover-broken")
     if text == "replica:unhealthy":
         return Fault(text, "replica-unhealthy")
+    if text == "replica:db-replication-inactive":
+        return Fault(text, "db-replication-inactive")
+    m = re.fullmatch(rf"agent:fact-error(?:=({_VM}))?", text)
+    if m:
+        return Fault(text, "fact-error", vm=m.group(1) or "")
     m = re.fullmatch(r"replication:lag=(\d+(?:\.\d+)?)", text)
     if m:
         return Fault(text, "replication-lag", seconds=float(m.group(1)))
-    m = re.fullmatch(rf"halt:ignored=({_VM})", text)
+    m = re.fullmatch(rf"halt:(ignored|hang|unreachable)=({_VM})", text)
     if m:
-        return Fault(text, "halt-ignored", vm=m.group(1))
+        return Fault(text, f"halt-{m.group(1)}", vm=m.group(2))
     m = re.fullmatch(rf"fail:([a-z0-9.-]+)(?:@({_VM}))?(?:=(\d+))?", text)
     if m:
         op = m.group(1)
@@ -96,6 +122,15 @@ def parse_fault(spec: str) -> Fault:
     raise FaultSpecError(f"bad fault spec {spec!r}")
 
 
+def check_vms(fault: Fault, vms: list[str]) -> None:
+    """Refuse a fault that names a VM the lab does not have."""
+    if fault.vm and fault.vm not in vms:
+        raise FaultSpecError(
+            f"bad fault spec {fault.spec!r}: the lab has no VM {fault.vm!r} "
+            f"(its VMs: {', '.join(vms)})"
+        )
+
+
 class FaultTable:
     def __init__(self) -> None:
         self.faults: list[Fault] = []
@@ -107,7 +142,8 @@ class FaultTable:
         self.faults.clear()
 
     def has(self, kind: str, vm: str = "") -> bool:
-        return any(f.kind == kind and (not vm or f.vm == vm) for f in self.faults)
+        """A fault of `kind` (for `vm`, or for every VM when the fault names none)."""
+        return any(f.kind == kind and (not vm or not f.vm or f.vm == vm) for f in self.faults)
 
     def lag(self) -> float | None:
         lags = [f.seconds for f in self.faults if f.kind == "replication-lag"]

@@ -158,6 +158,10 @@ async def _read_request(reader: asyncio.StreamReader) -> Request | None:
     return Request(method, target, headers, body)
 
 
+class ConnectTimeout(TimeoutError):
+    """The server accepted TCP but did not complete the connection (TLS) in time."""
+
+
 async def request(
     address: str,
     port: int,
@@ -169,13 +173,21 @@ async def request(
     headers: dict[str, str] | None = None,
     body: bytes = b"",
     timeout: float = 10.0,
+    connect_timeout: float | None = None,
 ) -> tuple[int, bytes]:
-    """One HTTP request; raises OSError (e.g. ConnectionRefusedError) or ssl.SSLError."""
+    """One HTTP request; raises OSError (e.g. ConnectionRefusedError), ssl.SSLError,
+    ConnectTimeout (connecting took longer than `connect_timeout`) or TimeoutError."""
 
     async def run() -> tuple[int, bytes]:
-        reader, writer = await asyncio.open_connection(
-            address, port, ssl=ssl_ctx, server_hostname=server_name if ssl_ctx else None
-        )
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(
+                    address, port, ssl=ssl_ctx, server_hostname=server_name if ssl_ctx else None
+                ),
+                connect_timeout if connect_timeout is not None else timeout,
+            )
+        except TimeoutError:
+            raise ConnectTimeout(f"connecting to {address}:{port} timed out") from None
         try:
             hdrs = {"Host": server_name or address, "Connection": "close"}
             hdrs.update(headers or {})

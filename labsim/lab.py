@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import datetime as dt
 import io
@@ -46,6 +47,7 @@ DURATIONS = {
     "install.replica": 480.0,
     "install.agent": 180.0,
     "install.gitlab": 900.0,
+    "box": 300.0,  # downloading and importing ubuntu/jammy64 (~600 MB) on a first run
     "boot": 60.0,
     "halt": 10.0,
     "destroy": 5.0,
@@ -76,6 +78,8 @@ class VM:
     ssh_server: Any = None
     ssh_conns: set[Any] = field(default_factory=set)
     http: dict[int, HTTPServer] = field(default_factory=dict)
+    hung: dict[int, asyncio.Server] = field(default_factory=dict)  # halted, accepting, silent
+    hung_conns: set[asyncio.StreamWriter] = field(default_factory=set)
     host_keys: list[asyncssh.SSHKey] = field(default_factory=list)
     ssl_ctx: ssl.SSLContext | None = None
     busy: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -106,6 +110,11 @@ class Lab:
         self.gitlab: GitLabState | None = None
         self.gitlab_secrets: list[str] = []
         self.vms: dict[str, VM] = {}
+        # A fresh workstation has no box; `vagrant box add` or the first `vagrant up` fetches it.
+        self.boxes: set[str] = set(cfg.get("boxes", []))
+        self.box_importing = False
+        self._sync_seq = 0
+        self._last_sync: asyncio.Task[Any] | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self.children: set[int] = set()
         self.sshd: Any = None  # labsim.sshd module, set by daemon (avoids import cycle)
@@ -207,19 +216,39 @@ class Lab:
         if pe is None:
             return set()
         if vm.name == pe.primary:
-            ports = {8140, 4433, 8143, 8081, 443}
+            ports = {8140, 4433, 8142, 8143, 8081, 443}
             if pe.cm_active:
                 ports.add(8170)
             return ports
         if vm.name == pe.replica and pe.replica_enabled:
-            return {8140, 4433, 8081}
+            # An enabled replica runs the PCP broker agents fail over to (pcp_broker_list gains
+            # it) and the replicated orchestrator, inactive until promotion (PE HA/DR overview;
+            # peadm plans/add_replica.pp; real-world-findings §1 row 3).
+            return {8140, 4433, 8081, 8142, 8143}
         return set()
 
+    def hung_ports(self, vm: VM) -> set[int]:
+        """A halted VM under `halt:hang` accepts TCP on every port it served and never answers
+        (a hung host, a SIGSTOPped server, a full backlog: real-world-findings §2)."""
+        if vm.serving or vm.state == "not_created" or not self.faults.has("halt-hang", vm.name):
+            return set()
+        return {22, 8140, 4433, 8142, 8143, 8081, 443, 8170}
+
     async def reconcile(self, vm: VM) -> None:
+        """Listeners as the VM's state says: what stops first, then the silent listeners of a
+        hung VM, then what starts (they share ports)."""
         want = self.desired_ports(vm)
         for port in list(vm.http):
             if port not in want:
                 vm.http.pop(port).close()
+        if not vm.serving and vm.ssh_server is not None:
+            vm.ssh_server.close()
+            await vm.ssh_server.wait_closed()
+            vm.ssh_server = None
+            for conn in list(vm.ssh_conns):
+                conn.abort()
+            vm.ssh_conns.clear()
+        await self._reconcile_hung(vm)
         for port in sorted(want - set(vm.http)):
             tls = None if vm.role == "gitlab" else vm.ssl_ctx
             server = HTTPServer(self.api.handler_for(self, vm, port), tls)
@@ -227,12 +256,46 @@ class Lab:
             vm.http[port] = server
         if vm.serving and vm.ssh_server is None:
             await self.sshd.start(self, vm)
-        elif not vm.serving and vm.ssh_server is not None:
-            vm.ssh_server.close()
-            vm.ssh_server = None
-            for conn in list(vm.ssh_conns):
-                conn.abort()
-            vm.ssh_conns.clear()
+
+    async def _reconcile_hung(self, vm: VM) -> None:
+        want = self.hung_ports(vm)
+        for port in list(vm.hung):
+            if port not in want:
+                vm.hung.pop(port).close()
+        if not want:
+            for writer in list(vm.hung_conns):
+                writer.transport.abort()
+            vm.hung_conns.clear()
+            return
+
+        async def accept_and_wait(
+            reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        ) -> None:
+            vm.hung_conns.add(writer)
+            try:
+                await reader.read()  # never answers; returns when the client gives up
+            finally:
+                vm.hung_conns.discard(writer)
+                writer.transport.abort()
+
+        for port in sorted(want - set(vm.hung)):
+            vm.hung[port] = await asyncio.start_server(accept_and_wait, vm.address, port)
+
+    async def apply_faults(self) -> None:
+        """Faults take effect when added or cleared, on a fresh or a built lab."""
+        pe = self.pe
+        if pe is not None and pe.replica and pe.replica_enabled and not pe.promoted:
+            # failover:broken is a classification that leaves the replica out of server_list
+            servers = (
+                [pe.primary] if self.faults.has("failover-broken") else [pe.primary, pe.replica]
+            )
+            if pe.agent_params(False).get("server_list") != [f"{s}:8140" for s in servers]:
+                pe.set_agent_servers(servers)
+                self.journal("", "classifier.agent-servers", "ok", ",".join(servers))
+        for vm in self.vms.values():
+            if vm.state == "poweroff" and vm.installed:
+                vm.serving = self.faults.has("halt-ignored", vm.name)
+            await self.reconcile(vm)
 
     async def reconcile_all(self) -> None:
         for vm in self.vms.values():
@@ -243,6 +306,10 @@ class Lab:
             vm.serving = False
             for port in list(vm.http):
                 vm.http.pop(port).close()
+            for server in vm.hung.values():
+                server.close()
+            for writer in list(vm.hung_conns):
+                writer.transport.abort()
             if vm.ssh_server is not None:
                 vm.ssh_server.close()
                 vm.ssh_server = None
@@ -294,6 +361,8 @@ class Lab:
         flags = [a for a in rest if a.startswith("-")]
         if cmd == "snapshot":
             return await self.snapshot(names, emit)
+        if cmd == "box":
+            return await self.box(rest, emit)
         for n in names[:1] if cmd != "status" else names:
             if n not in self.vms:
                 if cmd == "status":
@@ -338,6 +407,46 @@ class Lab:
             return 1
         emit("err", f"Vagrant does not know the command '{cmd}' (labsim)\n")
         return 1
+
+    async def box(self, args: list[str], emit: Emit) -> int:
+        """`vagrant box list [--machine-readable]` and `vagrant box add NAME [--provider P]`, in
+        the formats of hashicorp/vagrant plugins/commands/box (python-vagrant parses `list`)."""
+        ts = _ts()
+        if args[:1] == ["list"]:
+            self.journal("", "vagrant.box", "ok", "list")
+            if not self.boxes:
+                emit("out", f"{ts},,ui,info,There are no installed boxes! Use `vagrant box add`\n")
+                return 0
+            for name in sorted(self.boxes):
+                emit(
+                    "out",
+                    f"{ts},,ui,info,{name} (virtualbox%!(VAGRANT_COMMA) 20240301.0.0)\n"
+                    f"{ts},,box-name,{name}\n{ts},,box-provider,virtualbox\n"
+                    f"{ts},,box-version,20240301.0.0\n",
+                )
+            return 0
+        names = [a for a in args[1:] if not a.startswith("-") and a != "virtualbox"]
+        if args[:1] != ["add"] or not names:
+            emit("err", "Usage: vagrant box <subcommand> [<args>] (labsim: list, add)\n")
+            return 1
+        name = names[0]
+        if self.fault("vagrant.box", "", f"box add {name}"):
+            emit("err", f"An error occurred while downloading the remote file {name} (fault)\n")
+            return 1
+        if name in self.boxes:
+            emit(
+                "err",
+                "The box you're attempting to add already exists. Remove it before\n"
+                "adding it again or add it with the `--force` flag.\n\n"
+                f"Name: {name}\nProvider: virtualbox\nVersion: 20240301.0.0\n",
+            )
+            return 1
+        emit("out", f"==> box: Loading metadata for box '{name}'\n==> box: Adding box ...\n")
+        await self.sleep(self.dur("box"), "vagrant.box")
+        self.boxes.add(name)
+        self.journal("", "vagrant.box", "ok", f"added {name}")
+        emit("out", f"==> box: Successfully added box '{name}' (v20240301.0.0) for 'virtualbox'!\n")
+        return 0
 
     def vagrant_status(self, targets: list[VM], emit: Emit) -> int:
         ts = _ts()
@@ -426,6 +535,33 @@ class Lab:
                 self.journal(n, "vagrant.up", "ok", "already running")
                 return 0
             fresh = vm.state == "not_created"
+            if fresh and "ubuntu/jammy64" not in self.boxes:
+                # Parallel first runs race on the box import (mrcmn/puppet-upandrun README;
+                # real-world-findings §1 row 8): the second `vagrant up` fails on VirtualBox's
+                # lock of the base disk while the first imports it.
+                if self.box_importing:
+                    self.journal(n, "vagrant.up", "failed", "box import in progress (lock race)")
+                    emit(
+                        "err",
+                        "There was an error while executing `VBoxManage`, a CLI used by Vagrant\n"
+                        "for controlling VirtualBox. The command and stderr is shown below.\n\n"
+                        'Command: ["import", "box.ovf", "--vsys", "0", "--vmname", '
+                        f'"ubuntu-jammy-{n}"]\n\n'
+                        "Stderr: VBoxManage: error: Medium 'ubuntu-jammy-22.04-cloudimg.vmdk' is "
+                        "locked for reading by another task\n",
+                    )
+                    return 1
+                emit(
+                    "out",
+                    f"==> {n}: Box 'ubuntu/jammy64' could not be found. Attempting to find and "
+                    "install...\n",
+                )
+                self.box_importing = True
+                try:
+                    await self.sleep(self.dur("box"), "vagrant.box")
+                finally:
+                    self.box_importing = False
+                self.boxes.add("ubuntu/jammy64")
             if fresh:
                 emit(
                     "out",
@@ -462,7 +598,7 @@ class Lab:
                 )
                 self.journal(n, "vagrant.up", "ok", "booted")
                 if self.pe and n == self.pe.replica:
-                    self.spawn(self.sync_replica())
+                    self.sync_replica()
                 return 0
             emit(
                 "out", f"==> {n}: Running provisioner: shell...\n    {n}: Running: inline script\n"
@@ -544,6 +680,7 @@ class Lab:
         fs.host("/etc/puppetlabs/puppetserver/ssh").mkdir(parents=True, exist_ok=True)
         fs.write("/etc/puppetlabs/puppetserver/conf.d/webserver.conf", "webserver: {}\n")
         fs.write("/etc/puppetlabs/puppet/autosign.conf", "*\n")
+        self.api.commands.write_client_tools(fs, vm.name)
         vm.installed = True
 
     def install_agent(self, vm: VM) -> None:
@@ -573,7 +710,14 @@ class Lab:
             return 0
         vm.serving = False
         await self.reconcile(vm)
-        self.journal(n, "vagrant.halt", "ok", "forced" if force else "graceful")
+        how = (
+            "hangs: accepts TCP, never answers (fault)"
+            if self.faults.has("halt-hang", n)
+            else "unreachable: no route (fault)"
+            if self.faults.has("halt-unreachable", n)
+            else "refuses connections"
+        )
+        self.journal(n, "vagrant.halt", "ok", f"{'forced' if force else 'graceful'}; {how}")
         return 0
 
     async def destroy(self, vm: VM, emit: Emit) -> int:
@@ -805,7 +949,7 @@ class Lab:
             },
         )
         self.journal(server.name, "code-manager.deploy", "ok", f"{env} {sha} by {user}")
-        self.spawn(self.sync_replica())
+        self.sync_replica()
         return rec
 
     def write_env(self, vm: VM, base: str, env: str, tar: bytes, sha: str) -> None:
@@ -829,40 +973,73 @@ class Lab:
             )
         )
 
-    async def sync_replica(self) -> None:
+    def sync_replica(self) -> None:
+        """File sync of what the primary has deployed now, to the replica.
+
+        The primary's code is snapshotted now and delivered after the lag (`replication:lag=N`,
+        else about 5 modelled seconds), in order: each delivery waits for the one before it, so
+        a later commit never reaches the replica before an earlier one, nor before its own lag.
+        (PE file sync: the storage service commits, clients poll and fetch; PDF-2021.7.1
+        p.830-831.)"""
         pe = self.pe
         if pe is None or not pe.replica or pe.promoted:
             return
+        primary = self.vms[pe.primary]
+        self._sync_seq += 1
+        staged = self.dir / "filesync" / str(self._sync_seq)
+        snapshot: dict[str, dict[str, str]] = {}
+        for env, signature in pe.storage.items():
+            src = primary.fs.host(f"/etc/puppetlabs/code/environments/{env}")
+            if src.exists():
+                shutil.copytree(src, staged / env, symlinks=True)
+                snapshot[env] = dict(signature)
         lag = self.faults.lag()
         delay = lag if lag is not None else max(5.0 * self.scale, 0.2)
-        started = time.time()
-        await asyncio.sleep(delay)
-        self.record_sleep(
-            started, time.time(), delay / self.scale if self.scale else 0.0, "filesync"
-        )
-        pe = self.pe
-        if pe is None or not pe.replica:
-            return
-        replica = self.vms[pe.replica]
-        primary = self.vms[pe.primary]
-        if self.faults.has("replication-broken") or self.fault("filesync", replica.name):
-            self.journal(replica.name, "filesync", "failed", "file sync did not reach the replica")
-            return
-        if not replica.serving or not replica.installed or not primary.serving:
-            self.journal(replica.name, "filesync", "failed", "replica unreachable")
-            return
-        for env in list(pe.storage):
-            src = primary.fs.host(f"/etc/puppetlabs/code/environments/{env}")
-            dest = replica.fs.host(f"/etc/puppetlabs/code/environments/{env}")
-            if not src.exists():
-                continue
-            if dest.exists():
-                shutil.rmtree(dest)
-            shutil.copytree(src, dest, symlinks=True)
-            pe.clients.setdefault(replica.name, {})[env] = dict(pe.storage[env])
-            self.journal(
-                replica.name, "filesync", "ok", f"{env} {pe.storage[env]['deploy-signature']}"
+        due = time.time() + delay
+        before = self._last_sync
+        self._last_sync = self.spawn(self._deliver(before, due, delay, staged, snapshot))
+
+    async def _deliver(
+        self,
+        before: asyncio.Task[Any] | None,
+        due: float,
+        delay: float,
+        staged: Path,
+        snapshot: dict[str, dict[str, str]],
+    ) -> None:
+        try:
+            if before is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(before)
+            started = time.time()
+            await asyncio.sleep(max(0.0, due - started))
+            self.record_sleep(
+                started, time.time(), delay / self.scale if self.scale else 0.0, "filesync"
             )
+            pe = self.pe
+            if pe is None or not pe.replica:
+                return
+            replica = self.vms[pe.replica]
+            primary = self.vms[pe.primary]
+            if self.faults.has("replication-broken") or self.fault("filesync", replica.name):
+                self.journal(
+                    replica.name, "filesync", "failed", "file sync did not reach the replica"
+                )
+                return
+            if not replica.serving or not replica.installed or not primary.serving:
+                self.journal(replica.name, "filesync", "failed", "replica unreachable")
+                return
+            for env, signature in snapshot.items():
+                dest = replica.fs.host(f"/etc/puppetlabs/code/environments/{env}")
+                if dest.exists():
+                    shutil.rmtree(dest)
+                shutil.copytree(staged / env, dest, symlinks=True)
+                pe.clients.setdefault(replica.name, {})[env] = dict(signature)
+                self.journal(
+                    replica.name, "filesync", "ok", f"{env} {signature['deploy-signature']}"
+                )
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
 
     def config_version(self, server: VM, env: str) -> str:
         text = server.fs.read_text(f"/etc/puppetlabs/code/environments/{env}/.r10k-deploy.json")
@@ -918,9 +1095,10 @@ class Lab:
 
 def write_keys(state_dir: Path, hosts: list[dict[str, str]]) -> None:
     """Generate the CA, per-VM TLS certs, SSH host keys and the lab's vagrant key."""
-    ca_cert, ca_key = pki.make_ca(f"Puppet CA: labsim {state_dir.name}")
+    root = pki.make_ca(f"Puppet Root CA: labsim {state_dir.name}")
+    ca_cert, ca_key = pki.make_ca(f"Puppet CA: labsim {state_dir.name}", issuer=root)
     (state_dir / "ca").mkdir(parents=True, exist_ok=True)
-    (state_dir / "ca" / "ca.pem").write_bytes(ca_cert)
+    (state_dir / "ca" / "ca.pem").write_bytes(ca_cert + root[0])
     pki.write_private(state_dir / "ca" / "ca_key.pem", ca_key)
     for h in hosts:
         kdir = state_dir / "vms" / h["name"] / "keys"

@@ -1,4 +1,10 @@
-"""Lab CA, server certificates and SSH keys (EC / ed25519 for speed)."""
+"""Lab CA, server certificates and SSH keys (EC / ed25519 for speed).
+
+As PE since 2019.0 (puppet.com/docs/puppet/7/server/intermediate_ca; real-world-findings §1 row 2)
+the CA that signs the servers is an intermediate under a self-signed root, and the CA bundle
+(`ca.pem`) holds both: intermediate first, then root. Servers present only their own certificate,
+so a client must trust both to verify them.
+"""
 
 from __future__ import annotations
 
@@ -16,13 +22,21 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def make_ca(name: str) -> tuple[bytes, bytes]:
+def make_ca(name: str, *, issuer: tuple[bytes, bytes] | None = None) -> tuple[bytes, bytes]:
+    """A CA certificate and key: self-signed, or signed by `issuer` (cert PEM, key PEM)."""
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    cert = (
+    signer_key: ec.EllipticCurvePrivateKey = key
+    issuer_name = subject
+    if issuer is not None:
+        issuer_cert = x509.load_pem_x509_certificate(issuer[0])
+        loaded = serialization.load_pem_private_key(issuer[1], password=None)
+        assert isinstance(loaded, ec.EllipticCurvePrivateKey)
+        signer_key, issuer_name = loaded, issuer_cert.subject
+    builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
-        .issuer_name(subject)
+        .issuer_name(issuer_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(_now() - dt.timedelta(days=1))
@@ -43,9 +57,24 @@ def make_ca(name: str) -> tuple[bytes, bytes]:
             critical=True,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
     )
+    if issuer is not None:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(signer_key.public_key()),
+            critical=False,
+        )
+    cert = builder.sign(signer_key, hashes.SHA256())
     return _pem_cert(cert), _pem_key(key)
+
+
+def split_pem(bundle: bytes | str) -> list[str]:
+    """The certificates of a PEM bundle, each as its own PEM text ([] when none parses)."""
+    data = bundle.encode() if isinstance(bundle, str) else bundle
+    try:
+        certs = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        return []
+    return [c.public_bytes(serialization.Encoding.PEM).decode() for c in certs]
 
 
 def make_server_cert(

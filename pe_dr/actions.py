@@ -6,6 +6,7 @@ Plain Python over a Lab; the Prefect tasks in tasks/ wrap these one to one.
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets as pysecrets
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from pe_dr.errors import (
     ConfigError,
     PreconditionError,
     TransientError,
+    VagrantError,
 )
 from pe_dr.lab import Lab
 from pe_dr.parsers import (
@@ -76,7 +78,12 @@ def ensure_box(lab: Lab) -> str:
     if any(name == lab.spec.box for name, _ in lab.vagrant.boxes()):
         return "present"
     require_host_only_addresses(lab.spec)
-    lab.vagrant.box_add(lab.spec.box)
+    try:
+        lab.vagrant.box_add(lab.spec.box)
+    except VagrantError as exc:
+        if "already exists" not in exc.message:  # another run added it meanwhile
+            raise
+        return "present"
     return "added"
 
 
@@ -144,11 +151,12 @@ def _token_valid(lab: Lab, server: str, token_file: str) -> bool:
 
 
 def puppet_access_login(lab: Lab, server: str, login: str, password: str, token_file: str) -> None:
-    """`puppet access login` on `server`, the password on stdin; a refused password is permanent."""
+    """`puppet access login` on `server`, the password on stdin; a refused password is permanent.
+
+    The RBAC service is named explicitly: after a promotion the client-tools configuration may
+    still name the destroyed primary (PE dr_configure, "Promote a replica", step 3)."""
     argv = ["puppet", "access", "login", "--username", login, "--lifetime", "360d"]
-    argv += ["--token-file", token_file]
-    if server != lab.spec.primary.name:
-        argv += ["--service-url", f"https://{server}:4433/rbac-api"]
+    argv += ["--token-file", token_file, "--service-url", f"https://{server}:4433/rbac-api"]
     try:
         lab.host(server).run(argv, root=True, stdin=password + "\n", timeout=120)
     except CommandFailed:
@@ -338,17 +346,50 @@ def ensure_gitlab_settings(lab: Lab) -> str:
     return "updated"
 
 
+def split_certificates(bundle: bytes) -> list[bytes]:
+    """The certificates of a PEM bundle, each as its own PEM (PE's ca.pem holds the root and the
+    intermediate CA since PE 2019.0)."""
+    end = b"-----END CERTIFICATE-----"
+    found = []
+    for part in bundle.split(end):
+        start = part.find(b"-----BEGIN CERTIFICATE-----")
+        if start >= 0:
+            found.append(part[start:] + end + b"\n")
+    return found
+
+
 def ensure_gitlab_trusts_lab_ca(lab: Lab) -> str:
-    """GitLab trusts the PE CA so that the push webhook verifies Code Manager's certificate."""
-    ca = lab.ca_pem()
+    """GitLab trusts the PE CA chain so that the push webhook verifies Code Manager's certificate.
+
+    Each certificate of the bundle gets its own file in /etc/gitlab/trusted-certs: omnibus GitLab
+    links one certificate per file, and several releases skip a file holding more than one
+    (omnibus-gitlab MRs !8306, !8711; real-world-findings §1 row 2)."""
+    certs = split_certificates(lab.ca_pem())
+    if not certs:
+        raise PreconditionError(f"{paths.CA_CERT} on {lab.spec.primary.name} holds no certificate")
     host = lab.host(lab.spec.gitlab.name)
-    if host.exists(paths.GITLAB_TRUSTED_CA, root=True) and (
-        host.read(paths.GITLAB_TRUSTED_CA, root=True) == ca
-    ):
+    wanted = {
+        f"{paths.GITLAB_TRUSTED_CA_PREFIX}-{i}.crt": pem for i, pem in enumerate(certs, start=1)
+    }
+    present = set()
+    if host.exists(paths.GITLAB_TRUSTED_CERTS, root=True):
+        listing = host.run(["ls", "-1", paths.GITLAB_TRUSTED_CERTS], root=True).stdout
+        present = {n.strip() for n in listing.splitlines() if n.strip()}
+    ours = {n for n in present if n.startswith(paths.GITLAB_TRUSTED_CA_PREFIX)}
+    stale = sorted(ours - set(wanted))  # e.g. the whole bundle in one file, from an old release
+    changed = bool(stale)
+    for name, pem in wanted.items():
+        path = f"{paths.GITLAB_TRUSTED_CERTS}/{name}"
+        if name in present and host.read(path, root=True) == pem:
+            continue
+        host.put(path, pem, mode=0o644, owner="root", group="root")
+        changed = True
+    if stale:
+        host.run(["rm", "-f", *(f"{paths.GITLAB_TRUSTED_CERTS}/{n}" for n in stale)], root=True)
+    if not changed:
         return "already trusted"
-    host.put(paths.GITLAB_TRUSTED_CA, ca, mode=0o644, owner="root", group="root")
     host.run(["gitlab-ctl", "reconfigure"], root=True, timeout=1800)
-    return "installed"
+    return f"installed {len(wanted)} certificates"
 
 
 def _key_body(public_key: str) -> str:
@@ -426,13 +467,24 @@ def ensure_control_repo_pushed(lab: Lab) -> str:
         primary.run(_git("init", "-b", lab.spec.environment), root=True)
         primary.run(_git("remote", "add", "origin", lab.spec.control_repo_remote), root=True)
     primary.run(_git("add", "-A"), root=True)
-    primary.run(
-        _git(*GIT_IDENTITY, "commit", "-m", "Control repo for the DR drill"),
-        root=True,
-        ok_codes=(0, 1),
-    )
+    git_commit(lab, "Control repo for the DR drill")
     push_control_repo(lab)
     return primary.run(_git("rev-parse", "HEAD"), root=True).stdout.strip()
+
+
+def git_commit(lab: Lab, message: str) -> bool:
+    """Commit what is staged in the control repo on the primary; False when there was nothing to
+    commit. Exit 1 counts as "nothing to commit" only when git says so."""
+    out = lab.host(lab.spec.primary.name).run(
+        _git(*GIT_IDENTITY, "commit", "-m", message), root=True, ok_codes=(0, 1)
+    )
+    if out.exit_code == 0:
+        return True
+    if "nothing to commit" in out.stdout + out.stderr:
+        return False
+    raise CommandFailed(
+        lab.spec.primary.name, "git commit", out.exit_code, out.stdout, out.stderr, transient=False
+    )
 
 
 def push_control_repo(lab: Lab) -> None:
@@ -498,6 +550,9 @@ def ensure_code_deployed(lab: Lab, server: str | None = None) -> str:
             "--wait",
             "--token-file",
             paths.DEPLOY_TOKEN,
+            # named, not taken from puppet-code.conf, which may name a destroyed primary
+            "--service-url",
+            f"https://{server}:8170/code-manager",
         ],
         root=True,
         timeout=1800,
@@ -682,13 +737,21 @@ def ensure_agent_config_pushed(
 
 
 def promote_replica(lab: Lab) -> str:
-    """`puppet infrastructure promote replica` on the replica; refused while the primary answers."""
-    replica = lab.spec.replica.name
-    if lab.accepts_tcp(lab.spec.primary.name, 8140):
+    """`puppet infrastructure promote replica` on the replica, only once the primary is gone.
+
+    PE requires the old primary to be permanently offline (PDF-2021.7.1 p.280) and the command
+    does not check it, so the drill does: vagrant must not run it and its Puppet Server must not
+    answer. Whether the replica is already the primary is read from PE itself (its services),
+    not from a port that an enabled replica opens too."""
+    replica, primary = lab.spec.replica.name, lab.spec.primary.name
+    state = lab.vagrant.state(primary)
+    seen = lab.probe_puppetserver(primary)
+    if state == "running" or seen == "answering":
         raise PreconditionError(
-            f"refusing to promote {replica}: {lab.spec.primary.name} still answers on 8140"
+            f"refusing to promote {replica}: {primary} is {state} and its Puppet Server on 8140 "
+            f"is {seen}; PE requires the old primary to be permanently offline"
         )
-    if _promoted(lab):
+    if is_primary(lab, replica):
         return "already promoted"
     lab.host(replica).run(
         [
@@ -705,30 +768,83 @@ def promote_replica(lab: Lab) -> str:
         root=True,
         timeout=7200,
     )
+    if not is_primary(lab, replica):
+        raise TransientError(f"`promote replica` finished but {replica} does not serve as primary")
     return "promoted"
 
 
-def _promoted(lab: Lab) -> bool:
-    """The replica runs the orchestrator, which only a primary does."""
-    return lab.accepts_tcp(lab.spec.replica.name, 8143)
+def is_primary(lab: Lab, server: str) -> bool:
+    """Whether PE runs `server` as its primary: only the primary runs the file sync storage
+    service, which its Puppet Server status lists (GET :8140/status/v1/services, as peadm's
+    tasks/code_sync_status.rb reads it); a replica runs only the file sync client."""
+    try:
+        with lab.pe(server, token_file=None) as pe:
+            services = pe.services(8140)
+    except TransientError:
+        return False
+    storage = services.get("file-sync-storage-service")
+    return isinstance(storage, dict) and storage.get("state") == "running"
+
+
+CLIENT_TOOLS_DIR = "/etc/puppetlabs/client-tools"
+CLIENT_TOOLS = {
+    "puppet-access.conf": ("service-url", 4433, "/rbac-api"),
+    "puppet-code.conf": ("service-url", 8170, "/code-manager"),
+    "orchestrator.conf": ("options.service-url", 8143, ""),
+}
+
+
+def ensure_client_tools_point_at(lab: Lab, server: str) -> list[str]:
+    """PE's global client-tools configuration on `server` names `server` itself: promotion leaves
+    it naming the old primary, and PE's procedure says to update it (PE 2019.7-2021.7
+    dr_configure, "Promote a replica", step 3; help.puppet.com "Configuring and using PE client
+    tools"). Returns the files rewritten."""
+    host = lab.host(server)
+    changed = []
+    for name, (key, port, path) in CLIENT_TOOLS.items():
+        file = f"{CLIENT_TOOLS_DIR}/{name}"
+        if not host.exists(file, root=True):
+            continue
+        try:
+            data = json.loads(host.read(file, root=True))
+        except ValueError:
+            raise PreconditionError(f"{file} on {server} is not JSON") from None
+        wanted = f"https://{server}:{port}{path}"
+        holder = data.setdefault("options", {}) if key.startswith("options.") else data
+        if holder.get("service-url") == wanted:
+            continue
+        holder["service-url"] = wanted
+        text = json.dumps(data, indent=2) + "\n"
+        host.put(file, text.encode(), mode=0o644, owner="root", group="root")
+        changed.append(file)
+    return changed
 
 
 def forget_old_primary(lab: Lab) -> str:
-    replica = lab.spec.replica.name
-    out = lab.host(replica).run(
-        [
-            "puppet",
-            "infrastructure",
-            "forget",
-            lab.spec.primary.name,
-            "--token-file",
-            paths.ADMIN_TOKEN,
-        ],
+    """`puppet infrastructure forget` of the old primary, on the new one. "Already forgotten" is
+    read from PE (PuppetDB on the new primary no longer lists it as active, GET
+    /pdb/query/v4/nodes), never from an exit code: forget exits non-zero for many reasons
+    (peadm spec/acceptance/peadm_spec/plans/perform_failover.pp; real-world-findings §1 row 7)."""
+    replica, old = lab.spec.replica.name, lab.spec.primary.name
+    if not _active_node(lab, replica, old):
+        return "already forgotten"
+    lab.host(replica).run(
+        ["puppet", "infrastructure", "forget", old, "--token-file", paths.ADMIN_TOKEN],
         root=True,
-        ok_codes=(0, 1),
         timeout=1800,
     )
-    return "forgotten" if out.exit_code == 0 else "already forgotten"
+    if _active_node(lab, replica, old):
+        raise TransientError(f"`puppet infrastructure forget {old}` finished but PuppetDB lists it")
+    return "forgotten"
+
+
+def _active_node(lab: Lab, server: str, certname: str) -> bool:
+    with lab.pe(server) as pe:
+        nodes = pe.pdb_query("nodes", ["=", "certname", certname])
+    return any(
+        n.get("certname") == certname and not n.get("deactivated") and not n.get("expired")
+        for n in nodes
+    )
 
 
 def require_lab_state(

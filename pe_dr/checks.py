@@ -16,13 +16,15 @@ from pe_dr import paths
 from pe_dr.actions import (
     GIT_IDENTITY,
     _git,
+    _remote_sha256,
     agent_server_list,
     infra_status,
+    is_primary,
     push_control_repo,
 )
 from pe_dr.errors import CommandFailed, ConfigError, PeDrError, TransientError
 from pe_dr.lab import Lab
-from pe_dr.parsers import AgentRun, parse_agent_run, unhealthy
+from pe_dr.parsers import AgentRun, ServiceStatus, parse_agent_run, unhealthy
 from pe_dr.polling import Pacer
 
 # At most this many agents are checked at once (one thread and one SSH connection each);
@@ -47,18 +49,39 @@ def _short(lab: Lab, vm: str) -> str:
 # --- health --------------------------------------------------------------------------------
 
 
+def _service_evidence(s: ServiceStatus) -> dict[str, object]:
+    return {
+        "server": s.server,
+        "service": s.display_name or s.service,
+        "state": s.state,
+        "alerts": [{"severity": a.severity, "message": a.message} for a in s.alerts],
+    }
+
+
 def check_health(lab: Lab, *, expect_replica: bool = True) -> CheckResult:
-    """Every PE service on the primary (and the replica) reports `running`."""
+    """Every PE service on the primary (and the replica) reports `running` with no error alert.
+
+    PE keeps a service whose database replication broke `running` and reports it only as an
+    error-severity alert ("Database replication for Classifier is inactive": peadm
+    spec/fixtures/infrastatus.json), so alerts count as much as states; warnings are evidence.
+    """
     try:
         services = infra_status(lab)
     except PeDrError as exc:
         return CheckResult("health", False, f"could not read PE status: {exc}")
     bad = unhealthy(services)
     servers = sorted({s.server for s in services})
+    warnings = [
+        f"{s.server} {s.display_name or s.service}: {a.message}"
+        for s in services
+        for a in s.alerts
+        if a.severity != "error"
+    ]
     evidence: dict[str, object] = {
         "services": len(services),
         "servers": servers,
-        "unhealthy": [f"{s.server}: {s.display_name or s.service} is {s.state}" for s in bad],
+        "unhealthy": [_service_evidence(s) for s in bad],
+        "warnings": warnings,
     }
     if not services:
         return CheckResult("health", False, "PE status listed no services", evidence)
@@ -71,18 +94,18 @@ def check_health(lab: Lab, *, expect_replica: bool = True) -> CheckResult:
         )
     if bad:
         first = bad[0]
-        alerts = f" ({'; '.join(first.alerts)})" if first.alerts else ""
-        return CheckResult(
-            "health",
-            False,
-            f"{len(bad)} of {len(services)} services are not running; first: "
-            f"{first.server} {first.display_name or first.service} is {first.state}{alerts}",
-            evidence,
-        )
+        name = first.display_name or first.service
+        if first.state != "running":
+            what = f"{first.server} {name} is {first.state}"
+        else:
+            what = f"{first.server} {name} reports the error alert {first.errors[0].message!r}"
+        more = f" (and {len(bad) - 1} more services)" if len(bad) > 1 else ""
+        return CheckResult("health", False, f"{what}{more}", evidence)
+    note = f"; {len(warnings)} warnings" if warnings else ""
     return CheckResult(
         "health",
         True,
-        f"{len(services)} of {len(services)} services running on {servers}",
+        f"{len(services)} of {len(services)} services running on {servers}, no error alert{note}",
         evidence,
     )
 
@@ -427,11 +450,12 @@ def wait_primary_serving(lab: Lab, *, timeout: float, interval: float) -> None:
 def check_promotion(
     lab: Lab, *, key_digests: dict[str, str], budget_seconds: float, poll_interval: float
 ) -> CheckResult:
-    """The replica serves as primary: orchestrator and console up, keys kept, agents on it."""
-    from pe_dr.actions import _remote_sha256
-
+    """The replica serves as primary: PE runs it as the primary, its ports answer, keys kept,
+    agents on it."""
     replica = lab.spec.replica.name
     problems = []
+    if not is_primary(lab, replica):
+        problems.append(f"PE does not run {replica} as its primary (no file sync storage)")
     ports = {port: lab.accepts_tcp(replica, port) for port in (8140, 8143, 8170, 4433, 443)}
     closed = [str(p) for p, ok in ports.items() if not ok]
     if closed:

@@ -315,6 +315,15 @@ def parse_agent_run(output: str, exit_code: int) -> AgentRun:
 
 
 @dataclass(frozen=True)
+class Alert:
+    """An alert a PE service reports, e.g. error "Database replication for Classifier is inactive"
+    on a service whose state is still `running` (peadm spec/fixtures/infrastatus.json)."""
+
+    severity: str  # error | warning | info
+    message: str
+
+
+@dataclass(frozen=True)
 class ServiceStatus:
     """One entry of `puppet infrastructure status --format=json`."""
 
@@ -323,8 +332,12 @@ class ServiceStatus:
     server: str
     state: str
     url: str
-    alerts: list[str] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
     type: str = ""
+
+    @property
+    def errors(self) -> list[Alert]:
+        return [a for a in self.alerts if a.severity == "error"]
 
 
 def _json_start(text: str, opener: str) -> Any:
@@ -339,11 +352,12 @@ def _json_start(text: str, opener: str) -> Any:
     raise ValueError("no JSON value found")
 
 
-def _alert_text(alert: object) -> str:
+def _alert(alert: object) -> Alert:
     if isinstance(alert, dict):
         message = str(alert.get("message", "")).strip()
-        return message or json.dumps(alert, sort_keys=True)
-    return str(alert)
+        severity = str(alert.get("severity") or "error").strip().lower()
+        return Alert(severity, message or json.dumps(alert, sort_keys=True))
+    return Alert("error", str(alert))  # no severity given: assume the worst
 
 
 def parse_infra_status(json_text: str) -> list[ServiceStatus]:
@@ -371,7 +385,7 @@ def parse_infra_status(json_text: str) -> list[ServiceStatus]:
                 server=str(entry.get("server") or ""),
                 state=str(entry.get("state") or "unknown"),
                 url=str(entry.get("url") or ""),
-                alerts=[_alert_text(a) for a in entry.get("alerts") or []],
+                alerts=[_alert(a) for a in entry.get("alerts") or []],
                 type=str(entry.get("type") or ""),
             )
         )
@@ -379,8 +393,10 @@ def parse_infra_status(json_text: str) -> list[ServiceStatus]:
 
 
 def unhealthy(services: Iterable[ServiceStatus]) -> list[ServiceStatus]:
-    """Services whose state is not `running` (peadm's health rule)."""
-    return [s for s in services if s.state != "running"]
+    """Services whose state is not `running` (peadm's health rule) or that report an
+    error-severity alert: PE keeps a service whose database replication broke `running` and says
+    so only in an alert (peadm spec/fixtures/infrastatus.json)."""
+    return [s for s in services if s.state != "running" or s.errors]
 
 
 def servers(services: Iterable[ServiceStatus]) -> set[str]:

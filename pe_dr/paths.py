@@ -11,7 +11,8 @@ CONTROL_REPO_DIR = "/root/repo/control-repo"
 LIVE_CODE = "/etc/puppetlabs/code/environments"
 GITLAB_API_TOKEN = "/root/.pe-dr/api-token"
 GITLAB_TOKEN_SCRIPT = "/root/.pe-dr/api-token.rb"
-GITLAB_TRUSTED_CA = "/etc/gitlab/trusted-certs/pe-lab-ca.crt"
+GITLAB_TRUSTED_CERTS = "/etc/gitlab/trusted-certs"
+GITLAB_TRUSTED_CA_PREFIX = "pe-lab-ca"  # pe-lab-ca-1.crt, pe-lab-ca-2.crt: one certificate each
 
 # What promotion needs on the replica, with PE's owners (mode 640); PE docs list all three.
 SECRET_KEY_FILES: tuple[tuple[str, str], ...] = (

@@ -96,14 +96,15 @@ class PEClient(ApiClient):
         return remember(token)
 
     def token_is_valid(self, token: str) -> bool:
-        """Whether RBAC accepts `token` (POST /rbac-api/v2/auth/token/authenticate)."""
+        """Whether RBAC accepts `token` (POST /rbac-api/v2/auth/token/authenticate): 400 means
+        malformed, 403 revoked or expired (PE 2023.8 RBAC API v2 docs), 401 on older releases."""
         remember(token)
         response = send(
             self._http,
             "POST",
             self._url(RBAC_PORT, "/rbac-api/v2/auth/token/authenticate"),
             service=self._service("RBAC API", RBAC_PORT),
-            accept=(401, 403),
+            accept=(400, 401, 403),
             json={"token": token, "update_last_activity?": False},
         )
         return response.is_success

@@ -55,7 +55,7 @@ _TRANSIENT_MARKERS = (
     "is already locked by a session",  # VBoxManage: error: The machine '…' is already locked …
     "is locked by a session",
     "E_ACCESSDENIED (0x80070005) - Access denied (extended info not available)",
-    "while another is in progress",
+    "is locked for reading by another task",  # two imports of the same base box
     "Timed out while waiting for the machine to boot",
     "SSHNotReady",
     "is not yet ready for SSH",

@@ -33,6 +33,12 @@ def promote_replica(lab: LabSpec) -> str:
         return actions.promote_replica(live)
 
 
+@lab_task(timeout=300)
+def ensure_client_tools_point_at(lab: LabSpec, server: str) -> list[str]:
+    with Lab(lab) as live:
+        return actions.ensure_client_tools_point_at(live, server)
+
+
 @lab_task(timeout=1800)
 def forget_old_primary(lab: LabSpec) -> str:
     with Lab(lab) as live:

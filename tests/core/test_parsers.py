@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from pe_dr.errors import PermanentError
 from pe_dr.parsers import (
     AgentRun,
+    Alert,
     DeployResult,
     DownKind,
     KnownHost,
@@ -319,10 +321,10 @@ def test_infra_status_peadm_fixture() -> None:
     assert classifier.display_name == "Classifier"
     assert classifier.state == "running"
     assert classifier.url == "https://pe-std.puppet.vm:4433/classifier-api"
-    assert classifier.alerts == ["Database replication for Classifier is inactive"]
+    assert classifier.alerts == [Alert("error", "Database replication for Classifier is inactive")]
     bad = unhealthy(services)
-    assert {s.server for s in bad} == {"pe-std-replica.puppet.vm"}
-    assert sorted(s.service for s in bad) == [
+    down = [s for s in bad if s.server == "pe-std-replica.puppet.vm"]
+    assert sorted(s.service for s in down) == [
         "activity",
         "classifier",
         "file-sync-client",
@@ -330,7 +332,33 @@ def test_infra_status_peadm_fixture() -> None:
         "puppetdb",
         "rbac",
     ]
-    assert all(s.state == "unreachable" for s in bad)
+    assert all(s.state == "unreachable" for s in down)
+    # running, but its database replication is inactive: an error alert is unhealthy too
+    alerted = sorted(s.service for s in bad if s.server == "pe-std.puppet.vm")
+    assert alerted == [
+        "activity-service",
+        "classifier-service",
+        "orchestrator-service",
+        "rbac-service",
+    ]
+    assert all(s.state == "running" for s in bad if s.server == "pe-std.puppet.vm")
+
+
+def test_infra_status_warnings_are_not_unhealthy() -> None:
+    text = json.dumps(
+        [
+            {
+                "service": "puppetdb-status",
+                "state": "running",
+                "alerts": [{"severity": "warning", "message": "sync is slow"}],
+            },
+            {"service": "rbac-service", "state": "running", "alerts": ["no severity"]},
+        ]
+    )
+    warned, bare = parse_infra_status(text)
+    assert warned.alerts == [Alert("warning", "sync is slow")] and not warned.errors
+    assert bare.errors == [Alert("error", "no severity")]
+    assert unhealthy([warned, bare]) == [bare]
 
 
 def test_infra_status_with_leading_notice() -> None:

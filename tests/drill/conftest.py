@@ -88,11 +88,11 @@ def built(lab: tuple[LabHandle, bool, DrillReport]) -> Iterator[LabHandle]:
     assert handle.status()["primary.vm"] == "running", "every drill leaves the lab whole"
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def run_drill() -> Drill:
     return drill
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def journal_ops() -> Ops:
     return ops

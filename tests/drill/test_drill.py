@@ -85,7 +85,14 @@ def test_on_a_built_lab_setup_only_looks(
             "was not on replica.vm 2 s after the push",
             {"replication_lag_seconds": 2.0},
         ),
-        ("replica:unhealthy", "health", "replica.vm", {}),
+        # PE keeps every service `running` and reports the trouble as an error alert
+        ("replica:unhealthy", "health", "replica.vm PuppetDB reports the error alert", {}),
+        (
+            "replica:db-replication-inactive",
+            "health",
+            "'Database replication for Classifier is inactive'",
+            {},
+        ),
         ("halt:ignored=primary.vm", "primary_down", "still answers on 8140", {}),
     ],
 )
@@ -178,3 +185,66 @@ def test_the_command_line_with_a_private_lab_fails_a_broken_failover(tmp_path: P
         ["pgrep", "-f", "pe-dr-labsim-"], capture_output=True, text=True, check=False
     )
     assert leftovers.stdout.strip() == "", "the private lab was stopped"
+
+
+@pytest.mark.parametrize(
+    ("fault", "kind"),
+    [
+        (None, "refused"),  # the tutorial's `vagrant halt`: connections refused
+        ("halt:hang=primary.vm", "hung"),  # accepts TCP, never answers
+        ("halt:unreachable=primary.vm", "unreachable"),  # no route to the host
+    ],
+)
+def test_failover_works_however_the_primary_is_down_and_says_how(
+    built: LabHandle, tmp_path: Path, run_drill: Drill, fault: str | None, kind: str
+) -> None:
+    if fault:
+        built.fault_add(fault)
+    ok, report = run_drill(tmp_path, flow="failover_drill")
+    assert ok, report.to_dict()
+    checks = {c["name"]: c for c in report.to_dict()["checks"]}
+    failover = checks["failover"]
+    seen = failover["evidence"]["agents"]["linux.vm"]["down_server_seen_as"]
+    assert seen["server"] == "primary.vm:8140" and seen["kind"] == kind, seen
+    assert f"(primary.vm {kind})" in failover["detail"]
+    if kind == "hung":
+        # the agent waited its http_connect_timeout (120 s, modelled at the lab's time scale)
+        assert seen["waited_seconds"] >= 120
+        assert report.measurements["rto_seconds"] >= 120 * 0.001
+        assert checks["primary_down"]["evidence"]["port_8140"] == "hung"
+
+
+def test_replication_lag_is_measured_at_least_as_long_as_the_lab_delays_it(
+    built: LabHandle, tmp_path: Path, run_drill: Drill
+) -> None:
+    built.fault_add("replication:lag=2")
+    ok, report = run_drill(tmp_path)
+    assert ok, report.to_dict()
+    assert report.measurements["replication_lag_seconds"] >= 2.0
+
+
+def test_a_failing_fact_is_evidence_not_a_failed_run(
+    built: LabHandle, tmp_path: Path, run_drill: Drill
+) -> None:
+    built.fault_add("agent:fact-error")
+    ok, report = run_drill(tmp_path, flow="failover_drill")
+    assert ok, report.to_dict()
+    failover = next(c for c in report.to_dict()["checks"] if c["name"] == "failover")
+    last = failover["evidence"]["agents"]["linux.vm"]["last_run"]
+    assert last["served_by"] == "replica" and last["exit_code"] == 0
+    assert any("pe_dr_broken" in e for e in last["errors"]), last
+    assert "with 1 Error: line" in failover["detail"]
+
+
+def test_promotion_is_refused_while_the_primary_answers(built: LabHandle, journal_ops: Ops) -> None:
+    """PE's `promote` does not check that the old primary is gone; the drill must."""
+    from pe_dr import actions
+    from pe_dr.errors import PreconditionError
+    from pe_dr.lab import Lab
+    from pe_dr.spec import load_spec
+
+    before = len(built.journal())
+    with Lab(load_spec(built.spec_path)) as live, pytest.raises(PreconditionError) as refused:
+        actions.promote_replica(live)
+    assert "primary.vm is running" in str(refused.value)
+    assert journal_ops(built, "puppet.infrastructure.promote", before) == []

@@ -149,6 +149,8 @@ class Driver:
 
     # -- the tutorial ------------------------------------------------------------------------
     def up_all(self) -> None:
+        # the box first: parallel first-run `vagrant up`s race on its import
+        self.vagrant("box", "add", "ubuntu/jammy64", "--provider", "virtualbox")
         procs = [
             subprocess.Popen(
                 ["vagrant", "up", vm],
@@ -349,6 +351,13 @@ class Driver:
             assert r.status_code == 201, r.text
         return json.loads(out.split("\n", 1)[1])[0]["deploy-signature"]
 
+    def agent_server_list(self, group: str = "PE Agent") -> list[str]:
+        groups = self.http(
+            "primary.vm", 4433, "GET", "/classifier-api/v1/groups", token=self.admin_token
+        ).json()
+        found = next(g for g in groups if g["name"] == group)
+        return list(found["classes"]["puppet_enterprise::profile::agent"]["server_list"])
+
     def provision(self, enable: bool = True) -> tuple[int, str, str]:
         argv = [
             "puppet",
@@ -381,6 +390,11 @@ class Driver:
             "primary.vm", [*git, "-c", f"core.sshCommand={SSH_CMD}", "push", "origin", "production"]
         )
         return self.ok("primary.vm", [*git, "rev-parse", "HEAD"]).strip()
+
+    def last_commit(self, marker: str) -> str:
+        """The sha of the control-repo commit whose message is `marker`."""
+        out = self.ok("primary.vm", ["git", "-C", REPO, "log", "--format=%H %s", "-n", "20"])
+        return next(line.split()[0] for line in out.splitlines() if line.endswith(f" {marker}"))
 
     def wait_for(self, what: str, check: Any, timeout: float = 10.0) -> Any:
         deadline = time.monotonic() + timeout
