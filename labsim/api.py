@@ -621,7 +621,7 @@ async def run_job(lab: Lab, nodes: list[str], noop: bool, user: Any) -> dict[str
             "details": {
                 "message": "Finished puppet run"
                 if state == "finished"
-                else err.strip().splitlines()[-1]
+                else re.sub(r"\x1b\[[0-9;]*m", "", err).strip().splitlines()[-1]
                 if err.strip()
                 else "failed"
             },

@@ -1,0 +1,545 @@
+"""`puppet infrastructure configure|provision|enable|status|forget|promote replica`."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from labsim.commands.base import Ctx, Result, _opt, _read_token
+from labsim.commands.client_tools import write_client_tools
+
+if TYPE_CHECKING:
+    from labsim.lab import VM, Lab
+
+
+def _infra_refuse(ctx: Ctx) -> Result | None:
+    if not ctx.root:
+        return Result(
+            1,
+            "",
+            "Error: You must be root to run puppet infrastructure commands\n",
+            "puppet.infrastructure",
+            "refused",
+        )
+    if not ctx.login:
+        return Result(
+            1,
+            "",
+            "Error: puppet infrastructure commands must be run from a root login "
+            "session (sudo -i or sudo su -); plain sudo is not sufficient\n",
+            "puppet.infrastructure",
+            "refused",
+        )
+    return None
+
+
+async def puppet_infra(ctx: Ctx, args: list[str]) -> Result:
+    refused = _infra_refuse(ctx)
+    if refused:
+        return refused
+    if not args:
+        return Result(
+            1,
+            "",
+            "Error: an action is required: configure, provision, enable, status, forget, promote\n",
+            "puppet.infrastructure",
+        )
+    action = args[0]
+    if action == "configure":
+        return await infra_configure(ctx, args[1:])
+    if action == "status":
+        return await infra_status(ctx, args[1:])
+    if action == "provision" and args[1:2] == ["replica"]:
+        return await infra_provision(ctx, args[2:])
+    if action == "enable" and args[1:2] == ["replica"]:
+        return await infra_enable_cmd(ctx, args[2:])
+    if action == "forget":
+        return await infra_forget(ctx, args[1:])
+    if action == "promote" and args[1:2] == ["replica"]:
+        return await infra_promote(ctx, args[2:])
+    return Result(1, "", f"Error: Unknown action '{' '.join(args[:2])}'\n", "puppet.infrastructure")
+
+
+async def infra_configure(ctx: Ctx, args: list[str]) -> Result:
+    lab, op = ctx.lab, "puppet.infrastructure.configure"
+    pe = lab.pe
+    if pe is None or ctx.vm.name != pe.primary:
+        return Result(1, "", "Error: puppet infrastructure configure must run on the primary\n", op)
+    if lab.fault(op, ctx.vm.name, ctx.line):
+        return Result(1, "", "Error: Puppet run failed during configure (injected)\n", op, "fault")
+    await lab.sleep(lab.dur("configure"), op)
+    key = (
+        pe.master_params().get("r10k_private_key")
+        or "/etc/puppetlabs/puppetserver/ssh/id-control_repo.rsa"
+    )
+    fs = ctx.vm.fs
+    for p in (key, key + ".pub"):
+        if fs.exists(p):
+            fs.set_owner(p, "pe-puppet", "pe-puppet")
+            fs.host(p).chmod(0o600 if not p.endswith(".pub") else 0o644)
+    return Result(0, "Notice: Applied catalog in 12.34 seconds\n", "", op)
+
+
+def _validate_admin(ctx: Ctx, args: list[str], op: str) -> Result | None:
+    pe = ctx.lab.pe
+    assert pe is not None
+    token = _read_token(ctx, _opt(args, "--token-file"))
+    user = pe.token_user(token)
+    if user is None:
+        return Result(
+            1,
+            "",
+            "Error: Unable to validate the RBAC token: the RBAC token is missing, "
+            "invalid or expired. Run 'puppet access login' to generate a new token, or "
+            "pass --token-file.\n",
+            op,
+            "refused",
+        )
+    if not pe.is_admin(user):
+        return Result(
+            1,
+            "",
+            f"Error: The RBAC token belongs to user '{user['login']}', who lacks "
+            "administrator permissions; an admin token is required.\n",
+            op,
+            "refused",
+        )
+    return None
+
+
+async def _confirm(ctx: Ctx, args: list[str], question: str) -> str | None:
+    if "--yes" in args or "-y" in args:
+        return None
+    answer = await ctx.read_line(timeout=2.0)
+    if answer is None or answer.strip().lower() not in ("y", "yes", "a"):
+        return f"{question} [Y/n]\nError: No answer given; aborting.\n"
+    return None
+
+
+async def infra_provision(ctx: Ctx, args: list[str]) -> Result:
+    lab, op = ctx.lab, "puppet.infrastructure.provision"
+    pe = lab.pe
+    names = [a for a in args if not a.startswith("-")]
+    if not names:
+        return Result(1, "", "Error: provision replica requires the replica's certname\n", op)
+    rname = names[0]
+    if pe is None or ctx.vm.name != pe.primary:
+        return Result(
+            1, "", "Error: This command must be run on the primary server\n", op, "refused"
+        )
+    bad = _validate_admin(ctx, args, op)
+    if bad:
+        return bad
+    if lab.fault(op, ctx.vm.name, ctx.line):
+        return Result(
+            1,
+            "Running puppet on replica.vm.\nOverall job status: failed...\n",
+            f"Error: Error during orchestrated puppet run on {rname}.\n"
+            "Error: Puppet failed on one or more nodes.\n",
+            op,
+            "fault",
+        )
+    rvm = lab.vm_by_host(rname)
+    if rvm is None or rvm.name == pe.primary:
+        return Result(1, "", f"Error: Unknown node {rname}\n", op, "refused")
+    if not (rvm.serving and rvm.installed and rvm.name in pe.nodes):
+        return Result(
+            1,
+            "",
+            f"Error: {rvm.name} is not connected to the orchestrator. Ensure the "
+            f"puppet agent is installed on {rvm.name} and pxp-agent is running.\n",
+            op,
+            "refused",
+        )
+    if not pe.cm_active or not pe.storage:
+        return Result(
+            1,
+            "",
+            "Error: Code Manager must be enabled and configured, with at least one "
+            "environment deployed (no file-sync commit found), before provisioning a "
+            "replica.\n",
+            op,
+            "refused",
+        )
+    enable = "--enable" in args
+    topology = _opt(args, "--topology")
+    prompt = await _confirm(ctx, args, "Use the new configuration and continue?")
+    if prompt:
+        return Result(
+            1,
+            ""
+            if topology
+            else "A) Monolithic with a single primary\nB) Monolithic with compilers\n",
+            prompt.split("\n", 1)[1],
+            op,
+            "refused",
+        )
+    out = [
+        f"Notice: Provisioning {rvm.name} as a replica of {pe.primary}",
+        f"Pinning {rvm.name} to PE Infrastructure Agent",
+        f"Running puppet on {rvm.name}. Run 'puppet job show {pe.job_seq + 1}' to monitor "
+        "detailed progress.",
+    ]
+    await lab.sleep(lab.dur("provision"), op)
+    pe.replica = rvm.name
+    write_client_tools(rvm.fs, pe.primary)  # an infrastructure node gets PE's client tools
+    lab.journal(rvm.name, "replica.provisioned", "ok", f"provisioned by {ctx.vm.name}")
+    lab.sync_replica()
+    out.append(f"Notice: {rvm.name} has been provisioned as a replica.")
+    if not enable:
+        out.append(f"Notice: Run 'puppet infrastructure enable replica {rvm.name}' to enable it.")
+        return Result(0, "\n".join(out) + "\n", "", op)
+    res = await _enable(ctx, rvm, args)
+    return Result(res.rc, "\n".join(out) + "\n" + res.out, res.err, op)
+
+
+async def infra_enable_cmd(ctx: Ctx, args: list[str]) -> Result:
+    lab, op = ctx.lab, "puppet.infrastructure.enable"
+    pe = lab.pe
+    names = [a for a in args if not a.startswith("-")]
+    if pe is None or ctx.vm.name != pe.primary or not names:
+        return Result(
+            1,
+            "",
+            "Error: This command must be run on the primary with the replica's certname\n",
+            op,
+            "refused",
+        )
+    bad = _validate_admin(ctx, args, op)
+    if bad:
+        return bad
+    rvm = lab.vm_by_host(names[0])
+    if rvm is None or pe.replica != rvm.name:
+        return Result(
+            1,
+            "",
+            f"Error: {names[0]} is not a provisioned replica. Run 'puppet "
+            "infrastructure provision replica' first.\n",
+            op,
+            "refused",
+        )
+    prompt = await _confirm(
+        ctx, args, "Use the new configuration and continue enabling the replica?"
+    )
+    if prompt:
+        return Result(1, "", prompt.split("\n", 1)[1], op, "refused")
+    res = await _enable(ctx, rvm, args)
+    res.op = op
+    return res
+
+
+async def _enable(ctx: Ctx, rvm: VM, args: list[str]) -> Result:
+    lab, op = ctx.lab, "puppet.infrastructure.enable"
+    pe = lab.pe
+    assert pe is not None
+    if lab.fault(op, ctx.vm.name, ctx.line):
+        return Result(
+            1,
+            "",
+            f"Error: PuppetDB on {rvm.name} is 'starting', not 'running'; the "
+            "replica could not be enabled. Run 'puppet infrastructure enable replica' "
+            "again once it is running.\n",
+            op,
+            "fault",
+        )
+    if not rvm.serving:
+        return Result(1, "", f"Error: {rvm.name} is unreachable\n", op)
+    await lab.sleep(lab.dur("enable"), op)
+    pe.replica_enabled = True
+    infra = pe.group("PE Infrastructure")
+    master = pe.group("PE Master")
+    if not any(g["name"] == "PE HA Master" for g in pe.groups):
+        from labsim.state import _group
+
+        pe.groups.append(
+            _group(
+                "PE HA Master",
+                master["id"],
+                {
+                    "puppet_enterprise::profile::master": {
+                        "replication_mode": "source",
+                        "provisioned_replicas": [rvm.name],
+                    }
+                },
+            )
+        )
+        pe.groups.append(
+            _group(
+                "PE HA Replica",
+                infra["id"],
+                {"puppet_enterprise::profile::primary_master_replica": {}},
+            )
+        )
+    infra["classes"].setdefault("puppet_enterprise", {})["ha_enabled_replicas"] = [rvm.name]
+    skip = "--skip-agent-config" in args
+    if lab.faults.has("failover-broken"):
+        lab.journal(rvm.name, "failover", "fault", "replica not added to agents' server_list")
+    elif not skip:
+        pe.set_agent_servers([pe.primary, rvm.name])
+    await lab.reconcile(rvm)
+    lab.journal(rvm.name, "replica.enabled", "ok", "")
+    lab.sync_replica()
+    return Result(
+        0,
+        f"Notice: Replica {rvm.name} enabled.\nNotice: Agents learn the new server_list "
+        "on their next Puppet run; run 'puppet job run --no-enforce-environment --query "
+        "'nodes {deactivated is null and expired is null}'' to update them now.\n",
+        "",
+        op,
+    )
+
+
+DB_REPLICATED = {"classifier": "Classifier", "rbac": "RBAC", "activity": "Activity"}
+
+
+def status_entries(lab: Lab) -> list[dict[str, Any]]:
+    """`puppet infrastructure status --format=json` as PE prints it (shape, service names and the
+    replication alerts: peadm spec/fixtures/infrastatus.json). Broken database replication keeps
+    every service `running` and shows as error alerts on the primary's services
+    (`replica:db-replication-inactive`); `replica:unhealthy` is an error alert on a replica service,
+    its state `running` too."""
+    pe = lab.pe
+    if pe is None:
+        return []
+    prim = lab.vms[pe.primary]
+    inactive = pe.replica is not None and lab.faults.has("db-replication-inactive")
+    entries: list[dict[str, Any]] = []
+    specs = [
+        ("code-manager-service", "Code Manager", "code-manager", 8170, "/"),
+        ("file-sync-storage-service", "File Sync Storage Service", "file-sync-storage", 8140, "/"),
+        ("file-sync-client-service", "File Sync Client Service", "file-sync-client", 8140, "/"),
+        ("pe-master", "Puppet Server", "master", 8140, "/"),
+        ("classifier-service", "Classifier", "classifier", 4433, "/classifier-api"),
+        ("rbac-service", "RBAC", "rbac", 4433, "/rbac-api"),
+        ("activity-service", "Activity Service", "activity", 4433, "/activity-api"),
+        ("orchestrator-service", "Orchestrator", "orchestrator", 8143, "/orchestrator"),
+        ("broker-service", "PCP Broker", "pcp-broker", 8143, "/pcp"),
+        ("broker-service", "PCP Broker v2", "pcp-broker", 8143, "/pcp2"),
+        ("puppetdb-status", "PuppetDB", "puppetdb", 8081, "/pdb"),
+    ]
+    for svc, disp, typ, port, path in specs:
+        up = port in prim.http
+        status: dict[str, Any] | None = {"state": "running"} if up else None
+        alerts: list[dict[str, str]] = []
+        label = DB_REPLICATED.get(typ) or ("Orchestrator" if typ == "orchestrator" else None)
+        if up and pe.replica and pe.replica_enabled and label and status is not None:
+            replication = "inactive" if inactive else "running"
+            status["replication"] = {"mode": "source", "status": replication}
+            if inactive:
+                alerts.append(
+                    {
+                        "severity": "error",
+                        "message": f"Database replication for {label} is inactive",
+                    }
+                )
+        entries.append(
+            {
+                "service": svc,
+                "display_name": disp,
+                "state": "running" if up else "unreachable",
+                "status": status,
+                "server": prim.name,
+                "url": f"https://{prim.name}:{port}{path}",
+                "type": typ,
+                "alerts": alerts,
+            }
+        )
+    if pe.replica:
+        rvm = lab.vms[pe.replica]
+        unhealthy = lab.faults.has("replica-unhealthy")
+        # a replica's entries use short service names (the peadm fixture)
+        for svc, disp, port, path in [
+            ("file-sync-client", "File Sync Client Service", 8140, "/"),
+            ("master", "Puppet Server", 8140, "/"),
+            ("classifier", "Classifier", 4433, "/classifier-api"),
+            ("rbac", "RBAC", 4433, "/rbac-api"),
+            ("activity", "Activity Service", 4433, "/activity-api"),
+            ("puppetdb", "PuppetDB", 8081, "/pdb"),
+        ]:
+            up = rvm.serving and rvm.installed and (not pe.replica_enabled or port in rvm.http)
+            status = {"state": "running"} if up else None
+            alerts = []
+            if up and svc in DB_REPLICATED and status is not None:
+                replication = "inactive" if inactive else "running"
+                status["replication"] = {"mode": "replica", "status": replication}
+            if up and unhealthy and svc == "puppetdb":
+                # the alert's shape is PE's; its text is labsim's own
+                alerts = [
+                    {
+                        "severity": "error",
+                        "message": f"PuppetDB on {rvm.name} cannot sync with {prim.name} "
+                        "(labsim fault replica:unhealthy)",
+                    }
+                ]
+            entries.append(
+                {
+                    "service": svc,
+                    "display_name": disp,
+                    "state": "running" if up else "unreachable",
+                    "status": status,
+                    "server": rvm.name,
+                    "url": f"https://{rvm.name}:{port}{path}",
+                    "type": svc,
+                    "alerts": alerts,
+                }
+            )
+    return entries
+
+
+async def infra_status(ctx: Ctx, args: list[str]) -> Result:
+    lab, op = ctx.lab, "puppet.infrastructure.status"
+    pe = lab.pe
+    if pe is None or ctx.vm.name not in (pe.primary, pe.replica):
+        return Result(1, "", "Error: puppet infrastructure status must run on a PE server\n", op)
+    if lab.fault(op, ctx.vm.name, ctx.line):
+        return Result(
+            1,
+            "",
+            "Error: Unable to contact services for status information (injected)\n",
+            op,
+            "fault",
+        )
+    await lab.sleep(lab.dur("status"), op)
+    entries = status_entries(lab)
+    host = _opt(args, "--host")
+    if host:
+        entries = [e for e in entries if e["server"] == host]
+    if any(a == "--format=json" for a in args) or _opt(args, "--format") == "json":
+        return Result(0, json.dumps(entries, indent=2) + "\n", "", op)
+    lines = ["Notice: Contacting services for status information..."]
+    for e in entries:
+        role = "Primary" if e["server"] == pe.primary else "Replica"
+        st = {"running": "Running", "error": "Error", "unreachable": "Unreachable"}[e["state"]]
+        lines.append(f"{e['display_name']}: {st} on {role}, {e['url']}")
+        for a in e["alerts"]:
+            lines.append(f"    {a['severity'].capitalize()}: {a['message']}")
+    ok = sum(e["state"] == "running" for e in entries)
+    lines.append(time.strftime("%Y-%m-%d %H:%M:%S +0000", time.gmtime()))
+    lines.append(f"{ok} of {len(entries)} services are fully operational.")
+    return Result(0 if ok == len(entries) else 1, "\n".join(lines) + "\n", "", op)
+
+
+async def infra_forget(ctx: Ctx, args: list[str]) -> Result:
+    lab, op = ctx.lab, "puppet.infrastructure.forget"
+    pe = lab.pe
+    names = [a for a in args if not a.startswith("-") and a != _opt(args, "--token-file")]
+    if pe is None or ctx.vm.name != pe.primary or not names:
+        return Result(
+            1, "", "Error: forget must run on the primary with a certname\n", op, "refused"
+        )
+    bad = _validate_admin(ctx, args, op)
+    if bad:
+        return bad
+    if lab.fault(op, ctx.vm.name, ctx.line):
+        return Result(1, "", "Error: Failed to purge node (injected)\n", op, "fault")
+    name = names[0]
+    vm = lab.vm_by_host(name)
+    cert = vm.name if vm else name
+    if cert not in pe.nodes and cert != pe.replica:
+        return Result(
+            1, "", f"Error: {cert} is not a known node of this Puppet Enterprise installation\n", op
+        )
+    await lab.sleep(lab.dur("forget"), op)
+    if pe.replica == cert:
+        pe.replica = None
+        pe.replica_enabled = False
+        pe.groups = [g for g in pe.groups if g["name"] not in ("PE HA Master", "PE HA Replica")]
+        pe.set_agent_servers([pe.primary])
+        pe.clients.pop(cert, None)
+        if vm:
+            await lab.reconcile(vm)
+    if cert in pe.nodes and cert != pe.primary:
+        pe.nodes.remove(cert)
+    return Result(
+        0,
+        f"Notice: {cert} has been forgotten: its certificate was revoked and it was purged.\n",
+        "",
+        op,
+    )
+
+
+async def infra_promote(ctx: Ctx, args: list[str]) -> Result:
+    lab, op = ctx.lab, "puppet.infrastructure.promote"
+    pe = lab.pe
+    vm = ctx.vm
+    if pe is None or pe.replica != vm.name:
+        return Result(
+            1,
+            "",
+            "Error: This node is not a provisioned replica; run promote on the replica.\n",
+            op,
+            "refused",
+        )
+    if lab.fault(op, vm.name, ctx.line):
+        return Result(
+            1,
+            "",
+            "Error: Promotion failed: Puppet run on the replica failed (injected)\n",
+            op,
+            "fault",
+        )
+    if not pe.replica_enabled:
+        return Result(
+            1,
+            "",
+            f"Error: {vm.name} is not an enabled replica. Run 'puppet "
+            "infrastructure enable replica' first.\n",
+            op,
+            "refused",
+        )
+    prim = lab.vms.get(pe.primary)
+    if await lab.tcp_open(prim, 8140):
+        # PE documents the precondition (the old primary permanently offline, PDF-2021.7.1
+        # p.280) but the command itself does not check it: two primaries confuse the agents.
+        lab.journal(vm.name, "promote.split-brain", "failed", f"{pe.primary} still answers")
+    prompt = await _confirm(ctx, args, "Promote this replica to primary?")
+    if prompt:
+        return Result(1, "", prompt.split("\n", 1)[1], op, "refused")
+    await lab.sleep(lab.dur("promote"), op)
+    fs = vm.fs
+    lost = False
+    from labsim.lab import KEY_FILES, KEY_OWNERS
+
+    for path in KEY_FILES:
+        have = fs.read_text(path)
+        if have is None or have.strip() != pe.primary_keys.get(path, "").strip():
+            lost = True
+    if lost:
+        import secrets as _s
+
+        for path, owner in zip(KEY_FILES, KEY_OWNERS, strict=True):
+            content = json.dumps(
+                [{"key": _s.token_urlsafe(64)[:86], "id": str(uuid.uuid4())}], separators=(",", ":")
+            )
+            fs.write(path, content, 0o640, owner, owner)
+        lab.journal(
+            vm.name,
+            "promote.keys",
+            "failed",
+            "orchestrator keys regenerated; stored credentials lost",
+        )
+    old = pe.primary
+    pe.primary = vm.name
+    pe.primary_keys = {p: fs.read_text(p) or "" for p in KEY_FILES}
+    pe.replica = None
+    pe.replica_enabled = False
+    pe.promoted = True
+    pe.groups = [g for g in pe.groups if g["name"] not in ("PE HA Master", "PE HA Replica")]
+    pe.set_agent_servers([vm.name])
+    pe.clients.pop(old, None)
+    await lab.reconcile(vm)
+    if prim:
+        await lab.reconcile(prim)
+    out = [
+        f"Notice: Promoting {vm.name} to primary",
+        "Notice: Applied catalog in 120.5 seconds",
+        f"Notice: {vm.name} is now the primary server.",
+    ]
+    if lost:
+        out.append(
+            "Warning: Secret key files were not found on the replica; new keys were "
+            "generated. Stored credentials and encrypted data can no longer be read."
+        )
+    return Result(0, "\n".join(out) + "\n", "", op)
