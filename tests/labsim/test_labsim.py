@@ -696,7 +696,7 @@ def test_agent_output_is_the_real_agents_and_a_failing_fact_still_applies(built:
     finally:
         h.fault_clear()
     assert rc == 0, err
-    assert '\x1b[1;31mError: Facter: error while resolving custom fact "pe_dr_broken"' in err
+    assert "\x1b[1;31mError: Facter: Error while resolving custom fact fact='pe_dr_broken'" in err
     assert "Applying configuration version 'primary-production-" in out
 
 
