@@ -21,7 +21,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 
@@ -460,7 +460,10 @@ class FakeHTTP:
         answer = answers.pop(0) if len(answers) > 1 else answers[0]
         if isinstance(answer, BaseException):
             raise answer
-        return answer(request) if callable(answer) else answer
+        if callable(answer):
+            return answer(request)
+        # a fresh response each time: one scripted answer may serve several requests
+        return httpx.Response(answer.status_code, headers=answer.headers, content=answer.content)
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self)
@@ -640,7 +643,7 @@ class FakeLab:
             self._unexpected(f"unscripted probe_puppetserver({vm}, {port})")
         return answers.pop(0) if len(answers) > 1 else answers[0]
 
-    def _unexpected(self, what: str) -> Any:
+    def _unexpected(self, what: str) -> NoReturn:
         self.unexpected.append(what)
         raise Unscripted(what)
 
