@@ -141,9 +141,7 @@ def run_promotion(
         code_manager.ensure_webhook, spec, project_id, new_primary, name="webhook-to-new-primary"
     )
     rec.step(checks.check_promotion, spec, digests, budgets.promotion_seconds, poll)
-    rec.step(
-        code_manager.ensure_code_deployed, spec, new_primary, "", name="code-deploy-on-new-primary"
-    )
+    rec.step(code_manager.deploy_code, spec, new_primary, name="code-deploy-on-new-primary")
     return {"primary": new_primary}
 
 

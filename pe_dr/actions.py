@@ -253,7 +253,9 @@ def ensure_agent_profile(lab: Lab) -> dict[str, object]:
 
 
 def ensure_r10k_key(lab: Lab) -> str:
-    """Code Manager's SSH key on the primary, made readable by `puppet infrastructure configure`."""
+    """Code Manager's SSH key on the primary, made readable by `puppet infrastructure configure`
+    (PDF-2021.7.1 p.111). Done means the key exists and pe-puppet owns it: a key whose run died
+    before configure is configured on the next attempt, not taken as done."""
     primary = lab.host(lab.spec.primary.name)
     if not primary.exists(paths.R10K_KEY, root=True):
         primary.run(["mkdir", "-p", paths.R10K_KEY.rsplit("/", 1)[0]], root=True)
@@ -274,6 +276,8 @@ def ensure_r10k_key(lab: Lab) -> str:
             root=True,
             timeout=120,
         )
+        primary.run(["puppet", "infrastructure", "configure"], root=True, timeout=1800)
+    elif _remote_owner(lab, lab.spec.primary.name, paths.R10K_KEY).split()[1:2] != ["pe-puppet"]:
         primary.run(["puppet", "infrastructure", "configure"], root=True, timeout=1800)
     return primary.read(paths.R10K_KEY + ".pub", root=True).decode().strip()
 
@@ -539,8 +543,30 @@ def run_puppet(lab: Lab, vm: str, *, noop: bool = False) -> str:
     return lab.host(vm).run(argv, root=True, ok_codes=(0, 2), timeout=1800).stdout
 
 
+def deployed_signature(lab: Lab, server: str | None = None) -> str | None:
+    """The commit Code Manager's file sync storage on `server` holds for the environment
+    (GET /code-manager/v1/deploys/status, `file-sync-storage-status.deployed`), or None."""
+    with lab.pe(server) as pe:
+        status = pe.deploys_status()
+    deployed = (status.get("file-sync-storage-status") or {}).get("deployed") or []
+    for entry in deployed:
+        if isinstance(entry, dict) and entry.get("environment") == lab.spec.environment:
+            return str(entry.get("deploy-signature") or "") or None
+    return None
+
+
 def ensure_code_deployed(lab: Lab, server: str | None = None) -> str:
-    """`puppet-code deploy production --wait` with the deploy token; returns the deployed commit."""
+    """The control repo's head on GitLab is deployed on `server`: nothing to do when Code
+    Manager's file sync storage already holds it, else `deploy_code`."""
+    head = remote_head(lab)
+    if head is not None and deployed_signature(lab, server) == head:
+        return head
+    return deploy_code(lab, server)
+
+
+def deploy_code(lab: Lab, server: str | None = None) -> str:
+    """`puppet-code deploy production --wait` with the deploy token; returns the deployed commit.
+    It always deploys: after a promotion, this is the proof that Code Manager works there."""
     server = server or lab.spec.primary.name
     out = lab.host(server).run(
         [
@@ -571,19 +597,30 @@ def webhook_url(lab: Lab, server: str, token: str) -> str:
 
 
 def ensure_webhook(lab: Lab, project_id: int, server: str | None = None) -> int:
-    """GitLab's push hook points at Code Manager on `server`, with the current deploy token."""
+    """GitLab's one push hook to Code Manager points at `server`, with the current deploy token
+    and TLS verification on; any other Code Manager hook (one left pointing at a destroyed
+    primary, or with a revoked token) is removed, or its pushes would fail or deploy twice."""
     server = server or lab.spec.primary.name
     url = webhook_url(lab, server, lab.token(server, paths.DEPLOY_TOKEN))
     with lab.gitlab() as gl:
         hooks = [h for h in gl.hooks(project_id) if "/code-manager/v1/webhook" in h.get("url", "")]
-        for hook in hooks:
-            if hook.get("url") == url and hook.get("push_events"):
-                return int(hook["id"])
-        if hooks:
-            hook = gl.update_hook(project_id, hooks[0]["id"], url, push_events=True)
-        else:
-            hook = gl.add_hook(project_id, url, push_events=True, enable_ssl_verification=True)
-        return int(hook["id"])
+        keep = next(
+            (
+                h
+                for h in hooks
+                if h.get("url") == url and h.get("push_events") and h.get("enable_ssl_verification")
+            ),
+            None,
+        )
+        if keep is None and hooks:
+            keep = gl.update_hook(project_id, hooks[0]["id"], url, push_events=True)
+            keep.setdefault("id", hooks[0]["id"])
+        elif keep is None:
+            keep = gl.add_hook(project_id, url, push_events=True, enable_ssl_verification=True)
+        for other in hooks:
+            if int(other["id"]) != int(keep["id"]):
+                gl.delete_hook(project_id, int(other["id"]))
+        return int(keep["id"])
 
 
 # --- replica -------------------------------------------------------------------------------
@@ -611,35 +648,47 @@ def replica_enabled(lab: Lab) -> bool:
 
 
 def ensure_replica_enabled(lab: Lab, *, wait_timeout: float = 1800) -> str:
-    """Provision and enable the replica without prompts; finish with `enable` if provision raced."""
+    """Provision and enable the replica without prompts; finish with `enable` if provision raced.
+
+    Done is what PE records (`ha_enabled_replicas`), read again after the commands: their exit
+    code is no proof (peadm PR #258)."""
     replica = lab.spec.replica.name
     if replica_enabled(lab):
         return "already enabled"
     common = ["--topology", "mono", "--yes", "--token-file", paths.ADMIN_TOKEN, "--color", "false"]
     primary = lab.host(lab.spec.primary.name)
     provisioned = any(s.server == replica for s in infra_status(lab))
-    if not provisioned:
-        try:
+    outcome = "enabled"
+    try:
+        if not provisioned:
             primary.run(
                 ["puppet", "infrastructure", "provision", "replica", replica, "--enable", *common],
                 root=True,
                 timeout=3600,
             )
-            return "provisioned and enabled"
-        except CommandFailed:
-            # PE's known race: provisioned, then enable saw PuppetDB still starting.
-            if not any(s.server == replica for s in infra_status(lab)):
-                raise
-    wait_until(
-        lambda: True if _replica_services_running(lab) else None,
-        timeout=wait_timeout,
-        interval=5,
-        what=f"the services on {replica} to run",
-    )
-    primary.run(
-        ["puppet", "infrastructure", "enable", "replica", replica, *common], root=True, timeout=3600
-    )
-    return "enabled"
+            outcome = "provisioned and enabled"
+    except CommandFailed:
+        # PE's known race: provisioned, then enable saw PuppetDB still starting.
+        if not any(s.server == replica for s in infra_status(lab)):
+            raise
+    if outcome == "enabled":
+        wait_until(
+            lambda: True if _replica_services_running(lab) else None,
+            timeout=wait_timeout,
+            interval=5,
+            what=f"the services on {replica} to run",
+        )
+        primary.run(
+            ["puppet", "infrastructure", "enable", "replica", replica, *common],
+            root=True,
+            timeout=3600,
+        )
+    if not replica_enabled(lab):
+        raise TransientError(
+            f"`puppet infrastructure {'provision' if outcome != 'enabled' else 'enable'} replica` "
+            f"exited 0 but PE's ha_enabled_replicas does not list {replica}"
+        )
+    return outcome
 
 
 def _replica_services_running(lab: Lab) -> bool:

@@ -145,6 +145,10 @@ class GitLabClient(ApiClient):
             },
         )
 
+    def delete_hook(self, project_id: str | int, hook_id: int) -> None:
+        """Remove a webhook (DELETE /api/v4/projects/<id>/hooks/<hook_id>)."""
+        self._api("DELETE", f"/projects/{_project_ref(project_id)}/hooks/{hook_id}")
+
     def application_settings(self) -> dict[str, Any]:
         """Instance settings (GET /api/v4/application/settings, admin only)."""
         return self._dict("GET", "/application/settings")

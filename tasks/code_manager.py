@@ -93,6 +93,12 @@ def ensure_code_deployed(lab: LabSpec, server: str | None = None, commit: str = 
         return actions.ensure_code_deployed(live, server)
 
 
+@lab_task(timeout=1800)
+def deploy_code(lab: LabSpec, server: str | None = None) -> str:
+    with Lab(lab) as live:
+        return actions.deploy_code(live, server)
+
+
 @lab_task(timeout=120)
 def ensure_webhook(lab: LabSpec, project_id: int, server: str | None = None) -> int:
     with Lab(lab) as live:

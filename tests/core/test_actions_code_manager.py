@@ -14,7 +14,20 @@ from pe_dr import actions, paths
 from pe_dr.errors import ApiError, CommandFailed, PreconditionError, TransientError
 from pe_dr.parsers import KnownHost
 
-from .fakes import Exists, FakeHost, FakeLab, Http, LabCall, Put, Read, Run, ls_1, pem, rm_f
+from .fakes import (
+    Exists,
+    FakeHost,
+    FakeLab,
+    Http,
+    LabCall,
+    Put,
+    Read,
+    Run,
+    ls_1,
+    pem,
+    rm_f,
+    stat_mode_owner,
+)
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 PRIMARY = "primary.vm"
@@ -98,14 +111,30 @@ def test_agent_profile_not_as_pe_sets_it_up_is_refused_naming_the_parameter(
 KEYGEN = ["ssh-keygen", "-t", "rsa", "-b", "2048", "-N", "", "-C", "pe-dr", "-f", paths.R10K_KEY]
 
 
+STAT_KEY = ["stat", "-c", "%a %U %G", paths.R10K_KEY]
+
+
 def test_existing_r10k_key_is_only_read(lab: FakeLab) -> None:
-    lab.primary.write(paths.R10K_KEY, "PRIVATE", mode=0o600, owner="pe-puppet")
+    lab.primary.write(paths.R10K_KEY, "PRIVATE", mode=0o600, owner="pe-puppet", group="pe-puppet")
     lab.primary.write(paths.R10K_KEY + ".pub", PUBLIC_KEY + "\n")
+    lab.primary.on(STAT_KEY, stat_mode_owner)
     assert actions.ensure_r10k_key(lab) == PUBLIC_KEY
     assert lab.primary.calls == [
         Exists(paths.R10K_KEY, root=True),
+        Run(STAT_KEY, root=True),
         Read(paths.R10K_KEY + ".pub", root=True),
     ]
+
+
+def test_r10k_key_made_by_a_run_that_died_before_configure_is_configured(lab: FakeLab) -> None:
+    """A key that `puppet infrastructure configure` has not yet given to pe-puppet (the run that
+    made it died first): a Retry runs configure, it does not take the key as done."""
+    lab.primary.write(paths.R10K_KEY, "PRIVATE", mode=0o600, owner="root", group="root")
+    lab.primary.write(paths.R10K_KEY + ".pub", PUBLIC_KEY + "\n")
+    lab.primary.on(STAT_KEY, stat_mode_owner)
+    lab.primary.on(["puppet", "infrastructure", "configure"])
+    assert actions.ensure_r10k_key(lab) == PUBLIC_KEY
+    assert lab.primary.commands() == [STAT_KEY, ["puppet", "infrastructure", "configure"]]
 
 
 def test_missing_r10k_key_is_made_then_pe_lets_pe_puppet_read_it(lab: FakeLab) -> None:
@@ -657,7 +686,41 @@ def test_failed_puppet_run_on_the_primary_raises(lab: FakeLab) -> None:
     assert lab.lab_calls("accepts_tcp") == []
 
 
-# --- ensure_code_deployed ------------------------------------------------------------------------
+# --- ensure_code_deployed, deploy_code -----------------------------------------------------------
+
+DEPLOYS_STATUS = "https://primary.vm:8170/code-manager/v1/deploys/status"
+
+
+def _storage_holds(lab: FakeLab, signature: str) -> None:
+    admin_token(lab)
+    lab.http.on(
+        "GET",
+        DEPLOYS_STATUS,
+        json={
+            "file-sync-storage-status": {
+                "deployed": [
+                    {"environment": "staging", "deploy-signature": "f" * 40},
+                    {"environment": "production", "deploy-signature": signature},
+                ]
+            }
+        },
+    )
+
+
+def test_code_already_deployed_is_not_deployed_again(lab: FakeLab) -> None:
+    lab.primary.on(LS_REMOTE, stdout=f"{HEAD}\trefs/heads/production\n")
+    _storage_holds(lab, HEAD)
+    assert actions.ensure_code_deployed(lab) == HEAD
+    assert lab.primary.commands() == [LS_REMOTE]
+    assert lab.http.requests == [Http("GET", DEPLOYS_STATUS)]
+
+
+def test_code_behind_gitlab_is_deployed(lab: FakeLab) -> None:
+    lab.primary.on(LS_REMOTE, stdout=f"{HEAD}\trefs/heads/production\n")
+    _storage_holds(lab, "0" * 40)
+    lab.primary.on(deploy_argv(PRIMARY), stdout=golden("code-deploy-wait.txt"))
+    assert actions.ensure_code_deployed(lab) == "482f8d3adc76b5197306c5d4c8aa32aa8315694b"
+    assert lab.primary.commands() == [LS_REMOTE, deploy_argv(PRIMARY)]
 
 
 def deploy_argv(server: str) -> list[str]:
@@ -678,7 +741,7 @@ def test_deploy_names_the_token_file_and_the_server_and_returns_the_signature(
     lab: FakeLab, server: str
 ) -> None:
     lab.host(server).on(deploy_argv(server), stdout=golden("code-deploy-wait.txt"))
-    signature = actions.ensure_code_deployed(lab, server)
+    signature = actions.deploy_code(lab, server)
     assert signature == "482f8d3adc76b5197306c5d4c8aa32aa8315694b"  # tests/golden's deploy
     assert lab.host(server).calls == [Run(deploy_argv(server), root=True)]
 
@@ -686,14 +749,14 @@ def test_deploy_names_the_token_file_and_the_server_and_returns_the_signature(
 def test_deploy_that_failed_is_transient_with_code_managers_reason(lab: FakeLab) -> None:
     lab.primary.on(deploy_argv(PRIMARY), stdout=golden("code-deploy-failed.txt"))
     with pytest.raises(TransientError, match="Authentication failed for Git remote"):
-        actions.ensure_code_deployed(lab)
+        actions.deploy_code(lab)
 
 
 def test_deploy_without_a_result_for_the_environment_is_transient(lab: FakeLab) -> None:
     other = golden("code-deploy-wait.txt").replace('"production"', '"staging"')
     lab.primary.on(deploy_argv(PRIMARY), stdout=other)
     with pytest.raises(TransientError, match="no result for the environment"):
-        actions.ensure_code_deployed(lab)
+        actions.deploy_code(lab)
 
 
 # --- ensure_webhook ------------------------------------------------------------------------------
@@ -713,8 +776,12 @@ def _hooks(lab: FakeLab, server: str, hooks: list[dict[str, object]]) -> None:
     lab.http.on("GET", HOOKS, json=[slack, *hooks])
 
 
+def _hook(hook_id: int, url: str, push: bool = True, tls: bool = True) -> dict[str, object]:
+    return {"id": hook_id, "url": url, "push_events": push, "enable_ssl_verification": tls}
+
+
 def test_webhook_with_the_current_url_is_left_alone(lab: FakeLab) -> None:
-    _hooks(lab, PRIMARY, [{"id": 5, "url": hook_url(PRIMARY), "push_events": True}])
+    _hooks(lab, PRIMARY, [_hook(5, hook_url(PRIMARY))])
     assert actions.ensure_webhook(lab, 7) == 5
     assert lab.http.requests == [Http("GET", HOOKS)]
     assert lab.mutations() == []
@@ -729,7 +796,7 @@ def test_webhook_with_the_current_url_is_left_alone(lab: FakeLab) -> None:
     ],
 )
 def test_webhook_out_of_date_is_updated_in_place(lab: FakeLab, url: str, push_events: bool) -> None:
-    _hooks(lab, "replica.vm", [{"id": 5, "url": url, "push_events": push_events}])
+    _hooks(lab, "replica.vm", [_hook(5, url, push_events)])
     lab.http.on("PUT", f"{HOOKS}/5", json={"id": 5})
     assert actions.ensure_webhook(lab, 7, "replica.vm") == 5
     assert lab.http.mutations() == [
@@ -739,6 +806,25 @@ def test_webhook_out_of_date_is_updated_in_place(lab: FakeLab, url: str, push_ev
             {"url": hook_url("replica.vm"), "push_events": True, "enable_ssl_verification": True},
         )
     ]
+
+
+def test_webhook_without_tls_verification_is_updated_to_verify(lab: FakeLab) -> None:
+    _hooks(lab, PRIMARY, [_hook(5, hook_url(PRIMARY), tls=False)])
+    lab.http.on("PUT", f"{HOOKS}/5", json={"id": 5})
+    assert actions.ensure_webhook(lab, 7) == 5
+    assert lab.http.mutations()[0].body["enable_ssl_verification"] is True
+
+
+@pytest.mark.parametrize("current_first", [True, False])
+def test_every_other_code_manager_hook_is_removed(lab: FakeLab, current_first: bool) -> None:
+    """After a promotion a second hook still points at the destroyed primary: pushes would fail
+    on it (or, pointing at a live server, deploy twice)."""
+    current, stale = _hook(5, hook_url("replica.vm")), _hook(6, hook_url(PRIMARY, "old-token"))
+    other = {"id": 8, "url": "https://ci.example/hook", "push_events": True}  # not Code Manager's
+    _hooks(lab, "replica.vm", [current, stale, other] if current_first else [stale, current, other])
+    lab.http.on("DELETE", f"{HOOKS}/6", status=204)
+    assert actions.ensure_webhook(lab, 7, "replica.vm") == 5
+    assert lab.http.mutations() == [Http("DELETE", f"{HOOKS}/6")]
 
 
 def test_missing_webhook_is_added_for_push_events(lab: FakeLab) -> None:

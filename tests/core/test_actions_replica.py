@@ -40,13 +40,21 @@ def admin_token(lab: FakeLab) -> None:
     lab.primary.write(paths.ADMIN_TOKEN, ADMIN_TOKEN + "\n", mode=0o600)
 
 
-def infrastructure_group(lab: FakeLab, enabled: list[str] | None) -> None:
+def _groups(enabled: list[str] | None) -> httpx.Response:
     params = {} if enabled is None else {"ha_enabled_replicas": enabled}
-    lab.http.on(
-        "GET",
-        GROUPS,
+    return httpx.Response(
+        200,
         json=[{"id": "c3", "name": "PE Infrastructure", "classes": {"puppet_enterprise": params}}],
     )
+
+
+def infrastructure_group(
+    lab: FakeLab, enabled: list[str] | None, *, after: list[str] | None = None
+) -> None:
+    """PE Infrastructure's `ha_enabled_replicas`: `enabled` first, then `after` (what PE records
+    once `enable` ran; the replica by default)."""
+    later = [REPLICA] if after is None else after
+    lab.http.on("GET", GROUPS, _groups(enabled), _groups(later))
 
 
 PRIMARY_ONLY = infra_status(("puppetserver", PRIMARY, "running"), ("puppetdb", PRIMARY, "running"))
@@ -64,7 +72,7 @@ def with_replica(state: str) -> str:
 
 
 def test_replica_pe_lists_as_enabled_is_left_alone(lab: FakeLab) -> None:
-    infrastructure_group(lab, [REPLICA])
+    infrastructure_group(lab, [REPLICA], after=[])
     assert actions.ensure_replica_enabled(lab) == "already enabled"
     assert lab.http.requests == [Http("GET", GROUPS)]
     assert lab.primary.calls == []
@@ -81,6 +89,19 @@ def test_replica_not_provisioned_is_provisioned_and_enabled_in_one_command(
     assert actions.ensure_replica_enabled(lab) == "provisioned and enabled"
     assert lab.primary.calls == [Run(STATUS, root=True), Run(PROVISION, root=True)]
     assert lab.primary.calls[0].ok_codes == (0, 1), "status exits 1 while a service is down"
+    assert lab.http.requests == [Http("GET", GROUPS), Http("GET", GROUPS)], "PE's record read back"
+
+
+def test_an_enable_that_exits_0_without_pe_recording_the_replica_is_not_done(
+    lab: FakeLab,
+) -> None:
+    """Exit 0 is not proof (peadm PR #258: provision reports one thing, the replica another):
+    PE's own `ha_enabled_replicas` must list the replica afterwards."""
+    infrastructure_group(lab, None, after=[])
+    lab.primary.on(STATUS, stdout=PRIMARY_ONLY)
+    lab.primary.on(PROVISION)
+    with pytest.raises(TransientError, match="ha_enabled_replicas"):
+        actions.ensure_replica_enabled(lab)
 
 
 def test_provision_that_lost_the_race_with_puppetdb_is_finished_with_enable(lab: FakeLab) -> None:
