@@ -128,26 +128,27 @@ def test_halt_ignored_still_leaves_the_primary_running(
 def test_a_transient_fault_is_absorbed_and_the_attempts_are_journaled(
     built: LabHandle, tmp_path: Path, run_drill: Drill, journal_ops: Ops
 ) -> None:
-    built.fault_add("fail:puppet-code.deploy=1")
+    # the classifier answers 503 once: the agent-profile check reads it on every run
+    built.fault_add("fail:api.classifier=1")
     ok, report = run_drill(tmp_path)
     assert ok, report.to_dict()
-    deploy = [s for s in report.steps if s.name == "ensure-code-deployed"]
-    assert deploy and deploy[0].attempts == 2
-    faults = [e for e in journal_ops(built, "puppet-code.deploy") if e.get("outcome") == "fault"]
+    profile = [s for s in report.steps if s.name == "check-agent-profile"]
+    assert profile and profile[0].attempts == 2
+    faults = [e for e in journal_ops(built, "api.classifier") if e.get("outcome") == "fault"]
     assert len(faults) == 1
 
 
 def test_a_permanent_fault_stops_the_drill_at_that_step(
     built: LabHandle, tmp_path: Path, run_drill: Drill, journal_ops: Ops
 ) -> None:
-    built.fault_add("fail:puppet-code.deploy")
+    built.fault_add("fail:api.classifier")
     before = len(built.journal())
     ok, report = run_drill(tmp_path)
     assert not ok
     failed = [s for s in report.steps if s.status == "failed"]
-    assert failed[0].name == "ensure-code-deployed"
+    assert failed[0].name == "check-agent-profile"
     assert failed[0].attempts == 4, "three retries, then the step fails"
-    assert "puppet-code deploy" in failed[0].detail
+    assert "classifier API" in failed[0].detail and "503" in failed[0].detail
     assert journal_ops(built, "vagrant.halt", before) == [], "nothing after the failed step ran"
 
 
