@@ -315,11 +315,12 @@ def simple_status(address: str, name: str, ca_file: Path, timeout: float = 3.0) 
 
 class Listener:
     """Something on primary.vm:8140 that is not Puppet Server: `hung` accepts TCP connections and
-    never sends a byte (as a host whose server process froze); `503` completes TLS with the
-    primary's own certificate and answers every request 503 Service Unavailable."""
+    never sends a byte (as a host whose server process froze); `silent` completes TLS with the
+    primary's own certificate, reads the request and never answers it; `503` completes TLS and
+    answers every request 503 Service Unavailable."""
 
     def __init__(self, kind: str, address: str, cert: Path, key: Path) -> None:
-        if kind not in ("hung", "503"):
+        if kind not in ("hung", "silent", "503"):
             raise ValueError(kind)
         self.kind = kind
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -349,11 +350,11 @@ class Listener:
             if self.kind == "hung":
                 self.held.append(conn)  # never answered, closed when the listener stops
                 continue
-            worker = threading.Thread(target=self._answer_503, args=(conn,), daemon=True)
+            worker = threading.Thread(target=self._answer, args=(conn,), daemon=True)
             self._threads.append(worker)
             worker.start()
 
-    def _answer_503(self, conn: socket.socket) -> None:
+    def _answer(self, conn: socket.socket) -> None:
         body = b"Service Unavailable: pe-dr-drill test listener\n"
         with contextlib.suppress(OSError, ssl.SSLError), conn:
             conn.settimeout(10)
@@ -365,6 +366,14 @@ class Listener:
                         return
                     data += chunk
                 self.requests += 1
+                if self.kind == "silent":
+                    # hold the connection, answer nothing, until the client gives up or we stop
+                    while not self._stop.is_set():
+                        with contextlib.suppress(TimeoutError):
+                            tls.settimeout(0.2)
+                            if not tls.recv(4096):
+                                return
+                    return
                 tls.sendall(
                     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
                     + f"Content-Length: {len(body)}\r\n".encode()
@@ -1080,16 +1089,18 @@ class RealPuppetLab:
         primary_code: str = "current",
         replica_code: str = "current",
         connect_timeout: str | None = None,
+        read_timeout: str | None = None,
         server_list: str = "primary.vm:8140,replica.vm:8140",
     ) -> None:
         """Put the lab in the state a test needs, from whatever state the last test left: servers
         `serving`, `paused` (SIGSTOP) or `stopped`; which commit each has deployed (`previous`,
-        `current`, `failing-fact`); the agent's http_connect_timeout and server_list. A stopped
+        `current`, `failing-fact`); the agent's http_connect_timeout, http_read_timeout and
+        server_list. A stopped
         primary is started only when a test needs it serving (a start costs 30-60 s)."""
         if self.listener is not None:
             self.listener.close()
             self.listener = None
-        self.agent_options(http_connect_timeout=connect_timeout)
+        self.agent_options(http_connect_timeout=connect_timeout, http_read_timeout=read_timeout)
         self.agent_main(server_list=server_list)
         for server, code in ((self.primary, primary_code), (self.replica, replica_code)):
             if self.deployed.get(server.name) != self.commits[code]:
