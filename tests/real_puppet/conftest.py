@@ -2,8 +2,9 @@
 
 `real_puppet` (session): builds the lab in a temp directory, starts both puppetservers at once and
 the agent's sshd, and at the end stops every process by PID, proves none is left in the lab's
-namespaces and that nothing of the real system changed, and removes the directory
-(PE_DR_KEEP_REAL_PUPPET=1 keeps it, with the servers' logs, for a post-mortem).
+namespaces and that nothing of the real system changed, and removes the directory. When a test of
+the tier failed, the closing summary shows the end of the servers' and sshd's logs;
+PE_DR_KEEP_REAL_PUPPET=1 keeps the whole directory for a post-mortem.
 
 `lab` (each test): the product's own `pe_dr.lab.Lab` on the lab's spec, with the test stand-in
 for `vagrant` first on PATH.
@@ -29,7 +30,8 @@ from realpuppet import FIGURES, RealPuppetLab, system_snapshot, why_not_runnable
 from pe_dr.lab import Lab
 
 KEEP_ENV = "PE_DR_KEEP_REAL_PUPPET"
-_FAILED: list[str] = []  # tests of this tier that failed: the lab's directory is then kept
+_FAILED: list[str] = []  # tests of this tier that failed: their logs go into the summary
+_LOGS: dict[str, str] = {}
 
 
 @pytest.fixture(scope="session")
@@ -61,8 +63,10 @@ def real_puppet() -> Iterator[RealPuppetLab]:
                 "lab_total_sampled": round(lab.peak_total_kib / 1024),
                 **{s.name: round(s.peak_rss_kib / 1024) for s in (lab.primary, lab.replica)},
             }
-            if failed or _FAILED or os.environ.get(KEEP_ENV) == "1":
-                sys.stderr.write(f"\nreal-Puppet lab kept in {root}\n")
+            if failed or _FAILED:
+                _LOGS.update(lab.log_tails())
+            if os.environ.get(KEEP_ENV) == "1":
+                _LOGS["kept"] = f"the lab's directory is kept: {root}"
             else:
                 shutil.rmtree(root, ignore_errors=True)
     assert system_snapshot() == before, "the real-Puppet lab changed the real system"
@@ -86,8 +90,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not FIGURES:
-        return
-    terminalreporter.write_sep("-", "real-Puppet tier figures")
-    for key, value in FIGURES.items():
-        terminalreporter.write_line(f"{key}: {value}")
+    if FIGURES:
+        terminalreporter.write_sep("-", "real-Puppet tier figures")
+        for key, value in FIGURES.items():
+            terminalreporter.write_line(f"{key}: {value}")
+    for name, text in _LOGS.items():
+        terminalreporter.write_sep("-", f"real-Puppet lab: {name}")
+        terminalreporter.write_line(text)

@@ -856,8 +856,8 @@ class RealPuppetLab:
 
     def _build_vagrant(self) -> None:
         """A test stand-in for the `vagrant` binary, on PATH for the product: it answers
-        `ssh-config linux.vm` and `status --machine-readable` in vagrant's own formats
-        (tests/golden/vagrant-ssh-config.txt, vagrant-status-lab.txt)."""
+        `ssh-config linux.vm` in vagrant's own format (tests/golden/vagrant-ssh-config.txt), the
+        only vagrant command the agent checks run; anything else fails, naming itself."""
         root = self.vagrant_root
         (root / "bin").mkdir(parents=True)
         (root / "ssh-config").mkdir()
@@ -877,15 +877,6 @@ class RealPuppetLab:
             "  LogLevel FATAL\n"
             "\n"
         )
-        rows = []
-        for vm in ADDRESSES:
-            rows += [
-                f"1767225600,{vm},metadata,provider,virtualbox",
-                f"1767225600,{vm},provider-name,virtualbox",
-                f"1767225600,{vm},state,running",
-                f"1767225600,{vm},state-human-short,running",
-            ]
-        (root / "status.txt").write_text("\n".join(rows) + "\n")
         script = root / "bin" / "vagrant"
         script.write_text(
             "#!/bin/sh\n"
@@ -901,8 +892,6 @@ class RealPuppetLab:
             "      fi\n"
             "    done\n"
             "    exit $rc ;;\n"
-            '  status) cat "$here/status.txt" ;;\n'
-            "  --version|version) echo 'Vagrant 2.4.3' ;;\n"
             "  *) echo \"vagrant stand-in: '$*' is not used by the real-Puppet tier\" >&2\n"
             "     exit 1 ;;\n"
             "esac\n"
@@ -1079,6 +1068,17 @@ class RealPuppetLab:
         if problems:
             raise AssertionError("; ".join(problems))
 
+    def log_tails(self, lines: int = 25) -> dict[str, str]:
+        """The end of each server's log and of sshd's, for a failure report."""
+        tails = {
+            f"{s.name} puppetserver.log": _tail(
+                s.root / "log" / "puppetserver.log", lines, before="Shutting down due to JVM"
+            )
+            for s in (self.primary, self.replica)
+        }
+        tails["linux.vm sshd.log"] = _tail(self.agent_root / "ssh" / "sshd.log", lines)
+        return tails
+
     # --- the state a test needs --------------------------------------------------------------
 
     def arrange(
@@ -1172,11 +1172,16 @@ def capture_golden(
     return path
 
 
-def _tail(path: Path, lines: int = 20) -> str:
+def _tail(path: Path, lines: int = 20, before: str | None = None) -> str:
+    """The last `lines` of a log (those before the last line holding `before`, if one does)."""
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        text = path.read_text(errors="replace").splitlines()
     except OSError:
         return f"({path} is missing)"
+    if before is not None:
+        marks = [i for i, line in enumerate(text) if before in line]
+        text = text[: marks[-1]] if marks else text
+    return "\n".join(text[-lines:])
 
 
 def system_snapshot() -> dict[str, object]:

@@ -10,9 +10,9 @@ compiled it.
 What differs from a real lab (realpuppet.py has the details):
 
 * no VMs: each "VM" is a private mount and UTS namespace on a loopback address (127.0.50.x), with
-  its own hostname and /etc/hosts; `vagrant` is a test stand-in that answers `ssh-config` and
-  `status` in vagrant's formats; only linux.vm is reached over SSH (a real OpenSSH server in the
-  agent's namespace, a login user that exists only there);
+  its own hostname and a private copy of /etc (the lab's /etc/hosts); `vagrant` is a test
+  stand-in that answers `ssh-config linux.vm` in vagrant's format; only linux.vm is reached over
+  SSH (a real OpenSSH server in the agent's namespace, a login user that exists only there);
 * open-source Puppet 7 from Debian (puppet-agent 7.23, puppetserver 7.9.5), not PE's builds: the
   servers run as root, with PE's code layout where the scripts look (`.r10k-deploy.json`,
   `/opt/puppetlabs/puppet/bin/ruby`) but not PE's paths elsewhere; the replica is a second
@@ -21,8 +21,8 @@ What differs from a real lab (realpuppet.py has the details):
 * the replica's and the agent's certificates were signed offline (`puppetserver ca generate
   --ca-client`), so they carry the pp_cli_auth extension;
 * "the primary is down" is its puppetserver process stopped, frozen (SIGSTOP) or replaced by a
-  listener, not a halted VM (`vagrant halt`); the agent's http_connect_timeout is 3 s in the hung
-  cases (120 s by default) to keep the tier short;
+  listener, not a halted VM (`vagrant halt`); the agent's http_connect_timeout (the hung cases)
+  and http_read_timeout (the silent one) are 3 s, not 120 s and 10 min, to keep the tier short;
 * in the gVisor sandbox these machines run in, Facter prints 18 `Error: Facter: Permission denied
   @ rb_sysopen - /proc/1/environ` lines in every run (findings §2); a real VM does not.
 """
