@@ -38,7 +38,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from realpuppet import FIGURES, RealPuppetLab, capture_golden, system_snapshot, why_not_runnable
 
-from pe_dr.checks import check_agent_on_both, check_failover_ready, wait_for_server
+from pe_dr.checks import (
+    CheckResult,
+    check_agent_on_both,
+    check_failover_ready,
+    wait_for_server,
+)
 from pe_dr.lab import Lab
 
 REASON = why_not_runnable()
@@ -71,7 +76,7 @@ def _run(evidence: dict[str, object], key: str) -> dict[str, object]:
     return run
 
 
-def _failover(lab: Lab, since: float, budget: float = BUDGET) -> object:
+def _failover(lab: Lab, since: float, budget: float = BUDGET) -> CheckResult:
     return wait_for_server(
         lab,
         name="failover",
@@ -83,7 +88,7 @@ def _failover(lab: Lab, since: float, budget: float = BUDGET) -> object:
     )
 
 
-def _failback(lab: Lab, since: float) -> object:
+def _failback(lab: Lab, since: float) -> CheckResult:
     return wait_for_server(
         lab,
         name="failback",
