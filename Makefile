@@ -17,7 +17,10 @@ venv: $(BIN)/.synced
 drill: venv
 	$(BIN)/pe-dr drill --lab sim
 
+# Every tier, the real-Puppet one included; the script installs the Debian packages they need
+# when run as root, and otherwise names the missing ones (their tiers then skip).
 test: venv
+	scripts/install-test-packages.sh
 	$(BIN)/pytest -q
 
 test-fast: venv

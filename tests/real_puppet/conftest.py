@@ -1,0 +1,99 @@
+"""The real-Puppet lab, started once per test run (see realpuppet.py for how it is built).
+
+`real_puppet` (session): builds the lab in a temp directory, starts both puppetservers at once and
+the agent's sshd, and at the end stops every process by PID, proves none is left in the lab's
+namespaces and that nothing of the real system changed, and removes the directory. When a test of
+the tier failed, the closing summary shows the end of the servers' and sshd's logs;
+PE_DR_KEEP_REAL_PUPPET=1 keeps the whole directory for a post-mortem.
+
+`lab` (each test): the product's own `pe_dr.lab.Lab` on the lab's spec, with the test stand-in
+for `vagrant` first on PATH.
+
+PE_DR_CAPTURE_GOLDEN=1 makes the tests rewrite tests/golden/real-*.txt from this lab's runs
+(realpuppet.capture_golden).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from realpuppet import FIGURES, RealPuppetLab, system_snapshot, why_not_runnable
+
+from pe_dr.lab import Lab
+
+KEEP_ENV = "PE_DR_KEEP_REAL_PUPPET"
+_FAILED: list[str] = []  # tests of this tier that failed: their logs go into the summary
+_LOGS: dict[str, str] = {}
+
+
+@pytest.fixture(scope="session")
+def real_puppet() -> Iterator[RealPuppetLab]:
+    reason = why_not_runnable()
+    if reason:
+        pytest.skip(reason)
+    before = system_snapshot()
+    root = Path(tempfile.mkdtemp(prefix="pe-dr-real-puppet-"))
+    root.chmod(0o755)  # the agent's login user (only in its namespace) reads its home and keys
+    lab = RealPuppetLab(root / "lab")
+    lab.system_before = before
+    failed = True
+    try:
+        lab.build()
+        lab.start()
+        FIGURES["servers_ready_seconds"] = lab.figures["servers_ready_seconds"]
+        yield lab
+        failed = False
+    finally:
+        try:
+            lab.close()
+        finally:
+            FIGURES.update(lab.figures)
+            FIGURES["server_starts_seconds"] = {
+                s.name: s.starts for s in (lab.primary, lab.replica)
+            }
+            FIGURES["peak_rss_mib"] = {
+                "lab_total_sampled": round(lab.peak_total_kib / 1024),
+                **{s.name: round(s.peak_rss_kib / 1024) for s in (lab.primary, lab.replica)},
+            }
+            if failed or _FAILED:
+                _LOGS.update(lab.log_tails())
+            if os.environ.get(KEEP_ENV) == "1":
+                _LOGS["kept"] = f"the lab's directory is kept: {root}"
+            else:
+                shutil.rmtree(root, ignore_errors=True)
+    assert system_snapshot() == before, "the real-Puppet lab changed the real system"
+
+
+@pytest.fixture
+def lab(real_puppet: RealPuppetLab, monkeypatch: pytest.MonkeyPatch) -> Iterator[Lab]:
+    monkeypatch.setenv(
+        "PATH", f"{real_puppet.vagrant_root / 'bin'}{os.pathsep}{os.environ['PATH']}"
+    )
+    with Lab(real_puppet.spec) as live:
+        yield live
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report = yield
+    if report.failed and item.get_closest_marker("real_puppet") is not None:
+        _FAILED.append(item.nodeid)
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if FIGURES:
+        terminalreporter.write_sep("-", "real-Puppet tier figures")
+        for key, value in FIGURES.items():
+            terminalreporter.write_line(f"{key}: {value}")
+    for name, text in _LOGS.items():
+        terminalreporter.write_sep("-", f"real-Puppet lab: {name}")
+        terminalreporter.write_line(text)
