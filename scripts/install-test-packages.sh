@@ -12,7 +12,9 @@ set -euo pipefail
 # puppet-agent, puppetserver, ruby: the real-Puppet tier (Debian 12's Puppet 7; puppetserver brings
 #   its Java runtime); ruby runs the control repo's config_version script as PE's ruby would
 # util-linux: unshare, for the real-Puppet tier's private namespaces (essential on Debian)
-packages=(openssh-server openssh-client sudo git postgresql puppet-agent puppetserver ruby util-linux)
+# vagrant: the real Vagrant (2.3.4) validates the project's Vagrantfile (no VirtualBox here)
+packages=(openssh-server openssh-client sudo git postgresql puppet-agent puppetserver ruby util-linux
+    vagrant)
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
     echo "install-test-packages: not a Debian system; the tiers that need ${packages[*]} will skip"
