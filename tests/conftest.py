@@ -1,8 +1,14 @@
-"""Suite-wide: the closing summary names every test tier that skipped tests, and why.
+"""Suite-wide: the closing summary names every test tier that skipped tests, and why; and the
+tiers that share an expensive fixture run on one worker each (`make test` runs two).
 
 A tier is a folder of tests/; tests skip when what their tier needs is missing (root, OpenSSH,
 PostgreSQL, Puppet: scripts/install-test-packages.sh installs them), and a skipped tier must be
 visible at the end of the run, not only in the `-ra` lines above it.
+
+Most of the suite waits (on labsim's modelled durations, on a JVM, on a Prefect server), so two
+pytest-xdist workers halve its wall time; `--dist loadgroup` keeps each tier whose tests share a
+session fixture (the built lab, the real puppetservers on fixed loopback addresses, the PostgreSQL
+and Prefect servers) on one worker, so no fixture is built twice.
 """
 
 from __future__ import annotations
@@ -19,7 +25,17 @@ TIERS = {
     "real_puppet": "real Puppet",
 }
 
-_collected: Counter[str] = Counter()
+# tier folder -> the xdist group of its tests (folders without one spread over the workers)
+GROUPS = {
+    "drill": "labsim-drill",
+    "deployments": "prefect-servers",
+    "real_puppet": "real-puppet",
+    "labsim": "labsim",
+}
+
+# Counted from the reports, which reach the controlling process under xdist too (collection does
+# not happen there).
+_collected: defaultdict[str, set[str]] = defaultdict(set)
 _skipped: defaultdict[str, Counter[str]] = defaultdict(Counter)
 
 
@@ -30,12 +46,17 @@ def _tier(nodeid: str) -> str:
     return "other"
 
 
-def pytest_collection_finish(session: pytest.Session) -> None:
-    _collected.clear()
-    _collected.update(_tier(item.nodeid) for item in session.items)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = item.nodeid.split("::", 1)[0].split("/")
+        group = GROUPS.get(parts[1]) if len(parts) > 2 and parts[0] == "tests" else None
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "setup":
+        _collected[_tier(report.nodeid)].add(report.nodeid)
     if not report.skipped or hasattr(report, "wasxfail"):
         return
     longrepr = report.longrepr
@@ -58,7 +79,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             for reason, n in reasons.most_common()
         )
         terminalreporter.write_line(
-            f"{tier}: {count} of {_collected[tier]} tests skipped because {why}"
+            f"{tier}: {count} of {len(_collected[tier])} tests skipped because {why}"
         )
 
 
