@@ -25,11 +25,14 @@ TIERS = {
     "real_puppet": "real Puppet",
 }
 
-# tier folder -> the xdist group of its tests (folders without one spread over the workers)
+# tier folder (or test module) -> the xdist group of its tests (the rest spread over the workers).
+# "system": what changes the real machine (a login user for sshd in test_host; the real-Puppet
+# tier, which checks that nothing of the real system changed while it ran) runs on one worker.
 GROUPS = {
     "drill": "labsim-drill",
     "deployments": "prefect-servers",
-    "real_puppet": "real-puppet",
+    "real_puppet": "system",
+    "core/test_host.py": "system",
     "labsim": "labsim",
 }
 
@@ -49,7 +52,9 @@ def _tier(nodeid: str) -> str:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         parts = item.nodeid.split("::", 1)[0].split("/")
-        group = GROUPS.get(parts[1]) if len(parts) > 2 and parts[0] == "tests" else None
+        if len(parts) < 3 or parts[0] != "tests":
+            continue
+        group = GROUPS.get("/".join(parts[1:3])) or GROUPS.get(parts[1])
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
 
