@@ -49,6 +49,7 @@ def _tier(nodeid: str) -> str:
     return "other"
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups into node ids
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         parts = item.nodeid.split("::", 1)[0].split("/")

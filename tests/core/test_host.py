@@ -87,6 +87,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     ):
         subprocess.run(["ssh-keygen", *args], check=True, capture_output=True)
     subprocess.run(["userdel", "-r", LOGIN], capture_output=True)  # leftover of a killed run
+    shutil.rmtree(f"/home/{LOGIN}", ignore_errors=True)  # a home its user no longer owns
     # password "*": no password login, but not "locked" (sshd without PAM refuses locked accounts)
     subprocess.run(
         ["useradd", "-m", "-s", "/bin/bash", "-p", "*", LOGIN], check=True, capture_output=True
