@@ -106,6 +106,7 @@ class Lab:
         self.gitlab: GitLabState | None = None
         self.gitlab_secrets: list[str] = []
         self.vms: dict[str, VM] = {}
+        self.boxes: set[str] = set()  # `vagrant box add` (host-wide, not per VM)
         self.tasks: set[asyncio.Task[Any]] = set()
         self.children: set[int] = set()
         self.sshd: Any = None  # labsim.sshd module, set by daemon (avoids import cycle)
@@ -294,6 +295,8 @@ class Lab:
         flags = [a for a in rest if a.startswith("-")]
         if cmd == "snapshot":
             return await self.snapshot(names, emit)
+        if cmd == "box":
+            return self.vagrant_box(rest, emit)
         for n in names[:1] if cmd != "status" else names:
             if n not in self.vms:
                 if cmd == "status":
@@ -337,6 +340,25 @@ class Lab:
             emit("err", "labsim: use ssh-config and a real SSH client\n")
             return 1
         emit("err", f"Vagrant does not know the command '{cmd}' (labsim)\n")
+        return 1
+
+    def vagrant_box(self, rest: list[str], emit: Emit) -> int:
+        """`vagrant box list` / `box add NAME`: the boxes this host has (none at first)."""
+        sub, names = (rest[0] if rest else ""), [a for a in rest[1:] if not a.startswith("-")]
+        if sub == "list":
+            ts = _ts()
+            if not self.boxes:
+                emit("out", f"{ts},,ui,info,There are no installed boxes! Use `vagrant box add`\n")
+            for name in sorted(self.boxes):
+                emit("out", f"{ts},,box-name,{name}\n{ts},,box-provider,virtualbox\n")
+                emit("out", f"{ts},,box-version,0\n")
+            return 0
+        if sub == "add" and names:
+            self.boxes.add(names[0])
+            self.journal("", "vagrant.box-add", "ok", names[0])
+            emit("out", f"==> box: Successfully added box '{names[0]}' for 'virtualbox'!\n")
+            return 0
+        emit("err", f"labsim: `vagrant box {sub}` is not modelled\n")
         return 1
 
     def vagrant_status(self, targets: list[VM], emit: Emit) -> int:
