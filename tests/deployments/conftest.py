@@ -64,6 +64,18 @@ def stop_group(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: 
     return proc.returncode
 
 
+def stop_like_a_service_manager(proc: subprocess.Popen[Any], timeout: float = 90) -> int:
+    """SIGTERM to the whole process group, then wait for ALL of it to exit (systemd's default
+    KillMode=control-group), SIGKILL only for what is left after `timeout`."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while group_alive(proc.pid) and time.monotonic() < deadline:
+        proc.poll()  # reap the leader, so the group can empty
+        time.sleep(0.2)
+    return stop_group(proc, signal.SIGKILL, timeout=10)
+
+
 def group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
