@@ -64,6 +64,65 @@ def test_retry_runs_only_the_failed_step_and_those_after_it(
     assert len(journal_ops(built, "vagrant.halt", mark)) == 1, "and the steps after it"
 
 
+def test_a_retry_after_a_failed_replication_check_measures_a_push_of_its_own(
+    built: LabHandle, tmp_path: Path, run_drill: Drill, journal_ops: Ops
+) -> None:
+    """The drill's headline promise: once the cause is fixed, Retry passes, measuring a commit
+    it really pushed (the same marker again pushed nothing, deployed nothing, failed forever);
+    and a run that passed is not retried, from the command line nor as the UI's Retry does."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.flow_engine import run_flow
+    from prefect.states import Scheduled
+    from prefect.utilities.callables import get_call_parameters, parameters_to_args_kwargs
+
+    from deployments.cli import main
+    from flows import common
+    from flows.registry import FLOWS
+
+    built.fault_add("replication:broken")
+    ok, first = run_drill(tmp_path)
+    assert not ok
+    assert [s.name for s in first.steps if s.status == "failed"] == ["check-replication"]
+    (failed,) = [c for c in first.checks if c["name"] == "replication"]
+    one = failed["evidence"]["commit"]  # type: ignore[index]
+    built.fault_clear()
+    mark = len(built.journal())
+
+    assert main(["retry", first.flow_run_id]) == 0
+    second = common.last_report
+    assert second is not None and second.status == "passed", second and second.to_dict()
+    (check,) = [c for c in second.checks if c["name"] == "replication"]
+    evidence: dict[str, Any] = check["evidence"]  # type: ignore[assignment]
+    two = evidence["commit"]
+    assert two != one, "the Retry committed a change of its own"
+    assert evidence["attempt"] == 2
+    assert evidence["earlier_attempts"] == [{"attempt": 1, "commit": one}]
+    assert f"earlier: {one[:11]} (attempt 1)" in str(check["detail"])
+    deployed = [e["detail"] for e in journal_ops(built, "code-manager.deploy", mark)]
+    assert any(two in d for d in deployed), ("the push made a deploy of the new commit", deployed)
+    synced = [e for e in journal_ops(built, "filesync", mark) if e["outcome"] == "ok"]
+    assert any(two in e["detail"] for e in synced), "and it is the commit the replica received"
+
+    # a run that passed is not retried: one sentence, exit 2 ...
+    assert main(["retry", first.flow_run_id]) == 2
+    # ... and when the UI's Retry schedules it anyway, pre-flight refuses before anything acts
+    run_id = UUID(first.flow_run_id)
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(run_id, Scheduled(name="AwaitingRetry"), force=True)
+        run = client.read_flow_run(run_id)
+    flow = FLOWS["dr-drill"]
+    parameters = get_call_parameters(flow.fn, *parameters_to_args_kwargs(flow.fn, run.parameters))
+    mark = len(built.journal())
+    state = run_flow(flow=flow, flow_run=run, parameters=parameters, return_type="state")
+    assert state.is_failed()
+    assert "already passed" in str(state.message), state.message
+    changes = ACTING | {"vagrant.halt", "vagrant.up", "git.push", "code-manager.deploy"}
+    touched = [e for e in built.journal()[mark:] if e["op"] in changes]
+    assert touched == [], "nothing touched the lab"
+
+
 def test_a_new_run_does_everything_again(
     built: LabHandle, tmp_path: Path, run_drill: Drill, journal_ops: Ops
 ) -> None:
@@ -142,6 +201,11 @@ def test_a_drill_killed_mid_failover_is_retried_and_restores_the_primary_first(
     first_step = next(i for i, ln in enumerate(lines) if "restore-primary" in ln)
     assert "started it again" in retry.stdout
     assert all("halt-primary" not in ln for ln in lines[:first_step]), "restore comes first"
+    # the killed attempt's lab lock (its local server, and so its lease, died with it) is freed
+    assert f"held by flow run {run_id}" in retry.stdout
+    assert "but it was attempt 1 of this same run, which is now attempt 2: freed it" in (
+        retry.stdout
+    )
     assert "cached  code-manager-setup" in retry.stdout
     assert "PASSED" in retry.stdout
     assert built.status()["primary.vm"] == "running"
