@@ -135,13 +135,13 @@ def report_dir_problem(directory: str) -> str | None:
 def confirm_problems(spec: LabSpec, needs: Needs) -> list[str]:
     problems = []
     if needs.flow == "teardown" and not needs.confirm:
-        problems.append("teardown destroys the VMs named in `confirm`, which names none: name them")
+        problems.append("teardown destroys VMs: name them in `confirm` (--yes on the command line)")
     names = {h.name for h in spec.hosts}
     for action, vms in (("halt", needs.halts), ("destroy", needs.destroys)):
         for vm in vms:
-            if vm not in needs.confirm:
+            if vm not in needs.confirm:  # the sentence the step itself would say, an hour later
                 problems.append(
-                    f"{needs.flow} would {action} {vm}, which `confirm` does not name: add it "
+                    f"refusing to {action} {vm}: the run must name it in `confirm` "
                     "(--yes on the command line)"
                 )
     for vm in needs.confirm:
@@ -195,7 +195,7 @@ def on_the_lab(spec: LabSpec, needs: Needs) -> Outcome:
         missing = [h.name for h in spec.hosts if h.name not in states]
         if missing:
             out.problems.append(
-                f"the Vagrantfile in {lab.vagrant.root} has no machine {missing[0]} "
+                f"{missing[0]} is not a machine of the Vagrantfile in {lab.vagrant.root} "
                 f"(machines: {', '.join(sorted(states)) or 'none'})"
             )
             return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
@@ -147,7 +148,9 @@ def test_a_permanent_fault_stops_the_drill_at_that_step(
 
 
 def test_the_command_line_with_a_private_lab_fails_a_broken_failover(tmp_path: Path) -> None:
-    """`pe-dr drill --lab sim --fault failover:broken`: exit 1 naming the check; no lab left."""
+    """`pe-dr drill --lab sim --fault failover:broken`: exit 1 naming the check; no lab left.
+    With a budget of its own (the run's parameter); nothing shows a None; the lab's folder is
+    gone; `pe-dr retry` of the run says why it cannot be retried."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PE_DR_LAB", "LABSIM"))}
     env["PREFECT_HOME"] = str(tmp_path / "prefect")
     result = subprocess.run(
@@ -160,6 +163,8 @@ def test_the_command_line_with_a_private_lab_fails_a_broken_failover(tmp_path: P
             "sim",
             "--fault",
             "failover:broken",
+            "--budget",
+            "replication_lag_seconds=45",
             "--report-dir",
             str(tmp_path / "reports"),
         ],
@@ -180,3 +185,24 @@ def test_the_command_line_with_a_private_lab_fails_a_broken_failover(tmp_path: P
     state = result.stdout.split("starting a simulated lab in ", 1)[1].split()[0]
     leftovers = subprocess.run(["pgrep", "-f", state], capture_output=True, text=True, check=False)
     assert leftovers.stdout.strip() == "", "the private lab was stopped"
+    assert not Path(state).exists(), "and its folder removed"
+    assert "None" not in result.stdout and "None" not in json.dumps(report)
+    with sqlite3.connect(tmp_path / "prefect" / "prefect.db") as db:
+        (stored,) = db.execute(
+            "select parameters from flow_run where id = ?", (report["flow_run_id"],)
+        ).fetchone()
+    assert json.loads(stored)["parameters"]["budgets"]["replication_lag_seconds"] == 45
+    retry = subprocess.run(
+        [sys.executable, "-m", "deployments.cli", "retry", report["flow_run_id"]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert retry.returncode == 2, retry.stdout + retry.stderr
+    assert retry.stderr.strip().splitlines() == [
+        f"pe-dr: flow run {report['flow_run_id']} drilled a private simulated lab (pe-dr drill "
+        "--lab sim), which was removed when that drill ended, so it cannot be retried; run "
+        "pe-dr drill --lab sim again"
+    ]

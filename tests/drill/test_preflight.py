@@ -54,7 +54,8 @@ def test_the_command_line_refuses_in_a_second_before_prefect_starts(tmp_path: Pa
     blocker.write_text("not a folder")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PE_DR_LAB"))}
     env["PREFECT_HOME"] = str(tmp_path / "prefect")
-    env["PATH"] = "/usr/bin:/bin"  # no vagrant there
+    (tmp_path / "empty").mkdir()
+    env["PATH"] = str(tmp_path / "empty")  # no vagrant there, whatever this machine has
     done = _cli("drill", "--yes", "--report-dir", str(blocker / "reports"), env=env)
     assert done.returncode == 2, done.stdout + done.stderr
     lines = done.stderr.strip().splitlines()
@@ -99,15 +100,15 @@ def test_a_run_that_would_halt_or_destroy_unnamed_vms_fails_at_once(
     mark = len(built.journal())
     ok, report = _run(tmp_path, confirm=[])
     assert not ok
+    # the sentence the failover would have said after an hour of building a fresh lab
     assert _preflight_problem(report) == (
-        "dr-drill would halt primary.vm, which `confirm` does not name: add it (--yes on the "
-        "command line)"
+        "refusing to halt primary.vm: the run must name it in `confirm` (--yes on the command line)"
     )
     ok, report = _run(tmp_path, confirm=[], promote=True)
     assert not ok
     assert _preflight_problem(report).split("; ") == [
-        f"dr-drill would {action} primary.vm, which `confirm` does not name: add it (--yes on "
-        "the command line)"
+        f"refusing to {action} primary.vm: the run must name it in `confirm` (--yes on the "
+        "command line)"
         for action in ("halt", "destroy")
     ]
     ok, report = _run(tmp_path, "teardown", confirm=["pimary.vm"])
