@@ -316,9 +316,9 @@ class Recorder:
         except OSError as exc:
             reason = f"{report_dir}: {exc.strerror or exc}"
         self.report.notes.append(f"the journal could not be written to {reason}; it is on stdout")
-        text = self.report.to_json()
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        with contextlib.suppress(OSError):  # (a worker that went away took stdout with it)
+            sys.stdout.write(self.report.to_json())
+            sys.stdout.flush()
         line = f"journal NOT written ({reason}): it is printed above, on standard output"
         progress_log.info("  journal  %s", line)
         logger = _run_logger()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -52,12 +53,13 @@ class Worker:
                 start_new_session=True,
             )
 
-    def stop(self) -> int | None:
+    def stop(self, timeout: float = 90) -> list[str]:
+        """Stopped as a service manager stops it; what had to be killed after `timeout`."""
         if self.proc is None:
-            return None
-        code = stop_like_a_service_manager(self.proc)
+            return []
+        left = stop_like_a_service_manager(self.proc, timeout)
         self.proc = None
-        return code
+        return left
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +73,7 @@ def worker(
     try:
         yield running
     finally:
-        running.stop()
+        running.stop(timeout=30)
 
 
 def journal_of(report_dir: Path, run_id: str) -> dict[str, Any]:
@@ -322,11 +324,13 @@ def test_stopping_the_worker_mid_failover_leaves_a_retryable_run_that_resumes(
     )
     lab.fault_add("fail:puppet.agent@linux.vm")  # the failover wait cannot end by itself
     try:
-        worker.stop()
+        assert worker.proc is not None
+        os.killpg(worker.proc.pid, signal.SIGTERM)  # the service manager's stop
         try:
             stopped = api.wait_final(run_id, timeout=90)
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n" + "\n".join(_last_logs(api))) from None
+        worker.stop(timeout=30)  # and its kill of what is left after the stop timeout
         assert stopped["state"]["type"] in {"CANCELLED", "CRASHED"}, stopped["state"]
         assert lab.status()["primary.vm"] == "running", "the stopped drill started the primary"
     finally:
