@@ -1,14 +1,17 @@
 """`pe-dr`: run the DR drill from a terminal (one line per step, a closing summary, exit codes).
 
-Exit codes: 0 the drill passed, 1 a check or step failed, 2 bad usage or configuration.
+Exit codes: 0 the drill passed, 1 a check or step failed, 2 bad usage or configuration (nothing
+was done to the lab), 130 stopped by Ctrl-C (SIGINT), 143 stopped by SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -19,13 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from deployments import commands as deployment_commands
+from pe_dr import interrupts
+from pe_dr import preflight as checks_first
 from pe_dr.errors import ConfigError, PeDrError
 from pe_dr.secrets import scrub
 from pe_dr.spec import LabSpec, load_spec
-from pe_dr.virtualbox import require_host_only_addresses
 
 EXIT_PASSED, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 SIM_POLL_SECONDS = 0.2
+SIM_TAG = "pe-dr:lab-sim"  # a run of `pe-dr drill --lab sim`: its private lab is gone after it
 
 
 class UsageError(Exception):
@@ -63,7 +68,16 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         metavar="SECONDS",
-        help="seconds between looks at the lab (default 2, 0.2 with --lab sim)",
+        help="seconds between looks at the lab, more than 0 and at most 60 (default 2, 0.2 "
+        "with --lab sim)",
+    )
+    drill.add_argument(
+        "--budget",
+        action="append",
+        default=[],
+        metavar="NAME=SECONDS",
+        help="a budget for this run (repeatable): rto_seconds, replication_lag_seconds, "
+        "failback_seconds, promotion_seconds",
     )
     retry = sub.add_parser(
         "retry", help="retry a failed drill run: completed steps are skipped, the rest run again"
@@ -92,13 +106,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "retry":
             return retry(args)
     except (UsageError, ConfigError) as exc:
-        print(f"pe-dr: {scrub(str(exc))}", file=sys.stderr)
+        for problem in getattr(exc, "problems", None) or [str(exc)]:
+            print(f"pe-dr: {scrub(problem)}", file=sys.stderr)
         if args.debug:
             raise
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("pe-dr: interrupted", file=sys.stderr)
-        return EXIT_FAILED
     except Exception as exc:
         if args.debug:
             raise
@@ -106,6 +118,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"pe-dr: {scrub(str(exc)) or type(exc).__name__} (--debug shows more)", file=sys.stderr
         )
         return EXIT_FAILED
+    except BaseException as exc:  # Ctrl-C or SIGTERM outside a drill (before or after it)
+        signum = interrupts.signal_of(exc)
+        if signum is None:
+            raise
+        stop = interrupts.begin(signum)
+        print(f"pe-dr: stopped by {stop.name}", file=sys.stderr)
+        return stop.exit_code
     return EXIT_USAGE
 
 
@@ -117,17 +136,60 @@ def drill(args: argparse.Namespace) -> int:
         raise UsageError("--fault works with --lab sim (for another lab use `labsim fault add`)")
     if args.promote and not args.yes:
         raise UsageError("--promote destroys the primary: add --yes to allow it")
+    budgets = parse_budgets(args.budget)
+    poll = parse_poll_interval(args.poll_interval, sim=args.lab == "sim")
     if args.lab == "sim":
         with private_labsim(args.fault) as spec_path:
-            return _run_drill(args, load_spec(spec_path), confirm_primary=True, sim=True)
+            return _run_drill(args, load_spec(spec_path), budgets, poll, sim=True)
     spec = load_spec(args.spec)
     if not args.yes:
         raise UsageError(
             f"the drill halts {spec.primary.name} to prove failover: add --yes to allow it"
         )
-    # Before Prefect starts: VirtualBox would refuse these addresses only minutes later.
-    require_host_only_addresses(spec)
-    return _run_drill(args, spec, confirm_primary=True, sim=False)
+    return _run_drill(args, spec, budgets, poll, sim=False)
+
+
+def parse_budgets(items: Sequence[str]) -> Any:
+    """`--budget NAME=SECONDS`, each checked against the Budgets model (one sentence if not)."""
+    from pydantic import ValidationError
+
+    from flows.params import Budgets
+
+    values: dict[str, float] = {}
+    names = sorted(Budgets.model_fields)
+    for item in items:
+        name, sep, raw = item.partition("=")
+        name = name.strip()
+        if not sep or name not in Budgets.model_fields:
+            raise UsageError(
+                f"--budget {item!r}: expected NAME=SECONDS with NAME one of {', '.join(names)}"
+            )
+        try:
+            values[name] = float(raw)
+        except ValueError:
+            raise UsageError(f"--budget {item!r}: {raw!r} is not a number of seconds") from None
+    try:
+        return Budgets(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise UsageError(
+            f"--budget {first['loc'][0]}={first['input']}: must be more than 0 seconds"
+        ) from None
+
+
+def parse_poll_interval(value: float | None, *, sim: bool) -> float:
+    from pydantic import TypeAdapter, ValidationError
+
+    from flows.params import PollField
+
+    if value is None:
+        return SIM_POLL_SECONDS if sim else 2.0
+    try:
+        return float(TypeAdapter(PollField).validate_python(value))
+    except ValidationError:
+        raise UsageError(
+            f"--poll-interval {value:g}: must be more than 0 and at most 60 seconds"
+        ) from None
 
 
 @contextmanager
@@ -144,6 +206,7 @@ def private_labsim(faults: Sequence[str]) -> Iterator[str]:
         subprocess.run(
             [*labsim, "down", "--state", state], capture_output=True, timeout=60, check=False
         )
+        shutil.rmtree(state, ignore_errors=True)
         message = (up.stderr.strip() or up.stdout.strip() or "no output").splitlines()[-1]
         if up.returncode == 2:
             raise UsageError(f"labsim refused to start: {message}")
@@ -158,6 +221,7 @@ def private_labsim(faults: Sequence[str]) -> Iterator[str]:
         subprocess.run(
             [*labsim, "down", "--state", state], capture_output=True, timeout=60, check=False
         )
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def parse_exports(text: str) -> dict[str, str]:
@@ -191,26 +255,90 @@ def _show_progress() -> None:
     progress.propagate = False
 
 
-def _run_drill(args: argparse.Namespace, spec: LabSpec, *, confirm_primary: bool, sim: bool) -> int:
+def _run_drill(
+    args: argparse.Namespace, spec: LabSpec, budgets: Any, poll: float, *, sim: bool
+) -> int:
+    report_dir = str(Path(args.report_dir).resolve())
+    confirm = [spec.primary.name]
+    # Pre-flight's local half, before Prefect starts: a bad setting costs a second, not an hour.
+    # The flow's own first step repeats it and adds the lab's credentials and lock.
+    needs = checks_first.needs_for(
+        "dr-drill", spec, confirm=confirm, promote=bool(args.promote), report_dir=report_dir
+    )
+    first = checks_first.local(spec, needs, secret_blocks=False)
+    if first.problems:
+        raise checks_first.PreflightFailed(first.problems)
     # Imported here: the retry pacing and the lab's environment must be in place first.
     _quiet_prefect_console(args.debug)
     from flows.dr_drill import dr_drill
     from flows.params import DrillParameters
 
     _show_progress()
-
-    poll = args.poll_interval or (SIM_POLL_SECONDS if sim else 2.0)
     parameters = DrillParameters(
         lab=spec,
-        confirm=[spec.primary.name] if confirm_primary else [],
+        confirm=confirm,
         promote=bool(args.promote),
-        report_dir=str(Path(args.report_dir).resolve()),
+        budgets=budgets,
+        report_dir=report_dir,
         poll_interval_seconds=poll,
     )
     print(f"    drill  lab {spec.name}: {', '.join(h.name for h in spec.hosts)}", flush=True)
+    return _run_flow(args, report_dir, lambda: dr_drill(parameters, return_state=True), sim=sim)
+
+
+def _run_flow(
+    args: argparse.Namespace, report_dir: str | None, run: Any, *, sim: bool = False
+) -> int:
+    """Run a flow in this process, stoppable by Ctrl-C and SIGTERM (deployments.stopping)."""
+    from prefect import tags
+
+    from deployments import stopping
+    from flows import common
+
+    def last_resort(stop: interrupts.Stop) -> None:
+        common.write_open_journals(stop.name, report_dir)
+        stopping.mark_unfinished(common.started_runs, stop)
+
     started = time.monotonic()
-    state = dr_drill(parameters, return_state=True)
-    return _summarize(args, state, time.monotonic() - started)
+    with stopping.handling(last_resort):
+        try:
+            stopping.start_local_server()
+            with tags(SIM_TAG) if sim else contextlib.nullcontext():
+                state = run()
+        except BaseException as exc:
+            signum = interrupts.signal_of(exc)
+            if signum is None:
+                raise
+            return _stopped(interrupts.begin(signum), time.monotonic() - started)
+        return _summarize(args, state, time.monotonic() - started)
+
+
+def _stopped(stop: interrupts.Stop, elapsed: float) -> int:
+    """The closing lines of a drill stopped by a signal; no run of it is left Running."""
+    from deployments import stopping
+    from flows import common
+
+    with contextlib.suppress(Exception):
+        stopping.mark_unfinished(common.started_runs, stop)
+    report = common.last_report
+    print("", flush=True)
+    print(f"  verdict  STOPPED by {stop.name} after {elapsed:.1f} s", flush=True)
+    if report is not None and common.started_runs:
+        _figures(report)
+        print(f" flow run  {report.flow_run_id}", flush=True)
+        print(f"   resume  pe-dr retry {report.flow_run_id}", flush=True)
+    return stop.exit_code
+
+
+def _figures(report: Any) -> None:
+    m = report.measurements
+    for key, label in (
+        ("rto_seconds", "RTO"),
+        ("replication_lag_seconds", "replication lag"),
+        ("failback_seconds", "failback"),
+    ):
+        value = m.get(key)
+        print(f"  {label:>15}  {'—' if value is None else f'{value:.2f} s'}", flush=True)
 
 
 def _summarize(args: argparse.Namespace, state: Any, elapsed: float) -> int:
@@ -219,30 +347,34 @@ def _summarize(args: argparse.Namespace, state: Any, elapsed: float) -> int:
 
     report = common.last_report
     passed = state.is_completed() and report is not None and report.status == "passed"
-    print("", flush=True)
-    print(f"  verdict  {'PASSED' if passed else 'FAILED'} in {elapsed:.1f} s", flush=True)
-    if report is not None:
-        m = report.measurements
-        for key, label in (
-            ("rto_seconds", "RTO"),
-            ("replication_lag_seconds", "replication lag"),
-            ("failback_seconds", "failback"),
-        ):
-            value = m.get(key)
-            print(f"  {label:>15}  {'—' if value is None else f'{value:.2f} s'}", flush=True)
-        if not passed:
-            failed = [c for c in report.checks if not c["passed"]]
-            reason = failed[0]["detail"] if failed else report.error
-            print(f"   reason  {scrub(str(reason))}", flush=True)
-        print(f" flow run  {report.flow_run_id}", flush=True)
+    error: BaseException | None = None
     if not passed and state.is_failed():
         try:
             state.result()
-        except ConfigError:
-            return EXIT_USAGE  # the lab or its secrets are misconfigured, not broken
-        except Exception:
-            if args.debug:
-                raise
+        except Exception as exc:
+            error = exc
+    print("", flush=True)
+    print(f"  verdict  {'PASSED' if passed else 'FAILED'} in {elapsed:.1f} s", flush=True)
+    if report is not None:
+        _figures(report)
+        if not passed:
+            failed = [c for c in report.checks if not c["passed"]]
+            steps = [s for s in report.steps if s.status == "failed" and s.detail]
+            reason = (
+                failed[0]["detail"]
+                if failed
+                else report.error or (steps[0].detail if steps else "the drill did not pass")
+            )
+            print(f"   reason  {scrub(str(reason))}", flush=True)
+        print(f" flow run  {report.flow_run_id}", flush=True)
+    if isinstance(error, checks_first.PreflightFailed):
+        for problem in error.problems:
+            print(f"pe-dr: {scrub(problem)}", file=sys.stderr)
+        return EXIT_USAGE  # nothing was done to the lab
+    if isinstance(error, ConfigError):
+        return EXIT_USAGE  # the lab or its secrets are misconfigured, not broken
+    if error is not None and args.debug:
+        raise error
     return EXIT_PASSED if passed else EXIT_FAILED
 
 
@@ -261,6 +393,7 @@ def retry(args: argparse.Namespace) -> int:
     from prefect.states import Scheduled
     from prefect.utilities.callables import get_call_parameters, parameters_to_args_kwargs
 
+    from deployments import stopping
     from flows.registry import FLOWS
 
     _show_progress()
@@ -268,6 +401,7 @@ def retry(args: argparse.Namespace) -> int:
         run_id = UUID(args.flow_run)
     except ValueError:
         raise UsageError(f"{args.flow_run!r} is not a flow run id") from None
+    stopping.start_local_server()
     with get_client(sync_client=True) as client:
         try:
             run = client.read_flow_run(run_id)
@@ -280,6 +414,17 @@ def retry(args: argparse.Namespace) -> int:
         if flow is None:
             raise UsageError(f"{run_id} is a run of {flow_name!r}, not a pe-dr-drill flow")
         state_type = run.state.type.value if run.state else "UNKNOWN"
+        if state_type == "COMPLETED":
+            raise UsageError(
+                f"flow run {run_id} passed: a Retry would only replay its cached steps and "
+                "measure nothing; start a new drill instead (pe-dr drill)"
+            )
+        if SIM_TAG in (run.tags or []):
+            raise UsageError(
+                f"flow run {run_id} drilled a private simulated lab (pe-dr drill --lab sim), "
+                "which was removed when that drill ended, so it cannot be retried; run "
+                "pe-dr drill --lab sim again"
+            )
         if run.deployment_id is not None:
             client.set_flow_run_state(run_id, Scheduled(message="Retried via pe-dr"), force=True)
             print(f"    retry  {run_id} is scheduled; its deployment's worker picks it up")
@@ -292,26 +437,19 @@ def retry(args: argparse.Namespace) -> int:
         lab = (run.parameters.get("parameters") or {}).get("lab") or {}
         root = lab.get("vagrant_root")
         if root and not Path(root).exists():
-            raise UsageError(
-                f"the lab of run {run_id} ({root}) is gone: a private --lab sim drill cannot be "
-                "retried"
-            )
-        if state_type not in TERMINAL:
-            from flows.lab_lock import release_lab
-            from pe_dr.spec import LabSpec as _Spec
-
-            if lab and release_lab(_Spec.model_validate(lab)):
-                print(
-                    f"     lock  released lab {lab.get('name')} held by the killed run", flush=True
-                )
+            raise UsageError(f"the lab of run {run_id} ({root}) is gone: it cannot be retried")
+        # A lab lock the killed attempt held is freed by the new attempt (flows.lab_lock).
         client.set_flow_run_state(run_id, Scheduled(message="Retried via pe-dr retry"), force=True)
         run = client.read_flow_run(run_id)
     call_args, call_kwargs = parameters_to_args_kwargs(flow.fn, run.parameters)
     parameters = get_call_parameters(flow.fn, call_args, call_kwargs)
+    report_dir = (run.parameters.get("parameters") or {}).get("report_dir") or "reports"
     print(f"    retry  {flow_name} run {run_id} (was {state_type.lower()})", flush=True)
-    started = time.monotonic()
-    state = run_flow(flow=flow, flow_run=run, parameters=parameters, return_type="state")
-    return _summarize(args, state, time.monotonic() - started)
+    return _run_flow(
+        args,
+        report_dir,
+        lambda: run_flow(flow=flow, flow_run=run, parameters=parameters, return_type="state"),
+    )
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,12 +22,14 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.client.orchestration import get_client
+from prefect.exceptions import TerminationSignal
 from prefect.futures import PrefectFuture
-from prefect.runtime import flow_run
+from prefect.runtime import deployment, flow_run
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.states import State
 
 from flows.lab_lock import holding_lab
+from pe_dr import interrupts, polling
 from pe_dr.checks import CheckResult
 from pe_dr.errors import PeDrError
 from pe_dr.report import MEASUREMENTS, DrillReport, StepRecord, utc_now
@@ -42,6 +46,33 @@ last_report: DrillReport | None = None
 last_report_path: Path | None = None
 _progress: dict[str, UUID] = {}
 _lock = threading.Lock()
+# Every flow run a Recorder ran in this process (root first), for the command line: after an
+# interruption it makes sure none of them is left Running.
+started_runs: list[str] = []
+# The run logger of the root run, for lines from threads without a Prefect context (fan-outs).
+_root_logger: Any = None
+
+
+def _run_logger() -> Any:
+    try:
+        return get_run_logger()
+    except Exception:
+        return _root_logger
+
+
+def say(line: str) -> None:
+    """A line for the person waiting: the command line's progress output and the run's log."""
+    progress_log.info("  %s", line)
+    logger = _run_logger()
+    if logger is not None:
+        with contextlib.suppress(Exception):
+            logger.info(line)
+
+
+# Long waits in the core (pe_dr.polling) report their progress here.
+polling.add_progress_sink(say)
+# A SIGTERM that arrived inside a shielded clean-up is raised afterwards as Prefect raises it.
+interrupts.terminated = lambda signum: TerminationSignal(signal=signum)
 
 
 class DrillFailed(PeDrError):
@@ -84,7 +115,15 @@ class Recorder:
                 _reports[self.root_id] = existing
         self.report = existing
         self.planned = planned_steps
+        with _lock:
+            if self.is_root:
+                started_runs.clear()
+            started_runs.append(self.run_id)
         if self.is_root:
+            global _root_logger
+            interrupts.reset()
+            with contextlib.suppress(Exception):
+                _root_logger = get_run_logger()
             progress_log.info(
                 "flow run  %s (resume it with: pe-dr retry %s)", self.root_id, self.root_id
             )
@@ -99,8 +138,14 @@ class Recorder:
     def step(self, task: Task[..., Any], *args: Any, name: str | None = None, **kwargs: Any) -> Any:
         """Run `task` now; record it; re-raise its failure after recording."""
         started = utc_now()
-        state = task(*args, return_state=True, **kwargs)
-        return self._settle(name or task.name, started, state)
+        before = len(self.report.steps)
+        try:
+            state = task(*args, return_state=True, **kwargs)
+            return self._settle(name or task.name, started, state)
+        except BaseException as exc:
+            if len(self.report.steps) == before:  # a stop signal (or a crash) before the record
+                self._interrupted([name or task.name], started, exc)
+            raise
 
     def parallel(self, calls: list[tuple[str, Task[..., Any], tuple[Any, ...]]]) -> list[Any]:
         """Run tasks at once (Prefect's thread pool); record all, then raise the first failure."""
@@ -109,15 +154,37 @@ class Recorder:
             (name, task.submit(*args)) for name, task, args in calls
         ]
         results, first_error = [], None
-        for name, future in futures:
-            future.wait()
-            try:
-                results.append(self._settle(name, started, future.state))
-            except BaseException as exc:
-                first_error = first_error or exc
+        settled = 0
+        try:
+            for name, future in futures:
+                future.wait()
+                settled += 1
+                try:
+                    results.append(self._settle(name, started, future.state))
+                except BaseException as exc:
+                    first_error = first_error or exc
+        except BaseException as exc:
+            self._interrupted([name for name, _ in futures[settled:]], started, exc)
+            raise
         if first_error is not None:
             raise first_error
         return results
+
+    def _interrupted(self, names: list[str], started: str, exc: BaseException) -> None:
+        signum = interrupts.signal_of(exc)
+        if signum is None:
+            for name in names:
+                detail = scrub(str(exc)) or type(exc).__name__
+                self._record(StepRecord(name, "failed", started, utc_now(), 1, detail))
+            return
+        stop = interrupts.begin(signum)
+        for name in names:
+            self._record(
+                StepRecord(name, "interrupted", started, utc_now(), 1, f"stopped by {stop.name}")
+            )
+        with _lock:
+            if self.report.interrupted is None:
+                self.report.interrupted = f"{stop.name} during {names[0]}"
 
     def _settle(self, name: str, started: str, state: State[Any]) -> Any:
         ended = utc_now()
@@ -191,6 +258,10 @@ class Recorder:
         with _lock:
             self.report.notes.append(scrub(text))
         progress_log.info("     note  %s", scrub(text))
+        logger = _run_logger()
+        if logger is not None:
+            with contextlib.suppress(Exception):
+                logger.info("note: %s", scrub(text))
 
     def measure(self, key: str, result: CheckResult) -> None:
         if result.seconds is not None:
@@ -200,13 +271,23 @@ class Recorder:
 
     def finish(self, report_dir: str | None, error: BaseException | None) -> Path | None:
         """Close the report of a root run: JSON file, Markdown artifact; raise if it failed."""
+        if error is not None:
+            signum = interrupts.signal_of(error)
+            if signum is not None:
+                stop = interrupts.begin(signum)
+                with _lock:
+                    if self.report.interrupted is None:
+                        self.report.interrupted = stop.name
         if error is not None and self.report.error is None:
-            self.report.error = scrub(str(error)) or type(error).__name__
+            if self.report.interrupted is not None:
+                self.report.error = f"interrupted by {self.report.interrupted}"
+            else:
+                self.report.error = scrub(str(error)) or type(error).__name__
         global last_report, last_report_path
         if not self.is_root:
             return None
         self.report.ended_at = utc_now()
-        path = self.report.write(report_dir) if report_dir else None
+        path = self._write_journal(report_dir) if report_dir else None
         last_report, last_report_path = self.report, path
         with contextlib.suppress(Exception):
             create_markdown_artifact(
@@ -226,6 +307,42 @@ class Recorder:
             raise DrillFailed(_failure_sentence(self.report))
         return path
 
+    def _write_journal(self, report_dir: str) -> Path | None:
+        """The journal file; when it cannot be written, the journal goes to stdout instead, and
+        the reason is named (the report directory was checked at pre-flight, but disks fill and
+        folders go away during an hour-long drill)."""
+        try:
+            return self.report.write(report_dir)
+        except OSError as exc:
+            reason = f"{report_dir}: {exc.strerror or exc}"
+        self.report.notes.append(f"the journal could not be written to {reason}; it is on stdout")
+        with contextlib.suppress(OSError):  # (a worker that went away took stdout with it)
+            sys.stdout.write(self.report.to_json())
+            sys.stdout.flush()
+        line = f"journal NOT written ({reason}): it is printed above, on standard output"
+        progress_log.info("  journal  %s", line)
+        logger = _run_logger()
+        if logger is not None:
+            with contextlib.suppress(Exception):
+                logger.error(line)
+        return None
+
+
+def write_open_journals(reason: str, report_dir: str | None) -> list[Path]:
+    """Write the journal of every root run still open in this process (the command line's last
+    resort when a stop did not finish in time); the runs are marked interrupted by `reason`."""
+    with _lock:
+        reports = list(_reports.values())
+    written = []
+    for report in reports:
+        report.interrupted = report.interrupted or reason
+        report.error = report.error or f"interrupted by {reason}"
+        report.ended_at = report.ended_at or utc_now()
+        if report_dir:
+            with contextlib.suppress(OSError):
+                written.append(report.write(report_dir))
+    return written
+
 
 def _failure_sentence(report: DrillReport) -> str:
     failed = [c for c in report.checks if not c["passed"]]
@@ -237,6 +354,35 @@ def _failure_sentence(report: DrillReport) -> str:
     return report.error or "the drill failed"
 
 
+PARENT_CHECK_SECONDS = 1.0
+
+
+def watch_parent(run_id: str) -> None:
+    """In a flow run started by a worker or `pe-dr serve` (a child process of it): when that
+    parent goes away, stop this run as a stop signal would (SIGTERM to itself: the primary is
+    started again, the journal written, the run ends Crashed and can be retried).
+
+    A process worker that is stopped exits at once and leaves its flow runs running in their own
+    sessions, unseen: nothing would record how they end if the machine went down next."""
+    import os
+    import signal
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_CHECK_SECONDS)
+            if os.getppid() != parent:
+                say(
+                    f"the worker or server that ran flow run {run_id} (process {parent}) "
+                    "stopped: stopping this run too"
+                )
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    threading.Thread(target=watch, name="pe-dr-parent-watch", daemon=True).start()
+
+
 def run_recorded(
     flow_name: str,
     lab: LabSpec | None,
@@ -244,18 +390,34 @@ def run_recorded(
     *,
     planned_steps: int,
     report_dir: str | None = "reports",
+    confirm: list[str] | tuple[str, ...] = (),
+    promote: bool = False,
 ) -> Any:
-    """Resolve the lab, run `body` with a Recorder, and always close the report."""
+    """Resolve the lab, run `body` with a Recorder, and always close the report.
+
+    A root run starts with pre-flight (flows.preflight: nothing acts on the lab until it passed)
+    and holds the lab's lock for the rest; its subflows run inside both."""
+    from flows import preflight
+
     spec = resolve_lab(lab)
     rec = Recorder(flow_name, spec, planned_steps)
     outcome, error = None, None
     try:
+        if rec.is_root and deployment.id:  # run by a worker or `pe-dr serve`
+            watch_parent(rec.run_id)
+        if rec.is_root:
+            needs = preflight.needs_for(
+                flow_name, spec, confirm=confirm, promote=promote, report_dir=report_dir
+            )
+            for note in rec.step(preflight.preflight, spec, needs, name="pre-flight"):
+                rec.note(note)
         # One drill per lab: only the root run holds the lab (its subflows run inside it).
-        with holding_lab(spec) if rec.is_root else contextlib.nullcontext():
+        with holding_lab(spec, note=rec.note) if rec.is_root else contextlib.nullcontext():
             outcome = body(rec, spec)
     except BaseException as exc:
         error = exc
         raise
     finally:
-        rec.finish(report_dir, error)
+        with interrupts.shielded():
+            rec.finish(report_dir, error)
     return outcome

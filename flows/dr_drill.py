@@ -57,6 +57,8 @@ def dr_drill(parameters: DrillParameters = DrillParameters()) -> dict[str, objec
         "dr-drill",
         parameters.lab,
         lambda rec, spec: run_drill(rec, spec, parameters),
-        planned_steps=50 if parameters.promote else 39,
+        planned_steps=51 if parameters.promote else 40,
         report_dir=parameters.report_dir,
+        confirm=parameters.confirm,
+        promote=parameters.promote,
     )

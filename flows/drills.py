@@ -14,7 +14,7 @@ from flows.params import (
     ReplicationCheckParameters,
     TeardownParameters,
 )
-from pe_dr import actions
+from pe_dr import actions, interrupts
 from pe_dr.errors import PreconditionError
 from pe_dr.lab import Lab
 from pe_dr.spec import LabSpec
@@ -59,7 +59,7 @@ def replication_check(
         lambda rec, spec: run_replication_check(
             rec, spec, parameters.budgets, parameters.poll_interval_seconds
         ),
-        planned_steps=3,
+        planned_steps=4,
     )
 
 
@@ -83,8 +83,8 @@ def run_failover(
     try:
         # Uncommitted on failure: a Retry halts the primary again rather than resuming mid-outage.
         with transaction():
+            halted = True  # from here on the primary may be down, even if the halt is cut short
             down_at = rec.step(vms.halt_vm, spec, primary, confirm, name="halt-primary")
-            halted = True
             rec.step(checks.check_primary_down, spec)
             rto = rec.step(checks.measure_failover, spec, down_at, budgets.rto_seconds, poll)
             rec.measure("rto_seconds", rto)
@@ -94,13 +94,34 @@ def run_failover(
             rec.measure("failback_seconds", back)
     finally:
         if halted:
-            with Lab(spec) as live:
-                actions.ensure_vm_up(live, primary)
-            rec.note(f"the failover drill failed while {primary} was down; started it again")
+            with interrupts.shielded():
+                bring_primary_back(rec, spec)
     return {
         "rto_seconds": rec.report.measurements.get("rto_seconds"),
         "failback_seconds": rec.report.measurements.get("failback_seconds"),
     }
+
+
+def bring_primary_back(rec: Recorder, spec: LabSpec) -> None:
+    """Start the primary the failover drill halted, whatever stopped the drill: a failed check, or
+    a stop signal (then this runs while the interrupt unwinds; pe_dr.interrupts keeps a second
+    signal from cutting it short, and `pe-dr drill` gives it a bounded time)."""
+    primary = spec.primary.name
+    stop = interrupts.current()
+    why = f"was stopped by {stop.name}" if stop else "failed"
+    try:
+        with Lab(spec) as live:
+            outcome = actions.ensure_vm_up(live, primary)
+    except Exception as exc:
+        rec.note(
+            f"the failover drill {why} while {primary} was down, and starting it again failed: "
+            f"{exc} (the next drill or Retry starts it first)"
+        )
+        return  # what stopped the drill is the story; this failure is in the journal's notes
+    if outcome == "already running":
+        rec.note(f"the failover drill {why} before {primary} was halted; it is running")
+    else:
+        rec.note(f"the failover drill {why} while {primary} was down; started it again")
 
 
 @flow(name="failover-drill", persist_result=True, log_prints=True)
@@ -116,7 +137,8 @@ def failover_drill(parameters: FailoverParameters = FailoverParameters()) -> dic
             parameters.budgets,
             parameters.poll_interval_seconds,
         ),
-        planned_steps=9,
+        planned_steps=10,
+        confirm=parameters.confirm,
     )
 
 
@@ -158,7 +180,8 @@ def promotion(parameters: PromotionParameters = PromotionParameters()) -> dict[s
             parameters.budgets,
             parameters.poll_interval_seconds,
         ),
-        planned_steps=12,
+        planned_steps=13,
+        confirm=parameters.confirm,
     )
 
 
@@ -182,5 +205,6 @@ def teardown(parameters: TeardownParameters = TeardownParameters()) -> dict[str,
         "teardown",
         parameters.lab,
         lambda rec, spec: run_teardown(rec, spec, list(parameters.confirm)),
-        planned_steps=4,
+        planned_steps=5,
+        confirm=parameters.confirm,
     )

@@ -993,17 +993,17 @@ class Lab:
             if src.exists():
                 shutil.copytree(src, staged / env, symlinks=True)
                 snapshot[env] = dict(signature)
-        lag = self.faults.lag()
-        delay = lag if lag is not None else max(5.0 * self.scale, 0.2)
-        due = time.time() + delay
         before = self._last_sync
-        self._last_sync = self.spawn(self._deliver(before, due, delay, staged, snapshot))
+        self._last_sync = self.spawn(self._deliver(before, time.time(), staged, snapshot))
+
+    def _sync_lag(self) -> float:
+        lag = self.faults.lag()
+        return lag if lag is not None else max(5.0 * self.scale, 0.2)
 
     async def _deliver(
         self,
         before: asyncio.Task[Any] | None,
-        due: float,
-        delay: float,
+        queued: float,
         staged: Path,
         snapshot: dict[str, dict[str, str]],
     ) -> None:
@@ -1012,7 +1012,11 @@ class Lab:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(before)
             started = time.time()
-            await asyncio.sleep(max(0.0, due - started))
+            # The lag is the replica's state now, not when the deploy was queued: once a slow
+            # replica recovers (the fault is removed), its next poll fetches what is pending.
+            while (left := queued + self._sync_lag() - time.time()) > 0:
+                await asyncio.sleep(min(left, 0.1))
+            delay = self._sync_lag()
             self.record_sleep(
                 started, time.time(), delay / self.scale if self.scale else 0.0, "filesync"
             )

@@ -57,7 +57,7 @@ def wait_until(
 
     Probes start at a fixed rate (pe_dr.polling): within one interval of a change, never two
     within one interval."""
-    pace = Pacer(interval, time.monotonic() + timeout)
+    pace = Pacer(interval, time.monotonic() + timeout, what=what)
     while True:
         value = probe()
         if value is not None:

@@ -130,33 +130,83 @@ def _live_file(lab: Lab, vm: str, name: str) -> str:
     return out.stdout if out.exit_code == 0 else ""
 
 
-def commit_marker(lab: Lab, marker: str) -> str:
-    """Append `marker` to the control repo's Puppetfile on the primary, commit; returns the sha."""
+MARKER_PREFIX = "# pe-dr-drill replication marker"
+
+
+@dataclass(frozen=True)
+class Marker:
+    """One attempt's change to the control repo: its commit, its line, its number in the run."""
+
+    sha: str
+    text: str
+    attempt: int
+    earlier: tuple[tuple[int, str], ...] = ()  # (attempt, commit) of this run's earlier attempts
+
+
+def _attempt_of(line: str, prefix: str) -> int | None:
+    """The attempt number of a marker line of `prefix` (a legacy line without one is 1)."""
+    if not line.startswith(prefix):
+        return None
+    words = line[len(prefix) :].split()
+    if not words:
+        return 1
+    if len(words) == 2 and words[0] == "attempt" and words[1].isdigit():
+        return int(words[1])
+    return None
+
+
+def commit_marker(lab: Lab, marker_id: str) -> Marker:
+    """Append a NEW marker line for `marker_id` to the control repo's Puppetfile on the primary
+    and commit it: every attempt of the check pushes a change of its own, so a Retry measures a
+    push that really happened (the same line again would push nothing and deploy nothing)."""
     primary = lab.host(lab.spec.primary.name)
     puppetfile = f"{paths.CONTROL_REPO_DIR}/Puppetfile"
     content = primary.read(puppetfile, root=True).decode()
-    if marker not in content:
-        content = content.rstrip("\n") + f"\n{marker}\n"
-        primary.put(puppetfile, content.encode(), mode=0o644, owner="root", group="root")
-        primary.run(_git("add", "Puppetfile"), root=True)
-        primary.run(
-            _git(*GIT_IDENTITY, "commit", "-m", f"pe-dr-drill: {marker.lstrip('# ')}"), root=True
-        )
-    return primary.run(_git("rev-parse", "HEAD"), root=True).stdout.strip()
+    prefix = f"{MARKER_PREFIX} {marker_id}"
+    attempts = [n for n in (_attempt_of(ln, prefix) for ln in content.splitlines()) if n]
+    attempt = max(attempts, default=0) + 1
+    text = f"{prefix} attempt {attempt}"
+    earlier: list[tuple[int, str]] = []
+    if attempts:
+        log = primary.run(_git("log", "-n", "200", "--format=%H %s"), root=True).stdout
+        for line in log.splitlines():
+            sha, _, subject = line.partition(" ")
+            n = _attempt_of(subject.removeprefix("pe-dr-drill: "), prefix.lstrip("# "))
+            if n:
+                earlier.append((n, sha))
+    content = content.rstrip("\n") + f"\n{text}\n"
+    primary.put(puppetfile, content.encode(), mode=0o644, owner="root", group="root")
+    primary.run(_git("add", "Puppetfile"), root=True)
+    primary.run(_git(*GIT_IDENTITY, "commit", "-m", f"pe-dr-drill: {text.lstrip('# ')}"), root=True)
+    sha = primary.run(_git("rev-parse", "HEAD"), root=True).stdout.strip()
+    return Marker(sha, text, attempt, tuple(sorted(earlier)))
 
 
 def check_replication(
     lab: Lab, *, marker_id: str, budget_seconds: float, poll_interval: float
 ) -> CheckResult:
     """A commit pushed to the control repo reaches the replica's live code; measures the lag."""
-    marker = f"# pe-dr-drill replication marker {marker_id}"
-    sha = commit_marker(lab, marker)
+    mark = commit_marker(lab, marker_id)
+    sha, marker = mark.sha, mark.text
     replica = lab.spec.replica.name
     pushed = time.monotonic()
     push_control_repo(lab)
     deadline = pushed + budget_seconds
-    seen: dict[str, object] = {"commit": sha}
-    pace = Pacer(poll_interval, deadline)
+    seen: dict[str, object] = {
+        "commit": sha,
+        "marker": marker,
+        "attempt": mark.attempt,
+        "earlier_attempts": [{"attempt": n, "commit": c} for n, c in mark.earlier],
+    }
+    which = f"commit {sha[:11]}"
+    if mark.earlier:
+        which += " (attempt {}; earlier: {})".format(
+            mark.attempt, ", ".join(f"{c[:11]} (attempt {n})" for n, c in mark.earlier)
+        )
+    pace = Pacer(
+        poll_interval, deadline, what=f"{replica} to deploy commit {sha[:7]}…", since=pushed
+    )
+    signature: str | None = None
     while True:
         signature = _deployed_signature(lab, replica)
         seen["replica_signature"] = signature
@@ -166,7 +216,7 @@ def check_replication(
             return CheckResult(
                 "replication",
                 True,
-                f"commit {sha[:11]} reached {replica} {lag:.1f} s after the push",
+                f"{which} reached {replica} {lag:.1f} s after the push",
                 seen,
                 seconds=round(lag, 3),
             )
@@ -178,11 +228,12 @@ def check_replication(
         if seen["primary_signature"] == sha
         else "the primary does not have it either, so the webhook or Code Manager is failing"
     )
+    has = f"commit {signature[:11]}" if signature else "no deployed code"
     return CheckResult(
         "replication",
         False,
-        f"commit {sha[:11]} was not on {replica} {budget_seconds:.0f} s after the push "
-        f"(replica has {str(signature)[:11]}); {where}",
+        f"{which} was not on {replica} {budget_seconds:.0f} s after the push "
+        f"(replica has {has}); {where}",
         seen,
     )
 
@@ -362,7 +413,7 @@ def wait_for_server(
         deadline = since + budget_seconds
         runs = 0
         seen_down: dict[str, object] | None = None
-        pace = Pacer(poll_interval, deadline)
+        pace = Pacer(poll_interval, deadline, what=f"{agent} to be compiled by {want}", since=since)
         while True:
             run = agent_run(lab, agent, noop=noop)
             runs += 1
@@ -431,7 +482,7 @@ def check_primary_down(lab: Lab, *, probe_timeout: float = 3.0) -> CheckResult:
 def wait_primary_serving(lab: Lab, *, timeout: float, interval: float) -> None:
     primary = lab.spec.primary.name
     deadline = time.monotonic() + timeout
-    pace = Pacer(interval, deadline)
+    pace = Pacer(interval, deadline, what=f"{primary} to serve on 8140")
     while True:
         if lab.accepts_tcp(primary, 8140):
             try:

@@ -24,7 +24,7 @@ def utc_now() -> str:
 @dataclass
 class StepRecord:
     name: str
-    status: str  # completed | cached | failed | skipped
+    status: str  # completed | cached | failed | interrupted | skipped
     started_at: str
     ended_at: str
     attempts: int
@@ -45,9 +45,13 @@ class DrillReport:
     )
     notes: list[str] = field(default_factory=list)
     error: str | None = None
+    # "SIGINT (Ctrl-C) during measure-failover": the drill was stopped, not failed
+    interrupted: str | None = None
 
     @property
     def status(self) -> str:
+        if self.interrupted is not None:
+            return "interrupted"
         ok = (
             self.error is None
             and all(s.status in {"completed", "cached", "skipped"} for s in self.steps)
@@ -79,6 +83,7 @@ class DrillReport:
             "measurements": self.measurements,
             "notes": self.notes,
             "error": self.error,
+            "interrupted": self.interrupted,
             "lab": self.lab,
             "versions": versions(),
         }

@@ -19,6 +19,9 @@ How python-vagrant is used (and where it is not enough):
   `halt [--force] VM`, `destroy --force VM`, `snapshot save|restore|list VM [NAME]`, `validate`.
 * stderr goes to a temporary file (`err_cm`); on a non-zero exit `VagrantError` carries its last
   meaningful lines (or the `error-exit` row of machine-readable output), scrubbed of secrets.
+* When the process is told to stop (SIGINT, SIGTERM: pe_dr.interrupts), every vagrant command in
+  flight is stopped at once, also those of other threads (parallel `vagrant up`), which would
+  otherwise keep the process alive until they finish.
 """
 
 from __future__ import annotations
@@ -29,12 +32,14 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
 import vagrant as pyvagrant
 
+from pe_dr import interrupts
 from pe_dr.errors import ConfigError, PeDrError, PermanentError, VagrantError
 from pe_dr.parsers import (
     SSHParams,
@@ -93,6 +98,27 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
             continue
 
 
+_running: set[subprocess.Popen[bytes]] = set()
+_running_lock = threading.Lock()
+
+
+def stop_running_commands() -> int:
+    """SIGTERM the process group of every vagrant command in flight; how many there were."""
+    with _running_lock:
+        procs = list(_running)
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGTERM)
+    return len(procs)
+
+
+def _on_stop(stop: interrupts.Stop) -> None:
+    stop_running_commands()
+
+
+interrupts.on_stop(_on_stop)
+
+
 class _BoundedVagrant(pyvagrant.Vagrant):
     """python-vagrant's Vagrant with runners that are bounded in time and killable."""
 
@@ -134,6 +160,8 @@ class _BoundedVagrant(pyvagrant.Vagrant):
                 )
             except FileNotFoundError:
                 raise ConfigError("vagrant is not installed or not on PATH") from None
+            with _running_lock:
+                _running.add(proc)
             try:
                 code = proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -145,6 +173,9 @@ class _BoundedVagrant(pyvagrant.Vagrant):
             except BaseException:
                 _kill_group(proc)
                 raise
+            finally:
+                with _running_lock:
+                    _running.discard(proc)
             out_fh.seek(0)
             stdout = out_fh.read().decode("utf-8", "replace")
             err_fh.seek(0)

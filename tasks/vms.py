@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from pe_dr import actions
+from pe_dr.errors import PreconditionError
 from pe_dr.lab import Lab
 from pe_dr.spec import LabSpec
 from tasks.common import lab_task
@@ -24,8 +25,21 @@ def ensure_vm_up(lab: LabSpec, vm: str) -> str:
 
 @lab_task(timeout=600, retries=2)
 def halt_vm(lab: LabSpec, vm: str, confirm: list[str]) -> float:
-    """Halt `vm`; returns the epoch time it was down (the start of the RTO clock)."""
+    """Halt `vm`; returns the epoch time it was down (the start of the RTO clock).
+
+    A VM that is already down is refused on the first attempt: the RTO clock would start in the
+    middle of an outage nobody timed (a retry of this task, after a halt that went through but
+    reported an error, takes the VM as it is)."""
+    from prefect.runtime import task_run
+
     with Lab(lab) as live:
+        actions.require_confirmation(lab.host(vm).name, confirm, "halt")
+        state = live.vagrant.state(lab.host(vm).name)
+        if state != "running" and (task_run.run_count or 1) <= 1:
+            raise PreconditionError(
+                f"{vm} is {state} before the halt: a failover measured from now would time "
+                "an outage already under way; start it first (a Retry does)"
+            )
         actions.halt_vm(live, vm, confirm)
     return time.time()
 

@@ -206,7 +206,8 @@ def test_replication_poll_is_paced(clock: FakeClock, monkeypatch: pytest.MonkeyP
     reads: list[float] = []
     lands = clock.now + 4.5
 
-    monkeypatch.setattr(checks, "commit_marker", lambda lab, marker: sha)
+    line = "# pe-dr-drill replication marker m1 attempt 1"
+    monkeypatch.setattr(checks, "commit_marker", lambda lab, mid: checks.Marker(sha, line, 1))
     monkeypatch.setattr(checks, "push_control_repo", lambda lab: None)
 
     def signature(lab: Any, vm: str) -> str | None:
@@ -216,9 +217,7 @@ def test_replication_poll_is_paced(clock: FakeClock, monkeypatch: pytest.MonkeyP
         return sha
 
     monkeypatch.setattr(checks, "_deployed_signature", signature)
-    monkeypatch.setattr(
-        checks, "_live_file", lambda lab, vm, name: "# pe-dr-drill replication marker m1\n"
-    )
+    monkeypatch.setattr(checks, "_live_file", lambda lab, vm, name: line + "\n")
     result = checks.check_replication(
         FakeLab(),  # type: ignore[arg-type]
         marker_id="m1",
@@ -228,6 +227,143 @@ def test_replication_poll_is_paced(clock: FakeClock, monkeypatch: pytest.MonkeyP
     assert result.passed, result.detail
     assert lands <= reads[-1] <= lands + 2.0
     assert all(g >= 2.0 for g in gaps(reads))
+
+
+# --- progress lines on long waits ---------------------------------------------------------------
+
+
+@pytest.fixture
+def progress_lines() -> Any:
+    lines: list[str] = []
+    polling.add_progress_sink(lines.append)
+    yield lines
+    polling.remove_progress_sink(lines.append)
+
+
+def test_a_long_wait_reports_after_10_s_then_at_most_every_30_s(
+    clock: FakeClock, progress_lines: list[str]
+) -> None:
+    start = clock.now
+    seen_at: list[float] = []
+    polling.add_progress_sink(lambda line: seen_at.append(clock.now))
+    never = Change(clock, float("inf"))
+    with pytest.raises(TransientError):
+        actions.wait_until(never.probe, timeout=100, interval=7, what="replica.vm to deploy x")
+    assert progress_lines[0] == "waiting for replica.vm to deploy x 10/100 s"
+    assert [round(t - start) for t in seen_at] == [10, 40, 70]  # on time, between probes too
+    assert len(progress_lines) == 3
+    # the probes kept their grid: progress never shifts or adds a probe
+    assert never.starts == [start + 7 * k for k in range(len(never.starts))]
+
+
+def test_a_short_wait_and_an_unnamed_wait_say_nothing(
+    clock: FakeClock, progress_lines: list[str]
+) -> None:
+    change = Change(clock, clock.now + 9.5)
+    actions.wait_until(change.probe, timeout=100, interval=1, what="something quick")
+    pace = polling.Pacer(5.0, clock.now + 60.0)  # no `what`: a bare pacer stays silent
+    while pace.wait():
+        pass
+    assert progress_lines == []
+
+
+def test_progress_counts_from_since_and_a_failing_sink_does_not_fail_the_wait(
+    clock: FakeClock, progress_lines: list[str]
+) -> None:
+    def broken(line: str) -> None:
+        raise RuntimeError("sink down")
+
+    polling.add_progress_sink(broken)
+    try:
+        pace = polling.Pacer(1.0, clock.now + 50, what="linux.vm", since=clock.now - 20)
+        assert pace.wait()
+    finally:
+        polling.remove_progress_sink(broken)
+    assert progress_lines == ["waiting for linux.vm 20/70 s"]
+
+
+# --- the replication marker: a change of its own on every attempt --------------------------------
+
+
+class FakePrimary:
+    """The primary's control repo: a Puppetfile and a git log, as commit_marker sees them."""
+
+    def __init__(self, puppetfile: str, log: list[str]) -> None:
+        self.puppetfile, self.log, self.commits = puppetfile, log, 0
+
+    def read(self, path: str, root: bool = False) -> bytes:
+        return self.puppetfile.encode()
+
+    def put(self, path: str, content: bytes, **kwargs: Any) -> None:
+        self.puppetfile = content.decode()
+
+    def run(self, argv: list[str], root: bool = False, **kwargs: Any) -> Any:
+        if "commit" in argv:
+            self.commits += 1
+            message = argv[argv.index("-m") + 1]
+            self.log.insert(0, f"{len(self.log) + 1:040d} {message}")
+        if "rev-parse" in argv:
+            return types.SimpleNamespace(stdout=self.log[0].split()[0] + "\n")
+        if "log" in argv:
+            return types.SimpleNamespace(stdout="\n".join(self.log) + "\n")
+        return types.SimpleNamespace(stdout="")
+
+
+class MarkerLab(FakeLab):
+    def __init__(self, primary: FakePrimary) -> None:
+        super().__init__()
+        self.primary = primary
+
+    def host(self, name: str) -> FakePrimary:
+        return self.primary
+
+
+def test_every_attempt_commits_a_marker_of_its_own() -> None:
+    primary = FakePrimary("mod 'x'\n", [f"{0:040d} first commit"])
+    lab = MarkerLab(primary)
+    one = checks.commit_marker(lab, "run-1")  # type: ignore[arg-type]
+    two = checks.commit_marker(lab, "run-1")  # type: ignore[arg-type]  (the Retry's attempt)
+    other = checks.commit_marker(lab, "run-10")  # type: ignore[arg-type]  (a new run)
+    assert primary.commits == 3, "each attempt made a commit, so each push sends something"
+    assert (one.attempt, two.attempt, other.attempt) == (1, 2, 1)
+    assert one.sha != two.sha
+    assert two.text == "# pe-dr-drill replication marker run-1 attempt 2"
+    assert two.earlier == ((1, one.sha),), "the journal names the commit attempt 1 measured"
+    assert other.earlier == ()
+    assert primary.puppetfile.splitlines()[1:] == [one.text, two.text, other.text]
+
+
+def test_a_legacy_marker_line_counts_as_attempt_one() -> None:
+    primary = FakePrimary(
+        "# pe-dr-drill replication marker run-1\n",
+        [f"{7:040d} pe-dr-drill: pe-dr-drill replication marker run-1"],
+    )
+    mark = checks.commit_marker(MarkerLab(primary), "run-1")  # type: ignore[arg-type]
+    assert mark.attempt == 2
+    assert mark.earlier == ((1, f"{7:040d}"),)
+
+
+def test_a_failed_replication_check_names_what_the_replica_has_never_none(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sha = "c" * 40
+    earlier = ((1, "d" * 40),)
+    mark = checks.Marker(sha, "# pe-dr-drill replication marker m attempt 2", 2, earlier)
+    monkeypatch.setattr(checks, "commit_marker", lambda lab, mid: mark)
+    monkeypatch.setattr(checks, "push_control_repo", lambda lab: None)
+    monkeypatch.setattr(checks, "_deployed_signature", lambda lab, vm: None)
+    result = checks.check_replication(
+        FakeLab(),  # type: ignore[arg-type]
+        marker_id="m",
+        budget_seconds=5,
+        poll_interval=1.0,
+    )
+    assert not result.passed
+    assert "None" not in result.detail
+    assert "replica has no deployed code" in result.detail
+    assert f"commit {sha[:11]} (attempt 2; earlier: {'d' * 11} (attempt 1))" in result.detail
+    assert result.evidence["attempt"] == 2
+    assert result.evidence["earlier_attempts"] == [{"attempt": 1, "commit": "d" * 40}]
 
 
 # --- the fan-out bound ---------------------------------------------------------------------------

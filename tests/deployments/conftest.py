@@ -64,6 +64,40 @@ def stop_group(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: 
     return proc.returncode
 
 
+def group_members(pgid: int) -> list[str]:
+    """The live processes of process group `pgid` (zombies have exited: not counted)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:120]
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(f"{entry.name} {command}")
+    return members
+
+
+def stop_like_a_service_manager(proc: subprocess.Popen[Any], timeout: float = 90) -> list[str]:
+    """SIGTERM to the whole process group, then wait for ALL of it to exit (systemd's default
+    KillMode=control-group), SIGKILL what is left after `timeout` (systemd's TimeoutStopSec).
+    Returns what had to be killed: Prefect 3.9's worker itself sometimes does not exit on
+    SIGTERM when the machine is busy."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        proc.poll()  # reap the leader
+        if not group_members(proc.pid):
+            break
+        time.sleep(0.2)
+    left = group_members(proc.pid)
+    stop_group(proc, signal.SIGKILL, timeout=10)
+    return left
+
+
 def group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)

@@ -3,6 +3,8 @@ drill, and stops cleanly on SIGTERM without pausing the schedule."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -40,11 +42,11 @@ MANUAL = (
 )
 
 
-@pytest.fixture
-def serving(
-    server: PrefectServer, lab: LabHandle, tmp_path: Path
+@contextlib.contextmanager
+def pe_dr_serve(
+    server: PrefectServer, lab: LabHandle, log: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
-    with (tmp_path / "serve.log").open("w") as out:
+    with log.open("w") as out:
         proc = subprocess.Popen(
             [BIN / "pe-dr", "serve"],
             cwd=REPO,
@@ -57,6 +59,14 @@ def serving(
         yield proc
     finally:
         stop_group(proc)
+
+
+@pytest.fixture
+def serving(
+    server: PrefectServer, lab: LabHandle, tmp_path: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    with pe_dr_serve(server, lab, tmp_path / "serve.log") as proc:
+        yield proc
 
 
 def test_pe_dr_serve_runs_the_monthly_drill_and_stops_cleanly(
@@ -90,3 +100,62 @@ def test_pe_dr_serve_runs_the_monthly_drill_and_stops_cleanly(
     after = api.deployment("dr-drill/monthly")
     assert not after["paused"], "stopping pe-dr serve must not pause the monthly schedule"
     assert after["schedules"][0]["active"]
+
+
+@pytest.mark.timeout(600)
+def test_stopping_pe_dr_serve_mid_failover_cancels_the_run_and_a_new_serve_resumes_its_retry(
+    server: PrefectServer, api: Api, lab: LabHandle, tmp_path: Path
+) -> None:
+    """SIGTERM to `pe-dr serve` while the drill has the primary down: the run ends Cancelled (or
+    Crashed), the primary is running again, and a Retry picked up by a new `pe-dr serve` resumes:
+    set-up steps cached, nothing acting on the lab again but the failover."""
+    with pe_dr_serve(server, lab, tmp_path / "serve-1.log") as serving:
+        wait_for(
+            "pe-dr serve to register the drill",
+            lambda: api.deployment("dr-drill/monthly"),
+            timeout=60,
+        )
+        run_id = api.run("dr-drill/monthly", drill_parameters(tmp_path))
+        mark = len(lab.journal())
+        wait_for(
+            "the drill to halt the primary",
+            lambda: any(
+                e["op"] == "vagrant.halt" and e["outcome"] == "ok" for e in lab.journal()[mark:]
+            ),
+            timeout=240,
+            every=0.2,
+        )
+        lab.fault_add("fail:puppet.agent@linux.vm")  # the failover wait cannot end by itself
+        os.killpg(serving.pid, signal.SIGTERM)
+        assert serving.wait(90) == 0, (tmp_path / "serve-1.log").read_text()[-3000:]
+    stopped = api.wait_final(run_id, timeout=60)
+    assert stopped["state"]["type"] in {"CANCELLED", "CRASHED"}, stopped["state"]
+    assert lab.status()["primary.vm"] == "running", "the stopped drill started the primary again"
+    first = [j for j in _journals(tmp_path) if j["flow_run_id"] == run_id]
+    assert [j["status"] for j in first] == ["interrupted"], first
+    assert "SIGTERM" in first[0]["interrupted"]
+    lab.fault_clear()
+
+    mark = len(lab.journal())
+    with pe_dr_serve(server, lab, tmp_path / "serve-2.log"):
+        response = api.http.post(
+            f"/flow_runs/{run_id}/set_state",
+            json={"state": {"type": "SCHEDULED", "name": "AwaitingRetry"}, "force": True},
+        )
+        response.raise_for_status()
+        run = api.wait_final(run_id, timeout=180)
+    assert run["state"]["type"] == "COMPLETED", run["state"]
+    assert run["run_count"] >= 2
+    last = [j for j in _journals(tmp_path) if j["flow_run_id"] == run_id][-1]
+    assert last["status"] == "passed", last
+    status = {s["name"]: s["status"] for s in last["steps"]}
+    for done in ("lab-setup", "code-manager-setup", "replica-activation", "replication-check"):
+        assert status[done] == "cached", (done, status)
+    assert status["measure-failover"] == "completed"
+    again = [e["op"] for e in lab.journal()[mark:]]
+    assert "puppet-code.deploy" not in again and "git.push" not in again, "setup did not act"
+    assert again.count("vagrant.halt") == 1, "the retry measured a failover of its own"
+
+
+def _journals(folder: Path) -> list[dict[str, object]]:
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("drill-*.json"))]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ from .conftest import (
     PrefectServer,
     drill_parameters,
     next_first_of_month_0300_utc,
-    stop_group,
+    stop_like_a_service_manager,
     wait_for,
 )
 
@@ -34,26 +35,45 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 POOL = "pe-dr-lab"
 
 
+class Worker:
+    """`prefect worker start` on the pool, as a team would run it; it can be stopped and started."""
+
+    def __init__(self, server: PrefectServer, lab: LabHandle, log: Path) -> None:
+        self.server, self.lab, self.log = server, lab, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("a") as out:
+            self.proc = subprocess.Popen(
+                [BIN / "prefect", "worker", "start", "--pool", POOL, "--prefetch-seconds", "2"],
+                cwd=REPO,
+                env=self.server.env(**self.lab.env),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def stop(self, timeout: float = 90) -> list[str]:
+        """Stopped as a service manager stops it; what had to be killed after `timeout`."""
+        if self.proc is None:
+            return []
+        left = stop_like_a_service_manager(self.proc, timeout)
+        self.proc = None
+        return left
+
+
 @pytest.fixture(scope="module")
 def worker(
     server: PrefectServer, lab: LabHandle, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[None]:
+) -> Iterator[Worker]:
     server.prefect("work-pool", "create", POOL, "--type", "process")
     server.prefect("deploy", "--all")
-    log = tmp_path_factory.mktemp("worker") / "worker.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [BIN / "prefect", "worker", "start", "--pool", POOL, "--prefetch-seconds", "2"],
-            cwd=REPO,
-            env=server.env(**lab.env),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    running = Worker(server, lab, tmp_path_factory.mktemp("worker") / "worker.log")
+    running.start()
     try:
-        yield
+        yield running
     finally:
-        stop_group(proc)
+        running.stop(timeout=30)
 
 
 def journal_of(report_dir: Path, run_id: str) -> dict[str, Any]:
@@ -65,7 +85,7 @@ def journal_of(report_dir: Path, run_id: str) -> dict[str, Any]:
 
 
 def test_the_monthly_drill_runs_on_a_worker_and_is_scheduled(
-    api: Api, worker: None, tmp_path: Path
+    api: Api, worker: Worker, tmp_path: Path
 ) -> None:
     deployment = api.deployment("dr-drill/monthly")
     assert deployment["work_pool_name"] == POOL
@@ -92,9 +112,10 @@ def test_the_monthly_drill_runs_on_a_worker_and_is_scheduled(
 
 
 def test_a_second_drill_on_the_same_lab_waits_and_an_impatient_one_gives_up(
-    api: Api, worker: None, lab: LabHandle, tmp_path: Path
+    api: Api, worker: Worker, lab: LabHandle, tmp_path: Path
 ) -> None:
-    limit = f"pe-dr-lab-{load_spec(lab.spec_path).name}"
+    name = load_spec(lab.spec_path).name
+    limit = f"pe-dr-lab-{name}"
 
     def holders() -> int:
         response = api.http.get(f"/v2/concurrency_limits/{limit}")
@@ -123,10 +144,15 @@ def test_a_second_drill_on_the_same_lab_waits_and_an_impatient_one_gives_up(
     a = api.wait_final(first, timeout=120)
     b = api.wait_final(second, timeout=120)
     assert a["state"]["type"] == b["state"]["type"] == "COMPLETED", (a["state"], b["state"])
+    # pre-flight only reads, before the lock (it says who holds the lab); the rest waits for it
     steps_a = journal_of(tmp_path, first)["steps"]
-    steps_b = journal_of(tmp_path, second)["steps"]
+    steps_b = [s for s in journal_of(tmp_path, second)["steps"] if s["name"] != "pre-flight"]
     assert steps_a and steps_b
     assert steps_b[0]["started_at"] >= steps_a[-1]["ended_at"], "the drills overlapped on the lab"
+    said = _logs_of(api, second)
+    waiting = [m for m in said if m.startswith(f"waiting for lab {name}: held by flow run {first}")]
+    assert waiting, said[:20]
+    assert " since " in waiting[0]
 
 
 class _Receiver(BaseHTTPRequestHandler):
@@ -160,7 +186,7 @@ def webhook_receiver() -> Iterator[tuple[str, list[str]]]:
 def test_a_failing_drill_sends_the_notification(
     server: PrefectServer,
     api: Api,
-    worker: None,
+    worker: Worker,
     lab: LabHandle,
     webhook_receiver: tuple[str, list[str]],
 ) -> None:
@@ -209,7 +235,7 @@ ACTING = {
 
 
 def test_prefect_flow_run_retry_resumes_a_failed_run_on_the_worker(
-    server: PrefectServer, api: Api, worker: None, lab: LabHandle, tmp_path: Path
+    server: PrefectServer, api: Api, worker: Worker, lab: LabHandle, tmp_path: Path
 ) -> None:
     lab.fault_add("fail:git.push")
     run_id = api.run("dr-drill/monthly", drill_parameters(tmp_path))
@@ -239,7 +265,7 @@ def test_prefect_flow_run_retry_resumes_a_failed_run_on_the_worker(
 
 
 def test_cancelling_a_run_stops_the_commands_it_started(
-    server: PrefectServer, api: Api, worker: None, lab: LabHandle, tmp_path: Path
+    server: PrefectServer, api: Api, worker: Worker, lab: LabHandle, tmp_path: Path
 ) -> None:
     stand_in = str(lab.state_dir / "bin" / "vagrant")
 
@@ -278,3 +304,62 @@ def test_cancelling_a_run_stops_the_commands_it_started(
             timeout=120,
             check=True,
         )
+
+
+def test_stopping_the_worker_mid_failover_leaves_a_retryable_run_that_resumes(
+    server: PrefectServer, api: Api, worker: Worker, lab: LabHandle, tmp_path: Path
+) -> None:
+    """SIGTERM to the worker's process group (what a service manager sends) while the drill has
+    the primary down: the run ends Cancelled or Crashed, never Running; the primary runs again;
+    `prefect flow-run retry` on a worker started again resumes with the set-up cached."""
+    run_id = api.run("dr-drill/monthly", drill_parameters(tmp_path))
+    mark = len(lab.journal())
+    wait_for(
+        "the drill to halt the primary",
+        lambda: any(
+            e["op"] == "vagrant.halt" and e["outcome"] == "ok" for e in lab.journal()[mark:]
+        ),
+        timeout=240,
+        every=0.2,
+    )
+    lab.fault_add("fail:puppet.agent@linux.vm")  # the failover wait cannot end by itself
+    try:
+        assert worker.proc is not None
+        os.killpg(worker.proc.pid, signal.SIGTERM)  # the service manager's stop
+        try:
+            stopped = api.wait_final(run_id, timeout=90)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n" + "\n".join(_last_logs(api))) from None
+        worker.stop(timeout=30)  # and its kill of what is left after the stop timeout
+        assert stopped["state"]["type"] in {"CANCELLED", "CRASHED"}, stopped["state"]
+        assert lab.status()["primary.vm"] == "running", "the stopped drill started the primary"
+    finally:
+        lab.fault_clear()
+        worker.start()
+    mark = len(lab.journal())
+    server.prefect("flow-run", "retry", run_id)
+    run = api.wait_final(run_id, timeout=240)
+    assert run["state"]["type"] == "COMPLETED", run["state"]
+    last = [j for j in _journals(tmp_path) if j["flow_run_id"] == run_id][-1]
+    status = {s["name"]: s["status"] for s in last["steps"]}
+    for done in ("lab-setup", "code-manager-setup", "replica-activation", "replication-check"):
+        assert status[done] == "cached", (done, status)
+    assert [e["op"] for e in lab.journal()[mark:]].count("vagrant.halt") == 1
+
+
+def _journals(folder: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("drill-*.json"))]
+
+
+def _last_logs(api: Api, limit: int = 40) -> list[str]:
+    response = api.http.post("/logs/filter", json={"sort": "TIMESTAMP_DESC", "limit": limit})
+    return [f"{log['timestamp']} {log['message'][:200]}" for log in reversed(response.json())]
+
+
+def _logs_of(api: Api, run_id: str) -> list[str]:
+    response = api.http.post(
+        "/logs/filter",
+        json={"logs": {"flow_run_id": {"any_": [run_id]}}, "sort": "TIMESTAMP_ASC", "limit": 200},
+    )
+    response.raise_for_status()
+    return [str(log["message"]) for log in response.json()]

@@ -30,6 +30,11 @@ def test_parse_exports_reads_labsim_output(monkeypatch: pytest.MonkeyPatch) -> N
         (["drill", "--lab", "sim", "--promote"], "--promote destroys the primary"),
         (["drill"], "add --yes"),
         (["drill", "--lab", "vagrant", "--spec", "/nonexistent.toml", "--yes"], "does not exist"),
+        (["drill", "--lab", "sim", "--budget", "rto=5"], "NAME one of failback_seconds"),
+        (["drill", "--lab", "sim", "--budget", "rto_seconds=soon"], "'soon' is not a number"),
+        (["drill", "--lab", "sim", "--budget", "rto_seconds=0"], "must be more than 0 seconds"),
+        (["drill", "--lab", "sim", "--poll-interval", "0"], "more than 0 and at most 60"),
+        (["drill", "--lab", "sim", "--poll-interval", "61"], "more than 0 and at most 60"),
     ],
 )
 def test_usage_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

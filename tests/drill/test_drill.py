@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
@@ -80,7 +81,9 @@ def test_on_a_built_lab_setup_only_looks(
     [
         ("replication:broken", "replication", "file sync to the replica is failing", {}),
         (
-            "replication:lag=4",
+            # a lag far beyond the budget: a sync an earlier deploy left pending cannot bring the
+            # new commit within the budget, however slow the machine (lag=4 could, when busy)
+            "replication:lag=60",
             "replication",
             "was not on replica.vm 2 s after the push",
             {"replication_lag_seconds": 2.0},
@@ -153,7 +156,9 @@ def test_a_permanent_fault_stops_the_drill_at_that_step(
 
 
 def test_the_command_line_with_a_private_lab_fails_a_broken_failover(tmp_path: Path) -> None:
-    """`pe-dr drill --lab sim --fault failover:broken`: exit 1 naming the check; no lab left."""
+    """`pe-dr drill --lab sim --fault failover:broken`: exit 1 naming the check; no lab left.
+    With a budget of its own (the run's parameter); nothing shows a None; the lab's folder is
+    gone; `pe-dr retry` of the run says why it cannot be retried."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PE_DR_LAB", "LABSIM"))}
     env["PREFECT_HOME"] = str(tmp_path / "prefect")
     result = subprocess.run(
@@ -166,6 +171,8 @@ def test_the_command_line_with_a_private_lab_fails_a_broken_failover(tmp_path: P
             "sim",
             "--fault",
             "failover:broken",
+            "--budget",
+            "replication_lag_seconds=45",
             "--report-dir",
             str(tmp_path / "reports"),
         ],
@@ -182,10 +189,31 @@ def test_the_command_line_with_a_private_lab_fails_a_broken_failover(tmp_path: P
     report = json.loads(next((tmp_path / "reports").glob("drill-*.json")).read_text())
     assert report["status"] == "failed"
     assert [c["name"] for c in report["checks"] if not c["passed"]] == ["failover_ready"]
-    leftovers = subprocess.run(
-        ["pgrep", "-f", "pe-dr-labsim-"], capture_output=True, text=True, check=False
-    )
+    # this run's lab only: other drills may run on the machine at the same time
+    state = result.stdout.split("starting a simulated lab in ", 1)[1].split()[0]
+    leftovers = subprocess.run(["pgrep", "-f", state], capture_output=True, text=True, check=False)
     assert leftovers.stdout.strip() == "", "the private lab was stopped"
+    assert not Path(state).exists(), "and its folder removed"
+    assert "None" not in result.stdout and "None" not in json.dumps(report)
+    with sqlite3.connect(tmp_path / "prefect" / "prefect.db") as db:
+        (stored,) = db.execute(
+            "select parameters from flow_run where id = ?", (report["flow_run_id"],)
+        ).fetchone()
+    assert json.loads(stored)["parameters"]["budgets"]["replication_lag_seconds"] == 45
+    retry = subprocess.run(
+        [sys.executable, "-m", "deployments.cli", "retry", report["flow_run_id"]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert retry.returncode == 2, retry.stdout + retry.stderr
+    assert retry.stderr.strip().splitlines() == [
+        f"pe-dr: flow run {report['flow_run_id']} drilled a private simulated lab (pe-dr drill "
+        "--lab sim), which was removed when that drill ended, so it cannot be retried; run "
+        "pe-dr drill --lab sim again"
+    ]
 
 
 @pytest.mark.parametrize(

@@ -134,7 +134,8 @@ def test_missing_vagrant_is_a_configuration_error(
     code = main(["drill", "--yes", "--spec", str(built.spec_path), "--report-dir", str(tmp_path)])
     out = capsys.readouterr()
     assert code == 2, out.out + out.err
-    assert "vagrant is not installed or not on PATH" in out.out
+    # pre-flight, before Prefect starts: one line on stderr
+    assert out.err.splitlines() == ["pe-dr: vagrant is not installed or not on PATH"]
     assert "Traceback" not in out.out + out.err
 
 

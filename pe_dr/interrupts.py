@@ -1,0 +1,167 @@
+"""A stop signal this process received (SIGINT from Ctrl-C, SIGTERM), and what reacts to it.
+
+Whoever sees the signal first reports it with `begin`: the command line's signal handler, or the
+flows' recorder when Prefect's engine turned a SIGTERM into an exception. Parts that hold
+something that would delay the stop subscribe with `on_stop` (every `vagrant` command in flight
+is stopped, so no thread waits minutes for one). Only the first signal counts: what must still run
+after it (starting a halted primary again, writing the journal) runs `shielded`, so a second one
+does not cut it short.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+
+@dataclass(frozen=True)
+class Stop:
+    signum: int
+    at: float  # time.monotonic() when it arrived
+    wall: str  # UTC, for the journal
+
+    @property
+    def name(self) -> str:
+        return describe(self.signum)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # what a shell reports for a process the signal stopped
+
+
+def describe(signum: int) -> str:
+    if signum == signal.SIGINT:
+        return "SIGINT (Ctrl-C)"
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+_lock = threading.Lock()
+_stop: Stop | None = None
+_subscribers: list[Callable[[Stop], None]] = []
+_repeat_subscribers: list[Callable[[int], None]] = []
+
+
+def begin(signum: int) -> Stop:
+    """Record a stop signal and return the first one. The first also tells the subscribers and
+    makes every later SIGINT and SIGTERM of this process a no-op (recorded, never raised), so the
+    clean-up it starts runs to its end; a later one tells the repeat subscribers."""
+    global _stop
+    with _lock:
+        first = _stop is None
+        if first:
+            _stop = Stop(
+                signum,
+                time.monotonic(),
+                datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            )
+        stop, subscribers, repeats = _stop, list(_subscribers), list(_repeat_subscribers)
+    assert stop is not None
+    if first:
+        _absorb_later_signals()
+        for fn in subscribers:
+            with contextlib.suppress(Exception):
+                fn(stop)
+    else:
+        for repeat in repeats:
+            with contextlib.suppress(Exception):
+                repeat(signum)
+    return stop
+
+
+def _absorb(signum: int, frame: object) -> None:
+    begin(signum)
+
+
+def _absorb_later_signals() -> None:
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(sig, _absorb)
+
+
+def current() -> Stop | None:
+    with _lock:
+        return _stop
+
+
+def reset() -> None:
+    """Forget a stop (a new drill in a process that outlived one, e.g. a test session)."""
+    global _stop
+    with _lock:
+        _stop = None
+
+
+def on_stop(fn: Callable[[Stop], None]) -> None:
+    with _lock:
+        if fn not in _subscribers:
+            _subscribers.append(fn)
+
+
+def off_stop(fn: Callable[[Stop], None]) -> None:
+    with _lock:
+        if fn in _subscribers:
+            _subscribers.remove(fn)
+
+
+def on_repeat(fn: Callable[[int], None]) -> None:
+    """`fn(signum)` for every stop signal after the first (e.g. to say that it changes nothing)."""
+    with _lock:
+        if fn not in _repeat_subscribers:
+            _repeat_subscribers.append(fn)
+
+
+def off_repeat(fn: Callable[[int], None]) -> None:
+    with _lock:
+        if fn in _repeat_subscribers:
+            _repeat_subscribers.remove(fn)
+
+
+def signal_of(exc: BaseException) -> int | None:
+    """The stop signal an exception stands for: KeyboardInterrupt is SIGINT; Prefect's
+    TerminationSignal (and anything else with a `signal` number) is that signal."""
+    if isinstance(exc, KeyboardInterrupt):
+        return int(signal.SIGINT)
+    number = getattr(exc, "signal", None)
+    if isinstance(number, int) and not isinstance(exc, Exception):
+        return number
+    return None
+
+
+@contextlib.contextmanager
+def shielded() -> Iterator[None]:
+    """Run the block to its end through SIGINT and SIGTERM: for the clean-up that must finish
+    (starting the halted primary again, writing the journal, giving the lab's lock back). A
+    signal arriving meanwhile is recorded; if it is the first stop of the process, it is raised
+    once the block is done (as KeyboardInterrupt for SIGINT, else as `terminated(signum)`), unless
+    an exception already leaves the block. Only the main thread takes signals; elsewhere this
+    does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = current()
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError, OSError):
+            previous[sig] = signal.signal(sig, _absorb)
+    try:
+        yield
+    finally:
+        stop = current()
+        began_inside = before is None and stop is not None
+        if not began_inside:  # (after a stop began, later signals stay absorbed)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    if began_inside and stop is not None:
+        raise KeyboardInterrupt if stop.signum == signal.SIGINT else terminated(stop.signum)
+
+
+# Set by the flows layer to Prefect's TerminationSignal (core code does not import Prefect).
+terminated: Callable[[int], BaseException] = lambda signum: SystemExit(128 + signum)  # noqa: E731
