@@ -30,6 +30,7 @@ check: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/pytest -q -p no:cacheprovider tests/test_layers.py  # deployments -> flows -> tasks -> pe_dr
 
 bench: venv
 	$(BIN)/python -m benchmarks.drill_bench

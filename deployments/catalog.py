@@ -10,23 +10,21 @@ from __future__ import annotations
 
 import copy
 import importlib
-import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 import yaml
 
 from pe_dr.errors import ConfigError
+from pe_dr.settings import env_name, settings
 from pe_dr.spec import LabSpec, load_spec
 
 if TYPE_CHECKING:
     from prefect import Flow
     from prefect.deployments.runner import RunnerDeployment
 
-CRON_ENV, TIMEZONE_ENV = "PE_DR_DRILL_CRON", "PE_DR_DRILL_TIMEZONE"
-DEFAULT_CRON, DEFAULT_TIMEZONE = "0 3 1 * *", "UTC"
-WORK_POOL_ENV, DEFAULT_WORK_POOL = "PE_DR_WORK_POOL", "pe-dr-lab"
-HOME_ENV = "PE_DR_HOME"
+CRON_ENV, TIMEZONE_ENV = env_name("drill_cron"), env_name("drill_timezone")
+WORK_POOL_ENV, HOME_ENV = env_name("work_pool"), env_name("home")
 
 BASE_TAGS = ("pe-dr",)
 
@@ -70,8 +68,8 @@ class DeploymentDef:
 
 
 def _schedule() -> tuple[str, str]:
-    cron = os.environ.get(CRON_ENV, "").strip() or DEFAULT_CRON
-    timezone = os.environ.get(TIMEZONE_ENV, "").strip() or DEFAULT_TIMEZONE
+    current = settings()
+    cron, timezone = current.drill_cron.strip(), current.drill_timezone.strip()
     from prefect.client.schemas.schedules import CronSchedule
     from pydantic import ValidationError
 
@@ -211,7 +209,7 @@ FLOW_PROCESS_COMMAND = (
 
 def prefect_yaml(work_pool: str | None = None, lab_spec_path: str | None = None) -> str:
     """prefect.yaml for `prefect deploy --all` to a process work pool."""
-    pool = work_pool or os.environ.get(WORK_POOL_ENV, "").strip() or DEFAULT_WORK_POOL
+    pool = work_pool or settings().work_pool.strip()
     job_variables: dict[str, Any] = {"command": FLOW_PROCESS_COMMAND}
     if lab_spec_path:
         job_variables["env"] = {"PE_DR_LAB_SPEC": lab_spec_path}

@@ -1,5 +1,5 @@
 """How `pe-dr drill` and `pe-dr retry` stop on Ctrl-C (SIGINT to the whole process group) and
-SIGTERM, within `STOP_GRACE_SECONDS`:
+SIGTERM, within `PE_DR_STOP_GRACE_SECONDS` (25 s):
 
 1. Prefect's temporary API server runs in a process group of its own (`local_server`), so the
    signal does not take it away while the run still has to record how it ended; it stops when
@@ -9,10 +9,10 @@ SIGTERM, within `STOP_GRACE_SECONDS`:
    command in flight is stopped. The failover drill's clean-up starts a halted primary again,
    the journal is written, Prefect's engine marks the runs Crashed. Later signals are absorbed
    (pe_dr.interrupts: a second Ctrl-C must not leave the primary down) and said to be.
-3. A watchdog bounds it all: if pe-dr has not exited `STOP_GRACE_SECONDS` after the first signal,
-   it writes the open journals, marks the runs Crashed, stops the server and exits. A `vagrant up`
-   still starting the primary then goes on by itself (it runs in its own session), and the next
-   drill or Retry waits for it.
+3. A watchdog bounds it all: if pe-dr has not exited `PE_DR_STOP_GRACE_SECONDS` (25 s) after the
+   first signal, it writes the open journals, marks the runs Crashed, stops the server and exits.
+   A `vagrant up` still starting the primary then goes on by itself (it runs in its own session),
+   and the next drill or Retry waits for it.
 4. `mark_unfinished` then makes sure no run of the drill is left Running, whatever part of the
    engine the signal landed in, and the exit code is 128 + the signal (130, 143).
 """
@@ -29,8 +29,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from pe_dr import interrupts
+from pe_dr.settings import settings
 
-STOP_GRACE_SECONDS = float(os.environ.get("PE_DR_STOP_GRACE_SECONDS", "25") or "25")
+
+def grace_seconds() -> float:
+    return settings().stop_grace_seconds
+
 
 _server: Any = None  # Prefect's SubprocessASGIServer, when pe-dr started one
 _last_resort: list[Callable[[interrupts.Stop], None]] = []
@@ -46,7 +50,7 @@ def _handler(signum: int, frame: object) -> None:
 def _repeat(signum: int) -> None:
     stop = interrupts.current()
     if stop is not None and signum == signal.SIGINT:
-        remaining = max(0.0, stop.at + STOP_GRACE_SECONDS - time.monotonic())
+        remaining = max(0.0, stop.at + grace_seconds() - time.monotonic())
         _err(f"pe-dr: already stopping ({stop.name}); at most {remaining:.0f} s more")
 
 
@@ -64,15 +68,15 @@ def _err(text: str) -> None:
 
 def _announce(stop: interrupts.Stop) -> None:
     _err(
-        f"pe-dr: {stop.name}: stopping within {STOP_GRACE_SECONDS:.0f} s: a primary the drill "
+        f"pe-dr: {stop.name}: stopping within {grace_seconds():.0f} s: a primary the drill "
         "halted is started again and the journal is written (another Ctrl-C changes nothing)"
     )
     threading.Thread(target=_watchdog, args=(stop,), name="pe-dr-stop", daemon=True).start()
 
 
 def _watchdog(stop: interrupts.Stop) -> None:
-    time.sleep(max(0.0, stop.at + STOP_GRACE_SECONDS - time.monotonic()))
-    _err(f"pe-dr: not stopped {STOP_GRACE_SECONDS:.0f} s after {stop.name}: leaving now")
+    time.sleep(max(0.0, stop.at + grace_seconds() - time.monotonic()))
+    _err(f"pe-dr: not stopped {grace_seconds():.0f} s after {stop.name}: leaving now")
     for fn in _last_resort:
         with contextlib.suppress(Exception):
             fn(stop)

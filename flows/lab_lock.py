@@ -43,10 +43,10 @@ from pe_dr import interrupts
 from pe_dr.errors import ConfigError, PeDrError
 from pe_dr.polling import Progress
 from pe_dr.preflight import Outcome
+from pe_dr.settings import env_name, settings
 from pe_dr.spec import LabSpec
 
-LOCK_WAIT_ENV = "PE_DR_LAB_LOCK_WAIT_SECONDS"
-DEFAULT_LOCK_WAIT_SECONDS = 1800.0
+LOCK_WAIT_ENV = env_name("lab_lock_wait_seconds")
 # Renewed while held; on a Prefect server a killed drill's slot frees itself this long after.
 LEASE_SECONDS = 60.0
 RETRY_SECONDS = 2.0  # between two attempts to take a busy lab
@@ -68,16 +68,7 @@ def holder_variable(spec: LabSpec) -> str:
 
 
 def lock_wait_seconds() -> float:
-    raw = os.environ.get(LOCK_WAIT_ENV, "").strip()
-    if not raw:
-        return DEFAULT_LOCK_WAIT_SECONDS
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{LOCK_WAIT_ENV}={raw!r} is not a number of seconds") from None
-    if value <= 0:
-        raise ConfigError(f"{LOCK_WAIT_ENV} must be more than 0 seconds, not {raw}")
-    return value
+    return settings().lab_lock_wait_seconds
 
 
 def ensure_lab_limit(spec: LabSpec) -> bool:

@@ -6,7 +6,6 @@ A check never passes on missing evidence: no answer is a failure with the reason
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,15 +21,16 @@ from pe_dr.actions import (
     is_primary,
     push_control_repo,
 )
-from pe_dr.errors import CommandFailed, ConfigError, PeDrError, TransientError
+from pe_dr.errors import CommandFailed, PeDrError, TransientError
 from pe_dr.lab import Lab
 from pe_dr.parsers import AgentRun, ServiceStatus, parse_agent_run, unhealthy
 from pe_dr.polling import Pacer
+from pe_dr.settings import Settings, env_name, settings
 
 # At most this many agents are checked at once (one thread and one SSH connection each);
 # PE_DR_MAX_PARALLEL_AGENTS overrides it.
-MAX_PARALLEL_AGENTS = 64
-MAX_PARALLEL_ENV = "PE_DR_MAX_PARALLEL_AGENTS"
+MAX_PARALLEL_AGENTS = Settings.model_fields["max_parallel_agents"].default
+MAX_PARALLEL_ENV = env_name("max_parallel_agents")
 
 
 @dataclass(frozen=True)
@@ -271,16 +271,7 @@ def run_evidence(run: AgentRun) -> dict[str, object]:
 
 def max_parallel_agents() -> int:
     """The bound on agents checked at once: $PE_DR_MAX_PARALLEL_AGENTS, else the default."""
-    raw = os.environ.get(MAX_PARALLEL_ENV, "").strip()
-    if not raw:
-        return MAX_PARALLEL_AGENTS
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{MAX_PARALLEL_ENV}={raw!r} is not a whole number") from None
-    if value < 1:
-        raise ConfigError(f"{MAX_PARALLEL_ENV}={raw!r} must be at least 1")
-    return value
+    return settings().max_parallel_agents
 
 
 def fan_out(

@@ -16,8 +16,9 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pe_dr.errors import ConfigError
+from pe_dr.settings import settings
 
-SPEC_ENV = "PE_DR_LAB_SPEC"
+SPEC_ENV = "PE_DR_LAB_SPEC"  # Settings.lab_spec
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$"
 )
@@ -176,7 +177,7 @@ def _describe(error: ValidationError) -> str:
 
 def load_spec(path: str | os.PathLike[str] | None = None) -> LabSpec:
     """The lab spec from `path`, else from $PE_DR_LAB_SPEC, else the tutorial's lab."""
-    chosen = path or os.environ.get(SPEC_ENV) or None
+    chosen = path or settings().lab_spec
     if chosen is None:
         return LabSpec()
     file = Path(chosen)

@@ -1,0 +1,74 @@
+"""pe-dr's settings: environment variables named `PE_DR_<FIELD>`, all of them here, each described.
+
+Read afresh at each use (`settings()`), so a worker's job variables and a test's environment
+apply; a bad value is one sentence naming the variable (ConfigError: exit code 2). Secrets are not
+settings: they come from Prefect Secret blocks or their own variables (pe_dr.secrets).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pe_dr.errors import ConfigError
+
+PREFIX = "PE_DR_"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=PREFIX, env_ignore_empty=True, extra="ignore")
+
+    lab_spec: Path | None = Field(
+        default=None,
+        description="The lab spec (TOML) used when no --spec or `lab` parameter names one; "
+        "without either, the tutorial's lab.",
+    )
+    max_parallel_agents: int = Field(
+        default=64, ge=1, description="How many agents a check runs Puppet on at once."
+    )
+    lab_lock_wait_seconds: float = Field(
+        default=1800.0,
+        gt=0,
+        description="How long a drill waits for another drill of the same lab.",
+    )
+    stop_grace_seconds: float = Field(
+        default=25.0,
+        gt=0,
+        description="After Ctrl-C or SIGTERM, how long `pe-dr drill` may take to start the "
+        "primary again and write the journal before it leaves anyway.",
+    )
+    drill_cron: str = Field(
+        default="0 3 1 * *", description="When the monthly drill deployment runs (cron)."
+    )
+    drill_timezone: str = Field(default="UTC", description="The time zone of `drill_cron`.")
+    work_pool: str = Field(
+        default="pe-dr-lab", description="The process work pool `pe-dr deploy` deploys to."
+    )
+    # Read by a worker's shell through prefect.yaml, never by pe-dr itself; listed to be described.
+    home: Path | None = Field(
+        default=None,
+        description="On a worker host: this project's checkout, where its flow runs start "
+        "(prefect.yaml's `pull` step and `command`).",
+    )
+    python: Path | None = Field(
+        default=None,
+        description="On a worker host: the Python that runs flow runs, when it is not "
+        "`$PE_DR_HOME/.venv/bin/python`.",
+    )
+
+
+def env_name(field: str) -> str:
+    return f"{PREFIX}{field.upper()}"
+
+
+def settings() -> Settings:
+    """The settings from the environment now."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "?"
+        message = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{env_name(field)}={first.get('input')!r}: {message.lower()}") from None
