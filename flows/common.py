@@ -5,6 +5,7 @@ Every flow run records into the report of its ROOT run, so a drill made of subfl
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import logging
 import sys
@@ -209,7 +210,9 @@ class Recorder:
 
     def _record(self, step: StepRecord) -> None:
         with _lock:
-            self.report.steps.append(step)
+            # in the order the steps started: the failover's rollback (start-primary-again) runs
+            # inside the failing step's own ending, before that step is recorded
+            bisect.insort(self.report.steps, step, key=lambda s: s.started_at)
             done = len(self.report.steps)
         line = f"{step.status:>9}  {step.name}"
         if step.attempts > 1:

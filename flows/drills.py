@@ -16,7 +16,6 @@ from flows.params import (
 )
 from pe_dr import actions, interrupts
 from pe_dr.errors import PreconditionError
-from pe_dr.lab import Lab
 from pe_dr.spec import LabSpec
 from tasks import checks, code_manager, replica, vms
 from tasks.lab import require_lab_state, restore_primary
@@ -79,23 +78,18 @@ def run_failover(
         name="lab-ready",
     )
     rec.step(checks.check_failover_ready, spec)
-    halted = False
-    try:
-        # Uncommitted on failure: a Retry halts the primary again rather than resuming mid-outage.
-        with transaction():
-            halted = True  # from here on the primary may be down, even if the halt is cut short
-            down_at = rec.step(vms.halt_vm, spec, primary, confirm, name="halt-primary")
-            rec.step(checks.check_primary_down, spec)
-            rto = rec.step(checks.measure_failover, spec, down_at, budgets.rto_seconds, poll)
-            rec.measure("rto_seconds", rto)
-            up_at = rec.step(vms.start_vm, spec, primary, name="start-primary")
-            halted = False
-            back = rec.step(checks.measure_failback, spec, up_at, budgets.failback_seconds, poll)
-            rec.measure("failback_seconds", back)
-    finally:
-        if halted:
-            with interrupts.shielded():
-                bring_primary_back(rec, spec)
+    # Uncommitted on failure: a Retry halts the primary again rather than resuming mid-outage.
+    # Rolled back, whatever stopped it (a failed check, the halt itself, a stop signal), by the
+    # halt's undo: the primary started again (restore_primary above is the backstop for a crash).
+    with transaction() as txn:
+        txn.on_rollback_hooks.append(lambda _txn: bring_primary_back(rec, spec))
+        down_at = rec.step(vms.halt_vm, spec, primary, confirm, name="halt-primary")
+        rec.step(checks.check_primary_down, spec)
+        rto = rec.step(checks.measure_failover, spec, down_at, budgets.rto_seconds, poll)
+        rec.measure("rto_seconds", rto)
+        up_at = rec.step(vms.start_vm, spec, primary, name="start-primary")
+        back = rec.step(checks.measure_failback, spec, up_at, budgets.failback_seconds, poll)
+        rec.measure("failback_seconds", back)
     return {
         "rto_seconds": rec.report.measurements.get("rto_seconds"),
         "failback_seconds": rec.report.measurements.get("failback_seconds"),
@@ -103,23 +97,25 @@ def run_failover(
 
 
 def bring_primary_back(rec: Recorder, spec: LabSpec) -> None:
-    """Start the primary the failover drill halted, whatever stopped the drill: a failed check, or
-    a stop signal (then this runs while the interrupt unwinds; pe_dr.interrupts keeps a second
-    signal from cutting it short, and `pe-dr drill` gives it a bounded time)."""
+    """The failover transaction's rollback: the task that starts the primary again, whatever
+    stopped the drill. Under a stop signal it runs while the interrupt unwinds, once (no back-off:
+    `pe-dr drill` gives it a bounded time), and pe_dr.interrupts keeps a second signal from
+    cutting it short. It never raises: what stopped the drill is the story."""
     primary = spec.primary.name
     stop = interrupts.current()
     why = f"was stopped by {stop.name}" if stop else "failed"
-    try:
-        with Lab(spec) as live:
-            outcome = actions.ensure_vm_up(live, primary)
-    except Exception as exc:
-        rec.note(
-            f"the failover drill {why} while {primary} was down, and starting it again failed: "
-            f"{exc} (the next drill or Retry starts it first)"
-        )
-        return  # what stopped the drill is the story; this failure is in the journal's notes
+    start = vms.start_primary_again.with_options(retries=0) if stop else vms.start_primary_again
+    with interrupts.shielded():
+        try:
+            outcome = rec.step(start, spec, name="start-primary-again")
+        except BaseException as exc:
+            rec.note(
+                f"the failover drill {why} while {primary} was down, and starting it again "
+                f"failed: {exc} (the next drill or Retry starts it first)"
+            )
+            return
     if outcome == "already running":
-        rec.note(f"the failover drill {why} before {primary} was halted; it is running")
+        rec.note(f"the failover drill {why}; {primary} was running, nothing to start")
     else:
         rec.note(f"the failover drill {why} while {primary} was down; started it again")
 

@@ -52,6 +52,14 @@ def start_vm(lab: LabSpec, vm: str) -> float:
     return time.time()
 
 
+@lab_task(timeout=3600, delays=(30, 60, 120), cache=False)
+def start_primary_again(lab: LabSpec) -> str:
+    """The undo of the failover's halt (its transaction's rollback): never cached, each rollback
+    acts; "already running" when the halt never took or the drill had started it."""
+    with Lab(lab) as live:
+        return actions.ensure_vm_up(live, lab.primary.name)
+
+
 @lab_task(timeout=1800, retries=2)
 def destroy_vm(lab: LabSpec, vm: str, confirm: list[str]) -> str:
     with Lab(lab) as live:

@@ -148,6 +148,10 @@ def test_a_failed_failover_check_leaves_the_primary_running(
     assert "not compiled by replica.vm within 2 s" in str(failed[0]["detail"])
     assert any("started it again" in n for n in report.notes), report.notes
     assert built.status()["primary.vm"] == "running"
+    # the restart is a task of its own, run by the failover transaction's rollback
+    steps = [(s.name, s.status) for s in report.steps]
+    failover_at = steps.index(("measure-failover", "failed"))
+    assert steps[failover_at + 1] == ("start-primary-again", "completed"), steps
 
 
 @pytest.mark.timeout(600)

@@ -15,10 +15,12 @@ PE_DR_CAPTURE_GOLDEN=1 makes the tests rewrite tests/golden/real-*.txt from this
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,11 +36,15 @@ _FAILED: list[str] = []  # tests of this tier that failed: their logs go into th
 _LOGS: dict[str, str] = {}
 
 
+SUMMARY_FILE = "real-puppet-summary.json"
+
+
 @pytest.fixture(scope="session")
-def real_puppet() -> Iterator[RealPuppetLab]:
+def real_puppet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealPuppetLab]:
     reason = why_not_runnable()
     if reason:
         pytest.skip(reason)
+    started = time.monotonic()
     before = system_snapshot()
     root = Path(tempfile.mkdtemp(prefix="pe-dr-real-puppet-"))
     root.chmod(0o755)  # the agent's login user (only in its namespace) reads its home and keys
@@ -69,6 +75,10 @@ def real_puppet() -> Iterator[RealPuppetLab]:
                 _LOGS["kept"] = f"the lab's directory is kept: {root}"
             else:
                 shutil.rmtree(root, ignore_errors=True)
+            FIGURES["tier_wall_seconds"] = round(time.monotonic() - started, 1)
+            # under pytest-xdist this ran in a worker: the controller prints the summary
+            summary = tmp_path_factory.getbasetemp() / SUMMARY_FILE
+            summary.write_text(json.dumps({"figures": FIGURES, "logs": _LOGS}))
     assert system_snapshot() == before, "the real-Puppet lab changed the real system"
 
 
@@ -90,6 +100,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not FIGURES:  # the tier ran in an xdist worker, whose basetemp is below ours
+        base = terminalreporter.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
+        for path in sorted(base.glob(f"*/{SUMMARY_FILE}")):
+            written = json.loads(path.read_text())
+            FIGURES.update(written["figures"])
+            _LOGS.update(written["logs"])
     if FIGURES:
         terminalreporter.write_sep("-", "real-Puppet tier figures")
         for key, value in FIGURES.items():
