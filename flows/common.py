@@ -137,22 +137,22 @@ class Recorder:
     # -- steps ---------------------------------------------------------------------------
 
     def step(self, task: Task[..., Any], *args: Any, name: str | None = None, **kwargs: Any) -> Any:
-        """Run `task` now; record it; re-raise its failure after recording."""
+        """Run `task` now, under the step's name in Prefect too; record it; re-raise its failure
+        after recording."""
         started = utc_now()
-        before = len(self.report.steps)
+        label = name or task.name
         try:
-            state = task(*args, return_state=True, **kwargs)
-            return self._settle(name or task.name, started, state)
-        except BaseException as exc:
-            if len(self.report.steps) == before:  # a stop signal (or a crash) before the record
-                self._interrupted([name or task.name], started, exc)
+            state = _named(task, label)(*args, return_state=True, **kwargs)
+        except BaseException as exc:  # a stop signal (or a crash): the task has no final state
+            self._interrupted([label], started, exc)
             raise
+        return self._settle(label, started, state)
 
     def parallel(self, calls: list[tuple[str, Task[..., Any], tuple[Any, ...]]]) -> list[Any]:
         """Run tasks at once (Prefect's thread pool); record all, then raise the first failure."""
         started = utc_now()
         futures: list[tuple[str, PrefectFuture[Any]]] = [
-            (name, task.submit(*args)) for name, task, args in calls
+            (name, _named(task, name).submit(*args)) for name, task, args in calls
         ]
         results, first_error = [], None
         settled = 0
@@ -254,7 +254,7 @@ class Recorder:
     def restore_primary(self, task: Task[..., Any], lab: LabSpec) -> None:
         """The lab is whole before anything else: a primary a crash left halted is started."""
         outcome = self.step(task, lab)
-        if outcome != "primary not halted":
+        if outcome:  # None: the primary was not halted
             self.note(str(outcome))
 
     def note(self, text: str) -> None:
@@ -329,6 +329,12 @@ class Recorder:
             with contextlib.suppress(Exception):
                 logger.error(line)
         return None
+
+
+def _named(task: Task[..., Any], name: str) -> Task[..., Any]:
+    """The task under the step's name: what the journal calls a step is what Prefect shows, and
+    the name is part of the cache key (one action may run as several steps)."""
+    return task if task.name == name else task.with_options(name=name)
 
 
 def write_open_journals(reason: str, report_dir: str | None) -> list[Path]:

@@ -36,7 +36,7 @@ def run_drill(rec: Recorder, spec: LabSpec, p: DrillParameters) -> dict[str, obj
         replica_activation,
         ReplicaActivationParameters(lab=spec, poll_interval_seconds=p.poll_interval_seconds),
     )
-    rec.step(checks.check_health, spec, True, "gate", name="health-gate")
+    rec.step(checks.check_health, spec, expect_replica=True, name="health-gate")
     common: dict[str, Any] = {
         "lab": spec,
         "budgets": p.budgets,

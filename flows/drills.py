@@ -33,17 +33,21 @@ def run_replication_check(
         require_lab_state,
         spec,
         "replication_check",
-        (spec.primary.name, spec.replica.name),
-        True,
-        True,
+        running=(spec.primary.name, spec.replica.name),
+        code_manager=True,
+        replica=True,
         name="lab-ready",
     )
     result = rec.step(
-        checks.check_replication, spec, marker_id(), budgets.replication_lag_seconds, poll
+        checks.check_replication,
+        spec,
+        marker_id=marker_id(),
+        budget_seconds=budgets.replication_lag_seconds,
+        poll_interval=poll,
     )
     rec.measure("replication_lag_seconds", result)
     commit = str(result.evidence.get("commit", ""))
-    rec.step(checks.check_agent_on_both, spec, commit)
+    rec.step(checks.check_agent_on_both, spec, commit=commit)
     return {"commit": commit, "replication_lag_seconds": result.seconds}
 
 
@@ -72,9 +76,9 @@ def run_failover(
         require_lab_state,
         spec,
         "failover_drill",
-        (primary, spec.replica.name),
-        True,
-        True,
+        running=(primary, spec.replica.name),
+        code_manager=True,
+        replica=True,
         name="lab-ready",
     )
     rec.step(checks.check_failover_ready, spec)
@@ -143,7 +147,7 @@ def run_promotion(
 ) -> dict[str, object]:
     primary, new_primary = spec.primary.name, spec.replica.name
     actions.require_confirmation(primary, confirm, "destroy")
-    rec.step(require_lab_state, spec, "promotion", (new_primary,), name="lab-ready")
+    rec.step(require_lab_state, spec, "promotion", running=(new_primary,), name="lab-ready")
     keys = rec.step(replica.ensure_secret_keys_copied, spec)
     digests = {k.path: k.sha256_prefix for k in keys}
     rec.step(vms.destroy_vm, spec, primary, confirm, name="destroy-primary")
@@ -158,7 +162,13 @@ def run_promotion(
     rec.step(
         code_manager.ensure_webhook, spec, project_id, new_primary, name="webhook-to-new-primary"
     )
-    rec.step(checks.check_promotion, spec, digests, budgets.promotion_seconds, poll)
+    rec.step(
+        checks.check_promotion,
+        spec,
+        key_digests=digests,
+        budget_seconds=budgets.promotion_seconds,
+        poll_interval=poll,
+    )
     rec.step(code_manager.deploy_code, spec, new_primary, name="code-deploy-on-new-primary")
     return {"primary": new_primary}
 

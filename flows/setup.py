@@ -32,7 +32,9 @@ def lab_setup(parameters: LabSetupParameters = LabSetupParameters()) -> dict[str
 
 def configure_code_manager(rec: Recorder, spec: LabSpec) -> dict[str, object]:
     primary_and_gitlab = (spec.primary.name, spec.gitlab.name)
-    rec.step(require_lab_state, spec, "code_manager_setup", primary_and_gitlab, name="lab-ready")
+    rec.step(
+        require_lab_state, spec, "code_manager_setup", running=primary_and_gitlab, name="lab-ready"
+    )
     rec.step(code_manager.ensure_admin_token, spec)
     rec.step(code_manager.check_agent_profile, spec)
     public_key = rec.step(code_manager.ensure_r10k_key, spec)
@@ -42,11 +44,11 @@ def configure_code_manager(rec: Recorder, spec: LabSpec) -> dict[str, object]:
     rec.step(code_manager.ensure_gitlab_ssh_key, spec, public_key)
     project_id = rec.step(code_manager.ensure_control_repo_project, spec)
     known_hosts = rec.step(code_manager.ensure_known_hosts, spec)
-    commit = rec.step(code_manager.ensure_control_repo_pushed, spec, project_id)
+    commit = rec.step(code_manager.ensure_control_repo_pushed, spec)
     rec.step(code_manager.ensure_pe_master_params, spec, known_hosts)
     rec.step(code_manager.ensure_deploy_user, spec)
     rec.step(code_manager.ensure_deploy_token, spec)
-    deployed = rec.step(code_manager.ensure_code_deployed, spec, None, commit)
+    deployed = rec.step(code_manager.ensure_code_deployed, spec)
     rec.step(code_manager.ensure_webhook, spec, project_id)
     return {"project_id": project_id, "commit": commit, "deployed": deployed}
 
@@ -66,15 +68,15 @@ def activate_replica(rec: Recorder, spec: LabSpec, poll_interval: float) -> dict
         require_lab_state,
         spec,
         "replica_activation",
-        (spec.primary.name, spec.replica.name),
-        True,
+        running=(spec.primary.name, spec.replica.name),
+        code_manager=True,
         name="lab-ready",
     )
     rec.step(code_manager.ensure_admin_token, spec)
     enabled = rec.step(replica.ensure_replica_enabled, spec)
     keys = rec.step(replica.ensure_secret_keys_copied, spec)
-    rec.step(replica.ensure_agent_config_pushed, spec, poll_interval)
-    rec.step(checks.check_health, spec, True, "replica-activation", name="check-health")
+    rec.step(replica.ensure_agent_config_pushed, spec, interval=poll_interval)
+    rec.step(checks.check_health, spec, expect_replica=True)
     return {"replica": enabled, "keys": {k.path: k.sha256_prefix for k in keys}}
 
 

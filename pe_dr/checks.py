@@ -445,6 +445,42 @@ def wait_for_server(
     return combine(name, fan_out(_agent_names(lab), one))
 
 
+def measure_failover(
+    lab: Lab, since: float, budget_seconds: float, poll_interval: float
+) -> CheckResult:
+    """RTO: from the primary going down (`since`, an epoch time) to the first agent run served
+    by the replica."""
+    return wait_for_server(
+        lab,
+        name="failover",
+        want=lab.spec.replica.name,
+        forbid=lab.spec.primary.name,
+        since=_monotonic(since),
+        budget_seconds=budget_seconds,
+        poll_interval=poll_interval,
+    )
+
+
+def measure_failback(
+    lab: Lab, since: float, budget_seconds: float, poll_interval: float
+) -> CheckResult:
+    """Failback time: from the primary answering again (`since`, an epoch time) to the first
+    agent run it serves."""
+    return wait_for_server(
+        lab,
+        name="failback",
+        want=lab.spec.primary.name,
+        since=_monotonic(since),
+        budget_seconds=budget_seconds,
+        poll_interval=poll_interval,
+    )
+
+
+def _monotonic(epoch: float) -> float:
+    """An epoch time from another step on the monotonic clock checks measure with."""
+    return time.monotonic() - (time.time() - epoch)
+
+
 def check_primary_down(lab: Lab, *, probe_timeout: float = 3.0) -> CheckResult:
     """After the halt, the primary must really be gone: vagrant says so and Puppet Server on 8140
     does not answer. Refused, unreachable and hung (accepts TCP, never answers) all count as down:

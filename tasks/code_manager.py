@@ -1,105 +1,30 @@
-"""Tasks for the tutorial's Code Manager part: tokens, r10k key, GitLab, PE Master, first deploy."""
+"""Tasks for the tutorial's Code Manager part: tokens, r10k key, GitLab, PE Master, first deploy.
+
+Chapter 2 (the admin token and the agent profile) and chapter 3 (Code Manager against GitLab)."""
 
 from __future__ import annotations
 
 from pe_dr import actions
-from pe_dr.lab import Lab
-from pe_dr.parsers import KnownHost
-from pe_dr.spec import LabSpec
-from tasks.common import lab_task
+from tasks.common import action_task
 
+# chapter 2: the admin token and the agent profile
+ensure_admin_token = action_task(actions.ensure_admin_token, timeout=300)
+check_agent_profile = action_task(
+    actions.ensure_agent_profile, timeout=120, name="check-agent-profile"
+)
 
-@lab_task(timeout=300)
-def ensure_admin_token(lab: LabSpec, server: str | None = None) -> str:
-    with Lab(lab) as live:
-        return actions.ensure_admin_token(live, server)
-
-
-@lab_task(timeout=120)
-def check_agent_profile(lab: LabSpec) -> dict[str, object]:
-    with Lab(lab) as live:
-        return actions.ensure_agent_profile(live)
-
-
-@lab_task(timeout=1800)
-def ensure_r10k_key(lab: LabSpec) -> str:
-    with Lab(lab) as live:
-        return actions.ensure_r10k_key(live)
-
-
-@lab_task(timeout=1200)
-def ensure_gitlab_api_token(lab: LabSpec) -> str:
-    with Lab(lab) as live:
-        return actions.ensure_gitlab_api_token(live)
-
-
-@lab_task(timeout=120)
-def ensure_gitlab_settings(lab: LabSpec) -> str:
-    with Lab(lab) as live:
-        return actions.ensure_gitlab_settings(live)
-
-
-@lab_task(timeout=1800)
-def ensure_gitlab_trusts_lab_ca(lab: LabSpec) -> str:
-    with Lab(lab) as live:
-        return actions.ensure_gitlab_trusts_lab_ca(live)
-
-
-@lab_task(timeout=120)
-def ensure_gitlab_ssh_key(lab: LabSpec, public_key: str) -> str:
-    with Lab(lab) as live:
-        return actions.ensure_gitlab_ssh_key(live, public_key)
-
-
-@lab_task(timeout=120)
-def ensure_control_repo_project(lab: LabSpec) -> int:
-    with Lab(lab) as live:
-        return actions.ensure_control_repo_project(live)
-
-
-@lab_task(timeout=300)
-def ensure_known_hosts(lab: LabSpec) -> list[KnownHost]:
-    with Lab(lab) as live:
-        return actions.ensure_known_hosts(live)
-
-
-@lab_task(timeout=600)
-def ensure_control_repo_pushed(lab: LabSpec, project_id: int) -> str:
-    with Lab(lab) as live:
-        return actions.ensure_control_repo_pushed(live)
-
-
-@lab_task(timeout=2400)
-def ensure_pe_master_params(lab: LabSpec, known_hosts: list[KnownHost]) -> str:
-    with Lab(lab) as live:
-        return actions.ensure_pe_master_params(live, known_hosts)
-
-
-@lab_task(timeout=120)
-def ensure_deploy_user(lab: LabSpec, server: str | None = None) -> str:
-    with Lab(lab) as live:
-        return actions.ensure_deploy_user(live, server)
-
-
-@lab_task(timeout=300)
-def ensure_deploy_token(lab: LabSpec, server: str | None = None) -> str:
-    with Lab(lab) as live:
-        return actions.ensure_deploy_token(live, server)
-
-
-@lab_task(timeout=1800)
-def ensure_code_deployed(lab: LabSpec, server: str | None = None, commit: str = "") -> str:
-    with Lab(lab) as live:
-        return actions.ensure_code_deployed(live, server)
-
-
-@lab_task(timeout=1800)
-def deploy_code(lab: LabSpec, server: str | None = None) -> str:
-    with Lab(lab) as live:
-        return actions.deploy_code(live, server)
-
-
-@lab_task(timeout=120)
-def ensure_webhook(lab: LabSpec, project_id: int, server: str | None = None) -> int:
-    with Lab(lab) as live:
-        return actions.ensure_webhook(live, project_id, server)
+# chapter 3: Code Manager against a GitLab control repo
+ensure_r10k_key = action_task(actions.ensure_r10k_key, timeout=1800)
+ensure_gitlab_api_token = action_task(actions.ensure_gitlab_api_token, timeout=1200)
+ensure_gitlab_settings = action_task(actions.ensure_gitlab_settings, timeout=120)
+ensure_gitlab_trusts_lab_ca = action_task(actions.ensure_gitlab_trusts_lab_ca, timeout=1800)
+ensure_gitlab_ssh_key = action_task(actions.ensure_gitlab_ssh_key, timeout=120)
+ensure_control_repo_project = action_task(actions.ensure_control_repo_project, timeout=120)
+ensure_known_hosts = action_task(actions.ensure_known_hosts, timeout=300)
+ensure_control_repo_pushed = action_task(actions.ensure_control_repo_pushed, timeout=600)
+ensure_pe_master_params = action_task(actions.ensure_pe_master_params, timeout=2400)
+ensure_deploy_user = action_task(actions.ensure_deploy_user, timeout=120)
+ensure_deploy_token = action_task(actions.ensure_deploy_token, timeout=300)
+ensure_code_deployed = action_task(actions.ensure_code_deployed, timeout=1800)
+deploy_code = action_task(actions.deploy_code, timeout=1800)
+ensure_webhook = action_task(actions.ensure_webhook, timeout=120)

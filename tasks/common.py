@@ -6,16 +6,21 @@ The cache key is the task's inputs and source plus the ROOT flow run id: a Retry
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import inspect
 import os
 from collections.abc import Callable, Sequence
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from prefect import Task, task
 from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE, CachePolicy
 from prefect.client.schemas.objects import State, TaskRun
 
 from pe_dr.errors import is_transient
+from pe_dr.lab import Lab
 from pe_dr.secrets import register_provider
+from pe_dr.spec import LabSpec
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -82,6 +87,51 @@ def lab_task(
         return decorate(fn)
 
     return wrap
+
+
+def action_task(
+    action: Callable[Concatenate[Lab, P], R],
+    *,
+    timeout: float,
+    retries: int = 3,
+    delays: Sequence[float] = (10, 30, 90),
+    cache: bool = True,
+    name: str | None = None,
+    then: Callable[[R], R] | None = None,
+) -> Task[Concatenate[LabSpec, P], R]:
+    """The Prefect task of one core action `action(lab: Lab, ...)`: the same signature with the
+    lab spec in place of the live lab (so the form, the cache inputs and mypy all see the
+    action's own parameters), the lab opened and closed around each attempt, `then` applied to
+    the result (a check's verdict). Its cache key is the inputs, the action's own source, the
+    step's name (a flow may run one action as several steps) and the root flow run."""
+    step = name or action.__name__.replace("_", "-")
+    source = hashlib.sha256(inspect.getsource(action).encode()).hexdigest()[:16]
+
+    @functools.wraps(action)
+    def run(lab: LabSpec, *args: P.args, **kwargs: P.kwargs) -> R:
+        with Lab(lab) as live:
+            result = action(live, *args, **kwargs)
+        return then(result) if then is not None else result
+
+    signature = inspect.signature(action)
+    first, *rest = signature.parameters.values()
+    run.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[first.replace(name="lab", annotation=LabSpec), *rest]
+    )
+
+    def _key(context: Any, parameters: dict[str, Any]) -> str:
+        return f"{source}-{context.task.name}-root-{root_flow_run_id()}"
+
+    return task(
+        name=step,
+        retries=retries,
+        retry_delay_seconds=backoff(delays),
+        retry_jitter_factor=0.2,
+        retry_condition_fn=transient_only,
+        timeout_seconds=timeout,
+        cache_policy=INPUTS + CachePolicy.from_cache_key_fn(_key) if cache else NO_CACHE,
+        persist_result=cache,
+    )(run)
 
 
 def _prefect_secret_block(name: str) -> str | None:

@@ -1,4 +1,4 @@
-"""Tasks that start, halt and destroy the lab's VMs (vagrant) and read their states."""
+"""Tasks that fetch the box and start, halt and destroy the lab's VMs (vagrant)."""
 
 from __future__ import annotations
 
@@ -8,19 +8,10 @@ from pe_dr import actions
 from pe_dr.errors import PreconditionError
 from pe_dr.lab import Lab
 from pe_dr.spec import LabSpec
-from tasks.common import lab_task
+from tasks.common import action_task, lab_task
 
-
-@lab_task(timeout=3600, delays=(30, 60, 120))
-def ensure_box(lab: LabSpec) -> str:
-    with Lab(lab) as live:
-        return actions.ensure_box(live)
-
-
-@lab_task(timeout=3600, delays=(30, 60, 120))
-def ensure_vm_up(lab: LabSpec, vm: str) -> str:
-    with Lab(lab) as live:
-        return actions.ensure_vm_up(live, vm)
+ensure_box = action_task(actions.ensure_box, timeout=3600, delays=(30, 60, 120))
+ensure_vm_up = action_task(actions.ensure_vm_up, timeout=3600, delays=(30, 60, 120))
 
 
 @lab_task(timeout=600, retries=2)
@@ -44,30 +35,14 @@ def halt_vm(lab: LabSpec, vm: str, confirm: list[str]) -> float:
     return time.time()
 
 
-@lab_task(timeout=3600, delays=(30, 60, 120))
-def start_vm(lab: LabSpec, vm: str) -> float:
-    """Start `vm` again; returns the epoch time it answered (the start of the failback clock)."""
-    with Lab(lab) as live:
-        actions.ensure_vm_up(live, vm)
-    return time.time()
+start_vm = action_task(actions.start_vm, timeout=3600, delays=(30, 60, 120))
 
 
-@lab_task(timeout=3600, delays=(30, 60, 120), cache=False)
-def start_primary_again(lab: LabSpec) -> str:
-    """The undo of the failover's halt (its transaction's rollback): never cached, each rollback
-    acts; "already running" when the halt never took or the drill had started it."""
-    with Lab(lab) as live:
-        return actions.ensure_vm_up(live, lab.primary.name)
+# The undo of the failover's halt (its transaction's rollback): never cached, each rollback
+# acts; "already running" when the halt never took or the drill had started it.
+start_primary_again = action_task(
+    actions.start_primary, timeout=3600, delays=(30, 60, 120), cache=False
+)
 
 
-@lab_task(timeout=1800, retries=2)
-def destroy_vm(lab: LabSpec, vm: str, confirm: list[str]) -> str:
-    with Lab(lab) as live:
-        actions.destroy_vm(live, vm, confirm)
-    return "destroyed"
-
-
-@lab_task(timeout=120, retries=2, delays=(5, 10), cache=False)
-def vm_states(lab: LabSpec) -> dict[str, str]:
-    with Lab(lab) as live:
-        return live.vagrant.status()
+destroy_vm = action_task(actions.destroy_vm, timeout=1800, retries=2)
