@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from prefect import flow
 from prefect.runtime import flow_run
 from prefect.transactions import transaction
@@ -107,6 +109,10 @@ def bring_primary_back(rec: Recorder, spec: LabSpec) -> None:
     cutting it short. It never raises: what stopped the drill is the story."""
     primary = spec.primary.name
     stop = interrupts.current()
+    unwinding = sys.exc_info()[1]  # the rollback runs while what stopped the drill unwinds
+    signum = interrupts.signal_of(unwinding) if unwinding is not None else None
+    if stop is None and signum is not None:  # a SIGTERM Prefect turned into TerminationSignal
+        stop = interrupts.begin(signum)
     why = f"was stopped by {stop.name}" if stop else "failed"
     start = vms.start_primary_again.with_options(retries=0) if stop else vms.start_primary_again
     with interrupts.shielded():
