@@ -141,6 +141,21 @@ def bench_drill(tmp: Path) -> dict[str, Any]:
             raise RuntimeError(f"the drill child failed ({proc.returncode}): {proc.stderr[-2000:]}")
         out = json.loads(lines[-1])
         sleeps = _sleeps(handle.state_dir)
+        mark = len(handle.journal())
+        again = subprocess.run(
+            [sys.executable, "-m", "benchmarks.drill_bench", "--drill-child", str(tmp / "again")],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+            check=False,
+        )
+        if again.returncode != 0:
+            raise RuntimeError(
+                f"the second drill failed ({again.returncode}): {again.stderr[-2000:]}"
+            )
+        built = json.loads([ln for ln in again.stdout.splitlines() if ln.startswith("{")][-1])
+        calls = handle.journal()[mark:]
     steps = out["steps"]
     ups = [s for s in steps if s["name"].startswith("vm-up ") or s["name"] == "ensure-box"]
     up_start = min(_epoch(s["started_at"]) for s in ups)
@@ -164,6 +179,9 @@ def bench_drill(tmp: Path) -> dict[str, Any]:
         "modelled": modelled,
         "modelled_sum": modelled_sum,
         "tasks": len(steps),
+        "built_steps": len(built["steps"]),
+        "built_vagrant": [c["detail"] for c in calls if c["op"] == "vagrant.command"],
+        "built_ssh": sum(1 for c in calls if c["op"] == "ssh.connect"),
         "maxrss_mb": out["maxrss_kb"] / 1024,
         "children_rss_mb": child_rss / 1024,
     }
@@ -290,6 +308,11 @@ def _print(
 def _drill_rows(drill: dict[str, Any]) -> list[tuple[str, str]]:
     cp = critical_path(DRILL_SCALE)
     overhead = drill["wall"] - drill["modelled"]
+    vagrant = drill["built_vagrant"]
+    verbs: dict[str, int] = {}
+    for command in vagrant:
+        verbs[command.split()[0]] = verbs.get(command.split()[0], 0) + 1
+    statuses = verbs.get("status", 0)
     return [
         ("drill (1 agent, fresh lab)", "passed" if drill["ok"] else "FAILED"),
         (
@@ -307,6 +330,12 @@ def _drill_rows(drill: dict[str, Any]) -> list[tuple[str, str]]:
             f"({overhead:.2f} s over {drill['tasks']} tasks)",
         ),
         ("peak memory of the drill process", f"{drill['maxrss_mb']:.0f} MB (ru_maxrss)"),
+        (
+            "drill on a built lab: vagrant calls",
+            f"{len(vagrant)} ({statuses} `vagrant status`) over {drill['built_steps']} steps: "
+            + ", ".join(f"{verb} x{n}" for verb, n in sorted(verbs.items())),
+        ),
+        ("drill on a built lab: SSH connections", str(drill["built_ssh"])),
     ]
 
 

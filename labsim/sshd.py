@@ -26,6 +26,7 @@ class _Server(asyncssh.SSHServer):
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
         self.vm.ssh_conns.add(conn)
+        self.lab.journal(self.vm.name, "ssh.connect", "ok", "")
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.conn is not None:

@@ -779,3 +779,17 @@ def test_pe_refuses_what_pe_refuses(built: Any) -> None:
         ],
     )
     assert rc == 1 and "not a known node" in err
+
+
+@pytest.mark.slow
+def test_every_vagrant_invocation_and_ssh_connection_is_journaled(built: Any) -> None:
+    """`make bench` counts them: on a real lab each `vagrant` call costs Ruby's start-up."""
+    h, drv = built
+    before = len(h.journal())
+    drv.vagrant("status")
+    drv.vagrant("ssh-config", "linux.vm")
+    calls = [e["detail"] for e in _ops(h.journal()[before:], "vagrant.command")]
+    assert calls == ["status", "ssh-config linux.vm"]
+    before = len(h.journal())
+    drv._client("linux.vm").close()  # a connection of its own (the driver keeps its others)
+    assert len(_ops(h.journal()[before:], "ssh.connect", "linux.vm")) == 1
