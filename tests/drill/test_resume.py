@@ -315,16 +315,25 @@ def test_a_signal_to_the_drill_mid_failover_stops_it_cleanly_and_retry_completes
     (journal,) = [json.loads(p.read_text()) for p in reports.glob("drill-*.json")]
     assert journal["status"] == "interrupted", journal["status"]
     assert journal["interrupted"].startswith("SIGINT" if sig == signal.SIGINT else "SIGTERM")
+    # Wherever in the failover the signal landed (on a loaded machine the drill may be past the
+    # RTO wait, or between two steps), the step under way is journaled interrupted, and the
+    # failover's rollback then ran start-primary-again, which started the primary if it was down.
     stopped_by = "SIGINT (Ctrl-C)" if sig == signal.SIGINT else "SIGTERM"
-    assert any(
-        f"was stopped by {stopped_by} while primary.vm was down; started it again" in n
-        for n in journal["notes"]
-    ), journal["notes"]
-    # the step under way is journaled interrupted; the failover's rollback then started the primary
-    (under_way, status), restart = [(s["name"], s["status"]) for s in journal["steps"]][-2:]
-    assert status == "interrupted", journal["steps"]
-    assert under_way in {"halt-primary", "check-primary-down", "measure-failover"}, under_way
-    assert restart == ("start-primary-again", "completed"), journal["steps"]
+    steps = [(s["name"], s["status"]) for s in journal["steps"]]
+    assert steps[-1] == ("start-primary-again", "completed"), steps[-6:]
+    under_way, status = steps[-2]
+    failover = {"halt-primary", "check-primary-down", "measure-failover", "start-primary"}
+    assert under_way in failover | {"measure-failback"}, steps[-6:]
+    assert status == "interrupted" or (status == "completed" and under_way != "measure-failback")
+    assert [name for name, st in steps if st == "interrupted"] in ([under_way], []), steps
+    # (a start-primary cut short may or may not have booted the primary already)
+    was_down = under_way in failover - {"start-primary"}
+    said = (
+        f"was stopped by {stopped_by} while primary.vm was down; started it again"
+        if was_down
+        else f"was stopped by {stopped_by}"
+    )
+    assert any(said in n for n in journal["notes"]), (said, journal["notes"])
     run_id = journal["flow_run_id"]
     with sqlite3.connect(tmp_path / "prefect" / "prefect.db") as db:
         root = db.execute("select state_type from flow_run where id = ?", (run_id,)).fetchone()

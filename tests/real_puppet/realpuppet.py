@@ -1005,6 +1005,17 @@ class RealPuppetLab:
     def start(self) -> None:
         """Both servers at once, the agent's sshd, then a bounded wait for both servers."""
         started = time.monotonic()
+        for server in (self.primary, self.replica):
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection((server.address, PORT), timeout=1),
+            ):
+                # a test run killed before its teardown leaves its JVMs: say so, not BindException
+                raise AssertionError(
+                    f"something already listens on {server.address}:{PORT}, the tier's address for "
+                    f"{server.name}: a puppetserver of an earlier, killed test run? "
+                    "(`pkill -f pe-dr-real-puppet-` stops those)"
+                )
         self.start_server(self.primary)
         self.start_server(self.replica)
         self.start_sshd()
