@@ -13,6 +13,7 @@ and Prefect servers) on one worker, so no fixture is built twice.
 
 from __future__ import annotations
 
+import json
 from collections import Counter, defaultdict
 
 import pytest
@@ -28,7 +29,13 @@ TIERS = {
 # tier folder (or test module) -> the xdist group of its tests (the rest spread over the workers).
 # "system": what changes the real machine (a login user for sshd in test_host; the real-Puppet
 # tier, which checks that nothing of the real system changed while it ran) runs on one worker.
+# The drill modules that never use the shared built lab get a group of their own, so that they
+# can run beside it (the drill tier is the suite's longest pole).
 GROUPS = {
+    "drill/test_cli.py": "labsim-drill-own",
+    "drill/test_lab_lock.py": "labsim-drill-own",
+    "drill/test_promotion.py": "labsim-drill-own",
+    "drill/test_task_policy.py": "labsim-drill-own",
     "drill": "labsim-drill",
     "deployments": "prefect-servers",
     "real_puppet": "system",
@@ -70,7 +77,25 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     _skipped[_tier(report.nodeid)][reason.removeprefix("Skipped: ").strip()] += 1
 
 
+REAL_PUPPET_SUMMARY = "real-puppet-summary.json"  # written by tests/real_puppet/conftest.py
+
+
+def _real_puppet_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The real-Puppet tier's figures and, when it failed, its servers' logs; its session fixture
+    wrote them beside its basetemp (an xdist worker's is below the controller's)."""
+    base = terminalreporter.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
+    for path in sorted([*base.glob(REAL_PUPPET_SUMMARY), *base.glob(f"*/{REAL_PUPPET_SUMMARY}")]):
+        written = json.loads(path.read_text())
+        terminalreporter.write_sep("-", "real-Puppet tier figures")
+        for key, value in written["figures"].items():
+            terminalreporter.write_line(f"{key}: {value}")
+        for name, text in written["logs"].items():
+            terminalreporter.write_sep("-", f"real-Puppet lab: {name}")
+            terminalreporter.write_line(text)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    _real_puppet_summary(terminalreporter)
     if not _collected:
         return
     terminalreporter.write_sep("-", "test tiers")

@@ -76,7 +76,8 @@ def real_puppet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealPuppet
             else:
                 shutil.rmtree(root, ignore_errors=True)
             FIGURES["tier_wall_seconds"] = round(time.monotonic() - started, 1)
-            # under pytest-xdist this ran in a worker: the controller prints the summary
+            # printed by tests/conftest.py: under pytest-xdist this ran in a worker, and the
+            # controller, which prints the summary, never loads this conftest
             summary = tmp_path_factory.getbasetemp() / SUMMARY_FILE
             summary.write_text(json.dumps({"figures": FIGURES, "logs": _LOGS}))
     assert system_snapshot() == before, "the real-Puppet lab changed the real system"
@@ -97,19 +98,3 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.failed and item.get_closest_marker("real_puppet") is not None:
         _FAILED.append(item.nodeid)
     return report
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not FIGURES:  # the tier ran in an xdist worker, whose basetemp is below ours
-        base = terminalreporter.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
-        for path in sorted(base.glob(f"*/{SUMMARY_FILE}")):
-            written = json.loads(path.read_text())
-            FIGURES.update(written["figures"])
-            _LOGS.update(written["logs"])
-    if FIGURES:
-        terminalreporter.write_sep("-", "real-Puppet tier figures")
-        for key, value in FIGURES.items():
-            terminalreporter.write_line(f"{key}: {value}")
-    for name, text in _LOGS.items():
-        terminalreporter.write_sep("-", f"real-Puppet lab: {name}")
-        terminalreporter.write_line(text)
