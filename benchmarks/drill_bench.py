@@ -122,39 +122,33 @@ def drill_child(report_dir: str) -> None:
     )
 
 
+def _drill_in_child(env: dict[str, str], report_dir: Path) -> dict[str, Any]:
+    """One drill in a child process (drill_child); its JSON line."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.drill_bench", "--drill-child", str(report_dir)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"the drill child failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
 def bench_drill(tmp: Path) -> dict[str, Any]:
     from labsim.testing import running_lab
 
     with running_lab(tmp / "drill-lab", time_scale=DRILL_SCALE, agents=1) as handle:
         env = {**handle.environ(), "PYTHONPATH": str(Path.cwd())}
-        proc = subprocess.run(
-            [sys.executable, "-m", "benchmarks.drill_bench", "--drill-child", str(tmp / "reports")],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=600,
-            check=False,
-        )
+        out = _drill_in_child(env, tmp / "reports")
         child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-        if proc.returncode != 0 or not lines:
-            raise RuntimeError(f"the drill child failed ({proc.returncode}): {proc.stderr[-2000:]}")
-        out = json.loads(lines[-1])
         sleeps = _sleeps(handle.state_dir)
         mark = len(handle.journal())
-        again = subprocess.run(
-            [sys.executable, "-m", "benchmarks.drill_bench", "--drill-child", str(tmp / "again")],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=600,
-            check=False,
-        )
-        if again.returncode != 0:
-            raise RuntimeError(
-                f"the second drill failed ({again.returncode}): {again.stderr[-2000:]}"
-            )
-        built = json.loads([ln for ln in again.stdout.splitlines() if ln.startswith("{")][-1])
+        built = _drill_in_child(env, tmp / "again")  # the same lab, now built
         calls = handle.journal()[mark:]
     steps = out["steps"]
     ups = [s for s in steps if s["name"].startswith("vm-up ") or s["name"] == "ensure-box"]
