@@ -22,6 +22,19 @@ class PeDrError(Exception):
     def message(self) -> str:
         return str(self.args[0]) if self.args else ""
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Prefect keeps a failed step's exception on result storage (a Retry, perhaps on another
+        # worker, reads it back); subclasses whose __init__ takes other arguments than their
+        # message would not rebuild from pickle's default of calling it with `args`.
+        return (_rebuilt, (type(self), self.args, dict(self.__dict__)))
+
+
+def _rebuilt(cls: type[PeDrError], args: tuple[object, ...], state: dict[str, object]) -> PeDrError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
+
 
 class TransientError(PeDrError):
     """The lab is in motion (a VM booting, a service starting, a lock held): retry."""

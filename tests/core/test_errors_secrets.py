@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 
 from pe_dr import secrets
@@ -10,9 +12,12 @@ from pe_dr.errors import (
     CheckFailed,
     CommandFailed,
     ConfigError,
+    PeDrError,
     TransientError,
+    VagrantError,
     is_transient,
 )
+from pe_dr.preflight import PreflightFailed
 
 
 @pytest.mark.parametrize(
@@ -69,3 +74,25 @@ def test_scrub_hides_every_remembered_secret() -> None:
     assert token not in secrets.scrub(text)
     assert secrets.scrub(text).count(secrets.MASK) == 2
     assert secrets.scrub("nothing secret here") == "nothing secret here"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ApiError("classifier API on primary.vm:4433", 503, "busy", kind="unavailable"),
+        CommandFailed("primary.vm", "puppet-code deploy", 1, stderr="Error: no token"),
+        VagrantError("vagrant up failed", stderr="locked", transient=True),
+        PreflightFailed(["one problem", "another"]),
+        TransientError("booting"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_an_error_survives_the_result_store(error: PeDrError) -> None:
+    """Prefect pickles a failed step's exception to result storage and a Retry reads it back:
+    ApiError's own __init__ once made that read fail ("missing 2 required positional
+    arguments") and the journal showed that instead of the failure."""
+    copy = pickle.loads(pickle.dumps(error))  # noqa: S301 (our own bytes)
+    assert type(copy) is type(error)
+    assert str(copy) == str(error)
+    assert copy.__dict__ == error.__dict__
+    assert is_transient(copy) is is_transient(error)
