@@ -95,7 +95,7 @@ def lab_env(handle: Any) -> Iterator[None]:
 
 def drill_child(report_dir: str) -> None:
     """Run one drill in this process (lab and Prefect API from the environment); print JSON."""
-    from flows import common
+    from flows import journal
     from flows.dr_drill import dr_drill
     from flows.params import Budgets, DrillParameters
 
@@ -108,7 +108,7 @@ def drill_child(report_dir: str) -> None:
     t0 = time.time()
     state = dr_drill(params, return_state=True)
     t1 = time.time()
-    report = common.last_report
+    report = journal.record_of(state)
     print(
         json.dumps(
             {

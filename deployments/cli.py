@@ -283,50 +283,85 @@ def _run_drill(
         poll_interval_seconds=poll,
     )
     print(f"    drill  lab {spec.name}: {', '.join(h.name for h in spec.hosts)}", flush=True)
-    return _run_flow(args, report_dir, lambda: dr_drill(parameters, return_state=True), sim=sim)
+    return _run_flow(
+        args,
+        report_dir,
+        lambda started: dr_drill.with_options(on_running=[started])(parameters, return_state=True),
+        sim=sim,
+    )
 
 
 def _run_flow(
     args: argparse.Namespace, report_dir: str | None, run: Any, *, sim: bool = False
 ) -> int:
-    """Run a flow in this process, stoppable by Ctrl-C and SIGTERM (deployments.stopping)."""
+    """Run a flow in this process, stoppable by Ctrl-C and SIGTERM (deployments.stopping).
+
+    `run(on_running)` starts the flow with `on_running` among its state hooks: the command line
+    learns the root run's id from Prefect, to settle the run after a stop."""
     from prefect import tags
 
     from deployments import stopping
-    from flows import common
+
+    roots: list[str] = []
+
+    def started(flow: Any, flow_run: Any, state: Any) -> None:
+        if flow_run.parent_task_run_id is None:
+            roots.append(str(flow_run.id))
 
     def last_resort(stop: interrupts.Stop) -> None:
-        common.write_open_journals(stop.name, report_dir)
-        stopping.mark_unfinished(common.started_runs, stop)
+        for root in roots:
+            _write_stopped_journal(root, stop, report_dir)
+            stopping.mark_unfinished(_run_ids(root), stop)
 
-    started = time.monotonic()
+    started_at = time.monotonic()
     with stopping.handling(last_resort):
         try:
             stopping.start_local_server()
             with tags(SIM_TAG) if sim else contextlib.nullcontext():
-                state = run()
+                state = run(started)
         except BaseException as exc:
             signum = interrupts.signal_of(exc)
             if signum is None:
                 raise
-            return _stopped(interrupts.begin(signum), time.monotonic() - started)
-        return _summarize(args, state, time.monotonic() - started)
+            stop = interrupts.begin(signum)
+            record = getattr(exc, "record", None)
+            return _stopped(stop, time.monotonic() - started_at, roots, record)
+        return _summarize(args, state, time.monotonic() - started_at)
 
 
-def _stopped(stop: interrupts.Stop, elapsed: float) -> int:
-    """The closing lines of a drill stopped by a signal; no run of it is left Running."""
-    from deployments import stopping
-    from flows import common
+def _run_ids(root: str) -> list[str]:
+    from flows import journal
+
+    try:
+        return journal.run_ids(root)
+    except Exception:
+        return [root]
+
+
+def _write_stopped_journal(root: str, stop: interrupts.Stop, report_dir: str | None) -> None:
+    """The last resort when a stop did not finish in time: the record as Prefect has it."""
+    from flows import journal
 
     with contextlib.suppress(Exception):
-        stopping.mark_unfinished(common.started_runs, stop)
-    report = common.last_report
+        record = journal.read(root, interrupted=stop.name)
+        if report_dir:
+            record.write(report_dir)
+
+
+def _stopped(stop: interrupts.Stop, elapsed: float, roots: list[str], record: Any) -> int:
+    """The closing lines of a drill stopped by a signal; no run of it is left Running."""
+    from deployments import stopping
+
+    for root in roots:
+        with contextlib.suppress(Exception):
+            stopping.mark_unfinished(_run_ids(root), stop)
     print("", flush=True)
     print(f"  verdict  STOPPED by {stop.name} after {elapsed:.1f} s", flush=True)
-    if report is not None and common.started_runs:
-        _figures(report)
-        print(f" flow run  {report.flow_run_id}", flush=True)
-        print(f"   resume  pe-dr retry {report.flow_run_id}", flush=True)
+    if roots:
+        if record is not None:
+            _figures(record)
+        print(f" flow run  {roots[0]}", flush=True)
+        print(f"   resume  pe-dr retry {roots[0]}", flush=True)
     return stop.exit_code
 
 
@@ -343,9 +378,9 @@ def _figures(report: Any) -> None:
 
 def _summarize(args: argparse.Namespace, state: Any, elapsed: float) -> int:
     """The closing lines: verdict, the three figures, the flow run; the exit code."""
-    from flows import common
+    from flows import journal
 
-    report = common.last_report
+    report = journal.record_of(state)
     passed = state.is_completed() and report is not None and report.status == "passed"
     error: BaseException | None = None
     if not passed and state.is_failed():
@@ -445,11 +480,12 @@ def retry(args: argparse.Namespace) -> int:
     parameters = get_call_parameters(flow.fn, call_args, call_kwargs)
     report_dir = (run.parameters.get("parameters") or {}).get("report_dir") or "reports"
     print(f"    retry  {flow_name} run {run_id} (was {state_type.lower()})", flush=True)
-    return _run_flow(
-        args,
-        report_dir,
-        lambda: run_flow(flow=flow, flow_run=run, parameters=parameters, return_type="state"),
-    )
+
+    def again(started: Any) -> Any:
+        started(flow, run, None)  # its id is known
+        return run_flow(flow=flow, flow_run=run, parameters=parameters, return_type="state")
+
+    return _run_flow(args, report_dir, again)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""The monthly DR drill: set-up (ensured, so a built lab passes quickly), health gate,
-replication, failover and failback, optionally promotion, and the report."""
+"""The monthly DR drill, chapter by chapter: set-up (ensured, so a built lab passes quickly),
+a health gate, replication, failover and failback, optionally promotion; the record it returns
+is read from Prefect (flows.journal)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from typing import Any
 
 from prefect import flow
 
-from flows.common import Recorder, run_recorded
-from flows.drills import failover_drill, promotion, replication_check
+from flows.common import run_chapter
+from flows.drills import failover_drill, promotion, replication_check, restore_primary_first
 from flows.params import (
     CodeManagerParameters,
     DrillParameters,
@@ -18,46 +19,48 @@ from flows.params import (
     ReplicaActivationParameters,
     ReplicationCheckParameters,
 )
-from flows.setup import code_manager_setup, lab_setup, replica_activation
+from flows.setup import (
+    code_manager_setup,
+    lab_setup,
+    primary_and_replica_settings,
+    replica_activation,
+)
 from pe_dr import actions
 from pe_dr.spec import LabSpec
 from tasks import checks
-from tasks.lab import restore_primary
+from tasks.common import named
 
 
-def run_drill(rec: Recorder, spec: LabSpec, p: DrillParameters) -> dict[str, object]:
+def drill_every_chapter(spec: LabSpec, p: DrillParameters) -> None:
     if p.promote:
         actions.require_confirmation(spec.primary.name, list(p.confirm), "destroy")
-    rec.restore_primary(restore_primary, spec)
-    rec.subflow("lab-setup", lab_setup, LabSetupParameters(lab=spec))
-    rec.subflow("code-manager-setup", code_manager_setup, CodeManagerParameters(lab=spec))
-    rec.subflow(
-        "replica-activation",
-        replica_activation,
-        ReplicaActivationParameters(lab=spec, poll_interval_seconds=p.poll_interval_seconds),
+    restore_primary_first(spec)
+    lab_setup(LabSetupParameters(lab=spec))
+    code_manager_setup(CodeManagerParameters(lab=spec))
+    primary_and_replica_settings(CodeManagerParameters(lab=spec))
+    replica_activation(
+        ReplicaActivationParameters(lab=spec, poll_interval_seconds=p.poll_interval_seconds)
     )
-    rec.step(checks.check_health, spec, expect_replica=True, name="health-gate")
+    named(checks.check_health, "health-gate")(spec, expect_replica=True)
     common: dict[str, Any] = {
         "lab": spec,
         "budgets": p.budgets,
         "poll_interval_seconds": p.poll_interval_seconds,
     }
-    rec.subflow("replication-check", replication_check, ReplicationCheckParameters(**common))
-    rec.subflow("failover-drill", failover_drill, FailoverParameters(confirm=p.confirm, **common))
+    replication_check(ReplicationCheckParameters(**common))
+    failover_drill(FailoverParameters(confirm=p.confirm, **common))
     if p.promote:
-        rec.subflow("promotion", promotion, PromotionParameters(confirm=p.confirm, **common))
-    return dict(rec.report.measurements)
+        promotion(PromotionParameters(confirm=p.confirm, **common))
 
 
 @flow(name="dr-drill", persist_result=True, log_prints=True)
-def dr_drill(parameters: DrillParameters = DrillParameters()) -> dict[str, object]:
+def dr_drill(parameters: DrillParameters = DrillParameters()) -> Any:
     """The DR drill: ensure the lab is built, gate on health, prove replication, failover and
-    failback (and promotion when asked), and write the journal."""
-    return run_recorded(
+    failback (and promotion when asked); returns the drill's record and writes the journal."""
+    return run_chapter(
         "dr-drill",
         parameters.lab,
-        lambda rec, spec: run_drill(rec, spec, parameters),
-        planned_steps=51 if parameters.promote else 40,
+        lambda spec: drill_every_chapter(spec, parameters),
         report_dir=parameters.report_dir,
         confirm=parameters.confirm,
         promote=parameters.promote,

@@ -8,13 +8,19 @@ from prefect import Flow
 
 from flows.dr_drill import dr_drill
 from flows.drills import failover_drill, promotion, replication_check, teardown
-from flows.setup import code_manager_setup, lab_setup, replica_activation
+from flows.setup import (
+    code_manager_setup,
+    lab_setup,
+    primary_and_replica_settings,
+    replica_activation,
+)
 
 FLOWS: dict[str, Flow[..., Any]] = {
     f.name: f
     for f in (
         lab_setup,
         code_manager_setup,
+        primary_and_replica_settings,
         replica_activation,
         replication_check,
         failover_drill,

@@ -70,6 +70,7 @@ class Outcome:
 _FLOWS: dict[str, tuple[bool, bool, bool, bool]] = {
     "lab-setup": (False, False, False, True),
     "code-manager-setup": (False, False, True, False),
+    "primary-and-replica-settings": (False, False, True, False),
     "replica-activation": (False, False, True, False),
     "replication-check": (False, False, False, False),
     "failover-drill": (True, False, False, False),

@@ -29,6 +29,7 @@ class StepRecord:
     ended_at: str
     attempts: int
     detail: str = ""
+    chapter: str = ""  # the flow that ran it: lab-setup, failover-drill, ...
 
 
 @dataclass
@@ -133,12 +134,13 @@ class DrillReport:
             "",
             "## Steps",
             "",
-            "| step | status | attempts | started | ended |",
-            "|---|---|---|---|---|",
+            "| chapter | step | status | attempts | started | ended |",
+            "|---|---|---|---|---|---|",
         ]
         for s in self.steps:
             lines.append(
-                f"| {s.name} | {s.status} | {s.attempts} | {s.started_at} | {s.ended_at} |"
+                f"| {s.chapter} | {s.name} | {s.status} | {s.attempts} | {s.started_at} "
+                f"| {s.ended_at} |"
             )
         if self.notes or self.error:
             lines += ["", "## Notes", ""]

@@ -21,6 +21,7 @@ from pe_dr.errors import is_transient
 from pe_dr.lab import Lab
 from pe_dr.secrets import register_provider
 from pe_dr.spec import LabSpec
+from tasks.progress import ON_FINISHED, ON_RUNNING
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -74,8 +75,10 @@ def lab_task(
     cache: bool = True,
 ) -> Callable[[Callable[P, R]], Task[P, R]]:
     def wrap(fn: Callable[P, R]) -> Task[P, R]:
+        step = fn.__name__.replace("_", "-")
         decorate = task(
-            name=fn.__name__.replace("_", "-"),
+            name=step,
+            task_run_name=step,
             retries=retries,
             retry_delay_seconds=backoff(delays),
             retry_jitter_factor=0.2,
@@ -83,6 +86,9 @@ def lab_task(
             timeout_seconds=timeout,
             cache_policy=RESUMABLE if cache else NO_CACHE,
             persist_result=cache,
+            on_running=ON_RUNNING,
+            on_completion=ON_FINISHED,
+            on_failure=ON_FINISHED,
         )
         return decorate(fn)
 
@@ -124,6 +130,7 @@ def action_task(
 
     return task(
         name=step,
+        task_run_name=step,
         retries=retries,
         retry_delay_seconds=backoff(delays),
         retry_jitter_factor=0.2,
@@ -131,7 +138,21 @@ def action_task(
         timeout_seconds=timeout,
         cache_policy=INPUTS + CachePolicy.from_cache_key_fn(_key) if cache else NO_CACHE,
         persist_result=cache,
+        on_running=ON_RUNNING,
+        on_completion=ON_FINISHED,
+        on_failure=ON_FINISHED,
     )(run)
+
+
+T = TypeVar("T", bound=Task[Any, Any])
+
+
+def named(step: T, name: str) -> T:
+    """The task as step `name`: what the journal calls a step is what Prefect shows, and the
+    name is part of the cache key (one action may run as several steps)."""
+    if step.name == name:
+        return step
+    return step.with_options(name=name, task_run_name=name)  # type: ignore[return-value]
 
 
 def _prefect_secret_block(name: str) -> str | None:

@@ -41,7 +41,11 @@ start_vm = action_task(actions.start_vm, timeout=3600, delays=(30, 60, 120))
 # The undo of the failover's halt (its transaction's rollback): never cached, each rollback
 # acts; "already running" when the halt never took or the drill had started it.
 start_primary_again = action_task(
-    actions.start_primary, timeout=3600, delays=(30, 60, 120), cache=False
+    actions.start_primary,
+    timeout=3600,
+    delays=(30, 60, 120),
+    cache=False,
+    name="start-primary-again",
 )
 
 

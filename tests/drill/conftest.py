@@ -27,12 +27,11 @@ Ops = Callable[..., list[dict[str, Any]]]
 
 def drill(tmp: Path, flow: str = "dr_drill", **overrides: Any) -> tuple[bool, DrillReport]:
     """Run a flow in this process; (completed?, its journal)."""
-    from flows import common
+    from flows import journal
     from flows.params import Budgets, DrillParameters, FailoverParameters
     from flows.registry import FLOWS
 
     budgets = Budgets(**{**FAST, **overrides.pop("budgets", {})})
-    common.last_report = None
     if flow == "dr_drill":
         params: Any = DrillParameters(
             confirm=["primary.vm"],
@@ -46,7 +45,7 @@ def drill(tmp: Path, flow: str = "dr_drill", **overrides: Any) -> tuple[bool, Dr
         overrides.setdefault("confirm", ["primary.vm"])
         params = FailoverParameters(budgets=budgets, poll_interval_seconds=0.1, **overrides)
         state = FLOWS["failover-drill"](params, return_state=True)
-    report = common.last_report
+    report = journal.record_of(state)
     assert report is not None, "every drill writes a journal"
     return state.is_completed(), report
 

@@ -131,12 +131,12 @@ def test_halt_ignored_still_leaves_the_primary_running(
 def test_a_transient_fault_is_absorbed_and_the_attempts_are_journaled(
     built: LabHandle, tmp_path: Path, run_drill: Drill, journal_ops: Ops
 ) -> None:
-    # the classifier answers 503 once: the agent-profile check reads it on every run
+    # the classifier answers 503 once: setting pe_master's parameters reads it on every run
     built.fault_add("fail:api.classifier=1")
     ok, report = run_drill(tmp_path)
     assert ok, report.to_dict()
-    profile = [s for s in report.steps if s.name == "check-agent-profile"]
-    assert profile and profile[0].attempts == 2
+    retried = [(s.name, s.attempts) for s in report.steps if s.attempts > 1]
+    assert retried == [("ensure-pe-master-params", 2)], report.steps
     faults = [e for e in journal_ops(built, "api.classifier") if e.get("outcome") == "fault"]
     assert len(faults) == 1
 
@@ -149,7 +149,7 @@ def test_a_permanent_fault_stops_the_drill_at_that_step(
     ok, report = run_drill(tmp_path)
     assert not ok
     failed = [s for s in report.steps if s.status == "failed"]
-    assert failed[0].name == "check-agent-profile"
+    assert failed[0].name == "ensure-pe-master-params"  # the first step that reads it
     assert failed[0].attempts == 4, "three retries, then the step fails"
     assert "classifier API" in failed[0].detail and "503" in failed[0].detail
     assert journal_ops(built, "vagrant.halt", before) == [], "nothing after the failed step ran"

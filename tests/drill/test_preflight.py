@@ -69,7 +69,7 @@ def test_the_command_line_refuses_in_a_second_before_prefect_starts(tmp_path: Pa
 
 
 def _run(tmp_path: Path, flow: str = "dr-drill", **parameters: Any) -> tuple[bool, DrillReport]:
-    from flows import common
+    from flows import journal
     from flows.params import CodeManagerParameters, DrillParameters, TeardownParameters
     from flows.registry import FLOWS
 
@@ -81,9 +81,8 @@ def _run(tmp_path: Path, flow: str = "dr-drill", **parameters: Any) -> tuple[boo
     if flow == "dr-drill":
         parameters.setdefault("report_dir", str(tmp_path))
         parameters.setdefault("poll_interval_seconds", 0.1)
-    common.last_report = None
     state = FLOWS[flow](models[flow](**parameters), return_state=True)
-    report = common.last_report
+    report = journal.record_of(state)
     assert report is not None, "every run writes a journal"
     return state.is_completed(), report
 

@@ -21,7 +21,7 @@ def test_a_long_replication_wait_says_so_on_the_command_line_and_in_the_run_log(
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
-    from flows import common
+    from flows import journal
     from flows.params import Budgets, ReplicationCheckParameters
     from flows.registry import FLOWS
 
@@ -43,7 +43,7 @@ def test_a_long_replication_wait_says_so_on_the_command_line_and_in_the_run_log(
         progress.removeHandler(handler)
         progress.setLevel(level)
     assert state.is_failed()
-    report = common.last_report
+    report = journal.record_of(state)
     assert report is not None
     line = re.compile(r"waiting for replica\.vm to deploy commit [0-9a-f]{7}… (\d+)/12 s")
     shown = [m for m in (line.search(s) for s in said) if m]
