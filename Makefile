@@ -15,7 +15,7 @@ $(BIN)/.synced: pyproject.toml uv.lock
 venv: $(BIN)/.synced
 
 drill: venv
-	$(BIN)/pe-dr drill --lab sim
+	$(BIN)/labsim drill
 
 # Every tier, the real-Puppet one included; the script installs the Debian packages they need
 # when run as root, and otherwise names the missing ones (their tiers then skip).
