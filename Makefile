@@ -6,7 +6,7 @@ UV_VERSION := 0.9.9
 
 .PHONY: venv drill test test-fast check bench clean
 
-$(BIN)/.synced: pyproject.toml uv.lock
+$(BIN)/.synced: pyproject.toml sim/pyproject.toml uv.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	test -x $(BIN)/uv || $(BIN)/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/uv sync --frozen --inexact --active --quiet
