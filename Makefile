@@ -6,7 +6,7 @@ UV_VERSION := 0.9.9
 
 .PHONY: venv drill test test-fast check bench clean
 
-$(BIN)/.synced: pyproject.toml uv.lock
+$(BIN)/.synced: pyproject.toml sim/pyproject.toml uv.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	test -x $(BIN)/uv || $(BIN)/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/uv sync --frozen --inexact --active --quiet
@@ -15,7 +15,7 @@ $(BIN)/.synced: pyproject.toml uv.lock
 venv: $(BIN)/.synced
 
 drill: venv
-	$(BIN)/pe-dr drill --lab sim
+	$(BIN)/labsim drill
 
 # Every tier, the real-Puppet one included; the script installs the Debian packages they need
 # when run as root, and otherwise names the missing ones (their tiers then skip).

@@ -10,27 +10,20 @@ import argparse
 import contextlib
 import logging
 import os
-import shlex
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from deployments import commands as deployment_commands
 from pe_dr import interrupts
 from pe_dr import preflight as checks_first
-from pe_dr.errors import ConfigError, PeDrError
+from pe_dr.errors import ConfigError
 from pe_dr.secrets import scrub
 from pe_dr.spec import LabSpec, load_spec
 
 EXIT_PASSED, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-SIM_POLL_SECONDS = 0.2
-SIM_TAG = "pe-dr:lab-sim"  # a run of `pe-dr drill --lab sim`: its private lab is gone after it
 
 
 class UsageError(Exception):
@@ -42,20 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
     drill = sub.add_parser("drill", help="run the DR drill (building the lab when needed)")
-    drill.add_argument(
-        "--lab",
-        choices=("sim", "vagrant"),
-        help="sim: a private simulated lab for this run; vagrant: the lab the spec describes "
-        "(the default)",
-    )
     drill.add_argument("--spec", metavar="FILE", help="lab spec TOML (default: $PE_DR_LAB_SPEC)")
-    drill.add_argument(
-        "--fault",
-        action="append",
-        default=[],
-        metavar="SPEC",
-        help="labsim fault to inject (with --lab sim), e.g. replication:broken",
-    )
     drill.add_argument("--promote", action="store_true", help="also promote the replica")
     drill.add_argument(
         "--yes",
@@ -68,8 +48,7 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         metavar="SECONDS",
-        help="seconds between looks at the lab, more than 0 and at most 60 (default 2, 0.2 "
-        "with --lab sim)",
+        help="seconds between looks at the lab, more than 0 and at most 60 (default 2)",
     )
     drill.add_argument(
         "--budget",
@@ -132,21 +111,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def drill(args: argparse.Namespace) -> int:
-    if args.fault and args.lab != "sim":
-        raise UsageError("--fault works with --lab sim (for another lab use `labsim fault add`)")
     if args.promote and not args.yes:
         raise UsageError("--promote destroys the primary: add --yes to allow it")
     budgets = parse_budgets(args.budget)
-    poll = parse_poll_interval(args.poll_interval, sim=args.lab == "sim")
-    if args.lab == "sim":
-        with private_labsim(args.fault) as spec_path:
-            return _run_drill(args, load_spec(spec_path), budgets, poll, sim=True)
+    poll = parse_poll_interval(args.poll_interval)
     spec = load_spec(args.spec)
     if not args.yes:
         raise UsageError(
             f"the drill halts {spec.primary.name} to prove failover: add --yes to allow it"
         )
-    return _run_drill(args, spec, budgets, poll, sim=False)
+    return _run_drill(args, spec, budgets, poll)
 
 
 def parse_budgets(items: Sequence[str]) -> Any:
@@ -177,62 +151,19 @@ def parse_budgets(items: Sequence[str]) -> Any:
         ) from None
 
 
-def parse_poll_interval(value: float | None, *, sim: bool) -> float:
+def parse_poll_interval(value: float | None) -> float:
     from pydantic import TypeAdapter, ValidationError
 
     from flows.params import PollField
 
     if value is None:
-        return SIM_POLL_SECONDS if sim else 2.0
+        return 2.0
     try:
         return float(TypeAdapter(PollField).validate_python(value))
     except ValidationError:
         raise UsageError(
             f"--poll-interval {value:g}: must be more than 0 and at most 60 seconds"
         ) from None
-
-
-@contextmanager
-def private_labsim(faults: Sequence[str]) -> Iterator[str]:
-    """A labsim of our own for this run, stopped afterwards whatever happens."""
-    state = tempfile.mkdtemp(prefix="pe-dr-labsim-")
-    labsim = [sys.executable, "-m", "labsim.cli"]
-    command = [*labsim, "up", "--state", state]
-    for fault in faults:
-        command += ["--fault", fault]
-    print(f"  labsim  starting a simulated lab in {state}", flush=True)
-    up = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
-    if up.returncode != 0:
-        subprocess.run(
-            [*labsim, "down", "--state", state], capture_output=True, timeout=60, check=False
-        )
-        shutil.rmtree(state, ignore_errors=True)
-        message = (up.stderr.strip() or up.stdout.strip() or "no output").splitlines()[-1]
-        if up.returncode == 2:
-            raise UsageError(f"labsim refused to start: {message}")
-        raise PeDrError(f"labsim did not start: {message}")
-    saved = dict(os.environ)
-    try:
-        os.environ.update(parse_exports(up.stdout))
-        yield os.environ["PE_DR_LAB_SPEC"]
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-        subprocess.run(
-            [*labsim, "down", "--state", state], capture_output=True, timeout=60, check=False
-        )
-        shutil.rmtree(state, ignore_errors=True)
-
-
-def parse_exports(text: str) -> dict[str, str]:
-    """`export NAME=value` lines (shell-quoted) into a dict; `$PATH` is expanded."""
-    env: dict[str, str] = {}
-    for line in text.splitlines():
-        words = shlex.split(line)
-        if len(words) == 2 and words[0] == "export" and "=" in words[1]:
-            name, value = words[1].split("=", 1)
-            env[name] = value.replace("$PATH", os.environ.get("PATH", ""))
-    return env
 
 
 def _quiet_prefect_console(debug: bool) -> None:
@@ -255,9 +186,7 @@ def _show_progress() -> None:
     progress.propagate = False
 
 
-def _run_drill(
-    args: argparse.Namespace, spec: LabSpec, budgets: Any, poll: float, *, sim: bool
-) -> int:
+def _run_drill(args: argparse.Namespace, spec: LabSpec, budgets: Any, poll: float) -> int:
     report_dir = str(Path(args.report_dir).resolve())
     confirm = [spec.primary.name]
     # Pre-flight's local half, before Prefect starts: a bad setting costs a second, not an hour.
@@ -287,19 +216,14 @@ def _run_drill(
         args,
         report_dir,
         lambda started: dr_drill.with_options(on_running=[started])(parameters, return_state=True),
-        sim=sim,
     )
 
 
-def _run_flow(
-    args: argparse.Namespace, report_dir: str | None, run: Any, *, sim: bool = False
-) -> int:
+def _run_flow(args: argparse.Namespace, report_dir: str | None, run: Any) -> int:
     """Run a flow in this process, stoppable by Ctrl-C and SIGTERM (deployments.stopping).
 
     `run(on_running)` starts the flow with `on_running` among its state hooks: the command line
     learns the root run's id from Prefect, to settle the run after a stop."""
-    from prefect import tags
-
     from deployments import stopping
 
     roots: list[str] = []
@@ -317,8 +241,7 @@ def _run_flow(
     with stopping.handling(last_resort):
         try:
             stopping.start_local_server()
-            with tags(SIM_TAG) if sim else contextlib.nullcontext():
-                state = run(started)
+            state = run(started)
         except BaseException as exc:
             signum = interrupts.signal_of(exc)
             if signum is None:
@@ -453,12 +376,6 @@ def retry(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"flow run {run_id} passed: a Retry would only replay its cached steps and "
                 "measure nothing; start a new drill instead (pe-dr drill)"
-            )
-        if SIM_TAG in (run.tags or []):
-            raise UsageError(
-                f"flow run {run_id} drilled a private simulated lab (pe-dr drill --lab sim), "
-                "which was removed when that drill ended, so it cannot be retried; run "
-                "pe-dr drill --lab sim again"
             )
         if run.deployment_id is not None:
             client.set_flow_run_state(run_id, Scheduled(message="Retried via pe-dr"), force=True)

@@ -39,6 +39,12 @@ class Settings(BaseSettings):
         description="After Ctrl-C or SIGTERM, how long `pe-dr drill` may take to start the "
         "primary again and write the journal before it leaves anyway.",
     )
+    retry_delay_scale: float = Field(
+        default=1.0,
+        gt=0,
+        description="Multiplier on every step's retry back-off: above 1 for a slow lab; "
+        "labsim's drill sets 0.01.",
+    )
     drill_cron: str = Field(
         default="0 3 1 * *", description="When the monthly drill deployment runs (cron)."
     )

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
-import os
 from collections.abc import Callable, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -20,14 +19,12 @@ from prefect.client.schemas.objects import State, TaskRun
 from pe_dr.errors import is_transient
 from pe_dr.lab import Lab
 from pe_dr.secrets import register_provider
+from pe_dr.settings import settings
 from pe_dr.spec import LabSpec
 from tasks.progress import ON_FINISHED, ON_RUNNING
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-# Lab-speed knob: labsim sets it (e.g. 0.01) so that back-off fits a simulated lab.
-RETRY_DELAY_SCALE = float(os.environ.get("PE_DR_RETRY_DELAY_SCALE", "1") or "1")
 
 
 # flow run id -> its root flow run id. A run's root never changes, and finding it costs up to three
@@ -55,7 +52,10 @@ RESUMABLE: CachePolicy = INPUTS + TASK_SOURCE + CachePolicy.from_cache_key_fn(_r
 
 
 def backoff(delays: Sequence[float]) -> list[float]:
-    return [d * RETRY_DELAY_SCALE for d in delays]
+    """Prefect fixes a task's retry delays when the task is defined, so the setting is read
+    then: at import of the tasks."""
+    scale = settings().retry_delay_scale
+    return [d * scale for d in delays]
 
 
 def transient_only(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:

@@ -40,6 +40,7 @@ GROUPS = {
     "deployments": "prefect-servers",
     "real_puppet": "system",
     "core/test_host.py": "system",
+    "labsim/test_drill_command.py": "labsim-drill-command",
     "labsim": "labsim",
 }
 

@@ -251,7 +251,7 @@ def test_no_verification_switch_exists_in_the_code_base() -> None:
     needle = "verify=" + "False"
     offenders = [
         str(path)
-        for folder in ("pe_dr", "labsim", "flows", "tasks", "deployments", "tests")
+        for folder in ("pe_dr", "sim", "flows", "tasks", "deployments", "tests")
         for path in (root / folder).rglob("*.py")
         if needle in path.read_text(encoding="utf-8")
     ]

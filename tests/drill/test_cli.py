@@ -6,35 +6,20 @@ from pathlib import Path
 
 import pytest
 
-from deployments.cli import EXIT_USAGE, main, parse_exports
-
-
-def test_parse_exports_reads_labsim_output(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PATH", "/usr/bin")
-    text = (
-        "export PATH=/tmp/lab/bin:$PATH\n"
-        "export PE_DR_LAB_SPEC=/tmp/lab/lab.toml\n"
-        "export PE_CONSOLE_PASSWORD='a b$c'\n"
-    )
-    assert parse_exports(text) == {
-        "PATH": "/tmp/lab/bin:/usr/bin",
-        "PE_DR_LAB_SPEC": "/tmp/lab/lab.toml",
-        "PE_CONSOLE_PASSWORD": "a b$c",
-    }
+from deployments.cli import EXIT_USAGE, main
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["drill", "--fault", "replication:broken"], "--fault works with --lab sim"),
-        (["drill", "--lab", "sim", "--promote"], "--promote destroys the primary"),
+        (["drill", "--promote"], "--promote destroys the primary"),
         (["drill"], "add --yes"),
-        (["drill", "--lab", "vagrant", "--spec", "/nonexistent.toml", "--yes"], "does not exist"),
-        (["drill", "--lab", "sim", "--budget", "rto=5"], "NAME one of failback_seconds"),
-        (["drill", "--lab", "sim", "--budget", "rto_seconds=soon"], "'soon' is not a number"),
-        (["drill", "--lab", "sim", "--budget", "rto_seconds=0"], "must be more than 0 seconds"),
-        (["drill", "--lab", "sim", "--poll-interval", "0"], "more than 0 and at most 60"),
-        (["drill", "--lab", "sim", "--poll-interval", "61"], "more than 0 and at most 60"),
+        (["drill", "--spec", "/nonexistent.toml", "--yes"], "does not exist"),
+        (["drill", "--budget", "rto=5"], "NAME one of failback_seconds"),
+        (["drill", "--budget", "rto_seconds=soon"], "'soon' is not a number"),
+        (["drill", "--budget", "rto_seconds=0"], "must be more than 0 seconds"),
+        (["drill", "--poll-interval", "0"], "more than 0 and at most 60"),
+        (["drill", "--poll-interval", "61"], "more than 0 and at most 60"),
     ],
 )
 def test_usage_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -54,3 +39,14 @@ def test_bad_spec_file_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 def test_unknown_command_is_usage() -> None:
     assert main(["bogus"]) == EXIT_USAGE
+
+
+def test_the_drill_drills_the_lab_the_spec_names_and_nothing_else(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A private simulated lab is labsim's business (`labsim drill`), not an option of pe-dr's."""
+    assert main(["drill", "--help"]) == 0
+    usage = capsys.readouterr().out
+    assert "--spec FILE" in usage and "--yes" in usage
+    assert "--lab" not in usage and "--fault" not in usage
+    assert main(["drill", "--lab", "sim", "--yes"]) == EXIT_USAGE

@@ -4,10 +4,6 @@ should catch it, on a broken one. One lab is built per module; faults come and g
 from __future__ import annotations
 
 import json
-import os
-import sqlite3
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -153,67 +149,6 @@ def test_a_permanent_fault_stops_the_drill_at_that_step(
     assert failed[0].attempts == 4, "three retries, then the step fails"
     assert "classifier API" in failed[0].detail and "503" in failed[0].detail
     assert journal_ops(built, "vagrant.halt", before) == [], "nothing after the failed step ran"
-
-
-def test_the_command_line_with_a_private_lab_fails_a_broken_failover(tmp_path: Path) -> None:
-    """`pe-dr drill --lab sim --fault failover:broken`: exit 1 naming the check; no lab left.
-    With a budget of its own (the run's parameter); nothing shows a None; the lab's folder is
-    gone; `pe-dr retry` of the run says why it cannot be retried."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PE_DR_LAB", "LABSIM"))}
-    env["PREFECT_HOME"] = str(tmp_path / "prefect")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "deployments.cli",
-            "drill",
-            "--lab",
-            "sim",
-            "--fault",
-            "failover:broken",
-            "--budget",
-            "replication_lag_seconds=45",
-            "--report-dir",
-            str(tmp_path / "reports"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        check=False,
-    )
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "FAILED" in result.stdout
-    assert "replica.vm is missing, so agents cannot fail over" in result.stdout
-    assert "Traceback" not in result.stdout + result.stderr
-    report = json.loads(next((tmp_path / "reports").glob("drill-*.json")).read_text())
-    assert report["status"] == "failed"
-    assert [c["name"] for c in report["checks"] if not c["passed"]] == ["failover_ready"]
-    # this run's lab only: other drills may run on the machine at the same time
-    state = result.stdout.split("starting a simulated lab in ", 1)[1].split()[0]
-    leftovers = subprocess.run(["pgrep", "-f", state], capture_output=True, text=True, check=False)
-    assert leftovers.stdout.strip() == "", "the private lab was stopped"
-    assert not Path(state).exists(), "and its folder removed"
-    assert "None" not in result.stdout and "None" not in json.dumps(report)
-    with sqlite3.connect(tmp_path / "prefect" / "prefect.db") as db:
-        (stored,) = db.execute(
-            "select parameters from flow_run where id = ?", (report["flow_run_id"],)
-        ).fetchone()
-    assert json.loads(stored)["parameters"]["budgets"]["replication_lag_seconds"] == 45
-    retry = subprocess.run(
-        [sys.executable, "-m", "deployments.cli", "retry", report["flow_run_id"]],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        check=False,
-    )
-    assert retry.returncode == 2, retry.stdout + retry.stderr
-    assert retry.stderr.strip().splitlines() == [
-        f"pe-dr: flow run {report['flow_run_id']} drilled a private simulated lab (pe-dr drill "
-        "--lab sim), which was removed when that drill ended, so it cannot be retried; run "
-        "pe-dr drill --lab sim again"
-    ]
 
 
 @pytest.mark.parametrize(

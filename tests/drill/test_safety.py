@@ -140,9 +140,9 @@ def test_missing_vagrant_is_a_configuration_error(
 
 
 def test_a_fault_spec_that_does_not_parse_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    from deployments.cli import main
+    from labsim.cli import main
 
-    assert main(["drill", "--lab", "sim", "--fault", "replication:sideways"]) == 2
+    assert main(["drill", "--fault", "replication:sideways"]) == 2
     err = capsys.readouterr().err
     assert "replication:sideways" in err and len(err.strip().splitlines()) == 1
 

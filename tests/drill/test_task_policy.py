@@ -17,7 +17,7 @@ import tasks.vms
 from pe_dr.checks import CheckResult
 from pe_dr.errors import ApiError, CheckFailed, TransientError
 from tasks.checks import CheckFailedError, verdict
-from tasks.common import transient_only
+from tasks.common import backoff, transient_only
 
 MODULES = [tasks.checks, tasks.code_manager, tasks.lab, tasks.replica, tasks.vms]
 ALL_TASKS = list(
@@ -30,6 +30,13 @@ def test_every_task_has_a_timeout_and_the_transient_only_rule() -> None:
     for t in ALL_TASKS:
         assert t.timeout_seconds and t.timeout_seconds > 0, t.name
         assert t.retry_condition_fn is transient_only, t.name
+
+
+def test_retry_back_off_is_scaled_by_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PE_DR_RETRY_DELAY_SCALE", raising=False)
+    assert backoff([10, 30]) == [10, 30]
+    monkeypatch.setenv("PE_DR_RETRY_DELAY_SCALE", "0.5")
+    assert backoff([10, 30]) == [5, 15]
 
 
 def test_cached_tasks_are_keyed_on_inputs_source_and_root_run() -> None:

@@ -1,4 +1,4 @@
-"""labsim command line: up, down, status, fault, journal, operations, secrets."""
+"""labsim command line: up, down, status, fault, journal, operations, secrets, drill."""
 
 from __future__ import annotations
 
@@ -68,18 +68,27 @@ def _hosts(agents: int) -> tuple[str, list[dict[str, str]]]:
     return prefix, hosts
 
 
-def cmd_up(args: argparse.Namespace) -> int:
-    state: Path = args.state
-    if args.time_scale < 0:
+def check_up_options(faults: list[str], time_scale: float, agents: int) -> None:
+    """What `up` refuses (UsageError, exit 2), checked before anything starts."""
+    if time_scale < 0:
         raise UsageError("--time-scale must be >= 0")
-    if args.agents < 1 or args.agents > 150:
+    if agents < 1 or agents > 150:
         raise UsageError("--agents must be between 1 and 150")
-    _, hosts = _hosts(args.agents)
-    for spec in args.fault:
+    _, hosts = _hosts(agents)
+    for spec in faults:
         try:
             check_vms(parse_fault(spec), [h["name"] for h in hosts])
         except FaultSpecError as exc:
             raise UsageError(str(exc)) from None
+
+
+def start_lab(
+    state: Path, *, faults: list[str], time_scale: float, agents: int
+) -> list[tuple[str, str]] | None:
+    """Start the lab daemon in `state`; the variables a drill of it needs (PATH's value names
+    `$PATH`), or None when it did not start (said on stderr)."""
+    check_up_options(faults, time_scale, agents)
+    _, hosts = _hosts(agents)
     pid = daemon_pid(state)
     if pid is not None:
         print(
@@ -87,7 +96,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             "run 'labsim down' first",
             file=sys.stderr,
         )
-        return 1
+        return None
     state.mkdir(parents=True, exist_ok=True)
     for stale in ("control.sock", "daemon.ready", "journal.jsonl"):
         with contextlib.suppress(FileNotFoundError):
@@ -107,8 +116,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         exports.append(("GITLAB_ROOT_PASSWORD", gitlab))
     cfg: dict[str, Any] = {
         "name": "labsim-" + secrets.token_hex(3),
-        "time_scale": args.time_scale,
-        "faults": list(args.fault),
+        "time_scale": time_scale,
+        "faults": list(faults),
         "hosts": hosts,
         "console_password": console,
         "gitlab_password": gitlab,
@@ -136,7 +145,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         if proc.poll() is not None:
             tail = (state / "daemon.log").read_text(errors="replace")[-2000:]
             print(f"labsim: the lab daemon exited during start-up:\n{tail}", file=sys.stderr)
-            return 1
+            return None
         if (state / "daemon.ready").exists():
             try:
                 control.call(state, {"cmd": "ping"}, timeout=2)
@@ -147,14 +156,21 @@ def cmd_up(args: argparse.Namespace) -> int:
     else:
         _kill_group(proc.pid)
         print("labsim: the lab daemon did not become ready in 15 s", file=sys.stderr)
-        return 1
-    lines = [
+        return None
+    return [
         ("PATH", f"{state / 'bin'}:$PATH"),
         ("PE_DR_LAB_SPEC", str(state / "lab.toml")),
         ("LABSIM_STATE", str(state)),
         *exports,
         ("PE_DR_RETRY_DELAY_SCALE", "0.01"),
     ]
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    state: Path = args.state
+    lines = start_lab(state, faults=args.fault, time_scale=args.time_scale, agents=args.agents)
+    if lines is None:
+        return 1
     for key, value in lines:
         if key == "PATH":
             print(f'export PATH={shlex.quote(str(state / "bin"))}:"$PATH"')
@@ -184,10 +200,18 @@ def _session_pids(sid: int) -> list[int]:
 
 def cmd_down(args: argparse.Namespace) -> int:
     state: Path = args.state
+    if stop_lab(state):
+        print(f"labsim: lab in {state} stopped")
+    else:
+        print(f"labsim: no lab running in {state}")
+    return 0
+
+
+def stop_lab(state: Path) -> bool:
+    """Stop the lab in `state` and everything in its daemon's session; False if none ran."""
     pid = daemon_pid(state)
     if pid is None:
-        print(f"labsim: no lab running in {state}")
-        return 0
+        return False
     with contextlib.suppress(control.ControlError, OSError):
         control.call(state, {"cmd": "shutdown"}, timeout=5)
     deadline = time.monotonic() + 5
@@ -208,8 +232,7 @@ def cmd_down(args: argparse.Namespace) -> int:
         (state / "daemon.pid").unlink()
     with contextlib.suppress(FileNotFoundError):
         (state / "control.sock").unlink()
-    print(f"labsim: lab in {state} stopped")
-    return 0
+    return True
 
 
 def _need_daemon(state: Path) -> None:
@@ -333,7 +356,21 @@ def build_parser() -> argparse.ArgumentParser:
     with_state(se)
     se.add_argument("--json", action="store_true")
     se.set_defaults(func=cmd_secrets)
+    dr = sub.add_parser(
+        "drill",
+        help="the product's drill against a private lab, removed afterwards "
+        "(pe-dr drill options after --)",
+    )
+    dr.add_argument("--fault", action="append", default=[], metavar="SPEC")
+    dr.add_argument("--agents", type=int, default=1)
+    dr.set_defaults(func=_cmd_drill)
     return p
+
+
+def _cmd_drill(args: argparse.Namespace) -> int:
+    from labsim.drill import cmd_drill
+
+    return cmd_drill(args)
 
 
 def _take_state(words: list[str]) -> tuple[list[str], Path | None]:
@@ -357,8 +394,17 @@ def _take_state(words: list[str]) -> tuple[list[str], Path | None]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    words, state = _take_state(list(sys.argv[1:] if argv is None else argv))
+    words = list(sys.argv[1:] if argv is None else argv)
+    # `drill ... -- OPTIONS`: what follows `--` is pe-dr's, not labsim's
+    passed: list[str] = []
+    if "--" in words:
+        at = words.index("--")
+        words, passed = words[:at], words[at + 1 :]
+    words, state = _take_state(words)
     args = parser.parse_args(words)
+    if passed and args.command != "drill":
+        parser.error(f"options after -- are for `labsim drill` only: {' '.join(passed)}")
+    args.pe_dr_options = passed
     if state is not None:
         args.state = state
     if getattr(args, "state", None) is None:
@@ -375,4 +421,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m labsim.cli`: run the module labsim.drill imports, whose UsageError it raises
+    from labsim import cli
+
+    sys.exit(cli.main())
