@@ -25,15 +25,15 @@ from flows.setup import (
     primary_and_replica_settings,
     replica_activation,
 )
-from pe_dr import actions
 from pe_dr.spec import LabSpec
+from pe_dr.steps import vms
 from tasks import checks
 from tasks.common import named
 
 
 def drill_every_chapter(spec: LabSpec, p: DrillParameters) -> None:
     if p.promote:
-        actions.require_confirmation(spec.primary.name, list(p.confirm), "destroy")
+        vms.require_confirmation(spec.primary.name, list(p.confirm), "destroy")
     restore_primary_first(spec)
     lab_setup(LabSetupParameters(lab=spec))
     code_manager_setup(CodeManagerParameters(lab=spec))

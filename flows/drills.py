@@ -18,9 +18,10 @@ from flows.params import (
     ReplicationCheckParameters,
     TeardownParameters,
 )
-from pe_dr import actions, interrupts
+from pe_dr import interrupts
 from pe_dr.errors import PreconditionError
 from pe_dr.spec import LabSpec
+from pe_dr.steps import vms as vms_steps
 from tasks import checks, code_manager, replica, vms
 from tasks.common import named
 from tasks.lab import require_lab_state, restore_primary
@@ -68,7 +69,7 @@ def fail_over_and_back(
     spec: LabSpec, confirm: list[str], budgets: Budgets, poll: float
 ) -> dict[str, object]:
     primary = spec.primary.name
-    actions.require_confirmation(primary, confirm, "halt")
+    vms_steps.require_confirmation(primary, confirm, "halt")
     restore_primary_first(spec)
     both = (primary, spec.replica.name)
     require_lab_state(spec, "failover_drill", running=both, code_manager=True, replica=True)
@@ -131,7 +132,7 @@ def promote_the_replica(
     spec: LabSpec, confirm: list[str], budgets: Budgets, poll: float
 ) -> dict[str, object]:
     primary, new_primary = spec.primary.name, spec.replica.name
-    actions.require_confirmation(primary, confirm, "destroy")
+    vms_steps.require_confirmation(primary, confirm, "destroy")
     require_lab_state(spec, "promotion", running=(new_primary,))
     keys = replica.ensure_secret_keys_copied(spec)
     named(vms.destroy_vm, "destroy-primary")(spec, primary, confirm)

@@ -12,20 +12,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from pe_dr import paths
-from pe_dr.actions import (
-    GIT_IDENTITY,
-    _git,
-    _remote_sha256,
-    agent_server_list,
-    infra_status,
-    is_primary,
-    push_control_repo,
-)
 from pe_dr.errors import CommandFailed, PeDrError, TransientError
 from pe_dr.lab import Lab
 from pe_dr.parsers import AgentRun, ServiceStatus, parse_agent_run, unhealthy
 from pe_dr.polling import Pacer
 from pe_dr.settings import Settings, env_name, settings
+from pe_dr.steps.code_manager import GIT_IDENTITY, _git, push_control_repo
+from pe_dr.steps.promotion import is_primary
+from pe_dr.steps.replica import _remote_sha256, agent_server_list, infra_status
 
 # At most this many agents are checked at once (one thread and one SSH connection each);
 # PE_DR_MAX_PARALLEL_AGENTS overrides it.

@@ -22,6 +22,9 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable
+from typing import TypeVar
+
+from pe_dr.errors import TransientError
 
 FIRST_PROGRESS_AFTER = 10.0  # seconds a wait lasts before it says so
 PROGRESS_EVERY = 30.0  # seconds between two lines of one wait, at least
@@ -128,3 +131,26 @@ class Pacer:
         self.last_start = max(due, time.monotonic())
         self.probes += 1
         return True
+
+
+T = TypeVar("T")
+
+
+def wait_until(
+    probe: Callable[[], T | None],
+    *,
+    timeout: float,
+    interval: float,
+    what: str,
+) -> T:
+    """Poll `probe` until it returns a value; TransientError naming `what` when `timeout` passes.
+
+    Probes start at a fixed rate (pe_dr.polling): within one interval of a change, never two
+    within one interval."""
+    pace = Pacer(interval, time.monotonic() + timeout, what=what)
+    while True:
+        value = probe()
+        if value is not None:
+            return value
+        if not pace.wait():
+            raise TransientError(f"timed out after {timeout:.0f} s waiting for {what}")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pe_dr import actions
+from pe_dr.steps import lab_state
 from tasks.common import action_task
 
 require_lab_state = action_task(
-    actions.require_lab_state, timeout=300, retries=2, delays=(5, 15), name="lab-ready"
+    lab_state.require_lab_state, timeout=300, retries=2, delays=(5, 15), name="lab-ready"
 )
 # Never cached: every run and every Retry first makes sure a halted primary is back.
 restore_primary = action_task(
-    actions.restore_primary, timeout=3600, delays=(30, 60, 120), cache=False
+    lab_state.restore_primary, timeout=3600, delays=(30, 60, 120), cache=False
 )

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import time
 
-from pe_dr import actions
 from pe_dr.errors import PreconditionError
 from pe_dr.lab import Lab
 from pe_dr.spec import LabSpec
+from pe_dr.steps import vms
 from tasks.common import action_task, lab_task
 
-ensure_box = action_task(actions.ensure_box, timeout=3600, delays=(30, 60, 120))
-ensure_vm_up = action_task(actions.ensure_vm_up, timeout=3600, delays=(30, 60, 120))
+ensure_box = action_task(vms.ensure_box, timeout=3600, delays=(30, 60, 120))
+ensure_vm_up = action_task(vms.ensure_vm_up, timeout=3600, delays=(30, 60, 120))
 
 
 @lab_task(timeout=600, retries=2)
@@ -24,24 +24,24 @@ def halt_vm(lab: LabSpec, vm: str, confirm: list[str]) -> float:
     from prefect.runtime import task_run
 
     with Lab(lab) as live:
-        actions.require_confirmation(lab.host(vm).name, confirm, "halt")
+        vms.require_confirmation(lab.host(vm).name, confirm, "halt")
         state = live.vagrant.state(lab.host(vm).name)
         if state != "running" and (task_run.run_count or 1) <= 1:
             raise PreconditionError(
                 f"{vm} is {state} before the halt: a failover measured from now would time "
                 "an outage already under way; start it first (a Retry does)"
             )
-        actions.halt_vm(live, vm, confirm)
+        vms.halt_vm(live, vm, confirm)
     return time.time()
 
 
-start_vm = action_task(actions.start_vm, timeout=3600, delays=(30, 60, 120))
+start_vm = action_task(vms.start_vm, timeout=3600, delays=(30, 60, 120))
 
 
 # The undo of the failover's halt (its transaction's rollback): never cached, each rollback
 # acts; "already running" when the halt never took or the drill had started it.
 start_primary_again = action_task(
-    actions.start_primary,
+    vms.start_primary,
     timeout=3600,
     delays=(30, 60, 120),
     cache=False,
@@ -49,4 +49,4 @@ start_primary_again = action_task(
 )
 
 
-destroy_vm = action_task(actions.destroy_vm, timeout=1800, retries=2)
+destroy_vm = action_task(vms.destroy_vm, timeout=1800, retries=2)

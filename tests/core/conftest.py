@@ -1,4 +1,4 @@
-"""Fixtures of the unit tests of pe_dr.actions: a FakeLab of the tutorial's lab, on a fake clock."""
+"""Fixtures of the steps' unit tests: a FakeLab of the tutorial's lab, on a fake clock."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from pe_dr import actions, polling, secrets, virtualbox
+from pe_dr import polling, secrets, virtualbox
+from pe_dr.steps import vms
 
 from .fakes import FakeClock, FakeLab
 
@@ -15,7 +16,7 @@ from .fakes import FakeClock, FakeLab
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     """Time for wait_until and Pacer: sleeping advances it, so polls never wait."""
     fake = FakeClock()
-    for module in (polling, actions):
+    for module in (polling, vms):
         monkeypatch.setattr(module, "time", fake)
     return fake
 

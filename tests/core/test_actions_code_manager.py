@@ -10,9 +10,10 @@ import httpx
 import pytest
 
 import pe_dr
-from pe_dr import actions, paths
+from pe_dr import paths
 from pe_dr.errors import ApiError, CommandFailed, PreconditionError, TransientError
 from pe_dr.parsers import KnownHost
+from pe_dr.steps import code_manager, primary_settings
 
 from .fakes import (
     Exists,
@@ -82,7 +83,7 @@ def agent_group(params: dict[str, object]) -> list[dict[str, object]]:
 def test_agent_profile_as_pe_sets_it_up_is_only_read(lab: FakeLab) -> None:
     admin_token(lab)
     lab.http.on("GET", GROUPS, json=agent_group(AGENT_PARAMS))
-    assert actions.ensure_agent_profile(lab) == AGENT_PARAMS
+    assert primary_settings.ensure_agent_profile(lab) == AGENT_PARAMS
     assert lab.http.requests == [Http("GET", GROUPS)]
     assert lab.mutations() == []
 
@@ -102,7 +103,7 @@ def test_agent_profile_not_as_pe_sets_it_up_is_refused_naming_the_parameter(
     admin_token(lab)
     lab.http.on("GET", GROUPS, json=agent_group({**AGENT_PARAMS, **change}))
     with pytest.raises(PreconditionError, match=named):
-        actions.ensure_agent_profile(lab)
+        primary_settings.ensure_agent_profile(lab)
     assert lab.mutations() == []
 
 
@@ -118,7 +119,7 @@ def test_existing_r10k_key_is_only_read(lab: FakeLab) -> None:
     lab.primary.write(paths.R10K_KEY, "PRIVATE", mode=0o600, owner="pe-puppet", group="pe-puppet")
     lab.primary.write(paths.R10K_KEY + ".pub", PUBLIC_KEY + "\n")
     lab.primary.on(STAT_KEY, stat_mode_owner)
-    assert actions.ensure_r10k_key(lab) == PUBLIC_KEY
+    assert code_manager.ensure_r10k_key(lab) == PUBLIC_KEY
     assert lab.primary.calls == [
         Exists(paths.R10K_KEY, root=True),
         Run(STAT_KEY, root=True),
@@ -133,7 +134,7 @@ def test_r10k_key_made_by_a_run_that_died_before_configure_is_configured(lab: Fa
     lab.primary.write(paths.R10K_KEY + ".pub", PUBLIC_KEY + "\n")
     lab.primary.on(STAT_KEY, stat_mode_owner)
     lab.primary.on(["puppet", "infrastructure", "configure"])
-    assert actions.ensure_r10k_key(lab) == PUBLIC_KEY
+    assert code_manager.ensure_r10k_key(lab) == PUBLIC_KEY
     assert lab.primary.commands() == [STAT_KEY, ["puppet", "infrastructure", "configure"]]
 
 
@@ -145,7 +146,7 @@ def test_missing_r10k_key_is_made_then_pe_lets_pe_puppet_read_it(lab: FakeLab) -
     lab.primary.on(["mkdir", "-p", "/etc/puppetlabs/puppetserver/ssh"])
     lab.primary.on(KEYGEN, effect=keygen)
     lab.primary.on(["puppet", "infrastructure", "configure"])
-    assert actions.ensure_r10k_key(lab) == PUBLIC_KEY
+    assert code_manager.ensure_r10k_key(lab) == PUBLIC_KEY
     assert lab.primary.calls == [
         Exists(paths.R10K_KEY, root=True),
         Run(["mkdir", "-p", "/etc/puppetlabs/puppetserver/ssh"], root=True),
@@ -159,7 +160,7 @@ def test_r10k_key_that_cannot_be_made_stops_before_configure(lab: FakeLab) -> No
     lab.primary.on(["mkdir", "-p", "/etc/puppetlabs/puppetserver/ssh"])
     lab.primary.on(KEYGEN, exit_code=1, stderr="Saving key failed: No space left on device\n")
     with pytest.raises(CommandFailed, match="No space left"):
-        actions.ensure_r10k_key(lab)
+        code_manager.ensure_r10k_key(lab)
     assert ["puppet", "infrastructure", "configure"] not in lab.primary.commands()
 
 
@@ -174,7 +175,7 @@ GOLDEN_KEYS = [  # the host key lines of tests/golden/keyscan.txt
 def test_known_hosts_holding_gitlabs_keys_is_not_rewritten(lab: FakeLab) -> None:
     lab.primary.on(KEYSCAN, stdout=golden("keyscan.txt"))
     lab.primary.write(paths.ROOT_KNOWN_HOSTS, "\n".join(GOLDEN_KEYS) + "\n")
-    keys = actions.ensure_known_hosts(lab)
+    keys = code_manager.ensure_known_hosts(lab)
     assert [f"{k.name} {k.type} {k.key}" for k in keys] == GOLDEN_KEYS
     assert lab.primary.calls == [
         Run(KEYSCAN),  # as the login user: a scan needs no root
@@ -185,7 +186,7 @@ def test_known_hosts_holding_gitlabs_keys_is_not_rewritten(lab: FakeLab) -> None
 
 def test_missing_known_hosts_is_written_with_gitlabs_keys(lab: FakeLab) -> None:
     lab.primary.on(KEYSCAN, stdout=golden("keyscan.txt"))
-    actions.ensure_known_hosts(lab)
+    code_manager.ensure_known_hosts(lab)
     assert lab.primary.puts() == [
         Put(
             paths.ROOT_KNOWN_HOSTS,
@@ -203,7 +204,7 @@ def test_known_hosts_keeps_other_hosts_and_replaces_gitlabs_old_keys(lab: FakeLa
         paths.ROOT_KNOWN_HOSTS,
         "github.com ssh-ed25519 AAAAgithub\ngitlab.vm ssh-rsa AAAAold-rebuilt-vm\n",
     )
-    actions.ensure_known_hosts(lab)
+    code_manager.ensure_known_hosts(lab)
     [put] = lab.primary.puts()
     assert put.content.decode().splitlines() == ["github.com ssh-ed25519 AAAAgithub", *GOLDEN_KEYS]
 
@@ -215,7 +216,7 @@ def test_known_hosts_keeps_other_hosts_and_replaces_gitlabs_old_keys(lab: FakeLa
 def test_no_host_key_for_gitlab_is_transient_and_writes_nothing(lab: FakeLab, scan: str) -> None:
     lab.primary.on(KEYSCAN, stdout=scan)
     with pytest.raises(TransientError, match=r"no host key for gitlab\.vm"):
-        actions.ensure_known_hosts(lab)
+        code_manager.ensure_known_hosts(lab)
     assert lab.mutations() == []
 
 
@@ -227,7 +228,7 @@ RUNNER = ["gitlab-rails", "runner", paths.GITLAB_TOKEN_SCRIPT]
 def test_gitlab_token_that_gitlab_accepts_is_kept(lab: FakeLab) -> None:
     gitlab_token(lab)
     lab.http.on("GET", f"{GITLAB_API}/user", json={"id": 1, "username": "root"})
-    assert actions.ensure_gitlab_api_token(lab) == "valid"
+    assert code_manager.ensure_gitlab_api_token(lab) == "valid"
     assert lab.http.requests == [Http("GET", f"{GITLAB_API}/user")]
     assert lab.http.requests[0].header("PRIVATE-TOKEN") == GITLAB_TOKEN
     assert lab.mutations() == []
@@ -251,7 +252,7 @@ def test_missing_or_refused_gitlab_token_is_made_by_file_never_on_a_command_line
         *([httpx.Response(401, json={"message": "401 Unauthorized"})] if present else []),
         httpx.Response(200, json={"id": 1, "username": "root"}),
     )
-    assert actions.ensure_gitlab_api_token(lab) == "created"
+    assert code_manager.ensure_gitlab_api_token(lab) == "created"
     token_put, script_put = lab.gitlab_vm.puts()
     assert (token_put.path, token_put.mode, token_put.owner, token_put.group) == (
         paths.GITLAB_API_TOKEN,
@@ -275,7 +276,7 @@ def test_gitlab_token_script_is_removed_when_rails_fails(lab: FakeLab) -> None:
     lab.gitlab_vm.on(RUNNER, exit_code=1, stderr="ActiveRecord::RecordInvalid\n")
     lab.gitlab_vm.on(["rm", "-f", paths.GITLAB_TOKEN_SCRIPT], rm_f)
     with pytest.raises(CommandFailed):
-        actions.ensure_gitlab_api_token(lab)
+        code_manager.ensure_gitlab_api_token(lab)
     assert lab.gitlab_vm.commands()[-1] == ["rm", "-f", paths.GITLAB_TOKEN_SCRIPT]
     assert paths.GITLAB_TOKEN_SCRIPT not in lab.gitlab_vm.files
 
@@ -285,7 +286,7 @@ def test_gitlab_failing_otherwise_does_not_replace_the_token(lab: FakeLab, statu
     gitlab_token(lab)
     lab.http.on("GET", f"{GITLAB_API}/user", json={"message": "nope"}, status=status)
     with pytest.raises(ApiError) as caught:
-        actions.ensure_gitlab_api_token(lab)
+        code_manager.ensure_gitlab_api_token(lab)
     assert caught.value.status == status
     assert lab.mutations() == []
 
@@ -302,7 +303,7 @@ WANTED_SETTINGS = {  # tutorial step 7: local requests from hooks on, DNS rebind
 def test_gitlab_settings_already_set_are_only_read(lab: FakeLab) -> None:
     gitlab_token(lab)
     lab.http.on("GET", SETTINGS, json={**WANTED_SETTINGS, "signup_enabled": True})
-    assert actions.ensure_gitlab_settings(lab) == "already set"
+    assert code_manager.ensure_gitlab_settings(lab) == "already set"
     assert lab.http.requests == [Http("GET", SETTINGS)]
     assert lab.http.requests[0].header("PRIVATE-TOKEN") == GITLAB_TOKEN
 
@@ -319,7 +320,7 @@ def test_gitlab_settings_not_set_are_put(lab: FakeLab, current: dict[str, bool])
     gitlab_token(lab)
     lab.http.on("GET", SETTINGS, json={"dns_rebinding_protection_enabled": True, **current})
     lab.http.on("PUT", SETTINGS, json=WANTED_SETTINGS)
-    assert actions.ensure_gitlab_settings(lab) == "updated"
+    assert code_manager.ensure_gitlab_settings(lab) == "updated"
     assert lab.http.mutations() == [Http("PUT", SETTINGS, WANTED_SETTINGS)]
 
 
@@ -344,7 +345,7 @@ def test_gitlab_holding_each_ca_certificate_in_its_own_file_is_not_reconfigured(
     gitlab.write(f"{TRUSTED}/pe-lab-ca-1.crt", ROOT_CA)
     gitlab.write(f"{TRUSTED}/pe-lab-ca-2.crt", INTERMEDIATE_CA)
     gitlab.write(f"{TRUSTED}/corporate-proxy.crt", pem("someone else's"))
-    assert actions.ensure_gitlab_trusts_lab_ca(lab) == "already trusted"
+    assert code_manager.ensure_gitlab_trusts_lab_ca(lab) == "already trusted"
     assert gitlab.calls == [
         Exists(TRUSTED, root=True),
         Run(["ls", "-1", TRUSTED], root=True),
@@ -358,7 +359,7 @@ def test_gitlab_without_the_ca_gets_one_file_per_certificate_then_reconfigures(
     lab: FakeLab,
 ) -> None:
     gitlab = _ca(lab)
-    said = actions.ensure_gitlab_trusts_lab_ca(lab)
+    said = code_manager.ensure_gitlab_trusts_lab_ca(lab)
     assert "2" in said
     assert gitlab.mutations() == [
         Put(f"{TRUSTED}/pe-lab-ca-1.crt", ROOT_CA, mode=0o644, owner="root", group="root"),
@@ -374,7 +375,7 @@ def test_whole_bundle_in_one_file_from_an_old_release_is_removed(lab: FakeLab) -
     gitlab.write(f"{TRUSTED}/pe-lab-ca-1.crt", ROOT_CA)
     gitlab.write(f"{TRUSTED}/pe-lab-ca-2.crt", INTERMEDIATE_CA)
     gitlab.write(f"{TRUSTED}/corporate-proxy.crt", pem("someone else's"))
-    actions.ensure_gitlab_trusts_lab_ca(lab)
+    code_manager.ensure_gitlab_trusts_lab_ca(lab)
     assert gitlab.mutations() == [
         Run(["rm", "-f", f"{TRUSTED}/pe-lab-ca.crt"], root=True),
         Run(["gitlab-ctl", "reconfigure"], root=True),
@@ -391,7 +392,7 @@ def test_only_the_certificate_that_changed_is_rewritten(lab: FakeLab) -> None:
     gitlab = _ca(lab, ROOT_CA + renewed)
     gitlab.write(f"{TRUSTED}/pe-lab-ca-1.crt", ROOT_CA)
     gitlab.write(f"{TRUSTED}/pe-lab-ca-2.crt", INTERMEDIATE_CA)
-    actions.ensure_gitlab_trusts_lab_ca(lab)
+    code_manager.ensure_gitlab_trusts_lab_ca(lab)
     assert gitlab.mutations() == [
         Put(f"{TRUSTED}/pe-lab-ca-2.crt", renewed, mode=0o644, owner="root", group="root"),
         Run(["gitlab-ctl", "reconfigure"], root=True),
@@ -401,7 +402,7 @@ def test_only_the_certificate_that_changed_is_rewritten(lab: FakeLab) -> None:
 def test_ca_file_without_a_certificate_is_refused_before_gitlab_is_touched(lab: FakeLab) -> None:
     gitlab = _ca(lab, b"")
     with pytest.raises(PreconditionError, match=r"ca\.pem on primary\.vm holds no certificate"):
-        actions.ensure_gitlab_trusts_lab_ca(lab)
+        code_manager.ensure_gitlab_trusts_lab_ca(lab)
     assert gitlab.calls == []
 
 
@@ -412,7 +413,7 @@ def test_r10k_key_already_on_gitlab_is_not_added_again(lab: FakeLab) -> None:
     gitlab_token(lab)
     body = " ".join(PUBLIC_KEY.split()[:2])
     lab.http.on("GET", f"{GITLAB_API}/user/keys", json=[{"id": 3, "key": body + " root@elsewhere"}])
-    assert actions.ensure_gitlab_ssh_key(lab, PUBLIC_KEY) == "present"
+    assert code_manager.ensure_gitlab_ssh_key(lab, PUBLIC_KEY) == "present"
     assert lab.http.requests == [Http("GET", f"{GITLAB_API}/user/keys")]
 
 
@@ -420,7 +421,7 @@ def test_r10k_key_missing_on_gitlab_is_added_to_root(lab: FakeLab) -> None:
     gitlab_token(lab)
     lab.http.on("GET", f"{GITLAB_API}/user/keys", json=[{"id": 3, "key": "ssh-ed25519 AAAAother"}])
     lab.http.on("POST", f"{GITLAB_API}/user/keys", json={"id": 4}, status=201)
-    assert actions.ensure_gitlab_ssh_key(lab, PUBLIC_KEY) == "added"
+    assert code_manager.ensure_gitlab_ssh_key(lab, PUBLIC_KEY) == "added"
     [added] = lab.http.mutations()
     assert added.url == f"{GITLAB_API}/user/keys"
     assert added.body["key"] == PUBLIC_KEY
@@ -435,7 +436,7 @@ PROJECT = f"{GITLAB_API}/projects/root%2Fcontrol-repo"
 def test_existing_control_repo_project_is_only_looked_up(lab: FakeLab) -> None:
     gitlab_token(lab)
     lab.http.on("GET", PROJECT, json={"id": 7, "path_with_namespace": "root/control-repo"})
-    assert actions.ensure_control_repo_project(lab) == 7
+    assert code_manager.ensure_control_repo_project(lab) == 7
     assert lab.http.requests == [Http("GET", PROJECT)]
 
 
@@ -443,7 +444,7 @@ def test_missing_control_repo_project_is_created_empty_and_private(lab: FakeLab)
     gitlab_token(lab)
     lab.http.on("GET", PROJECT, json={"message": "404 Project Not Found"}, status=404)
     lab.http.on("POST", f"{GITLAB_API}/projects", json={"id": 12}, status=201)
-    assert actions.ensure_control_repo_project(lab) == 12
+    assert code_manager.ensure_control_repo_project(lab) == 12
     assert lab.http.mutations() == [
         Http("POST", f"{GITLAB_API}/projects", {"name": "control-repo", "visibility": "private"})
     ]
@@ -471,7 +472,7 @@ HEAD = "9f6c5881a8e0c1f2d3b4a5968778695a4b3c2d1e"
 
 def test_commit_of_staged_changes_is_true(lab: FakeLab) -> None:
     lab.primary.on(COMMIT, stdout="[production 9f6c588] Control repo for the DR drill\n")
-    assert actions.git_commit(lab, "Control repo for the DR drill") is True
+    assert code_manager.git_commit(lab, "Control repo for the DR drill") is True
     assert lab.primary.calls == [Run(COMMIT, root=True)]
 
 
@@ -479,7 +480,7 @@ def test_commit_with_nothing_staged_is_false(lab: FakeLab) -> None:
     lab.primary.on(
         COMMIT, exit_code=1, stdout="On branch production\nnothing to commit, working tree clean\n"
     )
-    assert actions.git_commit(lab, "Control repo for the DR drill") is False
+    assert code_manager.git_commit(lab, "Control repo for the DR drill") is False
 
 
 @pytest.mark.parametrize(
@@ -492,7 +493,7 @@ def test_commit_with_nothing_staged_is_false(lab: FakeLab) -> None:
 def test_commit_failing_otherwise_raises(lab: FakeLab, code: int, stderr: str) -> None:
     lab.primary.on(COMMIT, exit_code=code, stderr=stderr)
     with pytest.raises(CommandFailed) as caught:
-        actions.git_commit(lab, "Control repo for the DR drill")
+        code_manager.git_commit(lab, "Control repo for the DR drill")
     assert caught.value.exit_code == code
     assert stderr.split(":")[0] in caught.value.message
 
@@ -500,13 +501,13 @@ def test_commit_failing_otherwise_raises(lab: FakeLab, code: int, stderr: str) -
 def test_commit_exit_1_without_nothing_to_commit_is_not_retried(lab: FakeLab) -> None:
     lab.primary.on(COMMIT, exit_code=1, stderr="Author identity unknown\n")
     with pytest.raises(CommandFailed) as caught:
-        actions.git_commit(lab, "Control repo for the DR drill")
+        code_manager.git_commit(lab, "Control repo for the DR drill")
     assert not caught.value.transient
 
 
 def test_control_repo_already_on_gitlab_is_only_looked_up(lab: FakeLab) -> None:
     lab.primary.on(LS_REMOTE, stdout=f"{HEAD}\trefs/heads/production\n")
-    assert actions.ensure_control_repo_pushed(lab) == HEAD
+    assert code_manager.ensure_control_repo_pushed(lab) == HEAD
     assert lab.primary.calls == [Run(LS_REMOTE, root=True)]
 
 
@@ -536,7 +537,7 @@ def test_control_repo_not_on_gitlab_is_made_from_the_skeleton_and_pushed(
 ) -> None:
     _push_script(lab, ls_remote)
     lab.primary.on(COMMIT, stdout="[production (root-commit) 9f6c588] Control repo\n")
-    assert actions.ensure_control_repo_pushed(lab) == HEAD
+    assert code_manager.ensure_control_repo_pushed(lab) == HEAD
     skeleton = _skeleton()
     assert {p.path: p.content for p in lab.primary.puts()} == {
         f"{REPO}/{name}": content for name, content in skeleton.items()
@@ -562,7 +563,7 @@ def test_control_repo_made_by_an_earlier_attempt_is_pushed_without_a_new_init(
     _push_script(lab)
     lab.primary.dirs.add(f"{REPO}/.git")
     lab.primary.on(COMMIT, exit_code=1, stdout="nothing to commit, working tree clean\n")
-    assert actions.ensure_control_repo_pushed(lab) == HEAD
+    assert code_manager.ensure_control_repo_pushed(lab) == HEAD
     assert lab.primary.puts() == []
     assert lab.primary.mutations() == [
         Run(["git", "-C", REPO, "add", "-A"], root=True),
@@ -609,7 +610,7 @@ def test_pe_master_params_in_place_with_code_manager_answering_are_only_read(
     lab.http.on("GET", GROUPS, json=master_groups({**MASTER_PARAMS, "other": 1}))
     lab.on_tcp(PRIMARY, 8170, True)
     lab.http.on("GET", DEPLOYS_STATUS, json={"deploys-status": {}})
-    assert actions.ensure_pe_master_params(lab, KNOWN) == "already set"
+    assert code_manager.ensure_pe_master_params(lab, KNOWN) == "already set"
     assert lab.timeline() == [
         f"lab pe {PRIMARY} {paths.ADMIN_TOKEN}",
         f"GET {GROUPS}",
@@ -637,7 +638,7 @@ def test_pe_master_params_not_in_place_are_set_then_applied_by_a_puppet_run(
     lab.primary.on(AGENT_RUN, exit_code=2, stdout="Notice: Applied catalog in 41.20 seconds\n")
     lab.on_tcp(PRIMARY, 8170, True)
     lab.http.on("GET", DEPLOYS_STATUS, json={})
-    assert actions.ensure_pe_master_params(lab, KNOWN) == "applied"
+    assert code_manager.ensure_pe_master_params(lab, KNOWN) == "applied"
     assert lab.mutations() == [
         f"POST {GROUPS}/{MASTER_GROUP_ID}",
         f"{PRIMARY}: puppet agent -t",
@@ -656,7 +657,7 @@ def test_pe_master_params_in_place_without_code_manager_get_a_puppet_run_only(
     lab.on_tcp(PRIMARY, 8170, False, False, True)  # 8170 opens a while after the run
     lab.primary.on(AGENT_RUN)
     lab.http.on("GET", DEPLOYS_STATUS, json={})
-    assert actions.ensure_pe_master_params(lab, KNOWN) == "already set"
+    assert code_manager.ensure_pe_master_params(lab, KNOWN) == "already set"
     assert lab.mutations() == [f"{PRIMARY}: puppet agent -t"]
     assert len(lab.lab_calls("accepts_tcp")) == 3
 
@@ -671,7 +672,7 @@ def test_classifier_refusing_the_params_stops_before_the_puppet_run(lab: FakeLab
         status=422,
     )
     with pytest.raises(ApiError) as caught:
-        actions.ensure_pe_master_params(lab, KNOWN)
+        code_manager.ensure_pe_master_params(lab, KNOWN)
     assert caught.value.status == 422 and not caught.value.transient
     assert lab.primary.calls == []
 
@@ -682,7 +683,7 @@ def test_failed_puppet_run_on_the_primary_raises(lab: FakeLab) -> None:
     lab.http.on("POST", f"{GROUPS}/{MASTER_GROUP_ID}", json={})
     lab.primary.on(AGENT_RUN, exit_code=1, stderr="Error: Could not retrieve catalog\n")
     with pytest.raises(CommandFailed, match="Could not retrieve catalog"):
-        actions.ensure_pe_master_params(lab, KNOWN)
+        code_manager.ensure_pe_master_params(lab, KNOWN)
     assert lab.lab_calls("accepts_tcp") == []
 
 
@@ -710,7 +711,7 @@ def _storage_holds(lab: FakeLab, signature: str) -> None:
 def test_code_already_deployed_is_not_deployed_again(lab: FakeLab) -> None:
     lab.primary.on(LS_REMOTE, stdout=f"{HEAD}\trefs/heads/production\n")
     _storage_holds(lab, HEAD)
-    assert actions.ensure_code_deployed(lab) == HEAD
+    assert code_manager.ensure_code_deployed(lab) == HEAD
     assert lab.primary.commands() == [LS_REMOTE]
     assert lab.http.requests == [Http("GET", DEPLOYS_STATUS)]
 
@@ -719,7 +720,7 @@ def test_code_behind_gitlab_is_deployed(lab: FakeLab) -> None:
     lab.primary.on(LS_REMOTE, stdout=f"{HEAD}\trefs/heads/production\n")
     _storage_holds(lab, "0" * 40)
     lab.primary.on(deploy_argv(PRIMARY), stdout=golden("code-deploy-wait.txt"))
-    assert actions.ensure_code_deployed(lab) == "482f8d3adc76b5197306c5d4c8aa32aa8315694b"
+    assert code_manager.ensure_code_deployed(lab) == "482f8d3adc76b5197306c5d4c8aa32aa8315694b"
     assert lab.primary.commands() == [LS_REMOTE, deploy_argv(PRIMARY)]
 
 
@@ -741,7 +742,7 @@ def test_deploy_names_the_token_file_and_the_server_and_returns_the_signature(
     lab: FakeLab, server: str
 ) -> None:
     lab.host(server).on(deploy_argv(server), stdout=golden("code-deploy-wait.txt"))
-    signature = actions.deploy_code(lab, server)
+    signature = code_manager.deploy_code(lab, server)
     assert signature == "482f8d3adc76b5197306c5d4c8aa32aa8315694b"  # tests/golden's deploy
     assert lab.host(server).calls == [Run(deploy_argv(server), root=True)]
 
@@ -749,14 +750,14 @@ def test_deploy_names_the_token_file_and_the_server_and_returns_the_signature(
 def test_deploy_that_failed_is_transient_with_code_managers_reason(lab: FakeLab) -> None:
     lab.primary.on(deploy_argv(PRIMARY), stdout=golden("code-deploy-failed.txt"))
     with pytest.raises(TransientError, match="Authentication failed for Git remote"):
-        actions.deploy_code(lab)
+        code_manager.deploy_code(lab)
 
 
 def test_deploy_without_a_result_for_the_environment_is_transient(lab: FakeLab) -> None:
     other = golden("code-deploy-wait.txt").replace('"production"', '"staging"')
     lab.primary.on(deploy_argv(PRIMARY), stdout=other)
     with pytest.raises(TransientError, match="no result for the environment"):
-        actions.deploy_code(lab)
+        code_manager.deploy_code(lab)
 
 
 # --- ensure_webhook ------------------------------------------------------------------------------
@@ -782,7 +783,7 @@ def _hook(hook_id: int, url: str, push: bool = True, tls: bool = True) -> dict[s
 
 def test_webhook_with_the_current_url_is_left_alone(lab: FakeLab) -> None:
     _hooks(lab, PRIMARY, [_hook(5, hook_url(PRIMARY))])
-    assert actions.ensure_webhook(lab, 7) == 5
+    assert code_manager.ensure_webhook(lab, 7) == 5
     assert lab.http.requests == [Http("GET", HOOKS)]
     assert lab.mutations() == []
 
@@ -798,7 +799,7 @@ def test_webhook_with_the_current_url_is_left_alone(lab: FakeLab) -> None:
 def test_webhook_out_of_date_is_updated_in_place(lab: FakeLab, url: str, push_events: bool) -> None:
     _hooks(lab, "replica.vm", [_hook(5, url, push_events)])
     lab.http.on("PUT", f"{HOOKS}/5", json={"id": 5})
-    assert actions.ensure_webhook(lab, 7, "replica.vm") == 5
+    assert code_manager.ensure_webhook(lab, 7, "replica.vm") == 5
     assert lab.http.mutations() == [
         Http(
             "PUT",
@@ -811,7 +812,7 @@ def test_webhook_out_of_date_is_updated_in_place(lab: FakeLab, url: str, push_ev
 def test_webhook_without_tls_verification_is_updated_to_verify(lab: FakeLab) -> None:
     _hooks(lab, PRIMARY, [_hook(5, hook_url(PRIMARY), tls=False)])
     lab.http.on("PUT", f"{HOOKS}/5", json={"id": 5})
-    assert actions.ensure_webhook(lab, 7) == 5
+    assert code_manager.ensure_webhook(lab, 7) == 5
     assert lab.http.mutations()[0].body["enable_ssl_verification"] is True
 
 
@@ -823,14 +824,14 @@ def test_every_other_code_manager_hook_is_removed(lab: FakeLab, current_first: b
     other = {"id": 8, "url": "https://ci.example/hook", "push_events": True}  # not Code Manager's
     _hooks(lab, "replica.vm", [current, stale, other] if current_first else [stale, current, other])
     lab.http.on("DELETE", f"{HOOKS}/6", status=204)
-    assert actions.ensure_webhook(lab, 7, "replica.vm") == 5
+    assert code_manager.ensure_webhook(lab, 7, "replica.vm") == 5
     assert lab.http.mutations() == [Http("DELETE", f"{HOOKS}/6")]
 
 
 def test_missing_webhook_is_added_for_push_events(lab: FakeLab) -> None:
     _hooks(lab, PRIMARY, [])
     lab.http.on("POST", HOOKS, json={"id": 9}, status=201)
-    assert actions.ensure_webhook(lab, 7) == 9
+    assert code_manager.ensure_webhook(lab, 7) == 9
     assert lab.http.mutations() == [
         Http(
             "POST",
@@ -845,6 +846,6 @@ def test_webhook_reads_the_deploy_token_of_the_server_it_points_at(lab: FakeLab)
     _hooks(lab, "replica.vm", [])
     lab.http.on("POST", HOOKS, json={"id": 9}, status=201)
     lab.primary.write(paths.DEPLOY_TOKEN, "the-old-primarys-token\n")
-    actions.ensure_webhook(lab, 7, "replica.vm")
+    code_manager.ensure_webhook(lab, 7, "replica.vm")
     assert lab.lab_calls("token") == [LabCall("token", ("replica.vm", paths.DEPLOY_TOKEN))]
     assert lab.http.mutations()[0].body["url"] == hook_url("replica.vm", DEPLOY_TOKEN)

@@ -8,8 +8,9 @@ import json
 import httpx
 import pytest
 
-from pe_dr import actions, paths
+from pe_dr import paths
 from pe_dr.errors import CommandFailed, PreconditionError, TransientError
+from pe_dr.steps import promotion
 
 from .fakes import Exists, FakeLab, Http, LabCall, Put, Read, Reply, Run, refused
 
@@ -57,7 +58,7 @@ def test_promotion_is_refused_while_the_primary_runs_or_answers(
 ) -> None:
     primary_gone(lab, state, seen)
     with pytest.raises(PreconditionError) as caught:
-        actions.promote_replica(lab)
+        promotion.promote_replica(lab)
     assert state in caught.value.message and seen in caught.value.message
     assert "permanently offline" in caught.value.message
     assert lab.replica.calls == []
@@ -67,7 +68,7 @@ def test_promotion_is_refused_while_the_primary_runs_or_answers(
 def test_replica_already_serving_as_primary_is_not_promoted_again(lab: FakeLab) -> None:
     primary_gone(lab)
     lab.http.on("GET", SERVICES, json=AS_PRIMARY)
-    assert actions.promote_replica(lab) == "already promoted"
+    assert promotion.promote_replica(lab) == "already promoted"
     assert lab.replica.calls == []
     assert lab.http.requests == [Http("GET", SERVICES)]
     assert lab.http.requests[0].header("X-Authentication") is None
@@ -90,7 +91,7 @@ def test_replica_is_promoted_once_the_primary_is_gone(lab: FakeLab, state: str, 
         "GET", SERVICES, httpx.Response(200, json=AS_REPLICA), httpx.Response(200, json=AS_PRIMARY)
     )
     lab.replica.on(PROMOTE)
-    assert actions.promote_replica(lab) == "promoted"
+    assert promotion.promote_replica(lab) == "promoted"
     assert lab.timeline() == [
         f"vagrant state {PRIMARY}",
         f"lab probe_puppetserver {PRIMARY} 8140",
@@ -109,7 +110,7 @@ def test_replica_whose_puppet_server_does_not_answer_yet_counts_as_not_promoted(
     primary_gone(lab)
     lab.http.on("GET", SERVICES, refused(SERVICES), httpx.Response(200, json=AS_PRIMARY))
     lab.replica.on(PROMOTE)
-    assert actions.promote_replica(lab) == "promoted"
+    assert promotion.promote_replica(lab) == "promoted"
     assert lab.replica.commands() == [PROMOTE]
 
 
@@ -128,7 +129,7 @@ def test_promotion_that_leaves_the_replica_a_replica_is_transient(
     lab.http.on("GET", SERVICES, httpx.Response(200, json=AS_REPLICA), after)
     lab.replica.on(PROMOTE)
     with pytest.raises(TransientError, match=r"replica\.vm does not serve as primary"):
-        actions.promote_replica(lab)
+        promotion.promote_replica(lab)
 
 
 def test_failed_promote_command_raises(lab: FakeLab) -> None:
@@ -136,7 +137,7 @@ def test_failed_promote_command_raises(lab: FakeLab) -> None:
     lab.http.on("GET", SERVICES, json=AS_REPLICA)
     lab.replica.on(PROMOTE, exit_code=1, stderr="Error: Unable to reach PuppetDB\n")
     with pytest.raises(CommandFailed, match="Unable to reach PuppetDB"):
-        actions.promote_replica(lab)
+        promotion.promote_replica(lab)
 
 
 # --- ensure_client_tools_point_at ----------------------------------------------------------------
@@ -170,7 +171,7 @@ def _tools(lab: FakeLab, server: str) -> None:
 
 def test_client_tools_naming_the_server_are_only_read(lab: FakeLab) -> None:
     _tools(lab, REPLICA)
-    assert actions.ensure_client_tools_point_at(lab, REPLICA) == []
+    assert promotion.ensure_client_tools_point_at(lab, REPLICA) == []
     assert lab.replica.calls == [
         call for path in client_tools(REPLICA) for call in (Exists(path, True), Read(path, True))
     ]
@@ -180,7 +181,7 @@ def test_client_tools_naming_the_old_primary_are_rewritten_keeping_other_setting
     lab: FakeLab,
 ) -> None:
     _tools(lab, PRIMARY)
-    changed = actions.ensure_client_tools_point_at(lab, REPLICA)
+    changed = promotion.ensure_client_tools_point_at(lab, REPLICA)
     assert changed == list(client_tools(REPLICA))
     puts = lab.replica.puts()
     assert [p.path for p in puts] == list(client_tools(REPLICA))
@@ -193,28 +194,28 @@ def test_only_the_client_tool_that_names_another_server_is_rewritten(lab: FakeLa
     _tools(lab, REPLICA)
     code = f"{TOOLS}/puppet-code.conf"
     lab.replica.write(code, json.dumps(client_tools(PRIMARY)[code]))
-    assert actions.ensure_client_tools_point_at(lab, REPLICA) == [code]
+    assert promotion.ensure_client_tools_point_at(lab, REPLICA) == [code]
     assert [p.path for p in lab.replica.puts()] == [code]
 
 
 def test_client_tools_that_are_not_installed_are_skipped(lab: FakeLab) -> None:
     access = f"{TOOLS}/puppet-access.conf"
     lab.replica.write(access, json.dumps(client_tools(PRIMARY)[access]))
-    assert actions.ensure_client_tools_point_at(lab, REPLICA) == [access]
+    assert promotion.ensure_client_tools_point_at(lab, REPLICA) == [access]
     assert [c for c in lab.replica.calls if isinstance(c, Read)] == [Read(access, True)]
 
 
 def test_client_tool_file_that_is_not_json_is_refused_naming_it(lab: FakeLab) -> None:
     lab.replica.write(f"{TOOLS}/puppet-access.conf", "service-url: https://primary.vm:4433\n")
     with pytest.raises(PreconditionError, match=r"puppet-access\.conf on replica\.vm is not JSON"):
-        actions.ensure_client_tools_point_at(lab, REPLICA)
+        promotion.ensure_client_tools_point_at(lab, REPLICA)
     assert lab.replica.puts() == []
 
 
 def test_client_tool_pointing_at_the_right_host_on_another_port_is_fixed(lab: FakeLab) -> None:
     orchestrator = f"{TOOLS}/orchestrator.conf"
     lab.replica.write(orchestrator, json.dumps({"options": {"service-url": "https://replica.vm"}}))
-    actions.ensure_client_tools_point_at(lab, REPLICA)
+    promotion.ensure_client_tools_point_at(lab, REPLICA)
     assert lab.replica.puts() == [
         Put(
             orchestrator,
@@ -256,7 +257,7 @@ def test_old_primary_puppetdb_no_longer_lists_is_not_forgotten_again(
 ) -> None:
     lab = new_primary
     lab.http.on("GET", NODES, json=nodes)
-    assert actions.forget_old_primary(lab) == "already forgotten"
+    assert promotion.forget_old_primary(lab) == "already forgotten"
     assert lab.http.requests == [Http("GET", NODES, params=QUERY)]
     assert lab.http.requests[0].header("X-Authentication") == ADMIN_TOKEN
     assert lab.lab_calls("pe") == [LabCall("pe", (REPLICA, paths.ADMIN_TOKEN))]
@@ -267,7 +268,7 @@ def test_old_primary_puppetdb_lists_is_forgotten_on_the_new_primary(new_primary:
     lab = new_primary
     lab.http.on("GET", NODES, httpx.Response(200, json=[ACTIVE]), httpx.Response(200, json=[]))
     lab.replica.on(FORGET)
-    assert actions.forget_old_primary(lab) == "forgotten"
+    assert promotion.forget_old_primary(lab) == "forgotten"
     assert lab.timeline()[1:] == [
         f"GET {NODES}",
         f"{REPLICA}: {' '.join(FORGET)}",
@@ -289,7 +290,7 @@ def test_forget_that_exits_non_zero_raises_and_is_not_read_as_done(
     lab.http.on("GET", NODES, json=[ACTIVE])
     lab.replica.on(FORGET, Reply(1, "", stderr))
     with pytest.raises(CommandFailed) as caught:
-        actions.forget_old_primary(lab)
+        promotion.forget_old_primary(lab)
     assert stderr.strip() in caught.value.message
     assert len(lab.http.requests) == 1
 
@@ -299,4 +300,4 @@ def test_forget_that_leaves_the_node_active_is_transient(new_primary: FakeLab) -
     lab.http.on("GET", NODES, json=[ACTIVE])
     lab.replica.on(FORGET)
     with pytest.raises(TransientError, match=r"forget primary\.vm` finished but PuppetDB lists it"):
-        actions.forget_old_primary(lab)
+        promotion.forget_old_primary(lab)

@@ -8,9 +8,10 @@ import hashlib
 import httpx
 import pytest
 
-from pe_dr import actions, paths
+from pe_dr import paths
 from pe_dr.errors import CommandFailed, TransientError
 from pe_dr.spec import HostSpec, LabSpec, Role
+from pe_dr.steps import replica as replica_steps
 
 from .fakes import (
     FakeClock,
@@ -73,7 +74,7 @@ def with_replica(state: str) -> str:
 
 def test_replica_pe_lists_as_enabled_is_left_alone(lab: FakeLab) -> None:
     infrastructure_group(lab, [REPLICA], after=[])
-    assert actions.ensure_replica_enabled(lab) == "already enabled"
+    assert replica_steps.ensure_replica_enabled(lab) == "already enabled"
     assert lab.http.requests == [Http("GET", GROUPS)]
     assert lab.primary.calls == []
     assert lab.mutations() == []
@@ -86,7 +87,7 @@ def test_replica_not_provisioned_is_provisioned_and_enabled_in_one_command(
     infrastructure_group(lab, enabled)
     lab.primary.on(STATUS, stdout=PRIMARY_ONLY)
     lab.primary.on(PROVISION)
-    assert actions.ensure_replica_enabled(lab) == "provisioned and enabled"
+    assert replica_steps.ensure_replica_enabled(lab) == "provisioned and enabled"
     assert lab.primary.calls == [Run(STATUS, root=True), Run(PROVISION, root=True)]
     assert lab.primary.calls[0].ok_codes == (0, 1), "status exits 1 while a service is down"
     assert lab.http.requests == [Http("GET", GROUPS), Http("GET", GROUPS)], "PE's record read back"
@@ -101,7 +102,7 @@ def test_an_enable_that_exits_0_without_pe_recording_the_replica_is_not_done(
     lab.primary.on(STATUS, stdout=PRIMARY_ONLY)
     lab.primary.on(PROVISION)
     with pytest.raises(TransientError, match="ha_enabled_replicas"):
-        actions.ensure_replica_enabled(lab)
+        replica_steps.ensure_replica_enabled(lab)
 
 
 def test_provision_that_lost_the_race_with_puppetdb_is_finished_with_enable(lab: FakeLab) -> None:
@@ -116,7 +117,7 @@ def test_provision_that_lost_the_race_with_puppetdb_is_finished_with_enable(lab:
     )
     lab.primary.on(PROVISION, exit_code=1, stderr="Error: PuppetDB on replica.vm is starting\n")
     lab.primary.on(ENABLE)
-    assert actions.ensure_replica_enabled(lab) == "enabled"
+    assert replica_steps.ensure_replica_enabled(lab) == "enabled"
     assert lab.primary.commands() == [STATUS, PROVISION, STATUS, STATUS, STATUS, ENABLE]
 
 
@@ -125,7 +126,7 @@ def test_provision_that_failed_before_provisioning_raises_without_enable(lab: Fa
     lab.primary.on(STATUS, stdout=PRIMARY_ONLY)
     lab.primary.on(PROVISION, exit_code=1, stderr="Error: replica.vm has no signed certificate\n")
     with pytest.raises(CommandFailed, match="no signed certificate"):
-        actions.ensure_replica_enabled(lab)
+        replica_steps.ensure_replica_enabled(lab)
     assert ENABLE not in lab.primary.commands()
 
 
@@ -133,7 +134,7 @@ def test_replica_provisioned_earlier_is_only_enabled(lab: FakeLab) -> None:
     infrastructure_group(lab, None)
     lab.primary.on(STATUS, stdout=with_replica("running"))
     lab.primary.on(ENABLE)
-    assert actions.ensure_replica_enabled(lab) == "enabled"
+    assert replica_steps.ensure_replica_enabled(lab) == "enabled"
     assert lab.primary.commands() == [STATUS, STATUS, ENABLE]
 
 
@@ -141,7 +142,7 @@ def test_replica_whose_services_never_run_is_not_enabled(lab: FakeLab) -> None:
     infrastructure_group(lab, None)
     lab.primary.on(STATUS, stdout=with_replica("unreachable"))
     with pytest.raises(TransientError, match=r"services on replica\.vm to run"):
-        actions.ensure_replica_enabled(lab, wait_timeout=60)
+        replica_steps.ensure_replica_enabled(lab, wait_timeout=60)
     assert ENABLE not in lab.primary.commands()
     assert PROVISION not in lab.primary.commands()
 
@@ -176,9 +177,9 @@ def _keys(lab: FakeLab) -> FakeHost:
     return lab.replica
 
 
-def _copied(action: str) -> list[actions.KeyCopy]:
+def _copied(action: str) -> list[replica_steps.KeyCopy]:
     return [
-        actions.KeyCopy(path, hashlib.sha256(content_of(path)).hexdigest()[:12], action)
+        replica_steps.KeyCopy(path, hashlib.sha256(content_of(path)).hexdigest()[:12], action)
         for path, _, _ in KEY_FILES
     ]
 
@@ -187,7 +188,7 @@ def test_keys_on_the_replica_with_pes_owners_are_not_copied_again(lab: FakeLab) 
     replica = _keys(lab)
     for path, mode, owner in KEY_FILES:
         replica.write(path, content_of(path), mode=mode, owner=owner, group=owner)
-    copies = actions.ensure_secret_keys_copied(lab)
+    copies = replica_steps.ensure_secret_keys_copied(lab)
     assert copies == _copied("already in place")
     assert replica.puts() == []
     assert replica.commands() == [
@@ -201,7 +202,7 @@ def test_missing_keys_are_copied_by_sftp_with_pes_owner_and_mode_then_verified(
     lab: FakeLab,
 ) -> None:
     replica = _keys(lab)
-    copies = actions.ensure_secret_keys_copied(lab)
+    copies = replica_steps.ensure_secret_keys_copied(lab)
     assert copies == _copied("copied")
     assert replica.puts() == [
         Put(path, content_of(path), mode=mode, owner=owner, group=owner)
@@ -234,7 +235,7 @@ def test_key_with_other_content_or_owner_is_copied_again(
         replica.write(path, content_of(path), mode=m, owner=o, group=o)
     first = KEY_FILES[0][0]
     replica.write(first, content or content_of(first), mode=mode, owner=owner, group=owner)
-    copies = actions.ensure_secret_keys_copied(lab)
+    copies = replica_steps.ensure_secret_keys_copied(lab)
     assert [c.action for c in copies] == ["copied"] + ["already in place"] * 3
     assert [p.path for p in replica.puts()] == [first]
 
@@ -248,7 +249,7 @@ def test_copy_that_does_not_land_is_transient(lab: FakeLab) -> None:
         Reply(0, f"{'0' * 64}  {first}\n"),  # the replica holds something else after the copy
     )
     with pytest.raises(TransientError, match=r"does not match the primary's"):
-        actions.ensure_secret_keys_copied(lab)
+        replica_steps.ensure_secret_keys_copied(lab)
     assert len(replica.puts()) == 1, "stops at the first key that did not land"
 
 
@@ -259,14 +260,14 @@ def test_copy_that_lands_with_another_owner_is_transient_naming_both(lab: FakeLa
         ["stat", "-c", "%a %U %G", first], Reply(0, "640 root root\n")
     )  # no such user on the replica: install kept root
     with pytest.raises(TransientError, match=r"640 root root.*640 pe-orchestration-services"):
-        actions.ensure_secret_keys_copied(lab)
+        replica_steps.ensure_secret_keys_copied(lab)
 
 
 def test_key_missing_on_the_primary_copies_nothing(lab: FakeLab) -> None:
     replica = _keys(lab)
     del lab.primary.files[KEY_FILES[0][0]]
     with pytest.raises(CommandFailed, match="No such file"):
-        actions.ensure_secret_keys_copied(lab)
+        replica_steps.ensure_secret_keys_copied(lab)
     assert replica.calls == []
 
 
@@ -278,7 +279,7 @@ ORCHESTRATOR = "https://primary.vm:8143/orchestrator/v1"
 
 def test_agents_that_know_the_replica_get_no_puppet_run(lab: FakeLab) -> None:
     lab.hosts[AGENT].on(SERVER_LIST, stdout="primary.vm:8140,replica.vm:8140\n")
-    lists = actions.ensure_agent_config_pushed(lab)
+    lists = replica_steps.ensure_agent_config_pushed(lab)
     assert lists == {AGENT: ["primary.vm:8140", "replica.vm:8140"]}
     assert lab.hosts[AGENT].calls == [Run(SERVER_LIST, root=True)]
     assert lab.http.requests == []
@@ -305,7 +306,7 @@ def test_agents_without_the_replica_get_an_orchestrator_run_on_all_nodes(lab: Fa
         Reply(0, "primary.vm:8140,replica.vm:8140\n"),
     )
     _job(lab, "running", "running", "finished")
-    lists = actions.ensure_agent_config_pushed(lab, interval=2.0)
+    lists = replica_steps.ensure_agent_config_pushed(lab, interval=2.0)
     assert lists == {AGENT: ["primary.vm:8140", "replica.vm:8140"]}, "read again after the run"
     deploy, *polls, nodes = lab.http.requests
     # tutorial step 5: puppet job run --no-enforce-environment --query 'nodes {...}'
@@ -331,7 +332,7 @@ def test_one_agent_without_the_replica_is_enough_to_push(lab: FakeLab) -> None:
         SERVER_LIST, Reply(0, "primary.vm:8140\n"), Reply(0, "primary.vm:8140,replica.vm\n")
     )
     _job(lab, "finished")
-    lists = actions.ensure_agent_config_pushed(lab)
+    lists = replica_steps.ensure_agent_config_pushed(lab)
     assert lists["ubuntu.vm"] == ["primary.vm:8140", "replica.vm"]
     assert [r.method for r in lab.http.mutations()] == ["POST"]
     assert not lab.unexpected
@@ -351,7 +352,7 @@ def test_orchestrator_run_that_did_not_finish_everywhere_is_transient(
     lab.hosts[AGENT].on(SERVER_LIST, stdout="primary.vm:8140\n")
     _job(lab, state, nodes=nodes)
     with pytest.raises(TransientError, match=named):
-        actions.ensure_agent_config_pushed(lab)
+        replica_steps.ensure_agent_config_pushed(lab)
     assert lab.hosts[AGENT].commands() == [SERVER_LIST], "not read again after a failed run"
 
 
@@ -362,7 +363,7 @@ def test_orchestrator_run_that_never_ends_times_out_naming_the_job(
     _job(lab, "running")
     started = clock.now
     with pytest.raises(TransientError, match="orchestrator job 81"):
-        actions.ensure_agent_config_pushed(lab, timeout=60, interval=2)
+        replica_steps.ensure_agent_config_pushed(lab, timeout=60, interval=2)
     polls = [r for r in lab.http.requests if r.url == f"{ORCHESTRATOR}/jobs/81"]
     assert len(polls) > 1 and clock.now - started <= 60, "polled until the deadline, not past it"
     assert f"{ORCHESTRATOR}/jobs/81/nodes" not in [r.url for r in lab.http.requests]

@@ -8,8 +8,9 @@ import re
 import httpx
 import pytest
 
-from pe_dr import actions, paths
+from pe_dr import paths
 from pe_dr.errors import CommandFailed, ConfigError, PermanentError, PreconditionError
+from pe_dr.steps import code_manager, primary_settings
 
 from .fakes import Exists, FakeLab, Http, Reply, Run, chmod
 
@@ -71,7 +72,7 @@ def test_valid_admin_token_is_kept_without_asking_for_the_password(lab: FakeLab)
     lab.primary.write(paths.ADMIN_TOKEN, ADMIN_TOKEN + "\n", mode=0o600)
     authenticate(lab, 200)
     # no PE_CONSOLE_PASSWORD is set: a valid token must not need it
-    assert actions.ensure_admin_token(lab) == "valid"
+    assert primary_settings.ensure_admin_token(lab) == "valid"
     assert lab.primary.calls == [Exists(paths.ADMIN_TOKEN, root=True)]
     assert lab.http.requests == [
         Http("POST", AUTHENTICATE, {"token": ADMIN_TOKEN, "update_last_activity?": False})
@@ -86,7 +87,7 @@ def test_missing_admin_token_is_made_with_the_password_on_stdin(
     monkeypatch.setenv("PE_CONSOLE_PASSWORD", CONSOLE_PASSWORD)
     lab.primary.on(login_argv("admin", paths.ADMIN_TOKEN), saves_token(paths.ADMIN_TOKEN, "t0k"))
     lab.primary.on(["chmod", "600", paths.ADMIN_TOKEN], chmod)
-    assert actions.ensure_admin_token(lab) == "created"
+    assert primary_settings.ensure_admin_token(lab) == "created"
     assert lab.primary.calls == [
         Exists(paths.ADMIN_TOKEN, root=True),
         Run(login_argv("admin", paths.ADMIN_TOKEN), root=True, stdin=CONSOLE_PASSWORD + "\n"),
@@ -106,7 +107,7 @@ def test_refused_admin_token_is_replaced(
     authenticate(lab, status)
     lab.primary.on(login_argv("admin", paths.ADMIN_TOKEN), saves_token(paths.ADMIN_TOKEN, "new"))
     lab.primary.on(["chmod", "600", paths.ADMIN_TOKEN], chmod)
-    assert actions.ensure_admin_token(lab) == "created"
+    assert primary_settings.ensure_admin_token(lab) == "created"
     assert lab.mutations() == [
         f"{PRIMARY}: {' '.join(login_argv('admin', paths.ADMIN_TOKEN))}",
         f"{PRIMARY}: chmod 600 {paths.ADMIN_TOKEN}",
@@ -120,7 +121,7 @@ def test_admin_token_on_the_replica_is_made_against_the_replica(
     argv = login_argv("admin", paths.ADMIN_TOKEN, server="replica.vm")
     lab.replica.on(argv, saves_token(paths.ADMIN_TOKEN, "replica-token"))
     lab.replica.on(["chmod", "600", paths.ADMIN_TOKEN], chmod)
-    assert actions.ensure_admin_token(lab, "replica.vm") == "created"
+    assert primary_settings.ensure_admin_token(lab, "replica.vm") == "created"
     assert lab.replica.commands() == [argv, ["chmod", "600", paths.ADMIN_TOKEN]]
     assert lab.primary.calls == []
 
@@ -137,7 +138,7 @@ def test_refused_console_password_is_one_sentence_naming_the_secret_block(
         status=401,
     )
     with pytest.raises(ConfigError) as caught:
-        actions.ensure_admin_token(lab)
+        primary_settings.ensure_admin_token(lab)
     message = caught.value.message
     assert "pe-console-password" in message and "PE_CONSOLE_PASSWORD" in message
     assert "'admin'" in message and PRIMARY in message
@@ -167,7 +168,7 @@ def test_login_failing_for_another_reason_raises_the_command_failure(
     )
     lab.http.on("POST", f"{RBAC}/v1/auth/token", api_answer)
     with pytest.raises(CommandFailed) as caught:
-        actions.ensure_admin_token(lab)
+        primary_settings.ensure_admin_token(lab)
     assert caught.value.transient, "a login that failed for another reason may work next time"
     assert CONSOLE_PASSWORD not in caught.value.message
     assert ["chmod", "600", paths.ADMIN_TOKEN] not in lab.primary.commands()
@@ -175,7 +176,7 @@ def test_login_failing_for_another_reason_raises_the_command_failure(
 
 def test_admin_token_needed_without_a_password_set_fails_before_any_command(lab: FakeLab) -> None:
     with pytest.raises(ConfigError, match=r"pe-console-password.*PE_CONSOLE_PASSWORD"):
-        actions.ensure_admin_token(lab)
+        primary_settings.ensure_admin_token(lab)
     assert lab.primary.commands() == []
 
 
@@ -199,7 +200,7 @@ def test_deploy_user_holding_the_role_is_left_alone(lab: FakeLab) -> None:
     _admin_token(lab)
     lab.http.on("GET", f"{RBAC}/v1/roles", json=ROLES)
     _users(lab, _deploy_user([4]))
-    assert actions.ensure_deploy_user(lab) == "present"
+    assert code_manager.ensure_deploy_user(lab) == "present"
     assert [(r.method, r.url) for r in lab.http.requests] == [
         ("GET", f"{RBAC}/v1/roles"),
         ("GET", f"{RBAC}/v1/users"),
@@ -217,7 +218,7 @@ def test_missing_deploy_user_is_created_with_the_code_deployers_role(lab: FakeLa
         f"{RBAC}/v1/users",
         httpx.Response(201, headers={"Location": f"/rbac-api/v1/users/{DEPLOY_USER_ID}"}),
     )
-    assert actions.ensure_deploy_user(lab) == "created"
+    assert code_manager.ensure_deploy_user(lab) == "created"
     [created] = lab.http.mutations()
     assert created.url == f"{RBAC}/v1/users"
     assert created.body["login"] == "deploy"
@@ -230,7 +231,7 @@ def test_deploy_user_without_the_role_is_granted_it(lab: FakeLab) -> None:
     lab.http.on("GET", f"{RBAC}/v1/roles", json=ROLES)
     _users(lab, _deploy_user([1]))
     lab.http.on("POST", f"{RBAC}/v1/command/roles/add-users", status=204, text="")
-    assert actions.ensure_deploy_user(lab) == "role added"
+    assert code_manager.ensure_deploy_user(lab) == "role added"
     assert lab.http.mutations() == [
         Http(
             "POST",
@@ -244,7 +245,7 @@ def test_deploy_user_is_not_created_when_pe_has_no_code_deployers_role(lab: Fake
     _admin_token(lab)
     lab.http.on("GET", f"{RBAC}/v1/roles", json=ROLES[:1])
     with pytest.raises(PermanentError, match="Code Deployers"):
-        actions.ensure_deploy_user(lab)
+        code_manager.ensure_deploy_user(lab)
     assert lab.mutations() == []
 
 
@@ -254,7 +255,7 @@ def test_deploy_user_is_not_created_when_pe_has_no_code_deployers_role(lab: Fake
 def test_valid_deploy_token_is_kept(lab: FakeLab) -> None:
     lab.primary.write(paths.DEPLOY_TOKEN, DEPLOY_TOKEN + "\n", mode=0o600)
     authenticate(lab, 200)
-    assert actions.ensure_deploy_token(lab) == "valid"
+    assert code_manager.ensure_deploy_token(lab) == "valid"
     assert lab.primary.calls == [Exists(paths.DEPLOY_TOKEN, root=True)]
     assert [r.body["token"] for r in lab.http.requests] == [DEPLOY_TOKEN]
     assert lab.mutations() == []
@@ -271,7 +272,7 @@ def test_missing_deploy_token_gets_a_fresh_password_through_a_reset_token(lab: F
     _reset_flow(lab)
     lab.primary.on(login_argv("deploy", paths.DEPLOY_TOKEN), saves_token(paths.DEPLOY_TOKEN, "d"))
     lab.primary.on(["chmod", "600", paths.DEPLOY_TOKEN], chmod)
-    assert actions.ensure_deploy_token(lab) == "created"
+    assert code_manager.ensure_deploy_token(lab) == "created"
     reset = lab.http.requests[-1]
     assert (reset.method, reset.url) == ("POST", f"{RBAC}/v1/auth/reset")
     assert reset.body["token"] == "reset-tok-1234"
@@ -291,8 +292,8 @@ def test_each_new_deploy_token_gets_its_own_password(lab: FakeLab) -> None:
     _reset_flow(lab)
     lab.primary.on(login_argv("deploy", paths.DEPLOY_TOKEN), Reply())
     lab.primary.on(["chmod", "600", paths.DEPLOY_TOKEN], Reply())
-    actions.ensure_deploy_token(lab)
-    actions.ensure_deploy_token(lab)
+    code_manager.ensure_deploy_token(lab)
+    code_manager.ensure_deploy_token(lab)
     resets = [r.body["password"] for r in lab.http.requests if r.url.endswith("/auth/reset")]
     assert len(resets) == 2 and resets[0] != resets[1]
 
@@ -301,7 +302,7 @@ def test_deploy_token_is_not_made_for_a_user_that_does_not_exist(lab: FakeLab) -
     _admin_token(lab)
     _users(lab)
     with pytest.raises(PreconditionError, match=r"'deploy' does not exist on primary\.vm"):
-        actions.ensure_deploy_token(lab)
+        code_manager.ensure_deploy_token(lab)
     assert lab.mutations() == []
 
 
@@ -310,6 +311,6 @@ def test_refused_deploy_password_does_not_blame_the_console_password(lab: FakeLa
     lab.primary.on(login_argv("deploy", paths.DEPLOY_TOKEN), LOGIN_REFUSED)
     lab.http.on("POST", f"{RBAC}/v1/auth/token", json={"msg": "invalid"}, status=401)
     with pytest.raises(ConfigError) as caught:
-        actions.ensure_deploy_token(lab)
+        code_manager.ensure_deploy_token(lab)
     assert "'deploy'" in caught.value.message
     assert "pe-console-password" not in caught.value.message

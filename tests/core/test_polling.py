@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pe_dr import actions, checks, polling
+from pe_dr import checks, polling
 from pe_dr.errors import ConfigError, TransientError
 from pe_dr.parsers import AgentRun
 from pe_dr.spec import LabSpec
@@ -39,7 +39,7 @@ class FakeClock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake = FakeClock()
-    for module in (polling, actions, checks):
+    for module in (polling, checks):
         monkeypatch.setattr(module, "time", fake.module())
     return fake
 
@@ -69,7 +69,7 @@ def test_wait_until_sees_a_change_within_one_interval(
 ) -> None:
     interval = 2.0
     change = Change(clock, clock.now + offset, cost)
-    assert actions.wait_until(change.probe, timeout=60, interval=interval, what="x") is True
+    assert polling.wait_until(change.probe, timeout=60, interval=interval, what="x") is True
     seen_at = change.starts[-1]
     # the probe that saw it started at most one interval after it landed (or one probe's
     # duration, when a probe that just missed it overran the interval)
@@ -85,7 +85,7 @@ def test_wait_until_rate_is_bounded_and_stops_at_the_deadline(
     start = clock.now
     never = Change(clock, float("inf"), cost)
     with pytest.raises(TransientError, match="timed out after 30 s waiting for the thing"):
-        actions.wait_until(never.probe, timeout=timeout, interval=interval, what="the thing")
+        polling.wait_until(never.probe, timeout=timeout, interval=interval, what="the thing")
     assert all(g >= interval for g in gaps(never.starts))
     assert len(never.starts) <= timeout / max(interval, cost) + 1
     assert never.starts[-1] <= start + timeout  # no probe starts after the deadline
@@ -248,7 +248,7 @@ def test_a_long_wait_reports_after_10_s_then_at_most_every_30_s(
     polling.add_progress_sink(lambda line: seen_at.append(clock.now))
     never = Change(clock, float("inf"))
     with pytest.raises(TransientError):
-        actions.wait_until(never.probe, timeout=100, interval=7, what="replica.vm to deploy x")
+        polling.wait_until(never.probe, timeout=100, interval=7, what="replica.vm to deploy x")
     assert progress_lines[0] == "waiting for replica.vm to deploy x 10/100 s"
     assert [round(t - start) for t in seen_at] == [10, 40, 70]  # on time, between probes too
     assert len(progress_lines) == 3
@@ -260,7 +260,7 @@ def test_a_short_wait_and_an_unnamed_wait_say_nothing(
     clock: FakeClock, progress_lines: list[str]
 ) -> None:
     change = Change(clock, clock.now + 9.5)
-    actions.wait_until(change.probe, timeout=100, interval=1, what="something quick")
+    polling.wait_until(change.probe, timeout=100, interval=1, what="something quick")
     pace = polling.Pacer(5.0, clock.now + 60.0)  # no `what`: a bare pacer stays silent
     while pace.wait():
         pass

@@ -202,13 +202,13 @@ def test_a_failing_fact_is_evidence_not_a_failed_run(
 
 def test_promotion_is_refused_while_the_primary_answers(built: LabHandle, journal_ops: Ops) -> None:
     """PE's `promote` does not check that the old primary is gone; the drill must."""
-    from pe_dr import actions
     from pe_dr.errors import PreconditionError
     from pe_dr.lab import Lab
     from pe_dr.spec import load_spec
+    from pe_dr.steps import promotion
 
     before = len(built.journal())
     with Lab(load_spec(built.spec_path)) as live, pytest.raises(PreconditionError) as refused:
-        actions.promote_replica(live)
+        promotion.promote_replica(live)
     assert "primary.vm is running" in str(refused.value)
     assert journal_ops(built, "puppet.infrastructure.promote", before) == []

@@ -74,17 +74,17 @@ def test_promotion_steps_run_again_find_the_work_done(
     promoted: tuple[LabHandle, bool, DrillReport], journal_ops: Any
 ) -> None:
     """A Retry after a crash re-runs steps: each reads PE's state and does not act twice."""
-    from pe_dr import actions
     from pe_dr.lab import Lab
     from pe_dr.spec import load_spec
+    from pe_dr.steps import promotion as promotion_steps
 
     handle, ok, _ = promoted
     assert ok
     before = len(handle.journal())
     with Lab(load_spec(handle.spec_path)) as live:
-        assert actions.promote_replica(live) == "already promoted"
-        assert actions.forget_old_primary(live) == "already forgotten"
-        assert actions.ensure_client_tools_point_at(live, "replica.vm") == []
+        assert promotion_steps.promote_replica(live) == "already promoted"
+        assert promotion_steps.forget_old_primary(live) == "already forgotten"
+        assert promotion_steps.ensure_client_tools_point_at(live, "replica.vm") == []
     assert journal_ops(handle, "puppet.infrastructure.promote", before) == []
     assert journal_ops(handle, "puppet.infrastructure.forget", before) == []
 
@@ -93,18 +93,18 @@ def test_forget_failing_for_another_reason_is_a_failure(
     promoted: tuple[LabHandle, bool, DrillReport],
 ) -> None:
     """Only PE's state says "already forgotten"; a non-zero exit is the command's own failure."""
-    from pe_dr import actions
     from pe_dr.errors import CommandFailed
     from pe_dr.lab import Lab
     from pe_dr.spec import load_spec
+    from pe_dr.steps import promotion as promotion_steps
 
     handle, ok, _ = promoted
     assert ok
     handle.fault_add("fail:puppet.infrastructure.forget")
     try:
         with Lab(load_spec(handle.spec_path)) as live, pytest.MonkeyPatch.context() as mp:
-            mp.setattr(actions, "_active_node", lambda *_: True)  # PE still lists it
+            mp.setattr(promotion_steps, "_active_node", lambda *_: True)  # PE still lists it
             with pytest.raises(CommandFailed, match="Failed to purge node"):
-                actions.forget_old_primary(live)
+                promotion_steps.forget_old_primary(live)
     finally:
         handle.fault_clear()

@@ -1,0 +1,1 @@
+"""The tutorial's actions as idempotent "ensure" functions, one module per chapter."""
