@@ -100,6 +100,11 @@ def test_vagrant_ssh_tls_and_down(tmp_path: Path) -> None:
         finally:
             os.environ["PATH"] = old_path
         drv = Driver(h)
+        # the stub quotes its argv as JSON by hand (no json import): odd names arrive intact
+        odd = 'we"ird\\vm\tnamé'
+        proc = drv.vagrant("ssh-config", odd, check=False)
+        assert proc.returncode == 1
+        assert f"The machine with the name '{odd}' was not found" in proc.stderr
         addr = drv.addr["primary.vm"]
         assert conf["HostName"] == addr and conf["User"] == "vagrant"
         ssh = [
