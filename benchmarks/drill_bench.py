@@ -11,10 +11,10 @@
   (ru_maxrss) is its own.
 * fan-out: the failover/failback agent check (`wait_for_server`: poll agent runs until each is
   compiled by the wanted server) on labs with 1, 10 and 100 agents, one agent run modelled at
-  `AGENT_RUN_MODEL` seconds: cold (a new Lab, so new SSH connections, as in a task) and warm
-  (connections open); with the default bound on parallel agents, the old bound of 16, and 100
-  (one thread per agent). Beside each wall time: the CPU seconds of this process (user + sys)
-  per agent per check, and the wall ratio of 100 agents to one.
+  `AGENT_RUN_MODEL` seconds: cold (no SSH connection open yet) and warm (connections open, as a
+  drill's later steps find them); with the default bound on parallel agents, the old bound of
+  16, and 100 (one thread per agent). Beside each wall time: the CPU seconds of this process
+  (user + sys) per agent per check, and the wall ratio of 100 agents to one.
 """
 
 from __future__ import annotations
@@ -236,13 +236,15 @@ def _py_spy(state_dir: Path, profile: Path | None) -> Iterator[None]:
 
 
 def _fan_out_once(spec: Any, bound: int) -> tuple[float, float, bool, float, float]:
-    """(cold wall, warm wall, passed, cold CPU, warm CPU): cold as a task runs it, with a new Lab
-    (SSH connections opened on the way); warm again on the same Lab (connections open). CPU is
+    """(cold wall, warm wall, passed, cold CPU, warm CPU): cold as the first check of a process
+    (SSH connections opened on the way); warm again (connections open, as a later step of a
+    drill finds them: the Labs of a process share them). CPU is
     this process's own (user + sys, every thread; labsim's daemon is another process)."""
     from pe_dr.checks import wait_for_server
-    from pe_dr.lab import Lab
+    from pe_dr.lab import Lab, close_connections
 
     os.environ["PE_DR_MAX_PARALLEL_AGENTS"] = str(bound)
+    close_connections()  # cold: no connection kept from an earlier check of this process
     walls, cpus, passed = [], [], True
     with Lab(spec) as lab:
         for _ in range(2):
