@@ -798,3 +798,5 @@ def test_every_vagrant_invocation_and_ssh_connection_is_journaled(built: Any) ->
     before = len(h.journal())
     drv._client("linux.vm").close()  # a connection of its own (the driver keeps its others)
     assert len(_ops(h.journal()[before:], "ssh.connect", "linux.vm")) == 1
+    logins = _ops(h.journal()[before:], "ssh.login", "linux.vm")
+    assert [e["detail"] for e in logins] == ["vagrant"], "whose connection it was"
