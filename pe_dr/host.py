@@ -113,7 +113,7 @@ class Host:
         self.on_unreachable = on_unreachable  # told when connecting fails (stale settings?)
         self._conn: fabric.Connection | None = None
         self._lock = threading.RLock()
-        self._last_used = 0.0  # monotonic time the connection last opened a channel
+        self._last_used = 0.0  # monotonic time the connection was last in use
 
     # --- connection ------------------------------------------------------------------------------
 
@@ -281,6 +281,7 @@ class Host:
             raise
         finally:
             chan.close()
+            self._last_used = time.monotonic()  # busy until now: a long command is not idleness
 
     def _open_session(self) -> paramiko.Channel:
         """A session channel; on a connection kept from earlier use that no longer opens one (the
