@@ -11,9 +11,10 @@
   (ru_maxrss) is its own.
 * fan-out: the failover/failback agent check (`wait_for_server`: poll agent runs until each is
   compiled by the wanted server) on labs with 1, 10 and 100 agents, one agent run modelled at
-  `AGENT_RUN_MODEL` seconds: cold (a new Lab, so new SSH connections, as in a task) and warm
-  (connections open); with the default bound on parallel agents, the old bound of 16, and 100
-  (one thread per agent).
+  `AGENT_RUN_MODEL` seconds: cold (no SSH connection open yet) and warm (connections open, as a
+  drill's later steps find them); with the default bound on parallel agents, the old bound of
+  16, and 100 (one thread per agent). Beside each wall time: the CPU seconds of this process
+  (user + sys) per agent per check, and the wall ratio of 100 agents to one.
 """
 
 from __future__ import annotations
@@ -105,9 +106,21 @@ def drill_child(report_dir: str) -> None:
         poll_interval_seconds=0.05,
         report_dir=report_dir,
     )
+    profile_to = os.environ.get("PE_DR_BENCH_PROFILE")
+    profiler = None
+    if profile_to:  # `--profile DIR`: the built-lab drill under cProfile (its main thread)
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     t0 = time.time()
+    cpu0 = time.process_time()
     state = dr_drill(params, return_state=True)
+    cpu1 = time.process_time()
     t1 = time.time()
+    if profiler is not None and profile_to:
+        profiler.disable()
+        profiler.dump_stats(profile_to)
     report = journal.record_of(state)
     print(
         json.dumps(
@@ -115,6 +128,7 @@ def drill_child(report_dir: str) -> None:
                 "ok": state.is_completed(),
                 "t0": t0,
                 "t1": t1,
+                "cpu": cpu1 - cpu0,
                 "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                 "steps": [vars(s) for s in report.steps] if report else [],
             }
@@ -139,7 +153,7 @@ def _drill_in_child(env: dict[str, str], report_dir: Path) -> dict[str, Any]:
     return result
 
 
-def bench_drill(tmp: Path) -> dict[str, Any]:
+def bench_drill(tmp: Path, profile: Path | None = None) -> dict[str, Any]:
     from labsim.testing import running_lab
 
     with running_lab(tmp / "drill-lab", time_scale=DRILL_SCALE, agents=1) as handle:
@@ -147,9 +161,14 @@ def bench_drill(tmp: Path) -> dict[str, Any]:
         out = _drill_in_child(env, tmp / "reports")
         child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         sleeps = _sleeps(handle.state_dir)
-        mark = len(handle.journal())
-        built = _drill_in_child(env, tmp / "again")  # the same lab, now built
+        mark, sleeps_mark = len(handle.journal()), len(_sleeps(handle.state_dir))
+        if profile is not None:
+            profile.mkdir(parents=True, exist_ok=True)
+            env["PE_DR_BENCH_PROFILE"] = str(profile / "drill.prof")
+        with _py_spy(handle.state_dir, profile):
+            built = _drill_in_child(env, tmp / "again")  # the same lab, now built
         calls = handle.journal()[mark:]
+        built_sleeps = _sleeps(handle.state_dir)[sleeps_mark:]
     steps = out["steps"]
     ups = [s for s in steps if s["name"].startswith("vm-up ") or s["name"] == "ensure-box"]
     up_start = min(_epoch(s["started_at"]) for s in ups)
@@ -176,25 +195,63 @@ def bench_drill(tmp: Path) -> dict[str, Any]:
         "built_steps": len(built["steps"]),
         "built_vagrant": [c["detail"] for c in calls if c["op"] == "vagrant.command"],
         "built_ssh": sum(1 for c in calls if c["op"] == "ssh.connect"),
+        "built_ssh_drill": sum(
+            1 for c in calls if c["op"] == "ssh.login" and c["detail"] == "vagrant"
+        ),
+        "built_wall": built["t1"] - built["t0"],
+        "built_cpu": built["cpu"],
+        "built_modelled": union_seconds(
+            [(e["t0"], e["t1"]) for e in built_sleeps], built["t0"], built["t1"]
+        ),
         "maxrss_mb": out["maxrss_kb"] / 1024,
         "children_rss_mb": child_rss / 1024,
     }
 
 
+@contextlib.contextmanager
+def _py_spy(state_dir: Path, profile: Path | None) -> Iterator[None]:
+    """With `--profile DIR` and py-spy installed: labsim's daemon sampled during the built-lab
+    drill (DIR/daemon.txt, collapsed stacks, idle samples included: wall time)."""
+    import shutil
+
+    spy = shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    ready = state_dir / "daemon.ready"
+    if profile is None or spy is None or not ready.exists():
+        yield
+        return
+    pid = ready.read_text().strip()
+    out = profile / "daemon.txt"
+    cmd = [spy, "record", "--idle", "-r", "200", "-f", "raw", "-o", str(out), "-p", pid]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)  # py-spy attaches
+        yield
+    finally:
+        proc.send_signal(2)  # SIGINT: py-spy writes what it sampled
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
 # --- fan-out ----------------------------------------------------------------------------------
 
 
-def _fan_out_once(spec: Any, bound: int) -> tuple[float, float, bool]:
-    """(cold wall, warm wall, passed): cold as a task runs it, with a new Lab (SSH connections
-    opened on the way); warm again on the same Lab (connections open)."""
+def _fan_out_once(spec: Any, bound: int) -> tuple[float, float, bool, float, float]:
+    """(cold wall, warm wall, passed, cold CPU, warm CPU): cold as the first check of a process
+    (SSH connections opened on the way); warm again (connections open, as a later step of a
+    drill finds them: the Labs of a process share them). CPU is
+    this process's own (user + sys, every thread; labsim's daemon is another process)."""
     from pe_dr.checks import wait_for_server
-    from pe_dr.lab import Lab
+    from pe_dr.lab import Lab, close_connections
 
     os.environ["PE_DR_MAX_PARALLEL_AGENTS"] = str(bound)
-    walls, passed = [], True
+    close_connections()  # cold: no connection kept from an earlier check of this process
+    walls, cpus, passed = [], [], True
     with Lab(spec) as lab:
         for _ in range(2):
-            t0 = time.monotonic()
+            c0, t0 = time.process_time(), time.monotonic()
             result = wait_for_server(
                 lab,
                 name="failback",
@@ -204,8 +261,9 @@ def _fan_out_once(spec: Any, bound: int) -> tuple[float, float, bool]:
                 poll_interval=0.5,
             )
             walls.append(time.monotonic() - t0)
+            cpus.append(time.process_time() - c0)
             passed = passed and result.passed
-    return walls[0], walls[1], passed
+    return walls[0], walls[1], passed, cpus[0], cpus[1]
 
 
 def bench_fan_out(tmp: Path, agents: int, bounds: tuple[int, ...]) -> dict[str, Any]:
@@ -243,6 +301,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.drill_bench")
     parser.add_argument("--drill-child", metavar="REPORT_DIR")
     parser.add_argument("--only", choices=("drill", "fan-out"), help="one part of the benchmark")
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        type=Path,
+        help="profile the built-lab drill: DIR/drill.prof (cProfile), DIR/daemon.txt (py-spy)",
+    )
     args = parser.parse_args()
     if args.drill_child:
         drill_child(args.drill_child)
@@ -267,7 +331,7 @@ def main() -> None:
             os.environ["PREFECT_API_URL"] = str(PREFECT_API_URL.value())
             drill: dict[str, Any] | None = None
             if args.only in (None, "drill"):
-                drill = bench_drill(tmp)
+                drill = bench_drill(tmp, args.profile)
                 _progress("drill", drill)
             fans: list[dict[str, Any]] = []
             for n in FANOUT_AGENTS if args.only in (None, "fan-out") else ():
@@ -307,6 +371,7 @@ def _drill_rows(drill: dict[str, Any]) -> list[tuple[str, str]]:
     for command in vagrant:
         verbs[command.split()[0]] = verbs.get(command.split()[0], 0) + 1
     statuses = verbs.get("status", 0)
+    built_overhead = drill["built_wall"] - drill["built_modelled"]
     return [
         ("drill (1 agent, fresh lab)", "passed" if drill["ok"] else "FAILED"),
         (
@@ -329,11 +394,23 @@ def _drill_rows(drill: dict[str, Any]) -> list[tuple[str, str]]:
             f"{len(vagrant)} ({statuses} `vagrant status`) over {drill['built_steps']} steps: "
             + ", ".join(f"{verb} x{n}" for verb, n in sorted(verbs.items())),
         ),
-        ("drill on a built lab: SSH connections", str(drill["built_ssh"])),
+        (
+            "drill on a built lab: SSH connections",
+            f"{drill['built_ssh']} ({drill['built_ssh_drill']} the drill's, as vagrant; the rest "
+            "the lab's own git and ssh-keyscan)",
+        ),
+        (
+            "drill on a built lab: overhead per step; CPU",
+            f"{1000 * built_overhead / max(drill['built_steps'], 1):.0f} ms "
+            f"({drill['built_wall']:.2f} s wall, {drill['built_modelled']:.2f} s modelled); "
+            f"{drill['built_cpu']:.2f} s CPU in the drill process",
+        ),
     ]
 
 
 def _fan_rows(fans: list[dict[str, Any]], bounds: tuple[int, ...]) -> list[tuple[str, str]]:
+    """Per bound, cold and warm: wall (and its ratio to 1 agent), and this process's CPU per
+    agent per check, side by side; then the wall ratio of the most agents to one."""
     rows = []
     one_run = AGENT_RUN_MODEL * FANOUT_SCALE
     for bound in bounds:
@@ -342,10 +419,22 @@ def _fan_rows(fans: list[dict[str, Any]], bounds: tuple[int, ...]) -> list[tuple
             cells = []
             for fan in fans:
                 wall, ok = fan["walls"][bound][col], fan["walls"][bound][2]
+                cpu = fan["walls"][bound][3 + col]
                 mark = "" if ok else " FAILED"
-                cells.append(f"{fan['agents']}: {wall:.2f} s x{wall / base:.2f}{mark}")
+                cells.append(
+                    f"{fan['agents']}: {wall:.2f} s x{wall / base:.2f}, "
+                    f"CPU {1000 * cpu / fan['agents']:.1f} ms/agent{mark}"
+                )
             key = f"fan-out {label}, bound {bound} (agent run {one_run:.1f} s)"
             rows.append((key, ";  ".join(cells)))
+    if len(fans) > 1:
+        last = fans[-1]
+        cells = [
+            f"bound {b}: cold x{last['walls'][b][0] / fans[0]['walls'][b][0]:.2f}, "
+            f"warm x{last['walls'][b][1] / fans[0]['walls'][b][1]:.2f}"
+            for b in bounds
+        ]
+        rows.append((f"fan-out wall {last['agents']} agents / 1 agent", ";  ".join(cells)))
     rows.append(
         (
             f"lab_setup wall (scale {FANOUT_SCALE:g})",

@@ -44,6 +44,9 @@ from pe_dr.parsers import SSHParams
 from pe_dr.secrets import scrub
 
 ROOT_PREFIX = ("sudo", "-n", "-i")
+# A connection unused for this long is not trusted any more: it is closed and opened anew (a VM
+# that went away without a reset leaves a connection that looks open and hangs).
+IDLE_REUSE_SECONDS = 120.0
 UPLOAD_PREFIX = ".pe-dr-upload-"
 _KILL_GRACE = 2.0
 
@@ -110,6 +113,7 @@ class Host:
         self.on_unreachable = on_unreachable  # told when connecting fails (stale settings?)
         self._conn: fabric.Connection | None = None
         self._lock = threading.RLock()
+        self._last_used = 0.0  # monotonic time the connection was last in use
 
     # --- connection ------------------------------------------------------------------------------
 
@@ -131,9 +135,19 @@ class Host:
         )
 
     def _connection(self) -> fabric.Connection:
+        return self._connection_reused()[0]
+
+    def _connection_reused(self) -> tuple[fabric.Connection, bool]:
+        """The connection, and whether it was opened before this call (kept from earlier use)."""
         with self._lock:
-            if self._conn is not None and self._conn.is_connected:
-                return self._conn
+            now = time.monotonic()
+            if (
+                self._conn is not None
+                and self._conn.is_connected
+                and now - self._last_used < IDLE_REUSE_SECONDS
+            ):
+                self._last_used = now
+                return self._conn, True
             if self._conn is not None:
                 self._drop()
             if self.ssh.key_file and not os.path.isfile(self.ssh.key_file):
@@ -161,7 +175,8 @@ class Host:
                 self._unreachable()
                 raise TransientError(f"cannot reach {self.name} over SSH: {_reason(exc)}") from None
             self._conn = conn
-            return conn
+            self._last_used = time.monotonic()
+            return conn, False
 
     def _unreachable(self) -> None:
         if self.on_unreachable is not None:
@@ -216,12 +231,7 @@ class Host:
     ) -> tuple[int, bytes, bytes]:
         shown = scrub(line)
         deadline = time.monotonic() + timeout
-        conn = self._connection()
-        try:
-            chan = conn.client.get_transport().open_session(timeout=self.connect_timeout)
-        except (OSError, EOFError, paramiko.SSHException, AttributeError) as exc:
-            self.close()
-            raise TransientError(f"cannot reach {self.name} over SSH: {_reason(exc)}") from None
+        chan = self._open_session()
         out, err = bytearray(), bytearray()
         try:
             chan.exec_command(line)
@@ -271,6 +281,21 @@ class Host:
             raise
         finally:
             chan.close()
+            self._last_used = time.monotonic()  # busy until now: a long command is not idleness
+
+    def _open_session(self) -> paramiko.Channel:
+        """A session channel; on a connection kept from earlier use that no longer opens one (the
+        VM rebooted, sshd restarted), once more on a new connection: nothing was sent yet."""
+        while True:
+            conn, reused = self._connection_reused()
+            try:
+                return conn.client.get_transport().open_session(timeout=self.connect_timeout)
+            except (OSError, EOFError, paramiko.SSHException, AttributeError) as exc:
+                self.close()
+                if not reused:
+                    raise TransientError(
+                        f"cannot reach {self.name} over SSH: {_reason(exc)}"
+                    ) from None
 
     def _stop(self, chan: paramiko.Channel) -> None:
         """Ask sshd to signal the command's process group (TERM, then KILL), then close."""
@@ -293,12 +318,16 @@ class Host:
     # --- files -----------------------------------------------------------------------------------
 
     def _sftp(self) -> paramiko.SFTPClient:
-        conn = self._connection()
-        try:
-            return conn.sftp()
-        except (OSError, EOFError, paramiko.SSHException) as exc:
-            self.close()
-            raise TransientError(f"cannot open SFTP on {self.name}: {_reason(exc)}") from None
+        while True:
+            conn, reused = self._connection_reused()
+            try:
+                return conn.sftp()
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                self.close()
+                if not reused:  # a kept connection that went stale: once more on a new one
+                    raise TransientError(
+                        f"cannot open SFTP on {self.name}: {_reason(exc)}"
+                    ) from None
 
     def put(
         self,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import ssl
+import threading
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any, Self
 
@@ -35,11 +36,25 @@ __all__ = [
 _LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0)
 
 
+# CA PEM (None: the system store) -> its client context. Building one costs 20-80 ms (the system
+# store is parsed each time), and every PE or GitLab client built one; a context is meant to be
+# shared by connections, and nothing here changes it after it is made.
+_contexts: dict[bytes | None, ssl.SSLContext] = {}
+_contexts_lock = threading.Lock()
+
+
 def lab_ssl_context(ca_pem: bytes | None) -> ssl.SSLContext:
-    """A verifying client context: trusts only the lab CA when given, the system store otherwise."""
-    if ca_pem is None:
-        return ssl.create_default_context()
-    return ssl.create_default_context(cadata=ca_pem.decode("ascii"))
+    """A verifying client context: trusts only the lab CA when given, the system store otherwise
+    (one per CA and process)."""
+    with _contexts_lock:
+        context = _contexts.get(ca_pem)
+        if context is None:
+            if ca_pem is None:
+                context = ssl.create_default_context()
+            else:
+                context = ssl.create_default_context(cadata=ca_pem.decode("ascii"))
+            _contexts[ca_pem] = context
+        return context
 
 
 class LabNetworkBackend(httpcore.SyncBackend):

@@ -1,10 +1,12 @@
 """Lab: live handles on one lab (vagrant, SSH hosts, PE and GitLab clients) built from a LabSpec.
 
-A Lab lives inside one task and is closed at its end; tasks pass the LabSpec, never a Lab.
+A Lab lives inside one task and is closed at its end; tasks pass the LabSpec, never a Lab. The SSH
+connections outlive it: the Labs of one process share one Host (one connection) per VM.
 """
 
 from __future__ import annotations
 
+import atexit
 import errno
 import socket
 import ssl
@@ -28,12 +30,36 @@ from pe_dr.vagrant import VagrantLab
 # starts, halts or destroys the VM (forget_host) and when connecting with them fails.
 _ssh_params: dict[tuple[str, str], SSHParams] = {}
 _ssh_params_lock = threading.Lock()
+# (vagrant root, VM) -> its Host, with its SSH connection, shared by the Labs of this process in
+# the same way: a connection costs a TCP and an SSH handshake (key exchange, authentication), and
+# the drill's steps each opened one per VM they touched. Dropped with the settings above; a Lab's
+# close() leaves them open for the next step (close_connections() closes them all).
+_pooled: dict[tuple[str, str], Host] = {}
 
 
 def _forget_params(key: tuple[str, str], stale: SSHParams | None = None) -> None:
     with _ssh_params_lock:
         if stale is None or _ssh_params.get(key) == stale:
             _ssh_params.pop(key, None)
+        host = _pooled.get(key)
+        if host is not None and (stale is None or host.ssh == stale):
+            del _pooled[key]
+        else:
+            host = None
+    if host is not None:
+        host.close()
+
+
+def close_connections() -> None:
+    """Close the SSH connections the Labs of this process keep (they reconnect when used)."""
+    with _ssh_params_lock:
+        hosts = list(_pooled.values())
+        _pooled.clear()
+    for host in hosts:
+        host.close()
+
+
+atexit.register(close_connections)  # a clean SSH disconnect rather than a dropped socket
 
 
 class Lab:
@@ -56,10 +82,10 @@ class Lab:
         self.close()
 
     def close(self) -> None:
+        """Let go of the VMs' handles; their SSH connections stay open for the next Lab of this
+        process (forget_host, a failed connection or close_connections() close them)."""
         with self._lock:
-            hosts, self._hosts = list(self._hosts.values()), {}
-        for host in hosts:
-            host.close()
+            self._hosts = {}
 
     def host(self, name: str) -> Host:
         """An SSH handle on VM `name`, with parameters from `vagrant ssh-config`."""
@@ -80,8 +106,18 @@ class Lab:
             return self._hosts.setdefault(vm, host)
 
     def _new_host(self, vm: str, params: SSHParams) -> Host:
+        """The process's Host for `vm` with these settings (a new one when they changed)."""
         key = (self.vagrant.root, vm)
-        return Host(vm, params, on_unreachable=lambda: _forget_params(key, params))
+        stale = None
+        with _ssh_params_lock:
+            host = _pooled.get(key)
+            if host is None or host.ssh != params:
+                stale = host
+                host = Host(vm, params, on_unreachable=lambda: _forget_params(key, params))
+                _pooled[key] = host
+        if stale is not None:
+            stale.close()
+        return host
 
     def prefetch_hosts(self, names: Sequence[str]) -> None:
         """Build the SSH handles of many VMs from one `vagrant ssh-config` (a fan-out over agents).

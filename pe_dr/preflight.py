@@ -212,7 +212,9 @@ def on_the_lab(spec: LabSpec, needs: Needs) -> Outcome:
         if needs.credentials:
             primary, gitlab = spec.primary.name, spec.gitlab.name
             running = [vm for vm in (primary, gitlab) if states.get(vm) == "running"]
-            lab.prefetch_hosts(running)
+            # every running VM's SSH settings from this one vagrant call: the steps after find them
+            # remembered (pe_dr.lab) rather than starting vagrant once per VM
+            lab.prefetch_hosts([h.name for h in spec.hosts if states.get(h.name) == "running"])
             if primary in running:
                 out.extend(_admin_token(lab))
             if gitlab in running:

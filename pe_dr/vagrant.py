@@ -27,7 +27,9 @@ How python-vagrant is used (and where it is not enough):
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -98,6 +100,27 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
             continue
 
 
+def _wait(proc: subprocess.Popen[bytes], timeout: float) -> int:
+    """`proc.wait(timeout)`, woken by the exit itself: Popen.wait with a timeout polls in sleeps
+    of up to 50 ms, about 25 ms late on average for a short command (status, ssh-config). A pidfd
+    (Linux >= 5.3) becomes readable when the process exits; elsewhere Popen's own wait."""
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is None:
+        return proc.wait(timeout=timeout)
+    try:
+        fd = pidfd_open(proc.pid)
+    except OSError:
+        return proc.wait(timeout=timeout)
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        if not poller.poll(max(0, math.ceil(timeout * 1000))):  # retried on EINTR (PEP 475)
+            raise subprocess.TimeoutExpired(proc.args, timeout)
+    finally:
+        os.close(fd)
+    return proc.wait()
+
+
 _running: set[subprocess.Popen[bytes]] = set()
 _running_lock = threading.Lock()
 
@@ -163,7 +186,7 @@ class _BoundedVagrant(pyvagrant.Vagrant):
             with _running_lock:
                 _running.add(proc)
             try:
-                code = proc.wait(timeout=timeout)
+                code = _wait(proc, timeout)
             except subprocess.TimeoutExpired:
                 _kill_group(proc)
                 raise VagrantError(
@@ -203,16 +226,37 @@ class VagrantLab:
         self.root = os.path.abspath(os.fspath(root)) if root is not None else os.getcwd()
         self.timeout = timeout
         self._vagrant = _BoundedVagrant(self.root, timeout)
+        # The last `vagrant status`, until this object starts, halts, destroys or restores a VM.
+        # A VagrantLab lives in one Lab, so in one task: a step that reads the state twice (the
+        # halt's own guard, then the action's) pays one vagrant start-up, not two.
+        self._states: dict[str, str] | None = None
+        self._states_lock = threading.Lock()
 
     def _quick(self) -> _BoundedVagrant:
         self._vagrant.next_timeout = min(self.timeout, QUICK_TIMEOUT)
         return self._vagrant
 
-    def status(self) -> dict[str, str]:
-        """{machine: state id} for every machine of the Vagrantfile (`running`, `poweroff`, …)."""
-        return parse_vagrant_status(
-            self._quick()._run_vagrant_command(["status", "--machine-readable"])
-        )
+    def status(self, *, fresh: bool = False) -> dict[str, str]:
+        """{machine: state id} for every machine of the Vagrantfile (`running`, `poweroff`, …);
+        the one this object last read unless `fresh` or it changed a VM since."""
+        with self._states_lock:
+            if self._states is None or fresh:
+                self._states = parse_vagrant_status(
+                    self._quick()._run_vagrant_command(["status", "--machine-readable"])
+                )
+            return dict(self._states)
+
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Around a command that changes a VM's state: the remembered status is stale after it,
+        whether it succeeded or not."""
+        with self._states_lock:
+            self._states = None
+        try:
+            yield
+        finally:
+            with self._states_lock:
+                self._states = None
 
     def state(self, vm: str) -> str:
         """The state id of one machine; ConfigError when the Vagrantfile has no such machine."""
@@ -226,7 +270,8 @@ class VagrantLab:
 
     def up(self, vm: str) -> None:
         """`vagrant up VM` (provisions a machine that was never provisioned)."""
-        self._vagrant.up(vm_name=vm)
+        with self._changing():
+            self._vagrant.up(vm_name=vm)
 
     def boxes(self) -> list[tuple[str, str | None]]:
         """(name, provider) of every box installed (`vagrant box list --machine-readable`)."""
@@ -238,12 +283,14 @@ class VagrantLab:
 
     def halt(self, vm: str, *, force: bool = False) -> None:
         """`vagrant halt [--force] VM`."""
-        self._vagrant._call_vagrant_command(["halt", "--force" if force else None, vm])
+        with self._changing():
+            self._vagrant._call_vagrant_command(["halt", "--force" if force else None, vm])
         self._vagrant._cached_conf.pop(vm, None)
 
     def destroy(self, vm: str) -> None:
         """`vagrant destroy --force VM`."""
-        self._vagrant._call_vagrant_command(["destroy", "--force", vm])
+        with self._changing():
+            self._vagrant._call_vagrant_command(["destroy", "--force", vm])
         self._vagrant._cached_conf.pop(vm, None)
 
     def snapshot_save(self, vm: str, name: str) -> None:
@@ -252,7 +299,8 @@ class VagrantLab:
 
     def snapshot_restore(self, vm: str, name: str) -> None:
         """`vagrant snapshot restore VM NAME`."""
-        self._vagrant._call_vagrant_command(["snapshot", "restore", vm, name])
+        with self._changing():
+            self._vagrant._call_vagrant_command(["snapshot", "restore", vm, name])
 
     def snapshot_list(self, vm: str) -> list[str]:
         """Snapshot names of one machine ([] when none was taken)."""

@@ -33,6 +33,8 @@ class _Server(asyncssh.SSHServer):
             self.vm.ssh_conns.discard(self.conn)
 
     def begin_auth(self, username: str) -> bool:
+        # who: the drill logs in as vagrant; the lab's own git and ssh-keyscan are connections too
+        self.lab.journal(self.vm.name, "ssh.login", "ok", username)
         if self.lab.fault("ssh.connect", self.vm.name, f"{username}@{self.vm.name}"):
             assert self.conn is not None
             self.conn.abort()

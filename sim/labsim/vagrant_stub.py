@@ -8,20 +8,32 @@ import sys
 from pathlib import Path
 
 SCRIPT = r"""
-import json, os, socket, sys
+import _socket, os, sys
 
 STATE = {state!r}
 
 
+def _quote(text):
+    # a JSON string without the json module (its import was half of this script's start-up)
+    out = ['"']
+    for ch in text:
+        out.append("\\u%04x" % ord(ch) if ch < " " or ch in '"\\' else ch)
+    out.append('"')
+    return "".join(out)
+
+
 def main():
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.connect(os.path.join(STATE, "control.sock"))
     except OSError:
         sys.stderr.write("VBoxManage: error: Could not find a registered machine (labsim daemon "
                          "for " + STATE + " is not running)\n")
         return 1
-    sock.sendall((json.dumps({{"cmd": "vagrant", "args": sys.argv[1:]}}) + "\n").encode())
+    args = ", ".join(_quote(a) for a in sys.argv[1:])
+    request = '{{"cmd": "vagrant", "frames": true, "args": [' + args + ']}}\n'
+    sock.sendall(request.encode("utf-8", "surrogateescape"))
+    # frames: kind (o: stdout, e: stderr, x: exit code), 4-byte big-endian length, payload
     buf = b""
     rc = 1
     while True:
@@ -29,17 +41,19 @@ def main():
         if not chunk:
             break
         buf += chunk
-        while b"\n" in buf:
-            line, buf = buf.split(b"\n", 1)
-            msg = json.loads(line)
-            if "out" in msg:
-                sys.stdout.write(msg["out"])
+        while len(buf) >= 5:
+            size = int.from_bytes(buf[1:5], "big")
+            if len(buf) < 5 + size:
+                break
+            kind, payload, buf = buf[:1], buf[5:5 + size], buf[5 + size:]
+            if kind == b"o":
+                sys.stdout.buffer.write(payload)
                 sys.stdout.flush()
-            if "err" in msg:
-                sys.stderr.write(msg["err"])
+            elif kind == b"e":
+                sys.stderr.buffer.write(payload)
                 sys.stderr.flush()
-            if "exit" in msg:
-                rc = msg["exit"]
+            elif kind == b"x":
+                rc = int(payload)
     return rc
 
 

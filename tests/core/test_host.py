@@ -18,8 +18,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import paramiko
 import pytest
 
+from pe_dr import host as host_module
 from pe_dr.errors import CommandFailed, PermanentError, TransientError
 from pe_dr.host import UPLOAD_PREFIX, Host, command_line
 from pe_dr.parsers import SSHParams
@@ -275,6 +277,36 @@ def test_reconnects_after_a_drop(host: Host) -> None:
     assert host._conn is not None
     host._conn.client.get_transport().close()  # the VM rebooted under us
     assert host.run(["echo", "back"]).stdout == "back\n"
+
+
+def test_a_kept_connection_that_opens_no_channel_is_replaced_at_once(
+    host: Host, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection kept from an earlier step (pe_dr.lab shares them) may have gone stale while
+    still looking open: the command goes on a new connection, not to a retry's back-off."""
+    assert host.run(["true"]).exit_code == 0
+    assert host._conn is not None
+    stale = host._conn.client.get_transport()
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise paramiko.SSHException("Unable to open channel.")
+
+    monkeypatch.setattr(stale, "open_session", refuse)
+    assert host.run(["echo", "again"]).stdout == "again\n"
+    assert host._conn.client.get_transport() is not stale
+
+
+def test_a_connection_idle_too_long_is_opened_anew(
+    host: Host, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert host.run(["true"]).exit_code == 0
+    assert host._conn is not None
+    first = host._conn.client.get_transport()
+    assert host.run(["true"]).exit_code == 0
+    assert host._conn.client.get_transport() is first, "kept while in use"
+    monkeypatch.setattr(host_module, "IDLE_REUSE_SECONDS", 0.0)
+    assert host.run(["true"]).exit_code == 0
+    assert host._conn.client.get_transport() is not first
 
 
 def test_refused_connection_is_transient(sshd: Server) -> None:

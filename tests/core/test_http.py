@@ -385,3 +385,11 @@ def test_safe_url_drops_query_fragment_and_user_info() -> None:
         safe_url("https://u:pw@primary.vm:8170/code-manager/v1/webhook?type=gitlab&token=x#f")
         == "https://primary.vm:8170/code-manager/v1/webhook"
     )
+
+
+def test_one_ssl_context_per_ca_and_process() -> None:
+    """Building one parses the CA (the system store: tens of ms); every client built one."""
+    from pe_dr.http import lab_ssl_context
+
+    assert lab_ssl_context(None) is lab_ssl_context(None)
+    assert lab_ssl_context(None).verify_mode == ssl.CERT_REQUIRED

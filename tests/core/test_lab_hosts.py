@@ -10,6 +10,7 @@ import pytest
 
 from pe_dr import lab as lab_module
 from pe_dr.errors import VagrantError
+from pe_dr.host import Host
 from pe_dr.lab import Lab
 from pe_dr.parsers import SSHParams
 from pe_dr.spec import HostSpec, LabSpec, Role
@@ -51,6 +52,7 @@ def spec(agents: int) -> LabSpec:
 @pytest.fixture(autouse=True)
 def empty_cache(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(lab_module, "_ssh_params", {})
+    monkeypatch.setattr(lab_module, "_pooled", {})
     yield
 
 
@@ -70,6 +72,41 @@ def test_settings_are_remembered_across_labs_until_the_vm_changes() -> None:
     assert fake.calls == [("primary.vm",), ("primary.vm",)]
     make_lab(FakeVagrant("/other-lab")).host("primary.vm")  # another Vagrant project
     assert len(fake.calls) == 2
+
+
+def test_the_labs_of_a_process_share_one_host_per_vm_and_its_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each step opens its own Lab: the SSH connection (a key exchange each) outlives it."""
+    closed: list[str] = []
+    monkeypatch.setattr(Host, "close", lambda self: closed.append(self.name))
+    fake = FakeVagrant("/lab")
+    first = make_lab(fake)
+    host = first.host("primary.vm")
+    first.close()
+    assert closed == [], "a Lab's end leaves the connection open"
+    with make_lab(fake) as second:
+        assert second.host("primary.vm") is host
+    make_lab(fake).forget_host("primary.vm")  # halted: the connection is closed and dropped
+    assert closed == ["primary.vm"]
+    assert make_lab(fake).host("primary.vm") is not host
+    lab_module.close_connections()
+    assert closed == ["primary.vm", "primary.vm"]
+
+
+def test_settings_that_changed_replace_the_kept_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    closed: list[int] = []
+    monkeypatch.setattr(Host, "close", lambda self: closed.append(self.ssh.port))
+    fake = FakeVagrant("/lab")
+    old = make_lab(fake).host("primary.vm")
+    lab_module._forget_params(("/lab", "primary.vm"), SSHParams("127.0.0.1", 9, "vagrant", "/k"))
+    assert make_lab(fake).host("primary.vm") is old, "other settings than its own: kept"
+    assert old.on_unreachable is not None
+    old.on_unreachable()  # connecting with its settings failed
+    fake.port = 2201
+    new = make_lab(fake).host("primary.vm")
+    assert new is not old and new.ssh.port == 2201
+    assert closed == [2200]
 
 
 def test_a_failed_connection_forgets_the_settings_it_used() -> None:

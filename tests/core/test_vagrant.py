@@ -92,7 +92,41 @@ def test_status_and_state(fake: Path, lab: VagrantLab) -> None:
         "gitlab.vm": "not_created",
     }
     assert lab.state("gitlab.vm") == "not_created"
-    assert calls(fake) == [["status", "--machine-readable"]] * 2
+    assert calls(fake) == [["status", "--machine-readable"]], "one vagrant start-up, read twice"
+
+
+def test_status_is_read_again_after_a_vm_changed_or_when_asked(
+    fake: Path, lab: VagrantLab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    status = ["status", "--machine-readable"]
+    lab.state("primary.vm")
+    lab.halt("primary.vm")
+    lab.state("primary.vm")
+    lab.up("primary.vm")
+    lab.status()
+    lab.destroy("replica.vm")
+    lab.status()
+    lab.snapshot_restore("primary.vm", "base")
+    lab.status()
+    lab.status(fresh=True)
+    assert calls(fake) == [
+        status,
+        ["halt", "primary.vm"],
+        status,
+        ["up", "primary.vm"],
+        status,
+        ["destroy", "--force", "replica.vm"],
+        status,
+        ["snapshot", "restore", "primary.vm", "base"],
+        status,
+        status,
+    ]
+    monkeypatch.setenv("FAKE_FAIL", "VBoxManage: error: boom")
+    with pytest.raises(VagrantError):
+        lab.halt("primary.vm")  # failed, but may have changed the VM
+    monkeypatch.delenv("FAKE_FAIL")
+    lab.status()
+    assert calls(fake)[-1] == status and len(calls(fake)) == 12
 
 
 def test_unknown_vm_is_permanent(fake: Path, lab: VagrantLab) -> None:

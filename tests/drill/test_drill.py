@@ -58,8 +58,18 @@ def test_the_drill_builds_a_fresh_lab_and_passes(
 
 
 def test_on_a_built_lab_setup_only_looks(
-    built: LabHandle, tmp_path: Path, run_drill: Drill, journal_ops: Ops
+    built: LabHandle,
+    tmp_path: Path,
+    run_drill: Drill,
+    journal_ops: Ops,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from pe_dr import lab as lab_module
+
+    # count this drill's SSH connections and settings from none open or remembered, as in a
+    # fresh process (an earlier drill of this one left them)
+    lab_module.close_connections()
+    monkeypatch.setattr(lab_module, "_ssh_params", {})
     before = len(built.journal())
     ok, report = run_drill(tmp_path)
     assert ok, report.to_dict()
@@ -70,6 +80,35 @@ def test_on_a_built_lab_setup_only_looks(
     assert journal_ops(built, "gitlab.rails-runner", before) == []
     path = next(tmp_path.glob("drill-*.json"))
     assert json.loads(path.read_text())["status"] == "passed"
+    # One SSH connection of the drill's per VM for the whole drill (the steps share them), and one
+    # more to the primary after the failover halted and started it (the lab's own git and
+    # ssh-keyscan connections to gitlab.vm are not the drill's).
+    connects: dict[str, int] = {}
+    for e in journal_ops(built, "ssh.login", before):
+        if e["detail"] == "vagrant":
+            connects[e["vm"]] = connects.get(e["vm"], 0) + 1
+    assert connects == {"primary.vm": 2, "replica.vm": 1, "gitlab.vm": 1, "linux.vm": 1}
+    # SSH settings: every running VM's at pre-flight, in one call; the primary's after its start
+    ssh_configs = [
+        e["detail"]
+        for e in journal_ops(built, "vagrant.command", before)
+        if e["detail"].startswith("ssh-config")
+    ]
+    assert len(ssh_configs) == 2, ssh_configs
+    assert sorted(ssh_configs[0].split()[1:]) == sorted(built.status())
+    assert ssh_configs[1] == "ssh-config primary.vm"
+    # At most one `vagrant status` per step (each is a Ruby start-up on a real lab): a step's
+    # window holds no more of them than the steps running then (the VMs start in parallel).
+    statuses = [
+        e["time"]
+        for e in journal_ops(built, "vagrant.command", before)
+        if e["detail"].split()[0] == "status"
+    ]
+    for step in report.steps:
+        a, b = step.started_at, step.ended_at
+        overlapping = [s for s in report.steps if s.started_at <= b and s.ended_at >= a]
+        within = [t for t in statuses if a <= t <= b]
+        assert len(within) <= len(overlapping), f"{step.name}: {len(within)} `vagrant status`"
 
 
 @pytest.mark.parametrize(

@@ -100,6 +100,11 @@ def test_vagrant_ssh_tls_and_down(tmp_path: Path) -> None:
         finally:
             os.environ["PATH"] = old_path
         drv = Driver(h)
+        # the stub quotes its argv as JSON by hand (no json import): odd names arrive intact
+        odd = 'we"ird\\vm\tnamé'
+        proc = drv.vagrant("ssh-config", odd, check=False)
+        assert proc.returncode == 1
+        assert f"The machine with the name '{odd}' was not found" in proc.stderr
         addr = drv.addr["primary.vm"]
         assert conf["HostName"] == addr and conf["User"] == "vagrant"
         ssh = [
@@ -793,3 +798,5 @@ def test_every_vagrant_invocation_and_ssh_connection_is_journaled(built: Any) ->
     before = len(h.journal())
     drv._client("linux.vm").close()  # a connection of its own (the driver keeps its others)
     assert len(_ops(h.journal()[before:], "ssh.connect", "linux.vm")) == 1
+    logins = _ops(h.journal()[before:], "ssh.login", "linux.vm")
+    assert [e["detail"] for e in logins] == ["vagrant"], "whose connection it was"
