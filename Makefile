@@ -30,7 +30,7 @@ check: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest -q -p no:cacheprovider tests/test_layers.py  # deployments -> flows -> tasks -> pe_dr
+	$(BIN)/pytest -q -p no:cacheprovider tests/test_layers.py  # pe_dr: deployments -> flows -> tasks -> core
 
 bench: venv
 	$(BIN)/python -m benchmarks.drill_bench

@@ -96,9 +96,9 @@ def lab_env(handle: Any) -> Iterator[None]:
 
 def drill_child(report_dir: str) -> None:
     """Run one drill in this process (lab and Prefect API from the environment); print JSON."""
-    from flows import journal
-    from flows.dr_drill import dr_drill
-    from flows.params import Budgets, DrillParameters
+    from pe_dr.flows import journal
+    from pe_dr.flows.dr_drill import dr_drill
+    from pe_dr.flows.params import Budgets, DrillParameters
 
     params = DrillParameters(
         confirm=["primary.vm"],
@@ -243,8 +243,8 @@ def _fan_out_once(spec: Any, bound: int) -> tuple[float, float, bool, float, flo
     (SSH connections opened on the way); warm again (connections open, as a later step of a
     drill finds them: the Labs of a process share them). CPU is
     this process's own (user + sys, every thread; labsim's daemon is another process)."""
-    from pe_dr.checks import wait_for_server
-    from pe_dr.lab import Lab, close_connections
+    from pe_dr.lab.live import Lab, close_connections
+    from pe_dr.oracles.checks import wait_for_server
 
     os.environ["PE_DR_MAX_PARALLEL_AGENTS"] = str(bound)
     close_connections()  # cold: no connection kept from an earlier check of this process
@@ -267,10 +267,10 @@ def _fan_out_once(spec: Any, bound: int) -> tuple[float, float, bool, float, flo
 
 
 def bench_fan_out(tmp: Path, agents: int, bounds: tuple[int, ...]) -> dict[str, Any]:
-    from flows.params import CodeManagerParameters, LabSetupParameters
-    from flows.setup import code_manager_setup, lab_setup
     from labsim.testing import running_lab
-    from pe_dr.spec import load_spec
+    from pe_dr.flows.params import CodeManagerParameters, LabSetupParameters
+    from pe_dr.flows.setup import code_manager_setup, lab_setup
+    from pe_dr.lab.spec import load_spec
 
     with (
         running_lab(tmp / f"fan-{agents}", time_scale=FANOUT_SCALE, agents=agents) as handle,
@@ -317,7 +317,7 @@ def main() -> None:
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
-    from pe_dr.checks import max_parallel_agents
+    from pe_dr.oracles.checks import max_parallel_agents
 
     logging.disable(logging.WARNING)
     default_bound = max_parallel_agents()

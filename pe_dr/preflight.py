@@ -28,13 +28,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pe_dr import paths
 from pe_dr.errors import ApiError, ConfigError, PeDrError
-from pe_dr.lab import Lab
+from pe_dr.lab import paths
+from pe_dr.lab.live import Lab
+from pe_dr.lab.spec import LabSpec
+from pe_dr.lab.vagrant import find_vagrant
+from pe_dr.lab.virtualbox import require_host_only_addresses
 from pe_dr.secrets import ENV_NAMES, GITLAB_ROOT_PASSWORD, PE_CONSOLE_PASSWORD, get_secret
-from pe_dr.spec import LabSpec
-from pe_dr.vagrant import find_vagrant
-from pe_dr.virtualbox import require_host_only_addresses
 
 # Passwords the Vagrantfile's provisioning reads from the environment, by the VM role that needs
 # them (Vagrantfile: PROVISION_ENV).
@@ -213,7 +213,7 @@ def on_the_lab(spec: LabSpec, needs: Needs) -> Outcome:
             primary, gitlab = spec.primary.name, spec.gitlab.name
             running = [vm for vm in (primary, gitlab) if states.get(vm) == "running"]
             # every running VM's SSH settings from this one vagrant call: the steps after find them
-            # remembered (pe_dr.lab) rather than starting vagrant once per VM
+            # remembered (pe_dr.lab.live) rather than starting vagrant once per VM
             lab.prefetch_hosts([h.name for h in spec.hosts if states.get(h.name) == "running"])
             if primary in running:
                 out.extend(_admin_token(lab))

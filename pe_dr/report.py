@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pe_dr import __version__
-from pe_dr.checks import CheckResult
+from pe_dr.oracles.checks import CheckResult
 from pe_dr.secrets import scrub
 
 MEASUREMENTS = ("rto_seconds", "replication_lag_seconds", "failback_seconds")

@@ -65,7 +65,7 @@ def main() -> int:
                 return 1
             time.sleep(0.5)
         register = (
-            "from deployments.catalog import catalog\n"
+            "from pe_dr.deployments.catalog import catalog\n"
             "for d in catalog():\n"
             "    d.to_deployment().apply()\n"
         )

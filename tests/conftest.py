@@ -19,27 +19,28 @@ from collections import Counter, defaultdict
 import pytest
 
 TIERS = {
-    "core": "core",
+    "unit": "core",
     "labsim": "labsim",
-    "drill": "labsim drill",
+    "flows": "labsim drill",
     "deployments": "deployments (Prefect server)",
     "real_puppet": "real Puppet",
 }
 
-# tier folder (or test module) -> the xdist group of its tests (the rest spread over the workers).
+# tier folder (or test module, by its path below tests/) -> the xdist group of its tests (the
+# rest spread over the workers).
 # "system": what changes the real machine (a login user for sshd in test_host; the real-Puppet
 # tier, which checks that nothing of the real system changed while it ran) runs on one worker.
 # The drill modules that never use the shared built lab get a group of their own, so that they
 # can run beside it (the drill tier is the suite's longest pole).
 GROUPS = {
-    "drill/test_cli.py": "labsim-drill-own",
-    "drill/test_lab_lock.py": "labsim-drill-own",
-    "drill/test_promotion.py": "labsim-drill-own",
-    "drill/test_task_policy.py": "labsim-drill-own",
-    "drill": "labsim-drill",
+    "flows/test_cli.py": "labsim-drill-own",
+    "flows/test_lab_lock.py": "labsim-drill-own",
+    "flows/test_promotion.py": "labsim-drill-own",
+    "flows/test_task_policy.py": "labsim-drill-own",
+    "flows": "labsim-drill",
     "deployments": "prefect-servers",
     "real_puppet": "system",
-    "core/test_host.py": "system",
+    "unit/lab/test_host.py": "system",
     "labsim/test_drill_command.py": "labsim-drill-command",
     "labsim": "labsim",
 }
@@ -63,7 +64,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         parts = item.nodeid.split("::", 1)[0].split("/")
         if len(parts) < 3 or parts[0] != "tests":
             continue
-        group = GROUPS.get("/".join(parts[1:3])) or GROUPS.get(parts[1])
+        group = GROUPS.get("/".join(parts[1:])) or GROUPS.get(parts[1])
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
 

@@ -2,7 +2,7 @@
 GitLab's token, settings, CA trust, deploy key and project, the control repo, PE Master's
 parameters, the deploy user and token, code deploys and the push webhook.
 
-Plain Python over a Lab: look, act only if needed; tasks/ makes a Prefect task of each.
+Plain Python over a Lab: look, act only if needed; pe_dr.tasks makes a Prefect task of each.
 """
 
 from __future__ import annotations
@@ -10,15 +10,15 @@ from __future__ import annotations
 import secrets as pysecrets
 from importlib import resources
 
-from pe_dr import paths
 from pe_dr.errors import (
     ApiError,
     CommandFailed,
     PreconditionError,
     TransientError,
 )
-from pe_dr.lab import Lab
-from pe_dr.parsers import (
+from pe_dr.lab import paths
+from pe_dr.lab.live import Lab
+from pe_dr.oracles.parsers import (
     KnownHost,
     parse_code_deploy,
     parse_ssh_keyscan,

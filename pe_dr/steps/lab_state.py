@@ -1,6 +1,6 @@
 """Whether the lab is in the state a flow needs, and whole (a primary a crash left halted).
 
-Plain Python over a Lab: look, act only if needed; tasks/ makes a Prefect task of each.
+Plain Python over a Lab: look, act only if needed; pe_dr.tasks makes a Prefect task of each.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 from pe_dr.errors import (
     PreconditionError,
 )
-from pe_dr.lab import Lab
+from pe_dr.lab.live import Lab
 from pe_dr.steps.code_manager import code_manager_answers
 from pe_dr.steps.replica import replica_enabled
 from pe_dr.steps.vms import ensure_vm_up

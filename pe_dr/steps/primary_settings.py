@@ -1,19 +1,19 @@
 """The tutorial's step 2, settings for primary and replica: the admin's token and the agent
 profile's server settings.
 
-Plain Python over a Lab: look, act only if needed; tasks/ makes a Prefect task of each.
+Plain Python over a Lab: look, act only if needed; pe_dr.tasks makes a Prefect task of each.
 """
 
 from __future__ import annotations
 
-from pe_dr import paths
 from pe_dr.errors import (
     ApiError,
     CommandFailed,
     ConfigError,
     PreconditionError,
 )
-from pe_dr.lab import Lab
+from pe_dr.lab import paths
+from pe_dr.lab.live import Lab
 from pe_dr.secrets import PE_CONSOLE_PASSWORD, get_secret
 
 AGENT_PROFILE = "puppet_enterprise::profile::agent"

@@ -1,19 +1,19 @@
 """The tutorial's step 5, promote the replica: promote, re-point the client tools, forget the old
 primary.
 
-Plain Python over a Lab: look, act only if needed; tasks/ makes a Prefect task of each.
+Plain Python over a Lab: look, act only if needed; pe_dr.tasks makes a Prefect task of each.
 """
 
 from __future__ import annotations
 
 import json
 
-from pe_dr import paths
 from pe_dr.errors import (
     PreconditionError,
     TransientError,
 )
-from pe_dr.lab import Lab
+from pe_dr.lab import paths
+from pe_dr.lab.live import Lab
 
 
 def promote_replica(lab: Lab) -> str:

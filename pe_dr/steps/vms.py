@@ -1,6 +1,6 @@
 """The lab's VMs (the tutorial's start of the virtual machines): the box, up, halt, start, destroy.
 
-Plain Python over a Lab: look, act only if needed; tasks/ makes a Prefect task of each.
+Plain Python over a Lab: look, act only if needed; pe_dr.tasks makes a Prefect task of each.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pe_dr.errors import (
     TransientError,
     VagrantError,
 )
-from pe_dr.lab import Lab
+from pe_dr.lab.live import Lab
+from pe_dr.lab.virtualbox import require_host_only_addresses
 from pe_dr.polling import wait_until
-from pe_dr.virtualbox import require_host_only_addresses
 
 
 def ensure_box(lab: Lab) -> str:

@@ -31,7 +31,7 @@ def _probe_port(address: str, port: int) -> bool:
 
 
 def write_spec(state_dir: Path, cfg: dict[str, Any]) -> None:
-    from pe_dr.spec import HostSpec, LabSpec, Role, dump_spec
+    from pe_dr.lab.spec import HostSpec, LabSpec, Role, dump_spec
 
     spec = LabSpec(
         name=cfg["name"],

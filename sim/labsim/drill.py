@@ -53,7 +53,7 @@ def _pe_dr_drill(spec: Path, options: list[str]) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "deployments.cli",
+        "pe_dr.deployments.cli",
         "drill",
         "--spec",
         str(spec),

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from deployments import catalog as cat
-from deployments.cli import main
+from pe_dr.deployments import catalog as cat
+from pe_dr.deployments.cli import main
 from pe_dr.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]

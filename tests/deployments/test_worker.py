@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from labsim.testing import LabHandle
-from pe_dr.spec import load_spec
+from pe_dr.lab.spec import load_spec
 
 from .conftest import (
     BIN,

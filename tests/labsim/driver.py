@@ -17,7 +17,7 @@ import httpx
 import paramiko
 
 from labsim.testing import LabHandle
-from pe_dr.spec import load_spec
+from pe_dr.lab.spec import load_spec
 
 R10K_KEY = "/etc/puppetlabs/puppetserver/ssh/id-control_repo.rsa"
 REPO = "/root/repo/control-repo"

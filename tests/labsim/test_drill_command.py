@@ -21,7 +21,7 @@ import pytest
 from labsim.drill import child_environment
 
 LABSIM = [sys.executable, "-m", "labsim.cli"]
-PE_DR = [sys.executable, "-m", "deployments.cli"]
+PE_DR = [sys.executable, "-m", "pe_dr.deployments.cli"]
 
 
 @pytest.fixture

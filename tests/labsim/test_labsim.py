@@ -565,7 +565,7 @@ def test_parallel_first_vagrant_ups_race_on_the_box_import(
 ) -> None:
     # mrcmn/puppet-upandrun's README brings VMs up one at a time; parallel first runs race on
     # VirtualBox's locks (real-world-findings §1 row 8). Once the box is there, they do not.
-    from pe_dr.vagrant import VagrantLab
+    from pe_dr.lab.vagrant import VagrantLab
 
     with running_lab(tmp_path / "lab") as h:
         drv = Driver(h)

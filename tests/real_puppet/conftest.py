@@ -6,7 +6,7 @@ namespaces and that nothing of the real system changed, and removes the director
 the tier failed, the closing summary shows the end of the servers' and sshd's logs;
 PE_DR_KEEP_REAL_PUPPET=1 keeps the whole directory for a post-mortem.
 
-`lab` (each test): the product's own `pe_dr.lab.Lab` on the lab's spec, with the test stand-in
+`lab` (each test): the product's own `pe_dr.lab.live.Lab` on the lab's spec, with the test stand-in
 for `vagrant` first on PATH.
 
 PE_DR_CAPTURE_GOLDEN=1 makes the tests rewrite tests/golden/real-*.txt from this lab's runs
@@ -29,7 +29,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from realpuppet import FIGURES, RealPuppetLab, system_snapshot, why_not_runnable
 
-from pe_dr.lab import Lab
+from pe_dr.lab.live import Lab
 
 KEEP_ENV = "PE_DR_KEEP_REAL_PUPPET"
 _FAILED: list[str] = []  # tests of this tier that failed: their logs go into the summary

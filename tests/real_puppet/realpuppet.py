@@ -42,8 +42,8 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
-from pe_dr.lab import Lab
-from pe_dr.spec import HostSpec, LabSpec, Role
+from pe_dr.lab.live import Lab
+from pe_dr.lab.spec import HostSpec, LabSpec, Role
 
 REPO = Path(__file__).resolve().parents[2]
 CAPTURE_ENV = "PE_DR_CAPTURE_GOLDEN"

@@ -1,8 +1,8 @@
 """The product's agent checks, unchanged, against real Puppet: Debian 12's puppetserver as
 primary.vm and replica.vm (one CA), a real agent as linux.vm, real faults.
 
-What the checks run is what they run on a real lab: `pe_dr.lab.Lab(spec).host("linux.vm")` takes
-its SSH settings from `vagrant ssh-config linux.vm`, connects with fabric and runs
+What the checks run is what they run on a real lab: `pe_dr.lab.live.Lab(spec).host("linux.vm")`
+takes its SSH settings from `vagrant ssh-config linux.vm`, connects with fabric and runs
 `sudo -n -i puppet agent -t --noop [...]`; the agent fails over along its own `server_list`; each
 catalog's configuration version comes from the project's control-repo scripts on the server that
 compiled it.
@@ -38,13 +38,13 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from realpuppet import FIGURES, RealPuppetLab, capture_golden, system_snapshot, why_not_runnable
 
-from pe_dr.checks import (
+from pe_dr.lab.live import Lab
+from pe_dr.oracles.checks import (
     CheckResult,
     check_agent_on_both,
     check_failover_ready,
     wait_for_server,
 )
-from pe_dr.lab import Lab
 
 REASON = why_not_runnable()
 

@@ -1,0 +1,409 @@
+"""`pe-dr`: run the DR drill from a terminal (one line per step, a closing summary, exit codes).
+
+Exit codes: 0 the drill passed, 1 a check or step failed, 2 bad usage or configuration (nothing
+was done to the lab), 130 stopped by Ctrl-C (SIGINT), 143 stopped by SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pe_dr import interrupts
+from pe_dr import preflight as checks_first
+from pe_dr.deployments import commands as deployment_commands
+from pe_dr.errors import ConfigError
+from pe_dr.lab.spec import LabSpec, load_spec
+from pe_dr.secrets import scrub
+
+EXIT_PASSED, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pe-dr", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+    drill = sub.add_parser("drill", help="run the DR drill (building the lab when needed)")
+    drill.add_argument("--spec", metavar="FILE", help="lab spec TOML (default: $PE_DR_LAB_SPEC)")
+    drill.add_argument("--promote", action="store_true", help="also promote the replica")
+    drill.add_argument(
+        "--yes",
+        action="store_true",
+        help="allow the drill to halt the primary (and destroy it with --promote)",
+    )
+    drill.add_argument("--report-dir", default="reports", metavar="DIR")
+    drill.add_argument(
+        "--poll-interval",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="seconds between looks at the lab, more than 0 and at most 60 (default 2)",
+    )
+    drill.add_argument(
+        "--budget",
+        action="append",
+        default=[],
+        metavar="NAME=SECONDS",
+        help="a budget for this run (repeatable): rto_seconds, replication_lag_seconds, "
+        "failback_seconds, promotion_seconds",
+    )
+    retry = sub.add_parser(
+        "retry", help="retry a failed drill run: completed steps are skipped, the rest run again"
+    )
+    retry.add_argument("flow_run", metavar="ID", help="the flow run id `pe-dr drill` printed")
+    retry.add_argument(
+        "--force",
+        action="store_true",
+        help="retry a run still marked Running (its process was killed)",
+    )
+    deployment_commands.add_parsers(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return EXIT_USAGE if exc.code not in (0, None) else EXIT_PASSED
+    try:
+        if args.command == "drill":
+            return drill(args)
+        if args.command in deployment_commands.COMMANDS:
+            return deployment_commands.dispatch(args)
+        if args.command == "retry":
+            return retry(args)
+    except (UsageError, ConfigError) as exc:
+        for problem in getattr(exc, "problems", None) or [str(exc)]:
+            print(f"pe-dr: {scrub(problem)}", file=sys.stderr)
+        if args.debug:
+            raise
+        return EXIT_USAGE
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(
+            f"pe-dr: {scrub(str(exc)) or type(exc).__name__} (--debug shows more)", file=sys.stderr
+        )
+        return EXIT_FAILED
+    except BaseException as exc:  # Ctrl-C or SIGTERM outside a drill (before or after it)
+        signum = interrupts.signal_of(exc)
+        if signum is None:
+            raise
+        stop = interrupts.begin(signum)
+        print(f"pe-dr: stopped by {stop.name}", file=sys.stderr)
+        return stop.exit_code
+    return EXIT_USAGE
+
+
+# --- drill ---------------------------------------------------------------------------------
+
+
+def drill(args: argparse.Namespace) -> int:
+    if args.promote and not args.yes:
+        raise UsageError("--promote destroys the primary: add --yes to allow it")
+    budgets = parse_budgets(args.budget)
+    poll = parse_poll_interval(args.poll_interval)
+    spec = load_spec(args.spec)
+    if not args.yes:
+        raise UsageError(
+            f"the drill halts {spec.primary.name} to prove failover: add --yes to allow it"
+        )
+    return _run_drill(args, spec, budgets, poll)
+
+
+def parse_budgets(items: Sequence[str]) -> Any:
+    """`--budget NAME=SECONDS`, each checked against the Budgets model (one sentence if not)."""
+    from pydantic import ValidationError
+
+    from pe_dr.flows.params import Budgets
+
+    values: dict[str, float] = {}
+    names = sorted(Budgets.model_fields)
+    for item in items:
+        name, sep, raw = item.partition("=")
+        name = name.strip()
+        if not sep or name not in Budgets.model_fields:
+            raise UsageError(
+                f"--budget {item!r}: expected NAME=SECONDS with NAME one of {', '.join(names)}"
+            )
+        try:
+            values[name] = float(raw)
+        except ValueError:
+            raise UsageError(f"--budget {item!r}: {raw!r} is not a number of seconds") from None
+    try:
+        return Budgets(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise UsageError(
+            f"--budget {first['loc'][0]}={first['input']}: must be more than 0 seconds"
+        ) from None
+
+
+def parse_poll_interval(value: float | None) -> float:
+    from pydantic import TypeAdapter, ValidationError
+
+    from pe_dr.flows.params import PollField
+
+    if value is None:
+        return 2.0
+    try:
+        return float(TypeAdapter(PollField).validate_python(value))
+    except ValidationError:
+        raise UsageError(
+            f"--poll-interval {value:g}: must be more than 0 and at most 60 seconds"
+        ) from None
+
+
+def _quiet_prefect_console(debug: bool) -> None:
+    """Prefect's console log would drown the one-line-per-step output; the API keeps it all."""
+    level = "INFO" if debug else "CRITICAL"
+    for handler in ("CONSOLE", "CONSOLE_FLOW_RUNS"):
+        os.environ.setdefault(f"PREFECT_LOGGING_HANDLERS_{handler}_LEVEL", level)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # A first start migrates a new database: slow on a busy 2-core machine (default 20 s).
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+
+def _show_progress() -> None:
+    progress = logging.getLogger("pe_dr.progress")
+    if not progress.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        progress.addHandler(handler)
+    progress.setLevel(logging.INFO)
+    progress.propagate = False
+
+
+def _run_drill(args: argparse.Namespace, spec: LabSpec, budgets: Any, poll: float) -> int:
+    report_dir = str(Path(args.report_dir).resolve())
+    confirm = [spec.primary.name]
+    # Pre-flight's local half, before Prefect starts: a bad setting costs a second, not an hour.
+    # The flow's own first step repeats it and adds the lab's credentials and lock.
+    needs = checks_first.needs_for(
+        "dr-drill", spec, confirm=confirm, promote=bool(args.promote), report_dir=report_dir
+    )
+    first = checks_first.local(spec, needs, secret_blocks=False)
+    if first.problems:
+        raise checks_first.PreflightFailed(first.problems)
+    # Imported here: the retry pacing and the lab's environment must be in place first.
+    _quiet_prefect_console(args.debug)
+    from pe_dr.flows.dr_drill import dr_drill
+    from pe_dr.flows.params import DrillParameters
+
+    _show_progress()
+    parameters = DrillParameters(
+        lab=spec,
+        confirm=confirm,
+        promote=bool(args.promote),
+        budgets=budgets,
+        report_dir=report_dir,
+        poll_interval_seconds=poll,
+    )
+    print(f"    drill  lab {spec.name}: {', '.join(h.name for h in spec.hosts)}", flush=True)
+    return _run_flow(
+        args,
+        report_dir,
+        lambda started: dr_drill.with_options(on_running=[started])(parameters, return_state=True),
+    )
+
+
+def _run_flow(args: argparse.Namespace, report_dir: str | None, run: Any) -> int:
+    """Run a flow in this process, stoppable by Ctrl-C and SIGTERM (pe_dr.deployments.stopping).
+
+    `run(on_running)` starts the flow with `on_running` among its state hooks: the command line
+    learns the root run's id from Prefect, to settle the run after a stop."""
+    from pe_dr.deployments import stopping
+
+    roots: list[str] = []
+
+    def started(flow: Any, flow_run: Any, state: Any) -> None:
+        if flow_run.parent_task_run_id is None:
+            roots.append(str(flow_run.id))
+
+    def last_resort(stop: interrupts.Stop) -> None:
+        for root in roots:
+            _write_stopped_journal(root, stop, report_dir)
+            stopping.mark_unfinished(_run_ids(root), stop)
+
+    started_at = time.monotonic()
+    with stopping.handling(last_resort):
+        try:
+            stopping.start_local_server()
+            state = run(started)
+        except BaseException as exc:
+            signum = interrupts.signal_of(exc)
+            if signum is None:
+                raise
+            stop = interrupts.begin(signum)
+            record = getattr(exc, "record", None)
+            return _stopped(stop, time.monotonic() - started_at, roots, record)
+        return _summarize(args, state, time.monotonic() - started_at)
+
+
+def _run_ids(root: str) -> list[str]:
+    from pe_dr.flows import journal
+
+    try:
+        return journal.run_ids(root)
+    except Exception:
+        return [root]
+
+
+def _write_stopped_journal(root: str, stop: interrupts.Stop, report_dir: str | None) -> None:
+    """The last resort when a stop did not finish in time: the record as Prefect has it."""
+    from pe_dr.flows import journal
+
+    with contextlib.suppress(Exception):
+        record = journal.read(root, interrupted=stop.name)
+        if report_dir:
+            record.write(report_dir)
+
+
+def _stopped(stop: interrupts.Stop, elapsed: float, roots: list[str], record: Any) -> int:
+    """The closing lines of a drill stopped by a signal; no run of it is left Running."""
+    from pe_dr.deployments import stopping
+
+    for root in roots:
+        with contextlib.suppress(Exception):
+            stopping.mark_unfinished(_run_ids(root), stop)
+    print("", flush=True)
+    print(f"  verdict  STOPPED by {stop.name} after {elapsed:.1f} s", flush=True)
+    if roots:
+        if record is not None:
+            _figures(record)
+        print(f" flow run  {roots[0]}", flush=True)
+        print(f"   resume  pe-dr retry {roots[0]}", flush=True)
+    return stop.exit_code
+
+
+def _figures(report: Any) -> None:
+    m = report.measurements
+    for key, label in (
+        ("rto_seconds", "RTO"),
+        ("replication_lag_seconds", "replication lag"),
+        ("failback_seconds", "failback"),
+    ):
+        value = m.get(key)
+        print(f"  {label:>15}  {'—' if value is None else f'{value:.2f} s'}", flush=True)
+
+
+def _summarize(args: argparse.Namespace, state: Any, elapsed: float) -> int:
+    """The closing lines: verdict, the three figures, the flow run; the exit code."""
+    from pe_dr.flows import journal
+
+    report = journal.record_of(state)
+    passed = state.is_completed() and report is not None and report.status == "passed"
+    error: BaseException | None = None
+    if not passed and state.is_failed():
+        try:
+            state.result()
+        except Exception as exc:
+            error = exc
+    print("", flush=True)
+    print(f"  verdict  {'PASSED' if passed else 'FAILED'} in {elapsed:.1f} s", flush=True)
+    if report is not None:
+        _figures(report)
+        if not passed:
+            failed = [c for c in report.checks if not c["passed"]]
+            steps = [s for s in report.steps if s.status == "failed" and s.detail]
+            reason = (
+                failed[0]["detail"]
+                if failed
+                else report.error or (steps[0].detail if steps else "the drill did not pass")
+            )
+            print(f"   reason  {scrub(str(reason))}", flush=True)
+        print(f" flow run  {report.flow_run_id}", flush=True)
+    if isinstance(error, checks_first.PreflightFailed):
+        for problem in error.problems:
+            print(f"pe-dr: {scrub(problem)}", file=sys.stderr)
+        return EXIT_USAGE  # nothing was done to the lab
+    if isinstance(error, ConfigError):
+        return EXIT_USAGE  # the lab or its secrets are misconfigured, not broken
+    if error is not None and args.debug:
+        raise error
+    return EXIT_PASSED if passed else EXIT_FAILED
+
+
+# --- retry ---------------------------------------------------------------------------------
+
+TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
+
+
+def retry(args: argparse.Namespace) -> int:
+    """Retry a run in this process, as Prefect's own local retry does: same run, same parameters."""
+    _quiet_prefect_console(args.debug)
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.flow_engine import run_flow
+    from prefect.states import Scheduled
+    from prefect.utilities.callables import get_call_parameters, parameters_to_args_kwargs
+
+    from pe_dr.deployments import stopping
+    from pe_dr.flows.registry import FLOWS
+
+    _show_progress()
+    try:
+        run_id = UUID(args.flow_run)
+    except ValueError:
+        raise UsageError(f"{args.flow_run!r} is not a flow run id") from None
+    stopping.start_local_server()
+    with get_client(sync_client=True) as client:
+        try:
+            run = client.read_flow_run(run_id)
+        except Exception:
+            raise UsageError(f"no flow run {run_id} in this Prefect database") from None
+        flow_name = client.read_flow(run.flow_id).name
+        if run.parent_task_run_id is not None:
+            raise UsageError(f"{run_id} is a subflow run: retry its root run instead")
+        flow = FLOWS.get(flow_name)
+        if flow is None:
+            raise UsageError(f"{run_id} is a run of {flow_name!r}, not a pe-dr-drill flow")
+        state_type = run.state.type.value if run.state else "UNKNOWN"
+        if state_type == "COMPLETED":
+            raise UsageError(
+                f"flow run {run_id} passed: a Retry would only replay its cached steps and "
+                "measure nothing; start a new drill instead (pe-dr drill)"
+            )
+        if run.deployment_id is not None:
+            client.set_flow_run_state(run_id, Scheduled(message="Retried via pe-dr"), force=True)
+            print(f"    retry  {run_id} is scheduled; its deployment's worker picks it up")
+            return EXIT_PASSED
+        if state_type not in TERMINAL and not args.force:
+            raise UsageError(
+                f"flow run {run_id} is {state_type}: if its process is gone (killed), "
+                "retry with --force"
+            )
+        lab = (run.parameters.get("parameters") or {}).get("lab") or {}
+        root = lab.get("vagrant_root")
+        if root and not Path(root).exists():
+            raise UsageError(f"the lab of run {run_id} ({root}) is gone: it cannot be retried")
+        # A lab lock the killed attempt held is freed by the new attempt (pe_dr.flows.lab_lock).
+        client.set_flow_run_state(run_id, Scheduled(message="Retried via pe-dr retry"), force=True)
+        run = client.read_flow_run(run_id)
+    call_args, call_kwargs = parameters_to_args_kwargs(flow.fn, run.parameters)
+    parameters = get_call_parameters(flow.fn, call_args, call_kwargs)
+    report_dir = (run.parameters.get("parameters") or {}).get("report_dir") or "reports"
+    print(f"    retry  {flow_name} run {run_id} (was {state_type.lower()})", flush=True)
+
+    def again(started: Any) -> Any:
+        started(flow, run, None)  # its id is known
+        return run_flow(flow=flow, flow_run=run, parameters=parameters, return_type="state")
+
+    return _run_flow(args, report_dir, again)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""The `pe-dr serve`, `pe-dr setup` and `pe-dr deployments` subcommands (deployment operations)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from pe_dr.errors import ConfigError
+from pe_dr.lab.spec import load_spec
+
+COMMANDS = ("serve", "setup", "deployments")
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = sub.add_parser(
+        "serve", help="serve every deployment from this process (a workstation; Ctrl-C stops)"
+    )
+    serve.add_argument("--spec", metavar="FILE", help="lab spec TOML (default: $PE_DR_LAB_SPEC)")
+    serve.add_argument(
+        "--limit", type=int, default=None, metavar="N", help="at most N flow runs at once"
+    )
+
+    setup = sub.add_parser(
+        "setup",
+        help="create the lab's concurrency limit (one drill per lab) and, with --notify, the "
+        "failure notification",
+    )
+    setup.add_argument(
+        "--lab-spec", metavar="FILE", help="lab spec TOML (default: $PE_DR_LAB_SPEC)"
+    )
+    setup.add_argument(
+        "--notify",
+        metavar="BLOCK",
+        help="notification block (NAME or TYPE/NAME) to notify when a drill fails or crashes",
+    )
+
+    deployments = sub.add_parser("deployments", help="the deployment catalog")
+    what = deployments.add_subparsers(dest="deployments_command", required=True)
+    what.add_parser("list", help="name, schedule and tags of every deployment")
+    yaml_cmd = what.add_parser("yaml", help="print prefect.yaml (for `prefect deploy --all`)")
+    yaml_cmd.add_argument("--work-pool", metavar="NAME", help="process work pool (pe-dr-lab)")
+    yaml_cmd.add_argument(
+        "--lab-spec", metavar="FILE", help="lab spec for the flow runs (job_variables.env)"
+    )
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    if args.command == "serve":
+        return serve(args)
+    if args.command == "setup":
+        return setup(args)
+    return deployments(args)
+
+
+def _require_server(command: str) -> None:
+    if not os.environ.get("PREFECT_API_URL"):
+        from prefect.settings import PREFECT_API_URL
+
+        if not PREFECT_API_URL.value():
+            raise ConfigError(
+                f"pe-dr {command} needs a Prefect server: start one (`prefect server start`) "
+                "and set PREFECT_API_URL (e.g. http://127.0.0.1:4200/api)"
+            )
+
+
+def serve(args: argparse.Namespace) -> int:
+    from pe_dr.deployments.serving import serve_all
+
+    _require_server("serve")
+    spec = load_spec(args.spec) if args.spec else None
+    serve_all(spec, limit=args.limit)
+    return 0
+
+
+def setup(args: argparse.Namespace) -> int:
+    from pe_dr.deployments.admin import setup as do_setup
+
+    _require_server("setup")
+    spec = load_spec(args.lab_spec)
+    outcome = do_setup(spec, args.notify)
+    print(
+        f"concurrency limit {outcome.limit}: "
+        f"{'created (1 slot)' if outcome.limit_created else 'already there'}"
+    )
+    if outcome.automation:
+        state = "created" if outcome.automation_created else "updated"
+        print(f"automation {outcome.automation!r}: {state}, notifies {args.notify!r}")
+    return 0
+
+
+def deployments(args: argparse.Namespace) -> int:
+    from pe_dr.deployments.catalog import catalog, prefect_yaml
+
+    if args.deployments_command == "yaml":
+        sys.stdout.write(prefect_yaml(args.work_pool, args.lab_spec))
+        return 0
+    for d in catalog():
+        schedule = f"{d.cron} ({d.timezone})" if d.cron else "manual"
+        print(f"{d.full_name:<28} {schedule:<22} {', '.join(d.tags)}")
+    return 0

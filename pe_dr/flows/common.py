@@ -1,0 +1,228 @@
+"""What the flows share: how a root run opens and closes (pre-flight, the lab's lock, progress,
+the journal), and the lines shown to the person waiting.
+
+A chapter flow run as a subflow only runs its body: the root run has checked, holds the lab, and
+reads the whole record from Prefect when it ends (pe_dr.flows.journal).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from prefect import get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.exceptions import TerminationSignal
+from prefect.runtime import deployment, flow_run
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+from pe_dr import interrupts, polling
+from pe_dr.errors import PeDrError
+from pe_dr.flows import journal
+from pe_dr.flows.journal import note
+from pe_dr.flows.lab_lock import holding_lab
+from pe_dr.lab.spec import LabSpec, load_spec
+from pe_dr.report import DrillReport, utc_now
+from pe_dr.secrets import scrub
+from pe_dr.tasks.common import named, root_flow_run_id
+from pe_dr.tasks.progress import Tracker, progress_log, tracking
+
+__all__ = ["DrillFailed", "note", "resolve_lab", "run_chapter", "say", "watch_parent"]
+
+R = TypeVar("R")
+
+
+def say(line: str) -> None:
+    """A line for the person waiting: the command line's progress output and the run's log."""
+    progress_log.info("  %s", line)
+    with contextlib.suppress(Exception):  # (a fan-out thread has no run context)
+        get_run_logger().info(line)
+
+
+# Long waits in the core (pe_dr.polling) report their progress here.
+polling.add_progress_sink(say)
+# A SIGTERM that arrived inside a shielded clean-up is raised afterwards as Prefect raises it.
+interrupts.terminated = lambda signum: TerminationSignal(signal=signum)
+
+
+class DrillFailed(PeDrError):
+    """The drill ran and a check or a step failed; its `record` says which."""
+
+
+def resolve_lab(lab: LabSpec | None) -> LabSpec:
+    return lab if lab is not None else load_spec()
+
+
+PARENT_CHECK_SECONDS = 1.0
+
+
+def watch_parent(run_id: str) -> None:
+    """In a flow run started by a worker or `pe-dr serve` (a child process of it): when that
+    parent goes away, stop this run as a stop signal would (SIGTERM to itself: the primary is
+    started again, the journal written, the run ends Crashed and can be retried).
+
+    A process worker that is stopped exits at once and leaves its flow runs running in their own
+    sessions, unseen: nothing would record how they end if the machine went down next."""
+    import os
+    import signal
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_CHECK_SECONDS)
+            if os.getppid() != parent:
+                say(
+                    f"the worker or server that ran flow run {run_id} (process {parent}) "
+                    "stopped: stopping this run too"
+                )
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    threading.Thread(target=watch, name="pe-dr-parent-watch", daemon=True).start()
+
+
+def run_chapter(
+    flow_name: str,
+    lab: LabSpec | None,
+    body: Callable[[LabSpec], R],
+    *,
+    report_dir: str | None = "reports",
+    confirm: list[str] | tuple[str, ...] = (),
+    promote: bool = False,
+) -> R | DrillReport:
+    """Run a flow's body. As a subflow: just the body. As a root run: pre-flight first (nothing
+    acts on the lab until it passed), the lab's lock around the body, and the record read from
+    Prefect at the end, written as the journal and returned (or attached, as `record`, to what
+    the run raises)."""
+    spec = resolve_lab(lab)
+    if root_flow_run_id() != str(flow_run.id):
+        return body(spec)
+    return _run_root(flow_name, spec, body, report_dir, tuple(confirm), promote)
+
+
+def _run_root(
+    flow_name: str,
+    spec: LabSpec,
+    body: Callable[[LabSpec], R],
+    report_dir: str | None,
+    confirm: tuple[str, ...],
+    promote: bool,
+) -> DrillReport:
+    from pe_dr.flows import preflight
+
+    run_id = str(flow_run.id)
+    attempt_started = utc_now()
+    interrupts.reset()
+    progress_log.info("flow run  %s (resume it with: pe-dr retry %s)", run_id, run_id)
+    tracker = Tracker(flow_name, planned=_planned(str(flow_run.flow_name), promote))
+    tracker.start()
+    error: BaseException | None = None
+    try:
+        # The root run's heartbeats cover its subflows; a subflow's own heartbeat thread cost up
+        # to a second at its end (Prefect joins a thread that sleeps in 1 s steps).
+        with tracking(tracker), temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            if deployment.id:  # run by a worker or `pe-dr serve`
+                watch_parent(run_id)
+            needs = preflight.needs_for(
+                flow_name, spec, confirm=confirm, promote=promote, report_dir=report_dir
+            )
+            for line in named(preflight.preflight, "pre-flight")(spec, needs):
+                note(line)
+            with holding_lab(spec, note=note):  # one drill per lab
+                body(spec)
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        with interrupts.shielded():
+            record = _close(flow_name, spec, run_id, attempt_started, report_dir, error, tracker)
+            if error is not None:
+                error.record = record  # type: ignore[attr-defined]
+    if record.status != "passed":
+        failed = DrillFailed(journal.failure_sentence(record))
+        failed.record = record  # type: ignore[attr-defined]
+        raise failed
+    return record
+
+
+def _planned(flow_name: str, promote: bool) -> int | None:
+    """How many steps this flow's last complete run had (None before one): the total progress
+    is counted against."""
+    with contextlib.suppress(Exception):  # progress is a convenience; the journal is the record
+        return journal.last_step_count(flow_name, promote=promote)
+    return None
+
+
+def _close(
+    flow_name: str,
+    spec: LabSpec,
+    run_id: str,
+    attempt_started: str,
+    report_dir: str | None,
+    error: BaseException | None,
+    tracker: Tracker,
+) -> DrillReport:
+    """The record from Prefect, written as the journal and the run's report artifact."""
+    stop = interrupts.current()
+    signum = interrupts.signal_of(error) if error is not None else None
+    if signum is not None:
+        stop = interrupts.begin(signum)
+    reason = None if error is None or stop else (scrub(str(error)) or type(error).__name__)
+    try:
+        record = journal.read(
+            run_id,
+            attempt_started=attempt_started,
+            interrupted=stop.name if stop else None,
+            error=reason,
+        )
+    except Exception as exc:  # the API went away: what this process knows is still said
+        record = DrillReport(flow=flow_name, flow_run_id=run_id, lab=spec.model_dump(mode="json"))
+        record.started_at = attempt_started
+        record.interrupted = stop.name if stop else None
+        record.error = reason or (f"interrupted by {stop.name}" if stop else None)
+        record.notes.append(f"the steps could not be read back from Prefect: {scrub(str(exc))}")
+        if record.error is None:
+            record.error = "the drill's steps could not be read back from Prefect"
+    record.ended_at = utc_now()
+    path = write_journal(record, report_dir) if report_dir else None
+    with contextlib.suppress(Exception):
+        create_markdown_artifact(
+            key="dr-drill-report",
+            markdown=record.to_markdown(),
+            description=f"{record.flow} {record.status}",
+        )
+    failed = [s.name for s in record.steps if s.status in {"failed", "interrupted"}]
+    tracker.end(record.status, failed[0] if failed else None)
+    reused: dict[str, int] = {}
+    for step in record.steps:
+        if step.detail == journal.EARLIER:
+            reused[step.chapter] = reused.get(step.chapter, 0) + 1
+    for chapter, count in reused.items():
+        progress_log.info("   cached  %s: %d steps done in an earlier attempt", chapter, count)
+    if path is not None:
+        progress_log.info("  journal  %s", path)
+    return record
+
+
+def write_journal(record: DrillReport, report_dir: str) -> Any:
+    """The journal file; when it cannot be written, the journal goes to stdout instead, and
+    the reason is named (the report directory was checked at pre-flight, but disks fill and
+    folders go away during an hour-long drill)."""
+    try:
+        return record.write(report_dir)
+    except OSError as exc:
+        reason = f"{report_dir}: {exc.strerror or exc}"
+    record.notes.append(f"the journal could not be written to {reason}; it is on stdout")
+    with contextlib.suppress(OSError):  # (a worker that went away took stdout with it)
+        sys.stdout.write(record.to_json())
+        sys.stdout.flush()
+    line = f"journal NOT written ({reason}): it is printed above, on standard output"
+    progress_log.info("  journal  %s", line)
+    with contextlib.suppress(Exception):
+        get_run_logger().error(line)
+    return None

@@ -1,0 +1,67 @@
+"""The monthly DR drill, chapter by chapter: set-up (ensured, so a built lab passes quickly),
+a health gate, replication, failover and failback, optionally promotion; the record it returns
+is read from Prefect (pe_dr.flows.journal)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from pe_dr.flows.common import run_chapter
+from pe_dr.flows.drills import failover_drill, promotion, replication_check, restore_primary_first
+from pe_dr.flows.params import (
+    CodeManagerParameters,
+    DrillParameters,
+    FailoverParameters,
+    LabSetupParameters,
+    PromotionParameters,
+    ReplicaActivationParameters,
+    ReplicationCheckParameters,
+)
+from pe_dr.flows.setup import (
+    code_manager_setup,
+    lab_setup,
+    primary_and_replica_settings,
+    replica_activation,
+)
+from pe_dr.lab.spec import LabSpec
+from pe_dr.steps import vms
+from pe_dr.tasks import checks
+from pe_dr.tasks.common import named
+
+
+def drill_every_chapter(spec: LabSpec, p: DrillParameters) -> None:
+    if p.promote:
+        vms.require_confirmation(spec.primary.name, list(p.confirm), "destroy")
+    restore_primary_first(spec)
+    lab_setup(LabSetupParameters(lab=spec))
+    code_manager_setup(CodeManagerParameters(lab=spec))
+    primary_and_replica_settings(CodeManagerParameters(lab=spec))
+    replica_activation(
+        ReplicaActivationParameters(lab=spec, poll_interval_seconds=p.poll_interval_seconds)
+    )
+    named(checks.check_health, "health-gate")(spec, expect_replica=True)
+    common: dict[str, Any] = {
+        "lab": spec,
+        "budgets": p.budgets,
+        "poll_interval_seconds": p.poll_interval_seconds,
+    }
+    replication_check(ReplicationCheckParameters(**common))
+    failover_drill(FailoverParameters(confirm=p.confirm, **common))
+    if p.promote:
+        promotion(PromotionParameters(confirm=p.confirm, **common))
+
+
+@flow(name="dr-drill", persist_result=True, log_prints=True)
+def dr_drill(parameters: DrillParameters = DrillParameters()) -> Any:
+    """The DR drill: ensure the lab is built, gate on health, prove replication, failover and
+    failback (and promotion when asked); returns the drill's record and writes the journal."""
+    return run_chapter(
+        "dr-drill",
+        parameters.lab,
+        lambda spec: drill_every_chapter(spec, parameters),
+        report_dir=parameters.report_dir,
+        confirm=parameters.confirm,
+        promote=parameters.promote,
+    )

@@ -1,0 +1,189 @@
+"""Drill flows, as the tutorial's chapters: replication check, failover drill (step 4),
+promotion (step 5), teardown (clean-up)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from prefect import flow
+from prefect.runtime import flow_run
+from prefect.transactions import transaction
+
+from pe_dr import interrupts
+from pe_dr.errors import PreconditionError
+from pe_dr.flows.common import note, run_chapter
+from pe_dr.flows.params import (
+    Budgets,
+    FailoverParameters,
+    PromotionParameters,
+    ReplicationCheckParameters,
+    TeardownParameters,
+)
+from pe_dr.lab.spec import LabSpec
+from pe_dr.steps import vms as vms_steps
+from pe_dr.tasks import checks, code_manager, replica, vms
+from pe_dr.tasks.common import named
+from pe_dr.tasks.lab import require_lab_state, restore_primary
+
+
+def marker_id() -> str:
+    """Stable across Retries of one run, so a completed replication check stays cached."""
+    return str(flow_run.root_flow_run_id or flow_run.id)
+
+
+def prove_replication(spec: LabSpec, budgets: Budgets, poll: float) -> dict[str, object]:
+    both = (spec.primary.name, spec.replica.name)
+    require_lab_state(spec, "replication_check", running=both, code_manager=True, replica=True)
+    result = checks.check_replication(
+        spec,
+        marker_id=marker_id(),
+        budget_seconds=budgets.replication_lag_seconds,
+        poll_interval=poll,
+    )
+    commit = str(result.evidence.get("commit", ""))
+    checks.check_agent_on_both(spec, commit=commit)
+    return {"commit": commit, "replication_lag_seconds": result.seconds}
+
+
+@flow(name="replication-check", persist_result=True, log_prints=True)
+def replication_check(
+    parameters: ReplicationCheckParameters = ReplicationCheckParameters(),
+) -> Any:
+    """Commit a marker to the control repo and prove it reaches the replica; measure the lag."""
+    return run_chapter(
+        "replication-check",
+        parameters.lab,
+        lambda spec: prove_replication(spec, parameters.budgets, parameters.poll_interval_seconds),
+    )
+
+
+def restore_primary_first(spec: LabSpec) -> None:
+    """The lab is whole before anything else: a primary a crash left halted is started."""
+    outcome = restore_primary(spec)
+    if outcome:  # None: the primary was not halted
+        note(str(outcome))
+
+
+def fail_over_and_back(
+    spec: LabSpec, confirm: list[str], budgets: Budgets, poll: float
+) -> dict[str, object]:
+    primary = spec.primary.name
+    vms_steps.require_confirmation(primary, confirm, "halt")
+    restore_primary_first(spec)
+    both = (primary, spec.replica.name)
+    require_lab_state(spec, "failover_drill", running=both, code_manager=True, replica=True)
+    checks.check_failover_ready(spec)
+    # Uncommitted on failure: a Retry halts the primary again rather than resuming mid-outage.
+    # Rolled back, whatever stopped it (a failed check, the halt itself, a stop signal), by the
+    # halt's undo: the primary started again (restore_primary_first is the crash's backstop).
+    with transaction() as txn:
+        txn.on_rollback_hooks.append(lambda _txn: bring_primary_back(spec))
+        down_at = named(vms.halt_vm, "halt-primary")(spec, primary, confirm)
+        checks.check_primary_down(spec)
+        rto = checks.measure_failover(spec, down_at, budgets.rto_seconds, poll)
+        up_at = named(vms.start_vm, "start-primary")(spec, primary)
+        back = checks.measure_failback(spec, up_at, budgets.failback_seconds, poll)
+    return {"rto_seconds": rto.seconds, "failback_seconds": back.seconds}
+
+
+def bring_primary_back(spec: LabSpec) -> None:
+    """The failover transaction's rollback: the task that starts the primary again, whatever
+    stopped the drill. Under a stop signal it runs while the interrupt unwinds, once (no back-off:
+    `pe-dr drill` gives it a bounded time), and pe_dr.interrupts keeps a second signal from
+    cutting it short. It never raises: what stopped the drill is the story."""
+    primary = spec.primary.name
+    stop = interrupts.current()
+    unwinding = sys.exc_info()[1]  # the rollback runs while what stopped the drill unwinds
+    signum = interrupts.signal_of(unwinding) if unwinding is not None else None
+    if stop is None and signum is not None:  # a SIGTERM Prefect turned into TerminationSignal
+        stop = interrupts.begin(signum)
+    why = f"was stopped by {stop.name}" if stop else "failed"
+    start = vms.start_primary_again.with_options(retries=0) if stop else vms.start_primary_again
+    with interrupts.shielded():
+        try:
+            outcome = start(spec)
+        except BaseException as exc:
+            note(
+                f"the failover drill {why} while {primary} was down, and starting it again "
+                f"failed: {exc} (the next drill or Retry starts it first)"
+            )
+            return
+    if outcome == "already running":
+        note(f"the failover drill {why}; {primary} was running, nothing to start")
+    else:
+        note(f"the failover drill {why} while {primary} was down; started it again")
+
+
+@flow(name="failover-drill", persist_result=True, log_prints=True)
+def failover_drill(parameters: FailoverParameters = FailoverParameters()) -> Any:
+    """Halt the primary, prove agents fail over to the replica; start it, prove they fail back."""
+    return run_chapter(
+        "failover-drill",
+        parameters.lab,
+        lambda spec: fail_over_and_back(
+            spec, list(parameters.confirm), parameters.budgets, parameters.poll_interval_seconds
+        ),
+        confirm=parameters.confirm,
+    )
+
+
+def promote_the_replica(
+    spec: LabSpec, confirm: list[str], budgets: Budgets, poll: float
+) -> dict[str, object]:
+    primary, new_primary = spec.primary.name, spec.replica.name
+    vms_steps.require_confirmation(primary, confirm, "destroy")
+    require_lab_state(spec, "promotion", running=(new_primary,))
+    keys = replica.ensure_secret_keys_copied(spec)
+    named(vms.destroy_vm, "destroy-primary")(spec, primary, confirm)
+    replica.promote_replica(spec)
+    named(replica.ensure_client_tools_point_at, "client-tools-to-new-primary")(spec, new_primary)
+    named(code_manager.ensure_admin_token, "admin-token-new-primary")(spec, new_primary)
+    replica.forget_old_primary(spec)
+    named(code_manager.ensure_deploy_token, "deploy-token-new-primary")(spec, new_primary)
+    project_id = code_manager.ensure_control_repo_project(spec)
+    named(code_manager.ensure_webhook, "webhook-to-new-primary")(spec, project_id, new_primary)
+    checks.check_promotion(
+        spec,
+        key_digests={k.path: k.sha256_prefix for k in keys},
+        budget_seconds=budgets.promotion_seconds,
+        poll_interval=poll,
+    )
+    named(code_manager.deploy_code, "code-deploy-on-new-primary")(spec, new_primary)
+    return {"primary": new_primary}
+
+
+@flow(name="promotion", persist_result=True, log_prints=True)
+def promotion(parameters: PromotionParameters = PromotionParameters()) -> Any:
+    """Destroy the primary and promote the replica, then re-point tokens, webhook and agents."""
+    return run_chapter(
+        "promotion",
+        parameters.lab,
+        lambda spec: promote_the_replica(
+            spec, list(parameters.confirm), parameters.budgets, parameters.poll_interval_seconds
+        ),
+        confirm=parameters.confirm,
+    )
+
+
+def tear_down(spec: LabSpec, confirm: list[str]) -> dict[str, str]:
+    if not confirm:
+        raise PreconditionError("teardown destroys VMs: name them in `confirm` (--yes)")
+    order = [*spec.agents, spec.replica, spec.gitlab, spec.primary]
+    done = {}
+    for host in order:
+        if host.name in confirm:
+            named(vms.destroy_vm, f"destroy {host.name}")(spec, host.name, confirm)
+            done[host.name] = "destroyed"
+    return done
+
+
+@flow(name="teardown", persist_result=True, log_prints=True)
+def teardown(parameters: TeardownParameters = TeardownParameters()) -> Any:
+    """Destroy the lab's VMs named in `confirm`."""
+    return run_chapter(
+        "teardown",
+        parameters.lab,
+        lambda spec: tear_down(spec, list(parameters.confirm)),
+        confirm=parameters.confirm,
+    )

@@ -1,0 +1,264 @@
+"""The drill's record, read from Prefect: the root run's task runs and those of its subflows
+(names, states, times, run counts, results), and the notes its flows logged.
+
+Nothing is kept in this process while the drill runs, so the record is the same whichever worker
+ran which attempt, as long as results are on storage every worker reads (Prefect's result
+storage). Steps are grouped by chapter: the flow that ran them (lab-setup, failover-drill, ...).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any, cast
+from uuid import UUID
+
+from prefect import get_run_logger
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.filters import (
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterId,
+    FlowRunFilterParentFlowRunId,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+    LogFilter,
+    LogFilterFlowRunId,
+    LogFilterTextSearch,
+    LogFilterTimestamp,
+)
+from prefect.client.schemas.objects import FlowRun, StateType, TaskRun
+from prefect.client.schemas.sorting import FlowRunSort, LogSort
+from prefect.logging.handlers import APILogWorker
+
+from pe_dr.oracles.checks import CheckResult
+from pe_dr.report import DrillReport, StepRecord
+from pe_dr.secrets import scrub
+from pe_dr.tasks.progress import failure_detail, progress_log, step_status
+
+NOTE = "note: "
+EARLIER = "completed in an earlier attempt of this run"
+# which check measures which of the drill's figures
+FIGURES = {
+    "replication": "replication_lag_seconds",
+    "failover": "rto_seconds",
+    "failback": "failback_seconds",
+}
+
+
+def note(text: str) -> None:
+    """A line for the journal: logged to the run (the journal reads it back from Prefect) and
+    shown on the command line."""
+    text = scrub(text)
+    progress_log.info("     note  %s", text)
+    with contextlib.suppress(Exception):  # outside a run (a test calling a body) there is no log
+        get_run_logger().info(NOTE + text)
+
+
+def _iso(moment: datetime | None) -> str:
+    if moment is None:
+        return ""
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _tree(client: SyncPrefectClient, root: UUID) -> list[FlowRun]:
+    """The root run and every subflow run it still stands on (a subflow re-created by a Retry
+    replaces the failed one: the parent's task run points at the new run)."""
+    runs = [client.read_flow_run(root)]
+    frontier = [root]
+    while frontier:
+        children = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=frontier)
+            )
+        )
+        frontier = [c.id for c in children]
+        runs += children
+    return runs
+
+
+def _task_runs(client: SyncPrefectClient, ids: list[UUID]) -> list[TaskRun]:
+    found: list[TaskRun] = []
+    offset = 0
+    while True:
+        page = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)), limit=200, offset=offset
+        )
+        found += page
+        if len(page) < 200:
+            return found
+        offset += 200
+
+
+def _when(run: TaskRun) -> datetime:
+    moment = run.start_time or run.expected_start_time or run.created
+    assert moment is not None
+    return moment
+
+
+def _latest(task_runs: list[TaskRun], root: UUID) -> list[TaskRun]:
+    """The latest run of each step, in the order they started; a subflow's place in its parent
+    is not a step (its own steps are)."""
+    # a subflow re-created by a Retry: its parent's task run points at the current one
+    current = {r.state.state_details.child_flow_run_id for r in task_runs if r.state} - {None}
+    standing = {root} | current
+    latest: dict[tuple[UUID, str], TaskRun] = {}
+    for run in task_runs:
+        if run.flow_run_id not in standing or run.state is None:
+            continue
+        if run.state.state_details.child_flow_run_id is not None:
+            continue
+        key = (run.flow_run_id or root, run.name)
+        if key not in latest or _when(run) >= _when(latest[key]):
+            latest[key] = run
+    return sorted(latest.values(), key=_when)
+
+
+def _check_of(run: TaskRun) -> CheckResult | None:
+    """A check's verdict: a passed check's result, or the result a failed one raised with."""
+    if run.state is None or not (run.state.is_completed() or run.state.is_failed()):
+        return None
+    try:
+        value = run.state.result()
+    except BaseException as exc:
+        value = getattr(exc, "result", None)
+    return value if isinstance(value, CheckResult) else None
+
+
+def read(
+    root_id: str | UUID,
+    *,
+    attempt_started: str | None = None,
+    interrupted: str | None = None,
+    error: str | None = None,
+) -> DrillReport:
+    """The record of root run `root_id`: its steps by chapter (the latest run of each), checks,
+    figures and notes. Steps done in an earlier attempt of the run, and not run again in this
+    one (`attempt_started` on), are `cached`; an earlier attempt's unfinished steps are not this
+    attempt's story and are left out."""
+    root = UUID(str(root_id))
+    with get_client(sync_client=True) as client:
+        runs = _tree(client, root)
+        flow_names = {f: client.read_flow(f).name for f in {r.flow_id for r in runs}}
+        chapter_of = {r.id: flow_names[r.flow_id] for r in runs}
+        task_runs = _task_runs(client, list(chapter_of))
+        notes = _notes(client, list(chapter_of), attempt_started)
+    top = runs[0]
+    lab = (top.parameters.get("parameters") or {}).get("lab") or {}
+    report = DrillReport(
+        flow=chapter_of[root],
+        flow_run_id=str(root),
+        lab=lab if isinstance(lab, dict) else {},
+        started_at=attempt_started or _iso(top.start_time),
+    )
+    for run in _latest(task_runs, root):
+        assert run.state is not None and run.flow_run_id is not None
+        status = step_status(run.state)
+        earlier = attempt_started is not None and _iso(run.end_time or _when(run)) < attempt_started
+        if earlier and status != "completed" and status != "cached":
+            continue
+        detail = ""
+        if earlier:
+            status, detail = "cached", EARLIER
+        elif status == "failed":
+            detail = failure_detail(run.state)
+        elif status == "interrupted":
+            detail = f"stopped by {interrupted}" if interrupted else scrub(run.state.message or "")
+        check = _check_of(run)
+        if check is not None:
+            report.add_check(check)
+            figure = FIGURES.get(check.name)
+            if figure is not None and check.seconds is not None:
+                report.measurements[figure] = check.seconds
+        report.steps.append(
+            StepRecord(
+                name=run.name,
+                status=status,
+                started_at=_iso(run.start_time or _when(run)),
+                ended_at=_iso(run.end_time) or _iso(_when(run)),
+                attempts=0 if status == "cached" else max(1, run.run_count),
+                detail=detail,
+                chapter=chapter_of[run.flow_run_id],
+            )
+        )
+    report.notes = [f"attempt {top.run_count or 1} of this flow run", *notes]
+    if interrupted is not None:
+        stopped = [s.name for s in report.steps if s.status == "interrupted"]
+        report.interrupted = f"{interrupted} during {stopped[0]}" if stopped else interrupted
+        report.error = f"interrupted by {report.interrupted}"
+    elif error is not None:
+        report.error = scrub(error)
+    return report
+
+
+def _notes(client: SyncPrefectClient, ids: Iterable[UUID], since: str | None) -> list[str]:
+    # the run's log lines reach the API in batches: send what is queued before reading
+    with contextlib.suppress(Exception):
+        APILogWorker.drain_all(timeout=5)
+    after = datetime.fromisoformat(since.replace("Z", "+00:00")) if since else None
+    logs = client.read_logs(
+        log_filter=LogFilter(
+            flow_run_id=LogFilterFlowRunId(any_=list(ids)),
+            text=LogFilterTextSearch(query=f'"{NOTE.strip()}"'),
+            timestamp=LogFilterTimestamp(after_=cast(Any, after)) if after else None,
+        ),
+        sort=LogSort.TIMESTAMP_ASC,
+    )
+    return [log.message[len(NOTE) :] for log in logs if log.message.startswith(NOTE)]
+
+
+def run_ids(root_id: str | UUID) -> list[str]:
+    """The root run and its subflow runs (the command line settles them after a stop)."""
+    with get_client(sync_client=True) as client:
+        return [str(r.id) for r in _tree(client, UUID(str(root_id)))]
+
+
+def last_step_count(flow_name: str, *, promote: bool) -> int | None:
+    """How many steps the last run of `flow_name` that passed had (for a drill, one with the
+    same `promote`), or None: what a new run's progress is counted against."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.COMPLETED]))
+            ),
+            sort=FlowRunSort.START_TIME_DESC,
+            limit=10,
+        )
+        for run in runs:
+            asked = (run.parameters.get("parameters") or {}).get("promote", False)
+            if run.parent_task_run_id is None and bool(asked) == promote:
+                tree = _tree(client, run.id)
+                return len(_latest(_task_runs(client, [r.id for r in tree]), tree[0].id))
+    return None
+
+
+def failure_sentence(report: DrillReport) -> str:
+    failed = [c for c in report.checks if not c["passed"]]
+    if failed:
+        return f"check {failed[0]['name']} failed: {failed[0]['detail']}"
+    steps = [s for s in report.steps if s.status == "failed"]
+    if steps:
+        return f"step {steps[0].name} failed: {steps[0].detail}"
+    return report.error or "the drill failed"
+
+
+def returned(root_id: str | UUID) -> DrillReport | None:
+    """The record the root run's last attempt returned (read from its persisted result)."""
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(UUID(str(root_id)))
+    return record_of(run.state) if run.state is not None else None
+
+
+def record_of(state: Any) -> DrillReport | None:
+    """The record a root run returned, or raised with (a failed drill's DrillFailed)."""
+    try:
+        value = state.result(raise_on_failure=False)
+    except BaseException:
+        return None
+    if isinstance(value, DrillReport):
+        return value
+    record = getattr(value, "record", None)
+    return record if isinstance(record, DrillReport) else None

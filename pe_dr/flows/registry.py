@@ -1,0 +1,31 @@
+"""Every flow by its Prefect name, for commands that find a flow from a stored flow run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import Flow
+
+from pe_dr.flows.dr_drill import dr_drill
+from pe_dr.flows.drills import failover_drill, promotion, replication_check, teardown
+from pe_dr.flows.setup import (
+    code_manager_setup,
+    lab_setup,
+    primary_and_replica_settings,
+    replica_activation,
+)
+
+FLOWS: dict[str, Flow[..., Any]] = {
+    f.name: f
+    for f in (
+        lab_setup,
+        code_manager_setup,
+        primary_and_replica_settings,
+        replica_activation,
+        replication_check,
+        failover_drill,
+        promotion,
+        teardown,
+        dr_drill,
+    )
+}

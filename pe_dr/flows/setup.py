@@ -1,0 +1,107 @@
+"""Set-up flows, as the tutorial's chapters: bring the lab up, configure Code Manager (step 1),
+the settings for primary and replica (step 2), activate the replica (step 3)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+from prefect.futures import wait
+
+from pe_dr.flows.common import run_chapter
+from pe_dr.flows.params import (
+    CodeManagerParameters,
+    LabSetupParameters,
+    ReplicaActivationParameters,
+)
+from pe_dr.lab.spec import LabSpec
+from pe_dr.tasks import checks, code_manager, replica, vms
+from pe_dr.tasks.common import named
+from pe_dr.tasks.lab import require_lab_state
+
+
+def bring_up(spec: LabSpec) -> dict[str, str]:
+    """The box first (parallel first runs race on its import); then the primary alongside
+    GitLab; then the replica and agents, which install from the primary."""
+    vms.ensure_box(spec)
+    states: dict[str, str] = {}
+    for wave in ([spec.primary, spec.gitlab], [spec.replica, *spec.agents]):
+        ups = [named(vms.ensure_vm_up, f"vm-up {h.name}").submit(spec, h.name) for h in wave]
+        wait(ups)  # every VM of the wave settles before the first failure is raised
+        for host, up in zip(wave, ups, strict=True):
+            states[host.name] = up.result()
+    return states
+
+
+@flow(name="lab-setup", persist_result=True, log_prints=True)
+def lab_setup(parameters: LabSetupParameters = LabSetupParameters()) -> Any:
+    """Bring the lab's VMs up in dependency order (the primary and GitLab first)."""
+    return run_chapter("lab-setup", parameters.lab, bring_up)
+
+
+def configure_code_manager(spec: LabSpec) -> dict[str, object]:
+    require_lab_state(spec, "code_manager_setup", running=(spec.primary.name, spec.gitlab.name))
+    code_manager.ensure_admin_token(spec)  # its RBAC calls need one
+    public_key = code_manager.ensure_r10k_key(spec)
+    code_manager.ensure_gitlab_api_token(spec)
+    code_manager.ensure_gitlab_settings(spec)
+    code_manager.ensure_gitlab_trusts_lab_ca(spec)
+    code_manager.ensure_gitlab_ssh_key(spec, public_key)
+    project_id = code_manager.ensure_control_repo_project(spec)
+    known_hosts = code_manager.ensure_known_hosts(spec)
+    commit = code_manager.ensure_control_repo_pushed(spec)
+    code_manager.ensure_pe_master_params(spec, known_hosts)
+    code_manager.ensure_deploy_user(spec)
+    code_manager.ensure_deploy_token(spec)
+    deployed = code_manager.ensure_code_deployed(spec)
+    code_manager.ensure_webhook(spec, project_id)
+    return {"project_id": project_id, "commit": commit, "deployed": deployed}
+
+
+@flow(name="code-manager-setup", persist_result=True, log_prints=True)
+def code_manager_setup(parameters: CodeManagerParameters = CodeManagerParameters()) -> Any:
+    """Configure Code Manager against the GitLab control repo (the tutorial's step 1)."""
+    return run_chapter("code-manager-setup", parameters.lab, configure_code_manager)
+
+
+def settle_primary_and_replica(spec: LabSpec) -> dict[str, object]:
+    require_lab_state(spec, "code_manager_setup", running=(spec.primary.name,))
+    code_manager.ensure_admin_token(spec)
+    profile = code_manager.check_agent_profile(spec)
+    return {"agent_profile": profile}
+
+
+@flow(name="primary-and-replica-settings", persist_result=True, log_prints=True)
+def primary_and_replica_settings(
+    parameters: CodeManagerParameters = CodeManagerParameters(),
+) -> Any:
+    """The admin's token and the agent profile's server settings (the tutorial's step 2)."""
+    return run_chapter("primary-and-replica-settings", parameters.lab, settle_primary_and_replica)
+
+
+def activate_replica(spec: LabSpec, poll_interval: float) -> dict[str, object]:
+    require_lab_state(
+        spec,
+        "replica_activation",
+        running=(spec.primary.name, spec.replica.name),
+        code_manager=True,
+    )
+    code_manager.ensure_admin_token(spec)
+    enabled = replica.ensure_replica_enabled(spec)
+    keys = replica.ensure_secret_keys_copied(spec)
+    replica.ensure_agent_config_pushed(spec, interval=poll_interval)
+    checks.check_health(spec, expect_replica=True)
+    return {"replica": enabled, "keys": {k.path: k.sha256_prefix for k in keys}}
+
+
+@flow(name="replica-activation", persist_result=True, log_prints=True)
+def replica_activation(
+    parameters: ReplicaActivationParameters = ReplicaActivationParameters(),
+) -> Any:
+    """Provision and enable the replica, copy PE's secret keys to it, push agent configuration
+    (the tutorial's step 3)."""
+    return run_chapter(
+        "replica-activation",
+        parameters.lab,
+        lambda spec: activate_replica(spec, parameters.poll_interval_seconds),
+    )

@@ -1,0 +1,161 @@
+"""What the person waiting sees while a drill runs: one line per finished step, and the root run's
+progress artifact (the share of planned steps finished, naming the step running now).
+
+Fed by Prefect's own state hooks on every drill task (`HOOKS`), so it needs no wrapper around the
+task calls. The tracker of a root run lives in a context variable the root run sets: Prefect runs
+subflows inline and copies the context into its task threads, so every task of the run finds it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, cast
+from uuid import UUID
+
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.client.schemas.objects import State, TaskRun
+from prefect.tasks import StateHookCallable
+
+from pe_dr.oracles.checks import CheckResult
+from pe_dr.secrets import scrub
+
+progress_log = logging.getLogger("pe_dr.progress")
+
+
+def step_status(state: State[Any]) -> str:
+    """A step's status in the drill's words, from its Prefect state."""
+    if state.is_completed():
+        return "cached" if state.name == "Cached" else "completed"
+    if state.is_failed():
+        return "failed"
+    if state.is_crashed() or state.is_cancelled() or state.is_cancelling():
+        return "interrupted"
+    return "interrupted"  # a run left Pending or Running: its process went away
+
+
+def failure_detail(state: State[Any]) -> str:
+    """What a failed step ended with: a failed check's own sentence, else the error's as
+    Prefect recorded it (the state's message is in the API; the exception itself is on result
+    storage, which another worker may not read)."""
+    try:
+        state.result()
+    except BaseException as exc:
+        check = getattr(exc, "result", None)
+        if isinstance(check, CheckResult):
+            return scrub(check.detail)
+    message = state.message or ""
+    if message.startswith(RAISED):
+        _, _, said = message[len(RAISED) :].partition(": ")
+        message = said or message
+    return scrub(message)
+
+
+# how Prefect words a task run's failure: "... exception ApiError: classifier API ... 503: ..."
+RAISED = "Task run encountered an exception "
+
+
+@dataclass
+class Tracker:
+    """One root run's progress: `planned` is the step count of this flow's last complete run
+    (None before one exists), so the share is computed, never declared."""
+
+    flow: str
+    planned: int | None
+    artifact: UUID | None = None
+    done: int = 0
+    current: str = ""
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> None:
+        with contextlib.suppress(Exception):  # progress is a convenience; the journal is the record
+            self.artifact = cast(
+                UUID,
+                create_progress_artifact(
+                    progress=0.0, key="dr-drill-progress", description=self._describe()
+                ),
+            )
+
+    def share(self) -> float:
+        """Never more than the truth: a run with more steps than the last one stays below 100 %
+        until it has passed."""
+        if not self.planned:
+            return 0.0
+        return min(99.0, 100.0 * self.done / self.planned)
+
+    def _describe(self, ending: str | None = None) -> str:
+        counted = f"{self.done} of {self.planned}" if self.planned else f"{self.done}"
+        now = ending or (f"now: {self.current}" if self.current else "starting")
+        return f"{self.flow}: {counted} steps finished; {now}"
+
+    def _update(self, progress: float, ending: str | None = None) -> None:
+        if self.artifact is None:
+            return
+        with contextlib.suppress(Exception):
+            update_progress_artifact(
+                self.artifact, progress=progress, description=self._describe(ending)
+            )
+
+    def running(self, name: str) -> None:
+        with self._lock:
+            self.current = name
+        self._update(self.share())
+
+    def finished(self) -> None:
+        # shown when the next step starts (or the run ends): one API call per step, not two
+        with self._lock:
+            self.done += 1
+
+    def end(self, status: str, failed_step: str | None) -> None:
+        if status == "passed":
+            self._update(100.0, "passed")
+        else:  # the share stays where the run stopped
+            where = f" at {failed_step}" if failed_step else ""
+            self._update(self.share(), f"{status}{where}")
+
+
+_tracker: contextvars.ContextVar[Tracker | None] = contextvars.ContextVar(
+    "pe_dr_tracker", default=None
+)
+
+
+@contextlib.contextmanager
+def tracking(tracker: Tracker) -> Iterator[Tracker]:
+    token = _tracker.set(tracker)
+    try:
+        yield tracker
+    finally:
+        _tracker.reset(token)
+
+
+def say_step(status: str, name: str, attempts: int, detail: str) -> None:
+    line = f"{status:>9}  {name}"
+    if attempts > 1:
+        line += f" ({attempts} attempts)"
+    if detail:
+        line += f": {detail}"
+    progress_log.info(line)
+
+
+def _on_running(task: Any, task_run: TaskRun, state: State[Any]) -> None:
+    tracker = _tracker.get()
+    if tracker is not None:
+        tracker.running(task_run.name)
+
+
+def _on_finished(task: Any, task_run: TaskRun, state: State[Any]) -> None:
+    status = step_status(state)
+    detail = failure_detail(state) if status == "failed" else ""
+    say_step(status, task_run.name, task_run.run_count or 1, detail)
+    tracker = _tracker.get()
+    if tracker is not None:
+        tracker.finished()
+
+
+# every drill task's state hooks (pe_dr.tasks.common)
+ON_RUNNING: list[StateHookCallable] = [_on_running]
+ON_FINISHED: list[StateHookCallable] = [_on_finished]

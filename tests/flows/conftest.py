@@ -1,0 +1,97 @@
+"""Drill tests run the real flows against labsim, on a Prefect test server with isolated storage.
+
+One lab is built by the drill itself (from VMs not_created) per session and shared; tests add
+faults and clear them again, and must leave the primary running.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Read by tasks at import: back-off sized for a simulated lab.
+os.environ.setdefault("PE_DR_RETRY_DELAY_SCALE", "0.01")
+
+from labsim.testing import LabHandle, running_lab
+from pe_dr.report import DrillReport
+
+FAST = {"rto_seconds": 10.0, "replication_lag_seconds": 5.0, "failback_seconds": 10.0}
+
+Drill = Callable[..., tuple[bool, DrillReport]]
+Ops = Callable[..., list[dict[str, Any]]]
+
+
+def drill(tmp: Path, flow: str = "dr_drill", **overrides: Any) -> tuple[bool, DrillReport]:
+    """Run a flow in this process; (completed?, its journal)."""
+    from pe_dr.flows import journal
+    from pe_dr.flows.params import Budgets, DrillParameters, FailoverParameters
+    from pe_dr.flows.registry import FLOWS
+
+    budgets = Budgets(**{**FAST, **overrides.pop("budgets", {})})
+    if flow == "dr_drill":
+        params: Any = DrillParameters(
+            confirm=["primary.vm"],
+            budgets=budgets,
+            poll_interval_seconds=0.1,
+            report_dir=str(tmp),
+            **overrides,
+        )
+        state = FLOWS["dr-drill"](params, return_state=True)
+    else:
+        overrides.setdefault("confirm", ["primary.vm"])
+        params = FailoverParameters(budgets=budgets, poll_interval_seconds=0.1, **overrides)
+        state = FLOWS["failover-drill"](params, return_state=True)
+    report = journal.record_of(state)
+    assert report is not None, "every drill writes a journal"
+    return state.is_completed(), report
+
+
+def ops(handle: LabHandle, op: str, since: int = 0) -> list[dict[str, Any]]:
+    return [e for e in handle.journal()[since:] if e.get("op") == op]
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    from prefect.testing.utilities import prefect_test_harness
+
+    storage = tmp_path_factory.mktemp("prefect-results")
+    os.environ["PREFECT_LOCAL_STORAGE_PATH"] = str(storage)
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def lab(
+    tmp_path_factory: pytest.TempPathFactory, prefect_server: None
+) -> Iterator[tuple[LabHandle, bool, DrillReport]]:
+    """A labsim lab built by the drill itself from nothing (all VMs not_created)."""
+    state = tmp_path_factory.mktemp("lab")
+    with running_lab(state) as handle, pytest.MonkeyPatch.context() as mp:
+        for name, value in handle.env.items():
+            mp.setenv(name, value)
+        assert set(handle.status().values()) == {"not_created"}
+        ok, report = drill(tmp_path_factory.mktemp("reports"))
+        yield handle, ok, report
+
+
+@pytest.fixture
+def built(lab: tuple[LabHandle, bool, DrillReport]) -> Iterator[LabHandle]:
+    handle, ok, report = lab
+    assert ok, f"the first drill must pass to test the rest: {report.to_dict()}"
+    yield handle
+    handle.fault_clear()
+    assert handle.status()["primary.vm"] == "running", "every drill leaves the lab whole"
+
+
+@pytest.fixture(scope="session")
+def run_drill() -> Drill:
+    return drill
+
+
+@pytest.fixture(scope="session")
+def journal_ops() -> Ops:
+    return ops

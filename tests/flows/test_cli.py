@@ -1,0 +1,52 @@
+"""pe-dr's command line: usage errors exit 2 with one line and no traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pe_dr.deployments.cli import EXIT_USAGE, main
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["drill", "--promote"], "--promote destroys the primary"),
+        (["drill"], "add --yes"),
+        (["drill", "--spec", "/nonexistent.toml", "--yes"], "does not exist"),
+        (["drill", "--budget", "rto=5"], "NAME one of failback_seconds"),
+        (["drill", "--budget", "rto_seconds=soon"], "'soon' is not a number"),
+        (["drill", "--budget", "rto_seconds=0"], "must be more than 0 seconds"),
+        (["drill", "--poll-interval", "0"], "more than 0 and at most 60"),
+        (["drill", "--poll-interval", "61"], "more than 0 and at most 60"),
+    ],
+)
+def test_usage_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_bad_spec_file_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "lab.toml"
+    spec.write_text('[[hosts]]\nname = "p.vm"\nrole = "primary"\naddress = "nope"\n')
+    assert main(["drill", "--spec", str(spec), "--yes"]) == EXIT_USAGE
+    assert "hosts.0.address" in capsys.readouterr().err
+
+
+def test_unknown_command_is_usage() -> None:
+    assert main(["bogus"]) == EXIT_USAGE
+
+
+def test_the_drill_drills_the_lab_the_spec_names_and_nothing_else(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A private simulated lab is labsim's business (`labsim drill`), not an option of pe-dr's."""
+    assert main(["drill", "--help"]) == 0
+    usage = capsys.readouterr().out
+    assert "--spec FILE" in usage and "--yes" in usage
+    assert "--lab" not in usage and "--fault" not in usage
+    assert main(["drill", "--lab", "sim", "--yes"]) == EXIT_USAGE

@@ -1,0 +1,110 @@
+"""Promotion end to end against labsim, on a lab of its own (it destroys the primary).
+
+What real PE does that the drill must handle (real-world-findings §1 rows 3, 4, 7): an enabled
+replica already listens on 8142/8143, so "promoted" is read from PE's own status; the client
+tools on the promoted replica still name the destroyed primary; `forget` fails on a node PE no
+longer knows, so "already forgotten" is read from PuppetDB.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from labsim.testing import LabHandle, running_lab
+from pe_dr.report import DrillReport
+
+pytestmark = pytest.mark.slow
+
+CODE_CONF = "/etc/puppetlabs/client-tools/puppet-code.conf"
+
+
+@pytest.fixture(scope="module")
+def promoted(
+    tmp_path_factory: pytest.TempPathFactory, prefect_server: None, run_drill: Any
+) -> Iterator[tuple[LabHandle, bool, DrillReport]]:
+    state = tmp_path_factory.mktemp("promotion-lab")
+    with running_lab(state) as handle, pytest.MonkeyPatch.context() as mp:
+        for name, value in handle.env.items():
+            mp.setenv(name, value)
+        ok, report = run_drill(tmp_path_factory.mktemp("reports"), promote=True)
+        yield handle, ok, report
+
+
+def _vm_file(handle: LabHandle, vm: str, path: str) -> str:
+    return (handle.state_dir / "vms" / vm / "fs" / path.lstrip("/")).read_text()
+
+
+def test_the_drill_promotes_the_replica_and_it_serves_as_primary(
+    promoted: tuple[LabHandle, bool, DrillReport], journal_ops: Any
+) -> None:
+    handle, ok, report = promoted
+    data = report.to_dict()
+    assert ok and data["status"] == "passed", data
+    steps = {s["name"]: s["status"] for s in data["steps"]}
+    for step in (
+        "destroy-primary",
+        "promote-replica",
+        "client-tools-to-new-primary",
+        "forget-old-primary",
+        "code-deploy-on-new-primary",
+    ):
+        assert steps.get(step) == "completed", (step, steps)
+    promotion = next(c for c in data["checks"] if c["name"] == "promotion")
+    assert promotion["passed"], promotion
+    # promote ran once although the replica's 8143 answered before it
+    assert len(journal_ops(handle, "puppet.infrastructure.promote")) == 1
+    assert handle.status()["primary.vm"] == "not_created"
+    # the client tools on the new primary name it, not the destroyed primary
+    conf = json.loads(_vm_file(handle, "replica.vm", CODE_CONF))
+    assert conf["service-url"] == "https://replica.vm:8170/code-manager"
+    access = json.loads(
+        _vm_file(handle, "replica.vm", "/etc/puppetlabs/client-tools/puppet-access.conf")
+    )
+    assert access["service-url"] == "https://replica.vm:4433/rbac-api"
+    deploys = [e for e in journal_ops(handle, "code-manager.deploy") if e["vm"] == "replica.vm"]
+    assert deploys and deploys[-1]["outcome"] == "ok"
+    assert len(journal_ops(handle, "puppet.infrastructure.forget")) == 1
+
+
+def test_promotion_steps_run_again_find_the_work_done(
+    promoted: tuple[LabHandle, bool, DrillReport], journal_ops: Any
+) -> None:
+    """A Retry after a crash re-runs steps: each reads PE's state and does not act twice."""
+    from pe_dr.lab.live import Lab
+    from pe_dr.lab.spec import load_spec
+    from pe_dr.steps import promotion as promotion_steps
+
+    handle, ok, _ = promoted
+    assert ok
+    before = len(handle.journal())
+    with Lab(load_spec(handle.spec_path)) as live:
+        assert promotion_steps.promote_replica(live) == "already promoted"
+        assert promotion_steps.forget_old_primary(live) == "already forgotten"
+        assert promotion_steps.ensure_client_tools_point_at(live, "replica.vm") == []
+    assert journal_ops(handle, "puppet.infrastructure.promote", before) == []
+    assert journal_ops(handle, "puppet.infrastructure.forget", before) == []
+
+
+def test_forget_failing_for_another_reason_is_a_failure(
+    promoted: tuple[LabHandle, bool, DrillReport],
+) -> None:
+    """Only PE's state says "already forgotten"; a non-zero exit is the command's own failure."""
+    from pe_dr.errors import CommandFailed
+    from pe_dr.lab.live import Lab
+    from pe_dr.lab.spec import load_spec
+    from pe_dr.steps import promotion as promotion_steps
+
+    handle, ok, _ = promoted
+    assert ok
+    handle.fault_add("fail:puppet.infrastructure.forget")
+    try:
+        with Lab(load_spec(handle.spec_path)) as live, pytest.MonkeyPatch.context() as mp:
+            mp.setattr(promotion_steps, "_active_node", lambda *_: True)  # PE still lists it
+            with pytest.raises(CommandFailed, match="Failed to purge node"):
+                promotion_steps.forget_old_primary(live)
+    finally:
+        handle.fault_clear()
