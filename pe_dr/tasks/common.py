@@ -76,23 +76,37 @@ def lab_task(
 ) -> Callable[[Callable[P, R]], Task[P, R]]:
     def wrap(fn: Callable[P, R]) -> Task[P, R]:
         step = fn.__name__.replace("_", "-")
-        decorate = task(
-            name=step,
-            task_run_name=step,
-            retries=retries,
-            retry_delay_seconds=backoff(delays),
-            retry_jitter_factor=0.2,
-            retry_condition_fn=transient_only,
-            timeout_seconds=timeout,
-            cache_policy=RESUMABLE if cache else NO_CACHE,
-            persist_result=cache,
-            on_running=ON_RUNNING,
-            on_completion=ON_FINISHED,
-            on_failure=ON_FINISHED,
-        )
-        return decorate(fn)
+        policy = RESUMABLE if cache else NO_CACHE
+        return _drill_task(fn, step, timeout, retries, delays, policy, cache)
 
     return wrap
+
+
+def _drill_task(
+    fn: Callable[P, R],
+    step: str,
+    timeout: float,
+    retries: int,
+    delays: Sequence[float],
+    policy: CachePolicy,
+    persist: bool,
+) -> Task[P, R]:
+    """The policy every drill task shares: transient errors only are retried, with jittered
+    back-off; a timeout; the step's name in Prefect; the progress hooks."""
+    return task(
+        name=step,
+        task_run_name=step,
+        retries=retries,
+        retry_delay_seconds=backoff(delays),
+        retry_jitter_factor=0.2,
+        retry_condition_fn=transient_only,
+        timeout_seconds=timeout,
+        cache_policy=policy,
+        persist_result=persist,
+        on_running=ON_RUNNING,
+        on_completion=ON_FINISHED,
+        on_failure=ON_FINISHED,
+    )(fn)
 
 
 def action_task(
@@ -128,20 +142,8 @@ def action_task(
     def _key(context: Any, parameters: dict[str, Any]) -> str:
         return f"{source}-{context.task.name}-root-{root_flow_run_id()}"
 
-    return task(
-        name=step,
-        task_run_name=step,
-        retries=retries,
-        retry_delay_seconds=backoff(delays),
-        retry_jitter_factor=0.2,
-        retry_condition_fn=transient_only,
-        timeout_seconds=timeout,
-        cache_policy=INPUTS + CachePolicy.from_cache_key_fn(_key) if cache else NO_CACHE,
-        persist_result=cache,
-        on_running=ON_RUNNING,
-        on_completion=ON_FINISHED,
-        on_failure=ON_FINISHED,
-    )(run)
+    policy = INPUTS + CachePolicy.from_cache_key_fn(_key) if cache else NO_CACHE
+    return _drill_task(run, step, timeout, retries, delays, policy, cache)
 
 
 T = TypeVar("T", bound=Task[Any, Any])

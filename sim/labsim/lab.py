@@ -65,6 +65,18 @@ DURATIONS = {
 }
 
 
+# Vagrant 2.3's words when a machine it is asked to SSH into is not running.
+NOT_READY_FOR_SSH = (
+    "The provider for this Vagrant-managed machine is reporting that it\n"
+    "is not yet ready for SSH. Depending on your provider this can carry\n"
+    "different meanings. Make sure your machine is created and running and\n"
+    "try again. Additionally, check the output of `vagrant status` to verify\n"
+    "that the machine is in the state that you expect. If you continue to\n"
+    "get this error message, please view the documentation for the provider\n"
+    "you're using.\n"
+)
+
+
 @dataclass
 class VM:
     name: str
@@ -474,29 +486,11 @@ class Lab:
     def ssh_config(self, targets: list[VM], emit: Emit) -> int:
         for vm in targets:
             if self.fault("vagrant.ssh-config", vm.name):
-                emit(
-                    "err",
-                    "The provider for this Vagrant-managed machine is reporting that it\n"
-                    "is not yet ready for SSH. Depending on your provider this can carry\n"
-                    "different meanings. Make sure your machine is created and running and\n"
-                    "try again. Additionally, check the output of `vagrant status` to verify\n"
-                    "that the machine is in the state that you expect. If you continue to\n"
-                    "get this error message, please view the documentation for the provider\n"
-                    "you're using.\n",
-                )
+                emit("err", NOT_READY_FOR_SSH)
                 return 1
             if vm.state != "running":
                 self.journal(vm.name, "vagrant.ssh-config", "failed", f"state {vm.state}")
-                emit(
-                    "err",
-                    "The provider for this Vagrant-managed machine is reporting that it\n"
-                    "is not yet ready for SSH. Depending on your provider this can carry\n"
-                    "different meanings. Make sure your machine is created and running and\n"
-                    "try again. Additionally, check the output of `vagrant status` to verify\n"
-                    "that the machine is in the state that you expect. If you continue to\n"
-                    "get this error message, please view the documentation for the provider\n"
-                    "you're using.\n",
-                )
+                emit("err", NOT_READY_FOR_SSH)
                 return 1
             self.journal(vm.name, "vagrant.ssh-config", "ok", "")
             key = self.dir / "insecure_private_key"

@@ -98,12 +98,8 @@ async def c_mkdir(ctx: Ctx, args: list[str]) -> Result:
     for p in paths:
         vpath = fs.norm(p, ctx.cwd)
         if not fs.can_write(ctx.user, vpath):
-            return Result(
-                1,
-                "",
-                f"mkdir: cannot create directory '{p}': Permission denied\n",
-                "file.mkdir",
-                "refused",
+            return _refused(
+                f"mkdir: cannot create directory '{p}': Permission denied\n", "file.mkdir"
             )
         hp = fs.host(vpath)
         if hp.exists() and not parents:
@@ -151,23 +147,15 @@ async def c_install(ctx: Ctx, args: list[str]) -> Result:
         else:
             paths.append(a)
     if (owner or group) and not ctx.root:
-        return Result(
-            1,
-            "",
-            "install: cannot change ownership: Operation not permitted\n",
-            "file.install",
-            "refused",
+        return _refused(
+            "install: cannot change ownership: Operation not permitted\n", "file.install"
         )
     if dir_mode:
         for p in paths:
             vpath = fs.norm(p, ctx.cwd)
             if not fs.can_write(ctx.user, vpath):
-                return Result(
-                    1,
-                    "",
-                    f"install: cannot create directory '{p}': Permission denied\n",
-                    "file.install",
-                    "refused",
+                return _refused(
+                    f"install: cannot create directory '{p}': Permission denied\n", "file.install"
                 )
             fs.host(vpath).mkdir(parents=True, exist_ok=True)
             fs.host(vpath).chmod(mode)
@@ -183,23 +171,15 @@ async def c_install(ctx: Ctx, args: list[str]) -> Result:
             1, "", f"install: cannot stat '{src}': No such file or directory\n", "file.install"
         )
     if not fs.can_read(ctx.user, vsrc):
-        return Result(
-            1,
-            "",
-            f"install: cannot open '{src}' for reading: Permission denied\n",
-            "file.install",
-            "refused",
+        return _refused(
+            f"install: cannot open '{src}' for reading: Permission denied\n", "file.install"
         )
     if hdest.is_dir():
         hdest = hdest / hsrc.name
         vdest = fs.vm_path(hdest)
     if not fs.can_write(ctx.user, vdest):
-        return Result(
-            1,
-            "",
-            f"install: cannot create regular file '{dest}': Permission denied\n",
-            "file.install",
-            "refused",
+        return _refused(
+            f"install: cannot create regular file '{dest}': Permission denied\n", "file.install"
         )
     if not hdest.parent.exists():
         if make_dirs:
@@ -294,6 +274,11 @@ async def c_stat(ctx: Ctx, args: list[str]) -> Result:
     return Result(rc, "".join(out), "".join(err), "file.stat")
 
 
+def _refused(message: str, op: str) -> Result:
+    """What coreutils answer when the user may not write there: exit 1, the message on stderr."""
+    return Result(1, "", message, op, "refused")
+
+
 def _fmt(fmt: str, values: dict[str, str]) -> str:
     def sub(m: re.Match[str]) -> str:
         return values[m.group(1)]
@@ -333,12 +318,8 @@ async def c_chmod(ctx: Ctx, args: list[str]) -> Result:
             )
         o, _ = fs.owner(vpath)
         if not ctx.root and o != ctx.user:
-            return Result(
-                1,
-                "",
-                f"chmod: changing permissions of '{p}': Operation not permitted\n",
-                "file.chmod",
-                "refused",
+            return _refused(
+                f"chmod: changing permissions of '{p}': Operation not permitted\n", "file.chmod"
             )
         try:
             mode = int(mode_s, 8)
@@ -376,12 +357,8 @@ async def c_chown(ctx: Ctx, args: list[str]) -> Result:
     spec, paths = rest[0], rest[1:]
     owner, _, group = spec.partition(":")
     if not ctx.root:
-        return Result(
-            1,
-            "",
-            f"chown: changing ownership of '{paths[0]}': Operation not permitted\n",
-            "file.chown",
-            "refused",
+        return _refused(
+            f"chown: changing ownership of '{paths[0]}': Operation not permitted\n", "file.chown"
         )
     for p in paths:
         vpath = fs.norm(p, ctx.cwd)
