@@ -31,6 +31,12 @@ class StepRecord:
     detail: str = ""
     chapter: str = ""  # the flow that ran it: lab-setup, failover-drill, ...
 
+    def seconds(self) -> float | None:
+        try:
+            return round((_moment(self.ended_at) - _moment(self.started_at)).total_seconds(), 3)
+        except ValueError:
+            return None
+
 
 @dataclass
 class DrillReport:
@@ -48,6 +54,47 @@ class DrillReport:
     error: str | None = None
     # "SIGINT (Ctrl-C) during measure-failover": the drill was stopped, not failed
     interrupted: str | None = None
+    # the budgets the run was given, by figure (rto_seconds: 900.0, ...)
+    budgets: dict[str, float] = field(default_factory=dict)
+
+    def failure(self) -> dict[str, object] | None:
+        """What failed, for the reader who has a minute: the check and what it saw, the step,
+        its chapter and attempts; None when the run passed or was stopped."""
+        if self.status != "failed":
+            return None
+        steps = [s for s in self.steps if s.status == "failed"]
+        step = steps[0] if steps else None
+        checks = [c for c in self.checks if not c["passed"]]
+        check = checks[0] if checks else None
+        return {
+            "check": check["name"] if check else None,
+            "detail": (check["detail"] if check else None) or (step.detail if step else self.error),
+            "evidence": fields(check["evidence"]) if check else {},
+            "step": step.name if step else None,
+            "chapter": step.chapter if step else None,
+            "attempts": step.attempts if step else None,
+        }
+
+    def next_step(self) -> str | None:
+        """The next thing to do, or None when there is none."""
+        retry = f"pe-dr retry {self.flow_run_id}"
+        if self.status == "interrupted":
+            return f"resume it: {retry} (or Retry on the flow run in the Prefect UI)"
+        if self.status == "failed":
+            return (
+                f"clear the cause above, then Retry this run: {retry} (or Retry on the flow run "
+                "in the Prefect UI); the steps that passed are not run again"
+            )
+        return None
+
+    def figures(self) -> list[dict[str, object]]:
+        """Each figure beside its budget and the margin left (negative: over budget)."""
+        rows: list[dict[str, object]] = []
+        for key in MEASUREMENTS:
+            value, budget = self.measurements.get(key), self.budgets.get(key)
+            margin = None if value is None or budget is None else round(budget - value, 3)
+            rows.append({"figure": key, "seconds": value, "budget": budget, "margin": margin})
+        return rows
 
     @property
     def status(self) -> str:
@@ -79,7 +126,11 @@ class DrillReport:
             "flow_run_id": self.flow_run_id,
             "started_at": self.started_at,
             "ended_at": self.ended_at,
-            "steps": [asdict(s) for s in self.steps],
+            "failure": self.failure(),
+            "next": self.next_step(),
+            "figures": self.figures(),
+            "budgets": self.budgets,
+            "steps": [{**asdict(s), "seconds": s.seconds()} for s in self.steps],
             "checks": self.checks,
             "measurements": self.measurements,
             "notes": self.notes,
@@ -105,49 +156,96 @@ class DrillReport:
         return target
 
     def to_markdown(self) -> str:
-        m = self.measurements
-
-        def fig(key: str) -> str:
-            value = m.get(key)
-            return "—" if value is None else f"{value:.1f} s"
-
+        """The verdict first; when it failed, what failed, what it saw and what to do next; the
+        figures beside their budgets; the checks in full; the steps by chapter, with durations."""
         lines = [
             f"# DR drill {self.status.upper()}",
             "",
             f"Lab `{self.lab.get('name')}`, flow run `{self.flow_run_id}`, "
             f"{self.started_at} → {self.ended_at or 'running'}",
             "",
-            "| RTO | replication lag | failback |",
-            "|---|---|---|",
-            f"| {fig('rto_seconds')} | {fig('replication_lag_seconds')} | "
-            f"{fig('failback_seconds')} |",
-            "",
-            "## Checks",
-            "",
-            "| check | verdict | what it saw |",
-            "|---|---|---|",
         ]
+        failure = self.failure()
+        if failure is not None:
+            what = f"check **{failure['check']}**" if failure["check"] else "a step"
+            where = f"step `{failure['step']}`" if failure["step"] else "the run"
+            if failure["chapter"]:
+                where += f" of {failure['chapter']}"
+            if failure["attempts"]:
+                where += f", after {failure['attempts']} attempt(s)"
+            lines += [f"**Failed:** {what} at {where}: {_cell(str(failure['detail']))}", ""]
+            evidence = failure["evidence"]
+            if isinstance(evidence, dict) and evidence:
+                lines += ["What it saw:", "", "| field | value |", "|---|---|"]
+                lines += [f"| {k} | {_cell(str(v))} |" for k, v in evidence.items()]
+                lines.append("")
+        elif self.interrupted:
+            lines += [f"**Stopped:** {_cell(self.interrupted)}", ""]
+        next_step = self.next_step()
+        if next_step:
+            lines += [f"**Next:** {_cell(next_step)}", ""]
+        lines += ["## Figures", "", "| figure | measured | budget | margin |", "|---|---|---|---|"]
+        for row in self.figures():
+            lines.append(
+                f"| {FIGURE_NAMES[str(row['figure'])]} | {_secs(row['seconds'])} "
+                f"| {_secs(row['budget'])} | {_secs(row['margin'])} |"
+            )
+        lines += ["", "## Checks", "", "| check | verdict | what it saw |", "|---|---|---|"]
         for c in self.checks:
             verdict = "pass" if c["passed"] else "**FAIL**"
             lines.append(f"| {c['name']} | {verdict} | {_cell(str(c['detail']))} |")
-        lines += [
-            "",
-            "## Steps",
-            "",
-            "| chapter | step | status | attempts | started | ended |",
-            "|---|---|---|---|---|---|",
-        ]
-        for s in self.steps:
-            lines.append(
-                f"| {s.chapter} | {s.name} | {s.status} | {s.attempts} | {s.started_at} "
-                f"| {s.ended_at} |"
-            )
+        lines += ["", "## Steps"]
+        for chapter, steps in self.chapters():
+            took = sum(s.seconds() or 0.0 for s in steps)
+            lines += ["", f"### {chapter or 'drill'} ({took:.1f} s)", ""]
+            lines += ["| step | status | attempts | took |", "|---|---|---|---|"]
+            for s in steps:
+                status = s.status if s.status != "failed" else "**failed**"
+                lines.append(f"| {s.name} | {status} | {s.attempts} | {_secs(s.seconds())} |")
         if self.notes or self.error:
             lines += ["", "## Notes", ""]
             lines += [f"- {_cell(n)}" for n in self.notes]
             if self.error:
                 lines.append(f"- error: {_cell(self.error)}")
         return scrub("\n".join(lines) + "\n")
+
+    def chapters(self) -> list[tuple[str, list[StepRecord]]]:
+        """The steps grouped by chapter, in the order the chapters started."""
+        grouped: dict[str, list[StepRecord]] = {}
+        for s in self.steps:
+            grouped.setdefault(s.chapter, []).append(s)
+        return list(grouped.items())
+
+
+FIGURE_NAMES = {
+    "rto_seconds": "RTO",
+    "replication_lag_seconds": "replication lag",
+    "failback_seconds": "failback",
+}
+
+
+def _secs(value: object) -> str:
+    return "—" if value is None else f"{float(value):.1f} s"  # type: ignore[arg-type]
+
+
+def _moment(iso: str) -> datetime:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00"))
+
+
+def fields(evidence: object, prefix: str = "") -> dict[str, object]:
+    """Evidence as flat fields: `agents.linux.vm.served_by: replica.vm`, lists joined."""
+    flat: dict[str, object] = {}
+    if isinstance(evidence, dict):
+        for key, value in evidence.items():
+            flat.update(fields(value, f"{prefix}{key}."))
+        return flat
+    if isinstance(evidence, list) and all(not isinstance(v, dict | list) for v in evidence):
+        return {prefix.rstrip("."): ", ".join(str(v) for v in evidence)}
+    if isinstance(evidence, list):
+        for i, value in enumerate(evidence):
+            flat.update(fields(value, f"{prefix}{i}."))
+        return flat
+    return {prefix.rstrip("."): evidence}
 
 
 def _cell(text: str) -> str:

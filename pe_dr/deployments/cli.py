@@ -289,14 +289,19 @@ def _stopped(stop: interrupts.Stop, elapsed: float, roots: list[str], record: An
 
 
 def _figures(report: Any) -> None:
-    m = report.measurements
-    for key, label in (
-        ("rto_seconds", "RTO"),
-        ("replication_lag_seconds", "replication lag"),
-        ("failback_seconds", "failback"),
-    ):
-        value = m.get(key)
-        print(f"  {label:>15}  {'—' if value is None else f'{value:.2f} s'}", flush=True)
+    for row in report.figures():
+        label = {"rto_seconds": "RTO", "replication_lag_seconds": "replication lag"}.get(
+            row["figure"], "failback"
+        )
+        value, budget, margin = row["seconds"], row["budget"], row["margin"]
+        line = "—" if value is None else f"{value:.2f} s"
+        if value is not None and budget is not None:
+            over = " OVER BUDGET" if margin < 0 else ""
+            line += f"  (budget {budget:g} s, margin {margin:.1f} s{over})"
+        print(f"  {label:>15}  {line}", flush=True)
+
+
+SHOWN_FIELDS = 12  # of a failed check's evidence, on the command line (all are in the journal)
 
 
 def _summarize(args: argparse.Namespace, state: Any, elapsed: float) -> int:
@@ -315,16 +320,26 @@ def _summarize(args: argparse.Namespace, state: Any, elapsed: float) -> int:
     print(f"  verdict  {'PASSED' if passed else 'FAILED'} in {elapsed:.1f} s", flush=True)
     if report is not None:
         _figures(report)
+        failure = report.failure()
         if not passed:
-            failed = [c for c in report.checks if not c["passed"]]
-            steps = [s for s in report.steps if s.status == "failed" and s.detail]
-            reason = (
-                failed[0]["detail"]
-                if failed
-                else report.error or (steps[0].detail if steps else "the drill did not pass")
-            )
+            reason = (failure or {}).get("detail") or report.error or "the drill did not pass"
             print(f"   reason  {scrub(str(reason))}", flush=True)
+        if failure is not None:
+            if failure["step"]:
+                where = f"{failure['step']} ({failure['chapter']}, {failure['attempts']} attempts)"
+                print(f"     step  {where}", flush=True)
+            seen = failure["evidence"]
+            evidence = list(seen.items()) if isinstance(seen, dict) else []
+            for key, value in evidence[:SHOWN_FIELDS]:
+                print(f"      saw  {key}: {scrub(str(value))}", flush=True)
+            if len(evidence) > SHOWN_FIELDS:
+                print(
+                    f"      saw  … {len(evidence) - SHOWN_FIELDS} more in the journal", flush=True
+                )
         print(f" flow run  {report.flow_run_id}", flush=True)
+        next_step = report.next_step()
+        if next_step and not passed:
+            print(f"     next  {next_step}", flush=True)
     if isinstance(error, checks_first.PreflightFailed):
         for problem in error.problems:
             print(f"pe-dr: {scrub(problem)}", file=sys.stderr)

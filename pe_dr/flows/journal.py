@@ -33,8 +33,9 @@ from prefect.client.schemas.objects import FlowRun, StateType, TaskRun
 from prefect.client.schemas.sorting import FlowRunSort, LogSort
 from prefect.logging.handlers import APILogWorker
 
+from pe_dr.flows.params import Budgets
 from pe_dr.oracles.checks import CheckResult
-from pe_dr.report import DrillReport, StepRecord
+from pe_dr.report import MEASUREMENTS, DrillReport, StepRecord
 from pe_dr.secrets import scrub
 from pe_dr.tasks.progress import failure_detail, progress_log, step_status
 
@@ -98,6 +99,13 @@ def _when(run: TaskRun) -> datetime:
     return moment
 
 
+def _budgets(run: FlowRun) -> dict[str, float]:
+    """The budgets of the drill's figures the run was given (the defaults where it named none)."""
+    given = (run.parameters.get("parameters") or {}).get("budgets") or {}
+    budgets = Budgets(**given) if isinstance(given, dict) else Budgets()
+    return {key: float(getattr(budgets, key)) for key in MEASUREMENTS}
+
+
 def _latest(task_runs: list[TaskRun], root: UUID) -> list[TaskRun]:
     """The latest run of each step, in the order they started; a subflow's place in its parent
     is not a step (its own steps are)."""
@@ -152,6 +160,7 @@ def read(
         flow_run_id=str(root),
         lab=lab if isinstance(lab, dict) else {},
         started_at=attempt_started or _iso(top.start_time),
+        budgets=_budgets(top),
     )
     for run in _latest(task_runs, root):
         assert run.state is not None and run.flow_run_id is not None

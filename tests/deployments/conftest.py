@@ -368,3 +368,17 @@ def next_first_of_month_0300_utc(now: Any) -> Any:
         year, month = (now.year + 1, 1) if now.month == 12 else (now.year, now.month + 1)
         candidate = datetime(year, month, 1, 3, 0, tzinfo=UTC)
     return candidate
+
+
+def statuses(journal: dict[str, Any]) -> dict[str, str]:
+    """A journal's statuses: each step's by name, and each chapter's (`cached` when every step
+    of it was: a Retry reused it)."""
+    chapters: dict[str, set[str]] = {}
+    for step in journal["steps"]:
+        chapters.setdefault(step["chapter"], set()).add(step["status"])
+    found = {
+        c: "cached" if seen == {"cached"} else "/".join(sorted(seen))
+        for c, seen in chapters.items()
+    }
+    found.update({step["name"]: step["status"] for step in journal["steps"]})
+    return found

@@ -24,6 +24,7 @@ from .conftest import (
     drill_parameters,
     group_alive,
     next_first_of_month_0300_utc,
+    statuses,
     stop_group,
     wait_for,
 )
@@ -148,7 +149,7 @@ def test_stopping_pe_dr_serve_mid_failover_cancels_the_run_and_a_new_serve_resum
     assert run["run_count"] >= 2
     last = [j for j in _journals(tmp_path) if j["flow_run_id"] == run_id][-1]
     assert last["status"] == "passed", last
-    status = {s["name"]: s["status"] for s in last["steps"]}
+    status = statuses(last)
     for done in ("lab-setup", "code-manager-setup", "replica-activation", "replication-check"):
         assert status[done] == "cached", (done, status)
     assert status["measure-failover"] == "completed"

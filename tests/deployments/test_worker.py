@@ -26,6 +26,7 @@ from .conftest import (
     PrefectServer,
     drill_parameters,
     next_first_of_month_0300_utc,
+    statuses,
     stop_like_a_service_manager,
     wait_for,
 )
@@ -255,7 +256,7 @@ def test_prefect_flow_run_retry_resumes_a_failed_run_on_the_worker(
     journals = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("drill-*.json"))]
     mine = [j for j in journals if j["flow_run_id"] == run_id]
     assert [j["status"] for j in mine] == ["failed", "passed"]
-    status = {s["name"]: s["status"] for s in mine[-1]["steps"]}
+    status = statuses(mine[-1])
     for done in ("lab-setup", "code-manager-setup", "replica-activation", "health-gate"):
         assert status[done] == "cached", (done, status)
     assert status["check-replication"] == "completed"
@@ -341,7 +342,7 @@ def test_stopping_the_worker_mid_failover_leaves_a_retryable_run_that_resumes(
     run = api.wait_final(run_id, timeout=240)
     assert run["state"]["type"] == "COMPLETED", run["state"]
     last = [j for j in _journals(tmp_path) if j["flow_run_id"] == run_id][-1]
-    status = {s["name"]: s["status"] for s in last["steps"]}
+    status = statuses(last)
     for done in ("lab-setup", "code-manager-setup", "replica-activation", "replication-check"):
         assert status[done] == "cached", (done, status)
     assert [e["op"] for e in lab.journal()[mark:]].count("vagrant.halt") == 1

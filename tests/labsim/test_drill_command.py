@@ -165,6 +165,10 @@ def test_a_broken_failover_exits_1_naming_the_check_and_cannot_be_retried(
     assert done.returncode == 1, done.stdout + done.stderr
     assert "FAILED" in done.stdout
     assert "replica.vm is missing, so agents cannot fail over" in done.stdout
+    # the failed step, what the check saw and the next thing to do, on the command line too
+    assert "     step  check-failover-ready (failover-drill, 1 attempts)" in done.stdout
+    assert "      saw  " in done.stdout
+    assert "     next  clear the cause above, then Retry this run: pe-dr retry" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr
     report = json.loads(next(reports.glob("drill-*.json")).read_text())
     assert report["status"] == "failed"

@@ -81,3 +81,97 @@ def test_secrets_never_reach_the_journal(tmp_path: Path) -> None:
     assert token not in report.to_json()
     assert token not in report.to_markdown()
     assert token not in report.write(tmp_path).read_text()
+
+
+def _failed_drill() -> DrillReport:
+    report = DrillReport(
+        flow="dr-drill",
+        flow_run_id="4a1f",
+        lab={"name": "lab"},
+        budgets={"rto_seconds": 900.0, "replication_lag_seconds": 300.0, "failback_seconds": 9.0},
+    )
+    report.steps += [
+        StepRecord(
+            "vm-up primary.vm",
+            "cached",
+            "2026-12-01T10:00:00.000Z",
+            "2026-12-01T10:00:00.500Z",
+            0,
+            chapter="lab-setup",
+        ),
+        StepRecord(
+            "halt-primary",
+            "completed",
+            "2026-12-01T10:01:00.000Z",
+            "2026-12-01T10:01:02.250Z",
+            1,
+            chapter="failover-drill",
+        ),
+        StepRecord(
+            "measure-failover",
+            "failed",
+            "2026-12-01T10:01:03.000Z",
+            "2026-12-01T10:16:03.000Z",
+            1,
+            "linux.vm was not compiled by replica.vm",
+            chapter="failover-drill",
+        ),
+    ]
+    evidence = {"agents": {"linux.vm": {"served_by": "none", "seen": ["refused", "refused"]}}}
+    report.add_check(
+        CheckResult(
+            "failover", False, "linux.vm was not compiled by replica.vm within 900 s", evidence
+        )
+    )
+    report.measurements["failback_seconds"] = 12.5
+    return report
+
+
+def test_a_failed_drill_leads_with_what_failed_what_it_saw_and_what_to_do() -> None:
+    report = _failed_drill()
+    text = report.to_markdown()
+    lines = text.splitlines()
+    assert lines[0] == "# DR drill FAILED"
+    failed_at = next(i for i, ln in enumerate(lines) if ln.startswith("**Failed:**"))
+    assert failed_at < lines.index("## Figures") < lines.index("## Steps"), "failure first"
+    assert lines[failed_at] == (
+        "**Failed:** check **failover** at step `measure-failover` of failover-drill, after 1 "
+        "attempt(s): linux.vm was not compiled by replica.vm within 900 s"
+    )
+    assert "| agents.linux.vm.served_by | none |" in lines
+    assert "| agents.linux.vm.seen | refused, refused |" in lines
+    assert any(
+        ln.startswith("**Next:** clear the cause") and "pe-dr retry 4a1f" in ln for ln in lines
+    )
+    # figures beside their budgets; over budget is a negative margin
+    assert "| failback | 12.5 s | 9.0 s | -3.5 s |" in lines
+    assert "| RTO | — | 900.0 s | — |" in lines
+    # steps by chapter, with durations, not timestamps
+    assert "### lab-setup (0.5 s)" in lines and "### failover-drill (902.2 s)" in lines
+    assert "| measure-failover | **failed** | 1 | 900.0 s |" in lines
+    assert "2026-12-01T10:01:03" not in text.split("## Steps")[1]
+    data = report.to_dict()
+    assert data["failure"] == {
+        "check": "failover",
+        "detail": "linux.vm was not compiled by replica.vm within 900 s",
+        "evidence": {
+            "agents.linux.vm.served_by": "none",
+            "agents.linux.vm.seen": "refused, refused",
+        },
+        "step": "measure-failover",
+        "chapter": "failover-drill",
+        "attempts": 1,
+    }
+    assert "pe-dr retry 4a1f" in str(data["next"])
+    assert data["steps"][2]["seconds"] == 900.0  # type: ignore[index]
+
+
+def test_a_passing_drill_has_no_failure_and_no_next_step() -> None:
+    report = _report()
+    assert report.failure() is None and report.next_step() is None
+    text = report.to_markdown()
+    assert "**Failed:**" not in text and "**Next:**" not in text
+    report.interrupted = "SIGINT (Ctrl-C) during measure-failover"
+    assert report.failure() is None
+    assert "pe-dr retry run-1" in str(report.next_step())
+    assert "**Stopped:** SIGINT (Ctrl-C) during measure-failover" in report.to_markdown()
