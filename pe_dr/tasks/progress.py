@@ -62,7 +62,11 @@ RAISED = "Task run encountered an exception "
 @dataclass
 class Tracker:
     """One root run's progress: `planned` is the step count of this flow's last complete run
-    (None before one exists), so the share is computed, never declared."""
+    (None before one exists), so the share is computed, never declared.
+
+    The artifact is updated by a thread of its own, latest news first: a step never waits on
+    the API for it, and no API call runs in the main thread while a stop signal unwinds it (a
+    call cut short by a signal there once took the primary's restart down with it)."""
 
     flow: str
     planned: int | None
@@ -70,6 +74,10 @@ class Tracker:
     done: int = 0
     current: str = ""
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _pending: tuple[float, str] | None = None
+    _closing: bool = False
+    _wake: threading.Event = field(default_factory=threading.Event)
+    _sender: threading.Thread | None = None
 
     def start(self) -> None:
         with contextlib.suppress(Exception):  # progress is a convenience; the journal is the record
@@ -79,6 +87,13 @@ class Tracker:
                     progress=0.0, key="dr-drill-progress", description=self._describe()
                 ),
             )
+        if self.artifact is not None:
+            # the run's context (its API and settings) goes with the thread
+            send = contextvars.copy_context().run
+            self._sender = threading.Thread(
+                target=send, args=(self._send,), name="pe-dr-progress", daemon=True
+            )
+            self._sender.start()
 
     def share(self) -> float:
         """Never more than the truth: a run with more steps than the last one stays below 100 %
@@ -93,12 +108,24 @@ class Tracker:
         return f"{self.flow}: {counted} steps finished; {now}"
 
     def _update(self, progress: float, ending: str | None = None) -> None:
-        if self.artifact is None:
-            return
-        with contextlib.suppress(Exception):
-            update_progress_artifact(
-                self.artifact, progress=progress, description=self._describe(ending)
-            )
+        with self._lock:
+            self._pending = (progress, self._describe(ending))
+        self._wake.set()
+
+    def _send(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            with self._lock:
+                pending, self._pending = self._pending, None
+                closing = self._closing
+            if pending is not None and self.artifact is not None:
+                with contextlib.suppress(Exception):
+                    update_progress_artifact(
+                        self.artifact, progress=pending[0], description=pending[1]
+                    )
+            if closing:
+                return
 
     def running(self, name: str) -> None:
         with self._lock:
@@ -106,9 +133,9 @@ class Tracker:
         self._update(self.share())
 
     def finished(self) -> None:
-        # shown when the next step starts (or the run ends): one API call per step, not two
         with self._lock:
             self.done += 1
+        self._update(self.share())
 
     def end(self, status: str, failed_step: str | None) -> None:
         if status == "passed":
@@ -116,6 +143,14 @@ class Tracker:
         else:  # the share stays where the run stopped
             where = f" at {failed_step}" if failed_step else ""
             self._update(self.share(), f"{status}{where}")
+        with self._lock:
+            self._closing = True
+        self._wake.set()
+        if self._sender is not None:
+            self._sender.join(timeout=SEND_WAIT_SECONDS)
+
+
+SEND_WAIT_SECONDS = 5.0  # for the last update, at the run's end
 
 
 _tracker: contextvars.ContextVar[Tracker | None] = contextvars.ContextVar(

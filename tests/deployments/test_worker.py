@@ -333,7 +333,9 @@ def test_stopping_the_worker_mid_failover_leaves_a_retryable_run_that_resumes(
             raise AssertionError(f"{exc}\n" + "\n".join(_last_logs(api))) from None
         worker.stop(timeout=30)  # and its kill of what is left after the stop timeout
         assert stopped["state"]["type"] in {"CANCELLED", "CRASHED"}, stopped["state"]
-        assert lab.status()["primary.vm"] == "running", "the stopped drill started the primary"
+        assert lab.status()["primary.vm"] == "running", (
+            "the stopped drill started the primary:\n" + ("\n".join(_last_logs(api, 60)))
+        )
     finally:
         lab.fault_clear()
         worker.start()

@@ -1,0 +1,63 @@
+"""The progress artifact: a step never waits on the API for it, what it shows is the latest
+news, and it never says more than the truth."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+from uuid import UUID, uuid4
+
+import pytest
+
+from pe_dr.tasks import progress
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> tuple[list[tuple[float, str]], threading.Event]:
+    """A fake API: each update blocks until released, as a slow or stopping server would."""
+    calls: list[tuple[float, str]] = []
+    release = threading.Event()
+
+    def create(progress: float, key: str, description: str) -> UUID:
+        return uuid4()
+
+    def update(artifact: UUID, progress: float, description: str) -> None:
+        assert release.wait(timeout=10), "the test never released the fake API"
+        calls.append((progress, description))
+
+    monkeypatch.setattr(progress, "create_progress_artifact", create)
+    monkeypatch.setattr(progress, "update_progress_artifact", update)
+    return calls, release
+
+
+def test_a_step_does_not_wait_for_the_progress_artifact(sent: Any) -> None:
+    calls, release = sent
+    tracker = progress.Tracker("dr-drill", planned=4)
+    tracker.start()
+    stepped = threading.Event()
+
+    def steps() -> None:
+        tracker.running("pre-flight")
+        tracker.finished()
+        tracker.running("lab-ready")
+        tracker.finished()
+        tracker.running("check-replication")
+        stepped.set()
+
+    threading.Thread(target=steps, daemon=True).start()
+    assert stepped.wait(timeout=5), "the steps waited on a stuck API"
+    assert calls == [], "nothing reached the API yet: it is blocked, the steps were not"
+    release.set()
+    tracker.end("failed", "check-replication")
+    assert calls, "the last news reached the API by the end"
+    share, said = calls[-1]
+    assert share == 50.0 and said == "dr-drill: 2 of 4 steps finished; failed at check-replication"
+    assert len(calls) < 6, "updates that queued up behind a slow API were merged"
+
+
+def test_the_share_never_says_more_than_the_truth() -> None:
+    tracker = progress.Tracker("dr-drill", planned=2)
+    for _ in range(3):  # a run with more steps than the last one
+        tracker.finished()
+    assert tracker.share() == 99.0
+    assert progress.Tracker("dr-drill", planned=None).share() == 0.0
