@@ -21,7 +21,7 @@ drill: venv
 # when run as root, and otherwise names the missing ones (their tiers then skip).
 test: venv
 	scripts/install-test-packages.sh
-	$(BIN)/pytest -q -n 2 --dist loadgroup
+	$(BIN)/pytest -q -n 2 --dist loadgroup --durations=15
 
 test-fast: venv
 	$(BIN)/pytest -q -m 'not slow'

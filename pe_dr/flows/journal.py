@@ -102,7 +102,10 @@ def _when(run: TaskRun) -> datetime:
 def _budgets(run: FlowRun) -> dict[str, float]:
     """The budgets of the drill's figures the run was given (the defaults where it named none)."""
     given = (run.parameters.get("parameters") or {}).get("budgets") or {}
-    budgets = Budgets(**given) if isinstance(given, dict) else Budgets()
+    try:
+        budgets = Budgets(**given) if isinstance(given, dict) else Budgets()
+    except ValueError:  # parameters of another version of the form: the record still reads
+        budgets = Budgets()
     return {key: float(getattr(budgets, key)) for key in MEASUREMENTS}
 
 

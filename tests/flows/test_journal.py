@@ -71,6 +71,20 @@ def spec(built: LabHandle) -> LabSpec:
     return load_spec(None)  # the built lab's, from its environment
 
 
+def progress_of(run_id: str) -> tuple[float, str]:
+    """The run's progress artifact: its share and what it says."""
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        (artifact,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]),  # type: ignore[list-item]
+                type={"any_": ["progress"]},  # type: ignore[arg-type]
+            )
+        )
+    return float(artifact.data), str(artifact.description)  # type: ignore[arg-type]
+
+
 def _record(state: Any) -> DrillReport:
     record = journal.record_of(state)
     assert record is not None, "a root run returns its record, or raises with it"
@@ -99,6 +113,8 @@ def test_a_passing_run_returns_its_record_read_from_prefect(
     assert "the lab was whole" in record.notes
     written = list(tmp_path.glob("drill-*.json"))
     assert len(written) == 1 and '"status": "passed"' in written[0].read_text()
+    assert progress_of(record.flow_run_id)[0] == 100.0
+    assert journal.last_step_count("journal-drill", promote=False) == 4
 
 
 def test_a_failed_check_is_journaled_with_its_evidence_and_a_retry_reuses_what_was_done(
@@ -113,6 +129,10 @@ def test_a_failed_check_is_journaled_with_its_evidence_and_a_retry_reuses_what_w
     assert failed == [("judge", "replica is behind")]
     (check,) = first.checks
     assert check["passed"] is False and check["evidence"] == {"replica.vm": "behind"}
+    # a failed run's progress is not 100 %, and says where it failed
+    share, said = progress_of(first.flow_run_id)
+    assert share < 100.0, "every step finished, but the run failed: not 100 %"
+    assert "4 steps finished" in said and "failed at judge" in said, said
 
     # the Retry, as `pe-dr retry` and the UI make it: the same run, from the top
     monkeypatch.setitem(BROKEN, "replica", False)
@@ -137,30 +157,3 @@ def test_a_failed_check_is_journaled_with_its_evidence_and_a_retry_reuses_what_w
     assert len(by_step) == 4, "one row per step: the failed attempt's row is replaced"
     assert second.checks[0]["passed"] is True
     assert "attempt 2 of this flow run" in second.notes
-
-
-def test_progress_counts_against_the_last_complete_run_and_never_says_100_on_failure(
-    spec: LabSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-
-    def progress_of(run_id: str) -> tuple[float, str]:
-        with get_client(sync_client=True) as client:
-            (artifact,) = client.read_artifacts(
-                artifact_filter=ArtifactFilter(
-                    flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]),  # type: ignore[list-item]
-                    type={"any_": ["progress"]},  # type: ignore[arg-type]
-                )
-            )
-        return float(artifact.data), str(artifact.description)  # type: ignore[arg-type]
-
-    monkeypatch.setitem(BROKEN, "replica", False)
-    passed = _record(drill(spec, str(tmp_path), return_state=True))
-    assert progress_of(passed.flow_run_id)[0] == 100.0
-    assert journal.last_step_count("journal-drill", promote=False) == 4
-
-    monkeypatch.setitem(BROKEN, "replica", True)
-    failed = _record(drill(spec, str(tmp_path), return_state=True))
-    share, said = progress_of(failed.flow_run_id)
-    assert share == 99.0, "4 of 4 steps finished, but the run failed: not 100 %"
-    assert "4 of 4 steps finished" in said and "failed at judge" in said

@@ -165,6 +165,9 @@ def test_a_drill_killed_mid_failover_is_retried_and_restores_the_primary_first(
     env = {**os.environ, **built.env, "PREFECT_HOME": str(tmp_path / "prefect")}
     env.pop("PREFECT_API_URL", None)
     cli = [sys.executable, "-m", "pe_dr.deployments.cli"]
+    # The halt takes 3 s more: time for this test to read the line that precedes it and break
+    # the failover wait before the drill gets there (a loaded machine once let it finish first).
+    built.fault_add("slow:vagrant.halt=3000")
     drill = subprocess.Popen(
         [*cli, "drill", "--yes", "--poll-interval", "0.1", "--report-dir", str(tmp_path / "r")],
         stdout=subprocess.PIPE,
