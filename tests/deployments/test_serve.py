@@ -116,17 +116,29 @@ def test_stopping_pe_dr_serve_mid_failover_cancels_the_run_and_a_new_serve_resum
             lambda: api.deployment("dr-drill/monthly"),
             timeout=60,
         )
+        # The halt takes 3 s more, and the fault goes in while it runs: the drill cannot get
+        # through the failover before the fault is there (a loaded machine once let it).
+        lab.fault_add("slow:vagrant.halt=3000")
         run_id = api.run("dr-drill/monthly", drill_parameters(tmp_path))
         mark = len(lab.journal())
         wait_for(
-            "the drill to halt the primary",
+            "the drill to start halting the primary",
             lambda: any(
-                e["op"] == "vagrant.halt" and e["outcome"] == "ok" for e in lab.journal()[mark:]
+                e["op"] == "vagrant.command" and str(e.get("detail", "")).startswith("halt")
+                for e in lab.journal()[mark:]
             ),
             timeout=240,
             every=0.2,
         )
         lab.fault_add("fail:puppet.agent@linux.vm")  # the failover wait cannot end by itself
+        wait_for(
+            "the halt to end",
+            lambda: any(
+                e["op"] == "vagrant.halt" and e["outcome"] == "ok" for e in lab.journal()[mark:]
+            ),
+            timeout=60,
+            every=0.2,
+        )
         os.killpg(serving.pid, signal.SIGTERM)
         assert serving.wait(90) == 0, (tmp_path / "serve-1.log").read_text()[-3000:]
     stopped = api.wait_final(run_id, timeout=60)
