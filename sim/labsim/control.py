@@ -42,5 +42,9 @@ def stream(
 
 def call(state_dir: Path, request: dict[str, Any], timeout: float | None = 30.0) -> dict[str, Any]:
     for msg in stream(state_dir, request, timeout):
+        if "internal" in msg:
+            raise ControlError(
+                f"the lab daemon failed: {msg['internal']} (its traceback: {state_dir}/daemon.log)"
+            )
         return msg
     raise ControlError("the lab daemon closed the connection")

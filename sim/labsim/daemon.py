@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +156,12 @@ class Daemon:
             await writer.drain()
         except (ConnectionError, json.JSONDecodeError):
             pass
+        except Exception as exc:
+            # said to the caller, not only to daemon.log: a silent close reads as a dead daemon
+            traceback.print_exc()
+            with contextlib.suppress(Exception):
+                send({"internal": f"{type(exc).__name__}: {exc}"})
+                await writer.drain()
         finally:
             with contextlib.suppress(Exception):
                 writer.close()

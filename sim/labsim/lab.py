@@ -95,6 +95,8 @@ class VM:
     host_keys: list[asyncssh.SSHKey] = field(default_factory=list)
     ssl_ctx: ssl.SSLContext | None = None
     busy: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # one reconcile at a time: a fault added during `vagrant up` would bind its ports twice
+    listening: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def short(self) -> str:
@@ -249,6 +251,10 @@ class Lab:
     async def reconcile(self, vm: VM) -> None:
         """Listeners as the VM's state says: what stops first, then the silent listeners of a
         hung VM, then what starts (they share ports)."""
+        async with vm.listening:
+            await self._reconcile(vm)
+
+    async def _reconcile(self, vm: VM) -> None:
         want = self.desired_ports(vm)
         for port in list(vm.http):
             if port not in want:

@@ -273,6 +273,9 @@ def test_a_signal_to_the_drill_mid_failover_stops_it_cleanly_and_retry_completes
     cli = [sys.executable, "-m", "pe_dr.deployments.cli"]
     reports = tmp_path / "r"
     mark = len(built.journal())
+    # The halt takes 3 s more, and the agent fault goes in once it began: with a fast failover the
+    # drill once reached start-primary before the test put the fault in after the halt.
+    built.fault_add("slow:vagrant.halt=3000")
     drill = subprocess.Popen(
         [*cli, "drill", "--yes", "--poll-interval", "0.1", "--report-dir", str(reports)],
         stdout=subprocess.PIPE,
@@ -288,13 +291,19 @@ def test_a_signal_to_the_drill_mid_failover_stops_it_cleanly_and_retry_completes
     tree: set[int] = set()
     try:
         deadline = time.monotonic() + 300
-        while not any(
-            e["op"] == "vagrant.halt" and e["outcome"] == "ok" for e in built.journal()[mark:]
-        ):
-            assert drill.poll() is None, "".join(lines)
-            assert time.monotonic() < deadline, "the drill never halted the primary"
-            time.sleep(0.1)
+
+        def wait_for(op: str, detail: str) -> None:
+            while not any(
+                e["op"] == op and e["outcome"] == "ok" and e["detail"].startswith(detail)
+                for e in built.journal()[mark:]
+            ):
+                assert drill.poll() is None, "".join(lines)
+                assert time.monotonic() < deadline, f"the drill never got to {op} {detail}"
+                time.sleep(0.1)
+
+        wait_for("vagrant.command", "halt primary.vm")
         built.fault_add("fail:puppet.agent@linux.vm")  # the failover wait cannot end by itself
+        wait_for("vagrant.halt", "")
         tree = _descendants(drill.pid)
         assert len(tree) > 1, "Prefect's temporary server runs below the drill"
         os.killpg(drill.pid, sig)

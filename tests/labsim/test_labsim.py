@@ -591,6 +591,37 @@ def test_parallel_first_vagrant_ups_race_on_the_box_import(
         assert again.returncode == 1 and "already exists" in again.stderr
 
 
+def test_a_vm_reconciled_twice_at_once_binds_its_listeners_once(tmp_path: Path) -> None:
+    """A fault added while `vagrant up` brings a VM's listeners up reconciles the same VM: the
+    second waits for the first instead of binding the same ports again (a CI run's `labsim fault
+    add` died so, `address already in use`, and the lab daemon closed the connection)."""
+    import asyncio
+
+    from labsim.cli import _hosts
+    from labsim.daemon import Daemon
+    from labsim.lab import write_keys
+
+    _, hosts = _hosts(1)
+    cfg = {"name": "labsim-race", "time_scale": 0.001, "faults": [], "hosts": hosts}
+    cfg |= {"console_password": "Pe+race", "gitlab_password": "Gl+race"}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    write_keys(tmp_path, hosts)
+
+    async def reconcile_twice() -> tuple[list[int], int]:
+        lab = Daemon(tmp_path).lab
+        vm = lab.role_vm("gitlab")
+        vm.state, vm.serving, vm.installed = "running", True, True
+        try:
+            await asyncio.gather(lab.reconcile(vm), lab.reconcile(vm))
+            return sorted(vm.http), vm.ssh_port
+        finally:
+            await lab.shutdown()
+
+    ports, ssh_port = asyncio.run(reconcile_twice())
+    assert len(ports) == 1 and ports[0] in (80, 8080), ports
+    assert ssh_port in (22, 2222)
+
+
 # -- faults added to a built lab, and PE's strictness ----------------------------------------------
 
 
