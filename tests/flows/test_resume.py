@@ -222,6 +222,9 @@ def test_a_drill_killed_mid_failover_is_retried_and_restores_the_primary_first(
         retry.stdout
     )
     assert "cached  code-manager-setup" in retry.stdout
+    assert "completed  halt-primary" in retry.stdout, retry.stdout
+    assert "completed  measure-failover" in retry.stdout, retry.stdout
+    assert "cached  measure-failover" not in retry.stdout, retry.stdout
     assert "PASSED" in retry.stdout
     assert built.status()["primary.vm"] == "running"
 
@@ -258,13 +261,19 @@ def _alive(pids: set[int]) -> set[int]:
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+@pytest.mark.parametrize(
+    ("sig", "phase"),
+    [(signal.SIGINT, "failback"), (signal.SIGTERM, "failover")],
+    ids=["sigint-in-failback", "sigterm-in-failover"],
+)
 def test_a_signal_to_the_drill_mid_failover_stops_it_cleanly_and_retry_completes(
-    built: LabHandle, tmp_path: Path, sig: signal.Signals
+    built: LabHandle, tmp_path: Path, sig: signal.Signals, phase: str
 ) -> None:
-    """Ctrl-C (SIGINT to the whole process group) or SIGTERM while the primary is down: exit
-    130/143, the primary running again, the journal written, no run left Running, nothing left
-    behind (Prefect's temporary server included), and `pe-dr retry` completes without --force."""
+    """SIGTERM while the primary is down, or Ctrl-C (SIGINT to the whole process group) while
+    the drill waits for failback: exit 143/130, the primary running, the journal written, no run
+    left Running, nothing left behind (Prefect's temporary server included), and `pe-dr retry`
+    completes without --force, measuring the failover again (the stopped attempt's RTO is not
+    reused: its transaction was rolled back)."""
     import sqlite3
     import threading
 
@@ -273,9 +282,10 @@ def test_a_signal_to_the_drill_mid_failover_stops_it_cleanly_and_retry_completes
     cli = [sys.executable, "-m", "pe_dr.deployments.cli"]
     reports = tmp_path / "r"
     mark = len(built.journal())
-    # The halt takes 3 s more, and the agent fault goes in once it began: with a fast failover the
-    # drill once reached start-primary before the test put the fault in after the halt.
-    built.fault_add("slow:vagrant.halt=3000")
+    # The halt (or the restart) takes 3 s more, and the agent fault goes in once it began: with a
+    # fast failover the drill once got past the wait before the test put the fault in.
+    slowed = "vagrant.halt" if phase == "failover" else "vagrant.up"
+    built.fault_add(f"slow:{slowed}=3000")
     drill = subprocess.Popen(
         [*cli, "drill", "--yes", "--poll-interval", "0.1", "--report-dir", str(reports)],
         stdout=subprocess.PIPE,
@@ -292,18 +302,24 @@ def test_a_signal_to_the_drill_mid_failover_stops_it_cleanly_and_retry_completes
     try:
         deadline = time.monotonic() + 300
 
-        def wait_for(op: str, detail: str) -> None:
+        def wait_for(op: str, detail: str = "", outcome: str = "ok") -> None:
             while not any(
-                e["op"] == op and e["outcome"] == "ok" and e["detail"].startswith(detail)
+                e["op"] == op and e["outcome"] == outcome and e["detail"].startswith(detail)
                 for e in built.journal()[mark:]
             ):
                 assert drill.poll() is None, "".join(lines)
                 assert time.monotonic() < deadline, f"the drill never got to {op} {detail}"
                 time.sleep(0.1)
 
-        wait_for("vagrant.command", "halt primary.vm")
-        built.fault_add("fail:puppet.agent@linux.vm")  # the failover wait cannot end by itself
-        wait_for("vagrant.halt", "")
+        if phase == "failover":
+            wait_for("vagrant.command", "halt primary.vm")
+            built.fault_add("fail:puppet.agent@linux.vm")  # the failover wait cannot end
+            wait_for("vagrant.halt")
+        else:
+            wait_for("vagrant.halt")
+            wait_for("vagrant.command", "up primary.vm")
+            built.fault_add("fail:puppet.agent@linux.vm")  # the failback wait cannot end
+            wait_for("puppet.agent", outcome="fault")  # measure-failback is waiting
         tree = _descendants(drill.pid)
         assert len(tree) > 1, "Prefect's temporary server runs below the drill"
         os.killpg(drill.pid, sig)
@@ -338,6 +354,9 @@ def test_a_signal_to_the_drill_mid_failover_stops_it_cleanly_and_retry_completes
     steps = [(s["name"], s["status"]) for s in journal["steps"]]
     assert steps[-1] == ("start-primary-again", "completed"), steps[-6:]
     under_way, status = steps[-2]
+    if phase == "failback":
+        assert (under_way, status) == ("measure-failback", "interrupted"), steps[-6:]
+        assert ("measure-failover", "completed") in steps, steps
     failover = {"halt-primary", "check-primary-down", "measure-failover", "start-primary"}
     assert under_way in failover | {"measure-failback"}, steps[-6:]
     assert status == "interrupted" or (status == "completed" and under_way != "measure-failback")
