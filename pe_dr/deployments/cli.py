@@ -20,6 +20,7 @@ from pe_dr import interrupts
 from pe_dr import preflight as checks_first
 from pe_dr.deployments import commands as deployment_commands
 from pe_dr.errors import ConfigError
+from pe_dr.flows.params import Budgets
 from pe_dr.lab.spec import LabSpec, load_spec
 from pe_dr.secrets import scrub
 
@@ -55,8 +56,7 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME=SECONDS",
-        help="a budget for this run (repeatable): rto_seconds, replication_lag_seconds, "
-        "failback_seconds, promotion_seconds",
+        help="a budget for this run (repeatable): " + ", ".join(Budgets.model_fields),
     )
     retry = sub.add_parser(
         "retry", help="retry a failed drill run: completed steps are skipped, the rest run again"
@@ -126,8 +126,6 @@ def drill(args: argparse.Namespace) -> int:
 def parse_budgets(items: Sequence[str]) -> Any:
     """`--budget NAME=SECONDS`, each checked against the Budgets model (one sentence if not)."""
     from pydantic import ValidationError
-
-    from pe_dr.flows.params import Budgets
 
     values: dict[str, float] = {}
     names = sorted(Budgets.model_fields)

@@ -84,6 +84,7 @@ def fail_over_and_back(
         rto = checks.measure_failover(spec, down_at, budgets.rto_seconds, poll)
         up_at = named(vms.start_vm, "start-primary")(spec, primary)
         back = checks.measure_failback(spec, up_at, budgets.failback_seconds, poll)
+    checks.check_steady_state(spec, budget_seconds=budgets.steady_state_seconds, poll_interval=poll)
     return {"rto_seconds": rto.seconds, "failback_seconds": back.seconds}
 
 

@@ -46,6 +46,10 @@ class Budgets(BaseModel):
     failback_seconds: Annotated[
         float, Field(gt=0, description="Primary back → first agent run served by it again.")
     ] = 900.0
+    steady_state_seconds: Annotated[
+        float,
+        Field(gt=0, description="After failback → every PE service running, no error alert."),
+    ] = 600.0
     promotion_seconds: Annotated[
         float, Field(gt=0, description="After promotion → every agent compiles from the replica.")
     ] = 1800.0

@@ -104,6 +104,29 @@ def check_health(lab: Lab, *, expect_replica: bool = True) -> CheckResult:
     )
 
 
+def check_steady_state(lab: Lab, *, budget_seconds: float, poll_interval: float) -> CheckResult:
+    """After failback the lab settles back into health: every service running with no error
+    alert, within the budget. A restarted PE server's PuppetDB reports `starting` for a while
+    (peadm PR #681 waits out the same window), so one look right after the restart is not a
+    verdict; a service still starting or failing when the budget ends is."""
+    started = time.monotonic()
+    pace = Pacer(poll_interval, started + budget_seconds, what="every PE service to run again")
+    looks = 1
+    while not (result := check_health(lab, expect_replica=True)).passed and pace.wait():
+        looks += 1
+    waited = time.monotonic() - started
+    evidence = {**result.evidence, "looks": looks, "budget_seconds": budget_seconds}
+    if result.passed:
+        return CheckResult("steady_state", True, result.detail, evidence, seconds=waited)
+    return CheckResult(
+        "steady_state",
+        False,
+        f"{result.detail}, {waited:.0f} s after failback (budget {budget_seconds:.0f} s)",
+        evidence,
+        seconds=waited,
+    )
+
+
 # --- replication ---------------------------------------------------------------------------
 
 

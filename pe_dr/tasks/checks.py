@@ -28,6 +28,7 @@ def verdict(result: CheckResult) -> CheckResult:
 check_health = action_task(
     checks.check_health, timeout=600, retries=2, delays=(10, 30), then=verdict
 )
+check_steady_state = action_task(checks.check_steady_state, timeout=3600, retries=0, then=verdict)
 check_agent_on_both = action_task(checks.check_agent_on_both, timeout=3600, retries=0, then=verdict)
 check_replication = action_task(checks.check_replication, timeout=3600, retries=0, then=verdict)
 check_failover_ready = action_task(

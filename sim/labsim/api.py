@@ -164,6 +164,8 @@ def status_api(lab: Lab, vm: VM, port: int, req: Request) -> Response:
     def state(name: str) -> str:
         if name == "orchestrator-service" and _orchestrator_inactive(lab, vm):
             return "unknown"
+        if name == "puppetdb-service" and lab.puppetdb_starting(vm):
+            return "starting"
         return "running"
 
     if path.startswith("/status/v1/simple"):

@@ -17,7 +17,9 @@ Each fault models a way the real system breaks, with its source:
   tutorial's: connections refused.
 * `agent:fact-error[=VM]`: a failing custom fact; the run prints `Error:` lines and still applies
   its catalog, exit 0 (real-world-findings §2).
-* `fail:OP[@VM][=N]`, `slow:OP=S`: an operation fails (N times) or takes S modelled seconds longer.
+* `fail:OP[@VM][=N]`, `slow:OP=S`: an operation fails (N times) or takes S modelled seconds longer
+  (`slow:puppetdb.start=S`: a booted PE server's PuppetDB reports `starting` S s longer, as after a
+  restart: status API states, PDF-2021.7.1 p.436-441; peadm PR #681).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ OPERATIONS: dict[str, str] = {
     "api.status": "status API (/status/v1)",
     "api.gitlab": "GitLab REST API (/api/v4)",
     "filesync": "file sync of deployed code to the replica",
+    "puppetdb.start": "PuppetDB starting after its server boots (status `starting`)",
 }
 
 _VM = r"[a-z0-9][a-z0-9.-]*"

@@ -62,6 +62,9 @@ DURATIONS = {
     "login": 1.0,
     "rails-runner": 20.0,
     "reconfigure": 60.0,
+    # PuppetDB reports `starting` after its server boots, before it serves (the status API's
+    # states, PDF-2021.7.1 p.436-441; peadm PR #681 waits out this window after provisioning)
+    "puppetdb.start": 30.0,
 }
 
 
@@ -97,6 +100,7 @@ class VM:
     busy: asyncio.Lock = field(default_factory=asyncio.Lock)
     # one reconcile at a time: a fault added during `vagrant up` would bind its ports twice
     listening: asyncio.Lock = field(default_factory=asyncio.Lock)
+    booted_at: float = 0.0  # epoch of the last boot: PE's services start after it
 
     @property
     def short(self) -> str:
@@ -240,6 +244,12 @@ class Lab:
             # peadm plans/add_replica.pp; real-world-findings §1 row 3).
             return {8140, 4433, 8081, 8142, 8143}
         return set()
+
+    def puppetdb_starting(self, vm: VM) -> bool:
+        """PuppetDB on a PE server still `starting` after the VM booted (`slow:puppetdb.start=S`
+        lengthens it)."""
+        window = DURATIONS["puppetdb.start"] + self.faults.slow("puppetdb.start")
+        return vm.serving and time.time() < vm.booted_at + window * self.scale
 
     def hung_ports(self, vm: VM) -> set[int]:
         """A halted VM under `halt:hang` accepts TCP on every port it served and never answers
@@ -582,6 +592,7 @@ class Lab:
             )
             await self.sleep(self.dur("boot"), "vagrant.up")
             vm.state = "running"
+            vm.booted_at = time.time()
             vm.serving = True
             await self.reconcile(vm)
             emit(
@@ -825,6 +836,7 @@ class Lab:
                 vm.installed = meta["installed"]
                 await self.sleep(self.dur("boot"))
                 vm.state = "running"
+                vm.booted_at = time.time()
                 vm.serving = True
                 await self.reconcile(vm)
                 emit("out", f"==> {vm.name}: Machine booted and ready!\n")

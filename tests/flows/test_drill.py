@@ -35,6 +35,7 @@ def test_the_drill_builds_a_fresh_lab_and_passes(
         "halt-primary",
         "measure-failover",
         "measure-failback",
+        "check-steady-state",
     ):
         assert step in names
     checks = {c["name"]: c for c in data["checks"]}
@@ -46,6 +47,7 @@ def test_the_drill_builds_a_fresh_lab_and_passes(
         "primary_down",
         "failover",
         "failback",
+        "steady_state",
     }
     assert all(c["passed"] for c in checks.values())
     assert "replica-production-" in checks["failover"]["detail"]
@@ -215,6 +217,38 @@ def test_failover_works_however_the_primary_is_down_and_says_how(
         assert seen["waited_seconds"] >= 120
         assert report.measurements["rto_seconds"] >= 120 * 0.001
         assert checks["primary_down"]["evidence"]["port_8140"] == "hung"
+
+
+@pytest.mark.parametrize(
+    ("starting_seconds", "budget", "passes"),
+    [(2000, 600.0, True), (600000, 1.0, False)],
+    ids=["waits-for-puppetdb", "still-starting-fails"],
+)
+def test_after_failback_the_drill_waits_for_every_service_and_fails_if_one_never_runs(
+    built: LabHandle,
+    tmp_path: Path,
+    run_drill: Drill,
+    starting_seconds: int,
+    budget: float,
+    passes: bool,
+) -> None:
+    """The steady state after the drill: the restarted primary's PuppetDB reports `starting` for
+    a while (2 s here); the final check waits it out, but not past its budget."""
+    built.fault_add(f"slow:puppetdb.start={starting_seconds}")
+    ok, report = run_drill(
+        tmp_path, flow="failover_drill", budgets={"steady_state_seconds": budget}
+    )
+    checks = {c["name"]: c for c in report.to_dict()["checks"]}
+    steady = checks["steady_state"]
+    assert ok is passes and steady["passed"] is passes, steady
+    assert steady["evidence"]["looks"] > 1, steady  # the first look saw PuppetDB starting
+    if not passes:
+        assert "primary.vm PuppetDB is starting" in steady["detail"], steady
+        assert "budget 1 s" in steady["detail"], steady
+        failure = report.failure()
+        assert failure and failure["step"] == "check-steady-state", failure
+        assert failure["check"] == "steady_state", failure
+    assert checks["failback"]["passed"], "the failback itself was fine"
 
 
 def test_replication_lag_is_measured_at_least_as_long_as_the_lab_delays_it(

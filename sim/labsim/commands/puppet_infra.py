@@ -334,11 +334,15 @@ def status_entries(lab: Lab) -> list[dict[str, Any]]:
                         "message": f"Database replication for {label} is inactive",
                     }
                 )
+        state = "running" if up else "unreachable"
+        if up and typ == "puppetdb" and lab.puppetdb_starting(prim):
+            state = "starting"
+            status = {"state": state}
         entries.append(
             {
                 "service": svc,
                 "display_name": disp,
-                "state": "running" if up else "unreachable",
+                "state": state,
                 "status": status,
                 "server": prim.name,
                 "url": f"https://{prim.name}:{port}{path}",
@@ -373,11 +377,15 @@ def status_entries(lab: Lab) -> list[dict[str, Any]]:
                         "(labsim fault replica:unhealthy)",
                     }
                 ]
+            state = "running" if up else "unreachable"
+            if up and svc == "puppetdb" and lab.puppetdb_starting(rvm):
+                state = "starting"
+                status = {"state": state}
             entries.append(
                 {
                     "service": svc,
                     "display_name": disp,
-                    "state": "running" if up else "unreachable",
+                    "state": state,
                     "status": status,
                     "server": rvm.name,
                     "url": f"https://{rvm.name}:{port}{path}",
