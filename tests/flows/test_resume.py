@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from labsim.testing import LabHandle
+from labsim.testing import LabHandle, alive, process_tree
 from pe_dr.report import DrillReport
 
 pytestmark = pytest.mark.slow
@@ -229,37 +229,6 @@ def test_a_drill_killed_mid_failover_is_retried_and_restores_the_primary_first(
     assert built.status()["primary.vm"] == "running"
 
 
-def _descendants(pid: int) -> set[int]:
-    """`pid` and every process below it (from /proc), e.g. Prefect's temporary server."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = set(), [pid]
-    while todo:
-        current = todo.pop()
-        found.add(current)
-        todo += children.get(current, [])
-    return found
-
-
-def _alive(pids: set[int]) -> set[int]:
-    """Those of `pids` still running (a zombie has exited: only its parent's wait is missing)."""
-    alive = set()
-    for pid in pids:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if state != "Z":
-            alive.add(pid)
-    return alive
-
-
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize(
     ("sig", "phase"),
@@ -320,7 +289,7 @@ def test_a_signal_to_the_drill_mid_failover_stops_it_cleanly_and_retry_completes
             wait_for("vagrant.command", "up primary.vm")
             built.fault_add("fail:puppet.agent@linux.vm")  # the failback wait cannot end
             wait_for("puppet.agent", outcome="fault")  # measure-failback is waiting
-        tree = _descendants(drill.pid)
+        tree = process_tree(drill.pid)
         assert len(tree) > 1, "Prefect's temporary server runs below the drill"
         os.killpg(drill.pid, sig)
         code = drill.wait(timeout=120)
@@ -336,9 +305,9 @@ def test_a_signal_to_the_drill_mid_failover_stops_it_cleanly_and_retry_completes
     assert built.status()["primary.vm"] == "running", "the stopped drill started the primary"
 
     gone_by = time.monotonic() + 30
-    while _alive(tree) and time.monotonic() < gone_by:
+    while alive(tree) and time.monotonic() < gone_by:
         time.sleep(0.2)
-    assert not _alive(tree), f"processes left behind: {_alive(tree)}"
+    assert not alive(tree), f"processes left behind: {alive(tree)}"
     session = subprocess.run(
         ["pgrep", "-s", str(drill.pid)], capture_output=True, text=True, check=False
     )

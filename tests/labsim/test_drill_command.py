@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from labsim.drill import child_environment
+from labsim.testing import alive, process_tree
 
 LABSIM = [sys.executable, "-m", "labsim.cli"]
 PE_DR = [sys.executable, "-m", "pe_dr.deployments.cli"]
@@ -196,36 +197,6 @@ def test_a_broken_failover_exits_1_naming_the_check_and_cannot_be_retried(
     ]
 
 
-def _tree(pid: int) -> set[int]:
-    """`pid` and every process below it (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = set(), [pid]
-    while todo:
-        current = todo.pop()
-        found.add(current)
-        todo += children.get(current, [])
-    return found
-
-
-def _alive(pids: set[int]) -> set[int]:
-    alive = set()
-    for pid in pids:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if state != "Z":
-            alive.add(pid)
-    return alive
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_ctrl_c_stops_the_drill_once_and_removes_the_lab(tmp_path: Path, lab_tmp: Path) -> None:
@@ -249,13 +220,13 @@ def test_ctrl_c_stops_the_drill_once_and_removes_the_lab(tmp_path: Path, lab_tmp
             assert drill.poll() is None, "".join(lines)
             assert time.monotonic() < deadline, "the drill never brought the primary up"
             time.sleep(0.1)
-        tree = _tree(drill.pid)
+        tree = process_tree(drill.pid)
         assert len(tree) > 2, "pe-dr and the lab daemon run below labsim"
         os.killpg(drill.pid, signal.SIGINT)
         code = drill.wait(timeout=120)
     finally:
         if drill.poll() is None:
-            for pid in _alive(_tree(drill.pid)):
+            for pid in alive(process_tree(drill.pid)):
                 os.kill(pid, signal.SIGKILL)
             drill.wait(timeout=30)
         reader.join(timeout=30)
@@ -268,6 +239,6 @@ def test_ctrl_c_stops_the_drill_once_and_removes_the_lab(tmp_path: Path, lab_tmp
     assert journal["status"] == "interrupted"
     _assert_no_lab_left(_state_of(out), lab_tmp)
     gone_by = time.monotonic() + 30
-    while _alive(tree) and time.monotonic() < gone_by:
+    while alive(tree) and time.monotonic() < gone_by:
         time.sleep(0.2)
-    assert not _alive(tree), f"processes left behind: {_alive(tree)}"
+    assert not alive(tree), f"processes left behind: {alive(tree)}"
