@@ -37,6 +37,7 @@ from pe_dr.flows.params import Budgets
 from pe_dr.oracles.checks import CheckResult
 from pe_dr.report import MEASUREMENTS, DrillReport, StepRecord
 from pe_dr.secrets import scrub
+from pe_dr.tasks.common import CHECK_TAG
 from pe_dr.tasks.progress import failure_detail, progress_log, step_status
 
 NOTE = "note: "
@@ -128,7 +129,10 @@ def _latest(task_runs: list[TaskRun], root: UUID) -> list[TaskRun]:
 
 
 def _check_of(run: TaskRun) -> CheckResult | None:
-    """A check's verdict: a passed check's result, or the result a failed one raised with."""
+    """A check's verdict: a passed check's result, or the result a failed one raised with (the
+    results of other steps are not read: each is a read of result storage)."""
+    if CHECK_TAG not in run.tags:
+        return None
     if run.state is None or not (run.state.is_completed() or run.state.is_failed()):
         return None
     try:

@@ -82,6 +82,9 @@ def lab_task(
     return wrap
 
 
+CHECK_TAG = "pe-dr:check"
+
+
 def _drill_task(
     fn: Callable[P, R],
     step: str,
@@ -90,6 +93,7 @@ def _drill_task(
     delays: Sequence[float],
     policy: CachePolicy,
     persist: bool,
+    tags: Sequence[str] = (),
 ) -> Task[P, R]:
     """The policy every drill task shares: transient errors only are retried, with jittered
     back-off; a timeout; the step's name in Prefect; the progress hooks."""
@@ -103,6 +107,7 @@ def _drill_task(
         timeout_seconds=timeout,
         cache_policy=policy,
         persist_result=persist,
+        tags=list(tags),
         on_running=ON_RUNNING,
         on_completion=ON_FINISHED,
         on_failure=ON_FINISHED,
@@ -122,7 +127,8 @@ def action_task(
     """The Prefect task of one core action `action(lab: Lab, ...)`: the same signature with the
     lab spec in place of the live lab (so the form, the cache inputs and mypy all see the
     action's own parameters), the lab opened and closed around each attempt, `then` applied to
-    the result (a check's verdict). Its cache key is the inputs, the action's own source, the
+    the result (a check's verdict: such a task is tagged CHECK_TAG, the journal reads the
+    results of those only). Its cache key is the inputs, the action's own source, the
     step's name (a flow may run one action as several steps) and the root flow run."""
     step = name or action.__name__.replace("_", "-")
     source = hashlib.sha256(inspect.getsource(action).encode()).hexdigest()[:16]
@@ -143,7 +149,8 @@ def action_task(
         return f"{source}-{context.task.name}-root-{root_flow_run_id()}"
 
     policy = INPUTS + CachePolicy.from_cache_key_fn(_key) if cache else NO_CACHE
-    return _drill_task(run, step, timeout, retries, delays, policy, cache)
+    tags = (CHECK_TAG,) if then is not None else ()
+    return _drill_task(run, step, timeout, retries, delays, policy, cache, tags)
 
 
 T = TypeVar("T", bound=Task[Any, Any])

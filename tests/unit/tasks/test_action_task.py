@@ -91,3 +91,11 @@ def test_the_action_runs_on_a_live_lab_and_its_result_passes_through_then(
     spec = LabSpec()
     assert t.fn(spec, "linux.vm", deep=True) == "LINUX.VM OK"
     assert seen == ["open", ("FakeLab", "linux.vm", True), "closed"]
+
+
+def test_checks_are_tagged_so_the_journal_reads_only_their_results() -> None:
+    from pe_dr.tasks.common import CHECK_TAG, named
+
+    assert CHECK_TAG in check_health.tags
+    assert CHECK_TAG in named(check_health, "health-gate").tags
+    assert CHECK_TAG not in ensure_admin_token.tags
