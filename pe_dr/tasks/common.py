@@ -27,21 +27,20 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-# flow run id -> its root flow run id. A run's root never changes, and finding it costs up to three
-# API reads for a subflow (about 0.1 s per task); remembered per process.
-_root_of: dict[str, str] = {}
-
-
 def root_flow_run_id() -> str:
     """The id of the current flow run's root run (the run itself when it has no parent)."""
     from prefect.runtime import flow_run
 
-    run_id = str(flow_run.id)
-    root = _root_of.get(run_id)
-    if root is None:
-        root = str(flow_run.root_flow_run_id or run_id)
-        _root_of[run_id] = root
-    return root
+    return _root_of(str(flow_run.id))
+
+
+# A run's root never changes, and finding it costs up to three API reads for a subflow (about
+# 0.1 s per task); a served process runs many flows, hence a bound.
+@functools.lru_cache(maxsize=256)
+def _root_of(run_id: str) -> str:
+    from prefect.runtime import flow_run
+
+    return str(flow_run.root_flow_run_id or run_id)
 
 
 def _root_flow_run(context: Any, parameters: dict[str, Any]) -> str:
