@@ -14,7 +14,12 @@ and Prefect servers) on one worker, so no fixture is built twice.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import pytest
 
@@ -44,6 +49,35 @@ GROUPS = {
     "labsim/test_drill_command.py": "labsim-drill-command",
     "labsim": "labsim",
 }
+
+
+@pytest.fixture(scope="session")
+def migrated_prefect_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Prefect SQLite database migrated once per worker: the temporary server of a `pe-dr`
+    command on a fresh PREFECT_HOME would spend about 10 s of CPU migrating its own."""
+    home = tmp_path_factory.mktemp("prefect-template")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["PREFECT_HOME"] = str(home)
+    migrated = subprocess.run(
+        [Path(sys.executable).parent / "prefect", "server", "database", "upgrade", "-y"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+    return home / "prefect.db"
+
+
+@pytest.fixture
+def prefect_home(tmp_path: Path, migrated_prefect_db: Path) -> Path:
+    """A fresh PREFECT_HOME for a `pe-dr` command, its database already migrated."""
+    home = tmp_path / "prefect"
+    home.mkdir()
+    shutil.copyfile(migrated_prefect_db, home / "prefect.db")
+    return home
+
 
 # Counted from the reports, which reach the controlling process under xdist too (collection does
 # not happen there).

@@ -160,9 +160,9 @@ def test_a_failed_failover_check_leaves_the_primary_running(
 
 @pytest.mark.timeout(600)
 def test_a_drill_killed_mid_failover_is_retried_and_restores_the_primary_first(
-    built: LabHandle, tmp_path: Path
+    built: LabHandle, tmp_path: Path, prefect_home: Path
 ) -> None:
-    env = {**os.environ, **built.env, "PREFECT_HOME": str(tmp_path / "prefect")}
+    env = {**os.environ, **built.env, "PREFECT_HOME": str(prefect_home)}
     env.pop("PREFECT_API_URL", None)
     cli = [sys.executable, "-m", "pe_dr.deployments.cli"]
     # The halt takes 3 s more: time for this test to read the line that precedes it and break
@@ -236,7 +236,7 @@ def test_a_drill_killed_mid_failover_is_retried_and_restores_the_primary_first(
     ids=["sigint-in-failback", "sigterm-in-failover"],
 )
 def test_a_signal_to_the_drill_mid_failover_stops_it_cleanly_and_retry_completes(
-    built: LabHandle, tmp_path: Path, sig: signal.Signals, phase: str
+    built: LabHandle, tmp_path: Path, prefect_home: Path, sig: signal.Signals, phase: str
 ) -> None:
     """SIGTERM while the primary is down, or Ctrl-C (SIGINT to the whole process group) while
     the drill waits for failback: exit 143/130, the primary running, the journal written, no run
@@ -246,7 +246,7 @@ def test_a_signal_to_the_drill_mid_failover_stops_it_cleanly_and_retry_completes
     import sqlite3
     import threading
 
-    env = {**os.environ, **built.env, "PREFECT_HOME": str(tmp_path / "prefect")}
+    env = {**os.environ, **built.env, "PREFECT_HOME": str(prefect_home)}
     env.pop("PREFECT_API_URL", None)
     cli = [sys.executable, "-m", "pe_dr.deployments.cli"]
     reports = tmp_path / "r"
@@ -339,7 +339,7 @@ def test_a_signal_to_the_drill_mid_failover_stops_it_cleanly_and_retry_completes
     )
     assert any(said in n for n in journal["notes"]), (said, journal["notes"])
     run_id = journal["flow_run_id"]
-    with sqlite3.connect(tmp_path / "prefect" / "prefect.db") as db:
+    with sqlite3.connect(prefect_home / "prefect.db") as db:
         root = db.execute("select state_type from flow_run where id = ?", (run_id,)).fetchone()
         running = db.execute(
             "select count(*) from flow_run where state_type in ('RUNNING', 'PENDING')"

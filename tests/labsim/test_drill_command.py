@@ -126,6 +126,7 @@ def test_the_drill_gets_the_labs_environment(monkeypatch: pytest.MonkeyPatch) ->
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("prefect_home")  # tmp_path/prefect, migrated
 def test_a_passing_drill_exits_0_and_leaves_no_lab(tmp_path: Path, lab_tmp: Path) -> None:
     done = _labsim_drill(tmp_path, lab_tmp, "--", "--report-dir", str(tmp_path / "reports"))
     out = done.stdout + done.stderr
@@ -145,6 +146,7 @@ def test_a_passing_drill_exits_0_and_leaves_no_lab(tmp_path: Path, lab_tmp: Path
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("prefect_home")  # tmp_path/prefect, migrated
 def test_a_broken_failover_exits_1_naming_the_check_and_cannot_be_retried(
     tmp_path: Path, lab_tmp: Path
 ) -> None:
@@ -199,6 +201,7 @@ def test_a_broken_failover_exits_1_naming_the_check_and_cannot_be_retried(
 
 @pytest.mark.slow
 @pytest.mark.timeout(400)
+@pytest.mark.usefixtures("prefect_home")  # tmp_path/prefect, migrated
 def test_ctrl_c_stops_the_drill_once_and_removes_the_lab(tmp_path: Path, lab_tmp: Path) -> None:
     """A terminal's Ctrl-C (SIGINT to labsim's process group) mid-drill: pe-dr gets it (labsim
     forwards it), stops with 130, and the lab, its folder and every process are gone."""
