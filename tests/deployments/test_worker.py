@@ -313,17 +313,27 @@ def test_stopping_the_worker_mid_failover_leaves_a_retryable_run_that_resumes(
     """SIGTERM to the worker's process group (what a service manager sends) while the drill has
     the primary down: the run ends Cancelled or Crashed, never Running; the primary runs again;
     `prefect flow-run retry` on a worker started again resumes with the set-up cached."""
+    # The halt takes 3 s more and the agent fault goes in once it began: a loaded machine let
+    # the drill finish the failover before the test reacted to the halt, and the Retry then
+    # reused that completed failover.
+    lab.fault_add("slow:vagrant.halt=3000")
     run_id = api.run("dr-drill/monthly", drill_parameters(tmp_path))
     mark = len(lab.journal())
+
+    def reached(op: str, detail: str = "") -> bool:
+        return any(
+            e["op"] == op and e["outcome"] == "ok" and e["detail"].startswith(detail)
+            for e in lab.journal()[mark:]
+        )
+
     wait_for(
         "the drill to halt the primary",
-        lambda: any(
-            e["op"] == "vagrant.halt" and e["outcome"] == "ok" for e in lab.journal()[mark:]
-        ),
+        lambda: reached("vagrant.command", "halt primary.vm"),
         timeout=240,
         every=0.2,
     )
     lab.fault_add("fail:puppet.agent@linux.vm")  # the failover wait cannot end by itself
+    wait_for("the halt to end", lambda: reached("vagrant.halt"), timeout=60, every=0.2)
     try:
         assert worker.proc is not None
         os.killpg(worker.proc.pid, signal.SIGTERM)  # the service manager's stop
