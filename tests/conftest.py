@@ -14,14 +14,13 @@ and Prefect servers) on one worker, so no fixture is built twice.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
+
+from labsim.testing import migrate_prefect_database
 
 TIERS = {
     "unit": "core",
@@ -56,17 +55,7 @@ def migrated_prefect_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Prefect SQLite database migrated once per worker: the temporary server of a `pe-dr`
     command on a fresh PREFECT_HOME would spend about 10 s of CPU migrating its own."""
     home = tmp_path_factory.mktemp("prefect-template")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env["PREFECT_HOME"] = str(home)
-    migrated = subprocess.run(
-        [Path(sys.executable).parent / "prefect", "server", "database", "upgrade", "-y"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+    migrate_prefect_database(PREFECT_HOME=str(home))
     return home / "prefect.db"
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from labsim.testing import LabHandle, running_lab
+from labsim.testing import LabHandle, migrate_prefect_database, running_lab
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -120,18 +120,10 @@ class Postgres:
         new server about 10 s of CPU)."""
         if self.template is None:
             self._createdb("prefect_template")
-            env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-            env["PREFECT_API_DATABASE_CONNECTION_URL"] = self.url("prefect_template")
-            env["PREFECT_HOME"] = str(self.data.parent / "prefect-home")
-            migrated = subprocess.run(
-                [BIN / "prefect", "server", "database", "upgrade", "-y"],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=300,
-                check=False,
+            migrate_prefect_database(
+                PREFECT_API_DATABASE_CONNECTION_URL=self.url("prefect_template"),
+                PREFECT_HOME=str(self.data.parent / "prefect-home"),
             )
-            assert migrated.returncode == 0, migrated.stdout + migrated.stderr
             self.template = "prefect_template"
         self._createdb(database, "-T", self.template)
 
