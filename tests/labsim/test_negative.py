@@ -60,3 +60,26 @@ def test_every_fault_it_offers_is_a_labsim_fault_with_an_expected_check() -> Non
     for fault in offered:
         parse_fault(fault_spec(fault, spec))  # raises on a spec labsim does not know
     assert fault_spec("halt:ignored", spec) == "halt:ignored=primary.vm"
+
+
+def test_its_deployment_reads_dr_drill_negative_and_expects_failure() -> None:
+    from labsim.negative import deployment
+
+    negative = deployment(LabSpec())
+    assert f"{negative.flow_name}/{negative.name}" == "dr-drill/negative"
+    assert {"expected:failure", "labsim", "scheduled:monthly"} <= set(negative.tags)
+    assert "expected:success" not in negative.tags
+    assert negative.parameters == {
+        "parameters": {"fault": "failover:broken", "confirm": ["primary.vm"]}
+    }
+    assert negative.entrypoint is not None and "labsim/negative.py" in negative.entrypoint
+
+
+def test_serve_negative_needs_a_prefect_server(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from labsim.cli import main
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    assert main(["serve-negative"]) == 2
+    assert "serve-negative needs a Prefect server" in capsys.readouterr().err
