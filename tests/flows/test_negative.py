@@ -21,7 +21,7 @@ Ops = Callable[..., list[dict[str, Any]]]
 FAST = {"rto_seconds": 10.0, "replication_lag_seconds": 5.0, "failback_seconds": 10.0}
 
 
-def _run(tmp_path: Path, fault: str) -> Any:
+def _run(tmp_path: Path, fault: str, tags: list[str] | None = None) -> Any:
     from labsim.negative import NegativeParameters, negative_drill
     from pe_dr.flows.params import Budgets
 
@@ -32,7 +32,10 @@ def _run(tmp_path: Path, fault: str) -> Any:
         poll_interval_seconds=0.1,
         report_dir=str(tmp_path),
     )
-    return negative_drill(parameters, return_state=True)
+    from prefect import tags as tagged
+
+    with tagged(*(tags or [])):  # (a deployment's run carries its deployment's tags)
+        return negative_drill(parameters, return_state=True)
 
 
 def _faults(handle: LabHandle) -> str:
@@ -58,8 +61,11 @@ def _server_list(handle: LabHandle) -> str:
 def test_the_negative_drill_passes_when_the_drill_fails_at_the_check_meant_to_catch_its_fault(
     built: LabHandle, tmp_path: Path, journal_ops: Ops
 ) -> None:
+    from pe_dr.flows import journal
+
     mark = len(built.journal())
-    state = _run(tmp_path, "failover:broken")
+    planned = journal.last_step_count("dr-drill", promote=False)
+    state = _run(tmp_path, "failover:broken", tags=["expected:failure"])
     assert state.is_completed(), state.message
     result = state.result()
     assert result["expected_check"] == "failover_ready"
@@ -77,6 +83,8 @@ def test_the_negative_drill_passes_when_the_drill_fails_at_the_check_meant_to_ca
     # the agents ran Puppet with the fault in (failover_ready saw their server_list without
     # the replica) and again after it: the next drill finds them whole
     assert "replica.vm" in _server_list(built)
+    # a later drill's progress still counts against a full drill, not this failed one
+    assert journal.last_step_count("dr-drill", promote=False) == planned
 
 
 def test_the_negative_drill_refuses_a_lab_that_already_has_a_fault(
