@@ -120,3 +120,8 @@ def is_transient(exc: BaseException) -> bool:
     return name in {"SSHException", "NoValidConnectionsError", "ChannelException"} or (
         type(exc).__module__.startswith("httpx") and "Error" in name and "Status" not in name
     )
+
+
+class CalledOff(PermanentError):
+    """The run was called off before it acted on the lab (its approval was rejected or never
+    given): nothing was halted or destroyed, and the run ends Cancelled with this reason."""

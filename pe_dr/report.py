@@ -54,6 +54,8 @@ class DrillReport:
     error: str | None = None
     # "SIGINT (Ctrl-C) during measure-failover": the drill was stopped, not failed
     interrupted: str | None = None
+    # "rejected in the Prefect UI: …": called off before it acted on the lab (status cancelled)
+    cancelled: str | None = None
     # the budgets the run was given, by figure (rto_seconds: 900.0, ...)
     budgets: dict[str, float] = field(default_factory=dict)
 
@@ -80,6 +82,11 @@ class DrillReport:
         retry = f"pe-dr retry {self.flow_run_id}"
         if self.status == "interrupted":
             return f"resume it: {retry} (or Retry on the flow run in the Prefect UI)"
+        if self.status == "cancelled":
+            return (
+                "nothing was halted or destroyed; to drill after all, Retry this run in the "
+                "Prefect UI (it asks for approval again) or start a new run"
+            )
         if self.status == "failed":
             return (
                 f"clear the cause above, then Retry this run: {retry} (or Retry on the flow run "
@@ -98,6 +105,8 @@ class DrillReport:
 
     @property
     def status(self) -> str:
+        if self.cancelled is not None:
+            return "cancelled"
         if self.interrupted is not None:
             return "interrupted"
         ok = (
@@ -136,6 +145,7 @@ class DrillReport:
             "notes": self.notes,
             "error": self.error,
             "interrupted": self.interrupted,
+            "cancelled": self.cancelled,
             "lab": self.lab,
             "versions": versions(),
         }
@@ -179,6 +189,8 @@ class DrillReport:
                 lines += ["What it saw:", "", "| field | value |", "|---|---|"]
                 lines += [f"| {k} | {_cell(str(v))} |" for k, v in evidence.items()]
                 lines.append("")
+        elif self.cancelled:
+            lines += [f"**Called off:** {_cell(self.cancelled)}", ""]
         elif self.interrupted:
             lines += [f"**Stopped:** {_cell(self.interrupted)}", ""]
         next_step = self.next_step()

@@ -1,4 +1,4 @@
-"""Take docs/run-form.png: the Prefect UI's run form of `dr-drill/manual`, in headless Chromium.
+"""Take docs/run-form.png: the Prefect UI's run form of `dr-drill/on-demand`, in headless Chromium.
 
 Starts a throw-away `prefect server` (SQLite in a temporary PREFECT_HOME) on loopback, registers the
 catalog's deployments, points Debian's `chromium` at /deployments/deployment/<id>/run, and stops
@@ -21,7 +21,7 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-DEPLOYMENT = "dr-drill/manual"
+DEPLOYMENT = "dr-drill/on-demand"
 
 
 def free_port() -> int:

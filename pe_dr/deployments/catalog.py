@@ -2,8 +2,9 @@
 
 `dr-drill/monthly` runs the drill on a schedule (cron `PE_DR_DRILL_CRON`, default the 1st of each
 month at 03:00, in `PE_DR_DRILL_TIMEZONE`, default UTC); it may halt the primary but never destroys
-anything. Each flow also has a `<flow>/manual` deployment to run from the UI. Tags say what each
-deployment expects and what it may do to the lab, as canary-flows does.
+anything. Each flow also has a deployment to run by hand from the UI, named for what it does
+(`dr-drill/on-demand`, `failover-drill/halt-primary`, ...). Tags say what each deployment expects
+and what it may do to the lab, as canary-flows does.
 """
 
 from __future__ import annotations
@@ -89,13 +90,19 @@ def catalog(spec: LabSpec | None = None) -> list[DeploymentDef]:
     primary = (spec or load_spec()).primary.name
     cron, timezone = _schedule()
 
-    def manual(entrypoint: str, flow_name: str, description: str, *tags: str) -> DeploymentDef:
+    def manual(
+        entrypoint: str, flow_name: str, name: str, description: str, *tags: str
+    ) -> DeploymentDef:
+        # A run by hand that halts or destroys asks for approval in the UI first, unless the
+        # form says otherwise (approval: none).
+        destructive = any(t.startswith("destructive:") for t in tags)
         return DeploymentDef(
             entrypoint=entrypoint,
             flow_name=flow_name,
-            name="manual",
+            name=name,
             description=description,
             tags=(*BASE_TAGS, "manual", "expected:success", *tags),
+            parameters={"parameters": {"approval": "ask"}} if destructive else {},
         )
 
     return [
@@ -114,33 +121,40 @@ def catalog(spec: LabSpec | None = None) -> list[DeploymentDef]:
                 "expected:success",
                 "destructive:halt-primary",
             ),
-            parameters={"parameters": {"confirm": [primary], "promote": False}},
+            # no human: its consent is the preset `confirm`
+            parameters={"parameters": {"confirm": [primary], "promote": False, "approval": "none"}},
             cron=cron,
             timezone=timezone,
         ),
         manual(
             "pe_dr/flows/dr_drill.py:dr_drill",
             "dr-drill",
-            "The DR drill on demand. Put the primary in `confirm` to let it halt the primary; "
-            "`promote` also destroys the primary and promotes the replica.",
+            "on-demand",
+            "The DR drill, run by hand: ensure the lab is built, gate on health, prove "
+            "replication, failover and failback. Pick the primary in `confirm` to let it halt "
+            "the primary; `promote` also destroys it and promotes the replica. Asks for approval "
+            "in the UI just before the halt (approval: none to skip).",
             "destructive:halt-primary",
             "needs:confirm",
         ),
         manual(
             "pe_dr/flows/setup.py:lab_setup",
             "lab-setup",
+            "bring-up",
             "Bring the lab's VMs up in dependency order (builds them on a fresh lab).",
             "creates:vms",
         ),
         manual(
             "pe_dr/flows/setup.py:code_manager_setup",
             "code-manager-setup",
+            "configure",
             "Configure Code Manager against the GitLab control repo. Needs the lab up.",
             "needs:lab-up",
         ),
         manual(
             "pe_dr/flows/setup.py:replica_activation",
             "replica-activation",
+            "enable-replica",
             "Provision and enable the replica, copy the secret keys, push agent configuration. "
             "Needs Code Manager configured.",
             "needs:code-manager",
@@ -148,6 +162,7 @@ def catalog(spec: LabSpec | None = None) -> list[DeploymentDef]:
         manual(
             "pe_dr/flows/drills.py:replication_check",
             "replication-check",
+            "measure-lag",
             "Prove that a commit to the control repo reaches the replica; measure the lag. "
             "Needs the replica enabled.",
             "needs:replica-enabled",
@@ -155,8 +170,10 @@ def catalog(spec: LabSpec | None = None) -> list[DeploymentDef]:
         manual(
             "pe_dr/flows/drills.py:failover_drill",
             "failover-drill",
+            "halt-primary",
             "Halt the primary, prove agents fail over to the replica, start it, prove they fail "
-            "back. Put the primary in `confirm`.",
+            "back. Pick the primary in `confirm`; asks for approval in the UI just before the "
+            "halt.",
             "needs:replica-enabled",
             "destructive:halt-primary",
             "needs:confirm",
@@ -164,8 +181,9 @@ def catalog(spec: LabSpec | None = None) -> list[DeploymentDef]:
         manual(
             "pe_dr/flows/drills.py:promotion",
             "promotion",
-            "Destroy the primary and promote the replica (irreversible). Put the primary in "
-            "`confirm`.",
+            "promote-replica",
+            "Destroy the primary and promote the replica (irreversible). Pick the primary in "
+            "`confirm`; asks for approval in the UI just before the destroy.",
             "needs:replica-enabled",
             "destructive:destroys-vms",
             "needs:confirm",
@@ -173,7 +191,9 @@ def catalog(spec: LabSpec | None = None) -> list[DeploymentDef]:
         manual(
             "pe_dr/flows/drills.py:teardown",
             "teardown",
-            "Destroy every VM of the lab named in `confirm` (irreversible).",
+            "destroy-vms",
+            "Destroy every VM of the lab picked in `confirm` (irreversible); asks for approval in "
+            "the UI first.",
             "destructive:destroys-vms",
             "needs:confirm",
         ),

@@ -95,7 +95,9 @@ def deployments(args: argparse.Namespace) -> int:
     if args.deployments_command == "yaml":
         sys.stdout.write(prefect_yaml(args.work_pool, args.lab_spec))
         return 0
-    for d in catalog():
-        schedule = f"{d.cron} ({d.timezone})" if d.cron else "manual"
-        print(f"{d.full_name:<28} {schedule:<22} {', '.join(d.tags)}")
+    found = catalog()
+    width = max(len(d.full_name) for d in found)
+    for d in found:
+        schedule = f"{d.cron} ({d.timezone})" if d.cron else "by hand"
+        print(f"{d.full_name:<{width}}  {schedule:<18} {', '.join(d.tags)}")
     return 0

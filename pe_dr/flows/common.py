@@ -19,9 +19,10 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.exceptions import TerminationSignal
 from prefect.runtime import deployment, flow_run
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+from prefect.states import Cancelled, State
 
 from pe_dr import interrupts, polling
-from pe_dr.errors import PeDrError
+from pe_dr.errors import CalledOff, PeDrError
 from pe_dr.flows import journal
 from pe_dr.flows.journal import note
 from pe_dr.flows.lab_lock import holding_lab
@@ -94,11 +95,11 @@ def run_chapter(
     report_dir: str | None = "reports",
     confirm: list[str] | tuple[str, ...] = (),
     promote: bool = False,
-) -> R | DrillReport:
+) -> R | DrillReport | State[Any]:
     """Run a flow's body. As a subflow: just the body. As a root run: pre-flight first (nothing
     acts on the lab until it passed), the lab's lock around the body, and the record read from
     Prefect at the end, written as the journal and returned (or attached, as `record`, to what
-    the run raises)."""
+    the run raises; a run called off before it acted returns a Cancelled state with it)."""
     spec = resolve_lab(lab)
     if root_flow_run_id() != str(flow_run.id):
         return body(spec)
@@ -112,7 +113,7 @@ def _run_root(
     report_dir: str | None,
     confirm: tuple[str, ...],
     promote: bool,
-) -> DrillReport:
+) -> DrillReport | State[Any]:
     from pe_dr.flows import preflight
 
     run_id = str(flow_run.id)
@@ -135,6 +136,8 @@ def _run_root(
                 note(line)
             with holding_lab(spec, note=note):  # one drill per lab
                 body(spec)
+    except CalledOff as exc:  # approval rejected or not given: nothing acted on the lab
+        error = exc
     except BaseException as exc:
         error = exc
         raise
@@ -143,6 +146,8 @@ def _run_root(
             record = _close(flow_name, spec, run_id, attempt_started, report_dir, error, tracker)
             if error is not None:
                 error.record = record  # type: ignore[attr-defined]
+    if isinstance(error, CalledOff):
+        return Cancelled(message=record.cancelled, data=record)
     if record.status != "passed":
         failed = DrillFailed(journal.failure_sentence(record))
         failed.record = record  # type: ignore[attr-defined]
@@ -188,6 +193,8 @@ def _close(
         record.notes.append(f"the steps could not be read back from Prefect: {scrub(str(exc))}")
         if record.error is None:
             record.error = "the drill's steps could not be read back from Prefect"
+    if isinstance(error, CalledOff):
+        record.cancelled = scrub(str(error))
     record.ended_at = utc_now()
     path = write_journal(record, report_dir) if report_dir else None
     with contextlib.suppress(Exception):

@@ -8,6 +8,7 @@ from typing import Any
 
 from prefect import flow
 
+from pe_dr.flows import approval
 from pe_dr.flows.common import run_chapter
 from pe_dr.flows.drills import failover_drill, promotion, replication_check, restore_primary_first
 from pe_dr.flows.params import (
@@ -34,6 +35,7 @@ from pe_dr.tasks.common import named
 def drill_every_chapter(spec: LabSpec, p: DrillParameters) -> None:
     if p.promote:
         vms.require_confirmation(spec.primary.name, list(p.confirm), "destroy")
+    approval.require_possible(p.approval)  # before the lab is touched, not an hour in
     restore_primary_first(spec)
     lab_setup(LabSetupParameters(lab=spec))
     code_manager_setup(CodeManagerParameters(lab=spec))
@@ -48,6 +50,8 @@ def drill_every_chapter(spec: LabSpec, p: DrillParameters) -> None:
         "poll_interval_seconds": p.poll_interval_seconds,
     }
     replication_check(ReplicationCheckParameters(**common))
+    promoted = f", then destroy it and promote {spec.replica.name} (irreversible)"
+    approval.Ask.of(p)(f"halt {spec.primary.name} to prove failover{promoted if p.promote else ''}")
     failover_drill(FailoverParameters(confirm=p.confirm, **common))
     if p.promote:
         promotion(PromotionParameters(confirm=p.confirm, **common))

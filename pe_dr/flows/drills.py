@@ -12,6 +12,7 @@ from prefect.transactions import transaction
 
 from pe_dr import interrupts
 from pe_dr.errors import PreconditionError
+from pe_dr.flows.approval import Ask
 from pe_dr.flows.common import note, run_chapter
 from pe_dr.flows.params import (
     Budgets,
@@ -66,7 +67,7 @@ def restore_primary_first(spec: LabSpec) -> None:
 
 
 def fail_over_and_back(
-    spec: LabSpec, confirm: list[str], budgets: Budgets, poll: float
+    spec: LabSpec, confirm: list[str], budgets: Budgets, poll: float, approve: Ask = Ask()
 ) -> dict[str, object]:
     primary = spec.primary.name
     vms_steps.require_confirmation(primary, confirm, "halt")
@@ -74,6 +75,7 @@ def fail_over_and_back(
     both = (primary, spec.replica.name)
     require_lab_state(spec, "failover_drill", running=both, code_manager=True, replica=True)
     checks.check_failover_ready(spec)
+    approve(f"halt {primary} (the failover drill starts it again after)")
     # Uncommitted on failure: a Retry halts the primary again rather than resuming mid-outage.
     # Rolled back, whatever stopped it (a failed check, the halt itself, a stop signal), by the
     # halt's undo: the primary started again (restore_primary_first is the crash's backstop).
@@ -123,19 +125,24 @@ def failover_drill(parameters: FailoverParameters = FailoverParameters()) -> Any
         "failover-drill",
         parameters.lab,
         lambda spec: fail_over_and_back(
-            spec, list(parameters.confirm), parameters.budgets, parameters.poll_interval_seconds
+            spec,
+            list(parameters.confirm),
+            parameters.budgets,
+            parameters.poll_interval_seconds,
+            Ask.of(parameters),
         ),
         confirm=parameters.confirm,
     )
 
 
 def promote_the_replica(
-    spec: LabSpec, confirm: list[str], budgets: Budgets, poll: float
+    spec: LabSpec, confirm: list[str], budgets: Budgets, poll: float, approve: Ask = Ask()
 ) -> dict[str, object]:
     primary, new_primary = spec.primary.name, spec.replica.name
     vms_steps.require_confirmation(primary, confirm, "destroy")
     require_lab_state(spec, "promotion", running=(new_primary,))
     keys = replica.ensure_secret_keys_copied(spec)
+    approve(f"destroy {primary} and promote {new_primary} (irreversible)")
     named(vms.destroy_vm, "destroy-primary")(spec, primary, confirm)
     replica.promote_replica(spec)
     named(replica.ensure_client_tools_point_at, "client-tools-to-new-primary")(spec, new_primary)
@@ -161,16 +168,21 @@ def promotion(parameters: PromotionParameters = PromotionParameters()) -> Any:
         "promotion",
         parameters.lab,
         lambda spec: promote_the_replica(
-            spec, list(parameters.confirm), parameters.budgets, parameters.poll_interval_seconds
+            spec,
+            list(parameters.confirm),
+            parameters.budgets,
+            parameters.poll_interval_seconds,
+            Ask.of(parameters),
         ),
         confirm=parameters.confirm,
     )
 
 
-def tear_down(spec: LabSpec, confirm: list[str]) -> dict[str, str]:
+def tear_down(spec: LabSpec, confirm: list[str], approve: Ask = Ask()) -> dict[str, str]:
     if not confirm:
         raise PreconditionError("teardown destroys VMs: name them in `confirm` (--yes)")
     order = [*spec.agents, spec.replica, spec.gitlab, spec.primary]
+    approve(f"destroy {', '.join(h.name for h in order if h.name in confirm)} (irreversible)")
     done = {}
     for host in order:
         if host.name in confirm:
@@ -185,6 +197,6 @@ def teardown(parameters: TeardownParameters = TeardownParameters()) -> Any:
     return run_chapter(
         "teardown",
         parameters.lab,
-        lambda spec: tear_down(spec, list(parameters.confirm)),
+        lambda spec: tear_down(spec, list(parameters.confirm), Ask.of(parameters)),
         confirm=parameters.confirm,
     )

@@ -1,32 +1,71 @@
-"""One parameter model per flow: every field described, safe defaults, so the UI form is clear.
+"""One parameter model per flow: every field described and titled in words, safe defaults, so
+the UI form is clear.
 
 Secrets are never parameters: they come from Prefect Secret blocks or the environment.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pe_dr.lab.spec import LabSpec
+from pe_dr.lab.spec import LabSpec, load_spec
 
 LabField = Annotated[
     LabSpec | None,
     Field(
+        title="Lab",
         description="The lab to work on; empty means the lab spec file named by PE_DR_LAB_SPEC "
         "in the environment of the process that runs the flow (or the tutorial's lab).",
     ),
 ]
 PollField = Annotated[
     float,
-    Field(gt=0, le=60, description="Seconds between two looks at the lab while waiting."),
+    Field(
+        gt=0,
+        le=60,
+        title="Poll interval (s)",
+        description="Seconds between two looks at the lab while waiting.",
+    ),
 ]
+
+
+def _vm_choices(schema: dict[str, Any]) -> None:
+    """The form offers the VMs of the lab spec in use where the schema is made (`pe-dr serve`,
+    `prefect deploy`: PE_DR_LAB_SPEC, else the tutorial's lab) as a multi-select. The model
+    itself takes any name: pre-flight refuses one the run's lab lacks, in one sentence."""
+    schema["items"] = {"type": "string", "enum": [h.name for h in load_spec().hosts]}
+    schema["uniqueItems"] = True
+
+
 ConfirmField = Annotated[
     list[str],
     Field(
-        description="VMs this run may halt or destroy (e.g. primary.vm). Empty: nothing "
-        "destructive happens and a step that needs it refuses.",
+        title="VMs it may halt or destroy",
+        description="Pick the VMs this run may halt or destroy (e.g. the primary). Empty: "
+        "nothing destructive happens and a step that needs it refuses.",
+        json_schema_extra=_vm_choices,
+    ),
+]
+ApprovalField = Annotated[
+    Literal["none", "ask"],
+    Field(
+        title="Approval",
+        description="ask: just before it halts or destroys anything, the run pauses until "
+        "someone approves or rejects it in the Prefect UI (Resume on the flow run), with a "
+        "reason for the journal; rejected or unanswered, nothing is halted and the run ends "
+        "Cancelled. Needs a run from a deployment. none: no question (`confirm` is the consent).",
+    ),
+]
+ApprovalTimeoutField = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=7 * 24 * 3600,
+        title="Approval timeout (s)",
+        description="How long a run that asks waits for an answer; then it ends Cancelled, "
+        "nothing halted (it holds the lab meanwhile).",
     ),
 ]
 
@@ -34,30 +73,52 @@ ConfirmField = Annotated[
 class Budgets(BaseModel):
     """Longest acceptable times; exceeding one fails its check."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", title="Budgets")
 
     rto_seconds: Annotated[
         float,
-        Field(gt=0, description="Primary down → first agent run served by the replica."),
+        Field(
+            gt=0,
+            title="RTO budget (s)",
+            description="Primary down → first agent run served by the replica.",
+        ),
     ] = 900.0
     replication_lag_seconds: Annotated[
-        float, Field(gt=0, description="Push to the control repo → change live on the replica.")
+        float,
+        Field(
+            gt=0,
+            title="Replication lag budget (s)",
+            description="Push to the control repo → change live on the replica.",
+        ),
     ] = 300.0
     failback_seconds: Annotated[
-        float, Field(gt=0, description="Primary back → first agent run served by it again.")
+        float,
+        Field(
+            gt=0,
+            title="Failback budget (s)",
+            description="Primary back → first agent run served by it again.",
+        ),
     ] = 900.0
     steady_state_seconds: Annotated[
         float,
         Field(gt=0, description="After failback → every PE service running, no error alert."),
     ] = 600.0
     promotion_seconds: Annotated[
-        float, Field(gt=0, description="After promotion → every agent compiles from the replica.")
+        float,
+        Field(
+            gt=0,
+            title="Promotion budget (s)",
+            description="After promotion → every agent compiles from the replica.",
+        ),
     ] = 1800.0
 
 
 BudgetsField = Annotated[
     Budgets,
-    Field(description="Longest acceptable times (seconds); exceeding one fails its check."),
+    Field(
+        title="Budgets",
+        description="Longest acceptable times (seconds); exceeding one fails its check.",
+    ),
 ]
 
 
@@ -70,19 +131,27 @@ class _Base(BaseModel):
 class LabSetupParameters(_Base):
     """Bring the lab's VMs up in dependency order."""
 
+    model_config = ConfigDict(title="Lab set-up")
+
 
 class CodeManagerParameters(_Base):
     """Configure Code Manager against the GitLab control repo (tutorial step 1)."""
 
+    model_config = ConfigDict(title="Code Manager set-up")
+
 
 class ReplicaActivationParameters(_Base):
     """Provision and enable the replica, copy the secret keys, push agent configuration."""
+
+    model_config = ConfigDict(title="Replica activation")
 
     poll_interval_seconds: PollField = 2.0
 
 
 class ReplicationCheckParameters(_Base):
     """Prove that a commit to the control repo reaches the replica, and measure the lag."""
+
+    model_config = ConfigDict(title="Replication check")
 
     budgets: BudgetsField = Budgets()
     poll_interval_seconds: PollField = 2.0
@@ -91,7 +160,11 @@ class ReplicationCheckParameters(_Base):
 class FailoverParameters(_Base):
     """Halt the primary, prove agents fail over to the replica, start it, prove they fail back."""
 
+    model_config = ConfigDict(title="Failover drill")
+
     confirm: ConfirmField = []
+    approval: ApprovalField = "none"
+    approval_timeout_seconds: ApprovalTimeoutField = 3600
     budgets: BudgetsField = Budgets()
     poll_interval_seconds: PollField = 2.0
 
@@ -99,7 +172,11 @@ class FailoverParameters(_Base):
 class PromotionParameters(_Base):
     """Destroy the primary and promote the replica to be the new primary (irreversible)."""
 
+    model_config = ConfigDict(title="Promotion")
+
     confirm: ConfirmField = []
+    approval: ApprovalField = "none"
+    approval_timeout_seconds: ApprovalTimeoutField = 3600
     budgets: BudgetsField = Budgets()
     poll_interval_seconds: PollField = 2.0
 
@@ -107,22 +184,36 @@ class PromotionParameters(_Base):
 class TeardownParameters(_Base):
     """Destroy every VM of the lab named in `confirm`."""
 
+    model_config = ConfigDict(title="Teardown")
+
     confirm: ConfirmField = []
+    approval: ApprovalField = "none"
+    approval_timeout_seconds: ApprovalTimeoutField = 3600
 
 
 class DrillParameters(_Base):
-    """The monthly DR drill: set-up checks, health, replication, failover, optional promotion."""
+    """The DR drill: set-up checks, health, replication, failover and failback, optional
+    promotion."""
+
+    model_config = ConfigDict(title="DR drill")
 
     confirm: ConfirmField = []
     promote: Annotated[
         bool,
         Field(
+            title="Promote the replica",
             description="Also destroy the primary and promote the replica (needs the primary "
-            "in `confirm`). Leaves the lab promoted."
+            "in `confirm`). Leaves the lab promoted.",
         ),
     ] = False
+    approval: ApprovalField = "none"
+    approval_timeout_seconds: ApprovalTimeoutField = 3600
     budgets: BudgetsField = Budgets()
     poll_interval_seconds: PollField = 2.0
     report_dir: Annotated[
-        str, Field(description="Folder for the JSON journal (drill-YYYYMMDDTHHMMSSZ.json).")
+        str,
+        Field(
+            title="Report folder",
+            description="Folder for the JSON journal (drill-YYYYMMDDTHHMMSSZ.json).",
+        ),
     ] = "reports"

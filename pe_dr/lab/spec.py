@@ -36,10 +36,16 @@ class HostSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: Annotated[str, Field(description="Certname and DNS name of the VM, e.g. primary.vm.")]
-    role: Annotated[Role, Field(description="What the VM is in the drill.")]
+    name: Annotated[
+        str, Field(title="VM name", description="Certname and DNS name of the VM, e.g. primary.vm.")
+    ]
+    role: Annotated[Role, Field(title="Role", description="What the VM is in the drill.")]
     address: Annotated[
-        str, Field(description="IP address the controller reaches the VM on (private network).")
+        str,
+        Field(
+            title="Address",
+            description="IP address the controller reaches the VM on (private network).",
+        ),
     ]
 
     @field_validator("name")
@@ -79,39 +85,58 @@ class LabSpec(BaseModel):
     name: Annotated[
         str,
         Field(
+            title="Lab name",
             description="Name of the lab; one drill per lab name runs at a time.",
             pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
         ),
     ] = "puppet-upandrun"
-    pe_version: Annotated[str, Field(description="Puppet Enterprise version installed.")] = (
-        "2025.8.0"
-    )
+    pe_version: Annotated[
+        str, Field(title="PE version", description="Puppet Enterprise version installed.")
+    ] = "2025.8.0"
     vagrant_root: Annotated[
         str | None,
-        Field(description="Folder holding the Vagrantfile; empty means the current folder."),
+        Field(
+            title="Vagrant folder",
+            description="Folder holding the Vagrantfile; empty means the current folder.",
+        ),
     ] = None
     box: Annotated[
         str,
         Field(
-            description="Vagrant box of the lab's VMs; fetched once before VMs start in parallel."
+            title="Vagrant box",
+            description="Vagrant box of the lab's VMs; fetched once before VMs start in parallel.",
         ),
     ] = "ubuntu/jammy64"
     hosts: Annotated[
-        list[HostSpec], Field(description="The VMs: one primary, one replica, one gitlab, agents.")
+        list[HostSpec],
+        Field(title="VMs", description="The VMs: one primary, one replica, one gitlab, agents."),
     ] = Field(default_factory=_tutorial_hosts)
     gitlab_http_port: Annotated[
-        int, Field(description="Port of GitLab's web and API server.", ge=1, le=65535)
+        int,
+        Field(
+            title="GitLab port", description="Port of GitLab's web and API server.", ge=1, le=65535
+        ),
     ] = 80
     control_repo: Annotated[
         str,
-        Field(description="GitLab project path of the control repo.", pattern=r"^[\w.-]+/[\w.-]+$"),
+        Field(
+            title="Control repo",
+            description="GitLab project path of the control repo.",
+            pattern=r"^[\w.-]+/[\w.-]+$",
+        ),
     ] = "root/control-repo"
     environment: Annotated[
-        str, Field(description="Puppet environment the drill deploys and checks.")
+        str,
+        Field(
+            title="Puppet environment",
+            description="Puppet environment the drill deploys and checks.",
+        ),
     ] = "production"
-    console_admin: Annotated[str, Field(description="PE console administrator login.")] = "admin"
+    console_admin: Annotated[
+        str, Field(title="Console admin", description="PE console administrator login.")
+    ] = "admin"
     deploy_user: Annotated[
-        str, Field(description="PE user that deploys code (Code Deployers).")
+        str, Field(title="Deploy user", description="PE user that deploys code (Code Deployers).")
     ] = "deploy"
 
     @model_validator(mode="after")

@@ -364,7 +364,33 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--fault", action="append", default=[], metavar="SPEC")
     dr.add_argument("--agents", type=int, default=1)
     dr.set_defaults(func=_cmd_drill)
+    sn = sub.add_parser(
+        "serve-negative",
+        help="serve the dr-drill/negative deployment (needs PREFECT_API_URL and the lab's "
+        "PE_DR_LAB_SPEC: labsim up's exports)",
+    )
+    sn.set_defaults(func=_cmd_serve_negative)
     return p
+
+
+def _cmd_serve_negative(args: argparse.Namespace) -> int:
+    """Serve dr-drill/negative until SIGINT or SIGTERM, schedule kept on (as `pe-dr serve`)."""
+    if not os.environ.get("PREFECT_API_URL"):
+        raise UsageError(
+            "serve-negative needs a Prefect server: start one (`prefect server start`) and set "
+            "PREFECT_API_URL (e.g. http://127.0.0.1:4200/api)"
+        )
+    from prefect import serve
+
+    from labsim.negative import deployment
+    from pe_dr.errors import ConfigError
+
+    try:
+        negative = deployment()
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    serve(negative, pause_on_shutdown=False)
+    return 0
 
 
 def _cmd_drill(args: argparse.Namespace) -> int:

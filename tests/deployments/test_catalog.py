@@ -24,32 +24,47 @@ def _defaults(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-def test_every_flow_has_a_manual_deployment_and_the_drill_a_monthly_one() -> None:
+def test_every_flow_has_a_deployment_named_for_what_it_does_and_the_drill_a_monthly_one() -> None:
     names = [d.full_name for d in cat.catalog()]
     assert names == [
         "dr-drill/monthly",
-        "dr-drill/manual",
-        "lab-setup/manual",
-        "code-manager-setup/manual",
-        "replica-activation/manual",
-        "replication-check/manual",
-        "failover-drill/manual",
-        "promotion/manual",
-        "teardown/manual",
+        "dr-drill/on-demand",
+        "lab-setup/bring-up",
+        "code-manager-setup/configure",
+        "replica-activation/enable-replica",
+        "replication-check/measure-lag",
+        "failover-drill/halt-primary",
+        "promotion/promote-replica",
+        "teardown/destroy-vms",
     ]
     for d in cat.catalog():
         assert d.load_flow().name == d.flow_name
         assert "pe-dr" in d.tags and "expected:success" in d.tags
         assert ("scheduled:monthly" in d.tags) == (d.cron is not None)
+        assert ("monthly" in d.description.lower()) == (d.cron is not None), d.full_name
+
+
+def test_a_run_by_hand_that_halts_or_destroys_asks_for_approval_and_the_monthly_one_does_not() -> (
+    None
+):
+    for d in cat.catalog():
+        destructive = any(t.startswith("destructive:") for t in d.tags)
+        asks = d.parameters.get("parameters", {}).get("approval")
+        if d.cron is not None:
+            assert asks == "none", "the monthly drill needs no human"
+        else:
+            assert asks == ("ask" if destructive else None), d.full_name
 
 
 def test_the_monthly_drill_may_halt_the_primary_but_never_destroys() -> None:
     monthly = cat.find("dr-drill/monthly")
     assert (monthly.cron, monthly.timezone) == ("0 3 1 * *", "UTC")
-    assert monthly.parameters == {"parameters": {"confirm": ["primary.vm"], "promote": False}}
+    assert monthly.parameters == {
+        "parameters": {"confirm": ["primary.vm"], "promote": False, "approval": "none"}
+    }
     assert "destructive:halt-primary" in monthly.tags
     assert "destructive:destroys-vms" not in monthly.tags
-    for name in ("promotion/manual", "teardown/manual"):
+    for name in ("promotion/promote-replica", "teardown/destroy-vms"):
         assert "destructive:destroys-vms" in cat.find(name).tags
 
 
@@ -88,8 +103,57 @@ def test_the_run_form_describes_every_field_and_asks_for_no_secret(
             continue  # the model itself: its docstring describes it
         assert prop.get("description"), f"{owner}.{name} has no description"
         assert not any(word in name.lower() for word in SECRET_WORDS), f"{owner}.{name}"
+        if "$ref" not in prop:  # (a nested model is titled by its own definition)
+            title = prop.get("title", "")
+            assert title and "_" not in title, f"{owner}.{name}: its label is {title!r}"
+            if "_" in name:  # pydantic's own label would be "Rto Seconds"
+                assert title != name.replace("_", " ").title(), f"{owner}.{name}: {title!r}"
     assert deployment.description == definition.description
     assert deployment.tags == list(definition.tags)
+
+
+def test_form_labels_read_as_words() -> None:
+    schema = cat.find("dr-drill/on-demand").to_deployment()._parameter_openapi_schema.model_dump()
+    labels = {name: prop["title"] for _, name, prop in _fields(schema) if "title" in prop}
+    assert labels["rto_seconds"] == "RTO budget (s)"
+    assert labels["approval_timeout_seconds"] == "Approval timeout (s)"
+    assert labels["confirm"] == "VMs it may halt or destroy"
+
+
+def test_confirm_is_a_choice_of_the_lab_spec_s_vms(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def choices() -> dict[str, Any]:
+        schema = cat.find("failover-drill/halt-primary").to_deployment()
+        definitions = schema._parameter_openapi_schema.model_dump()["definitions"]
+        confirm: dict[str, Any] = definitions["FailoverParameters"]["properties"]["confirm"]
+        return confirm
+
+    tutorial = choices()  # no PE_DR_LAB_SPEC: the tutorial's lab
+    assert tutorial["type"] == "array" and tutorial["uniqueItems"] is True
+    assert tutorial["items"] == {
+        "type": "string",
+        "enum": ["primary.vm", "replica.vm", "linux.vm", "gitlab.vm"],
+    }
+    spec = tmp_path / "lab.toml"
+    spec.write_text(
+        'name = "other"\n'
+        + "".join(
+            f'[[hosts]]\nname = "{n}"\nrole = "{r}"\naddress = "10.0.0.{i}"\n'
+            for i, (n, r) in enumerate(
+                [
+                    ("pe1.lab", "primary"),
+                    ("pe2.lab", "replica"),
+                    ("a1.lab", "agent"),
+                    ("git.lab", "gitlab"),
+                ],
+                start=1,
+            )
+        )
+    )
+    monkeypatch.setenv("PE_DR_LAB_SPEC", str(spec))
+    assert choices()["items"]["enum"] == ["pe1.lab", "pe2.lab", "a1.lab", "git.lab"]
+    assert cat.find("dr-drill/monthly", None).parameters["parameters"]["confirm"] == ["pe1.lab"]
 
 
 def test_prefect_yaml_is_generated_from_the_catalog() -> None:

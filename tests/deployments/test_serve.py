@@ -1,5 +1,6 @@
 """The workstation path: `pe-dr serve` serves every deployment from one process, runs the monthly
-drill, and stops cleanly on SIGTERM without pausing the schedule."""
+drill, and stops cleanly on SIGTERM without pausing the schedule; a run by hand asks for approval
+in the UI (approved, rejected, unanswered) before it halts anything."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,15 +33,15 @@ from .conftest import (
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
-MANUAL = (
-    "lab-setup",
-    "code-manager-setup",
-    "replica-activation",
-    "replication-check",
-    "failover-drill",
-    "promotion",
-    "teardown",
-    "dr-drill",
+BY_HAND = (
+    "lab-setup/bring-up",
+    "code-manager-setup/configure",
+    "replica-activation/enable-replica",
+    "replication-check/measure-lag",
+    "failover-drill/halt-primary",
+    "promotion/promote-replica",
+    "teardown/destroy-vms",
+    "dr-drill/on-demand",
 )
 
 
@@ -73,7 +75,7 @@ def serving(
 def test_pe_dr_serve_runs_the_monthly_drill_and_stops_cleanly(
     api: Api, serving: subprocess.Popen[bytes], tmp_path: Path
 ) -> None:
-    names = [f"{flow}/manual" for flow in MANUAL] + ["dr-drill/monthly"]
+    names = [*BY_HAND, "dr-drill/monthly"]
     found = wait_for(
         "pe-dr serve to register every deployment",
         lambda: [api.deployment(name) for name in names],
@@ -172,3 +174,120 @@ def test_stopping_pe_dr_serve_mid_failover_cancels_the_run_and_a_new_serve_resum
 
 def _journals(folder: Path) -> list[dict[str, object]]:
     return [json.loads(p.read_text()) for p in sorted(folder.glob("drill-*.json"))]
+
+
+# --- approval in the UI (last in this module: the served lab is built by then) ---------------
+
+
+@pytest.fixture(scope="module")
+def approving(
+    server: PrefectServer, api: Api, lab: LabHandle, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Api]:
+    """One `pe-dr serve` for the approval tests, on a built lab."""
+    tmp = tmp_path_factory.mktemp("approval")
+    with pe_dr_serve(server, lab, tmp / "serve.log"):
+        wait_for(
+            "pe-dr serve to register the failover drill",
+            lambda: api.deployment("failover-drill/halt-primary"),
+            timeout=60,
+        )
+        if set(lab.status().values()) != {"running"}:  # this module's first test did not run
+            built = api.wait_final(api.run("dr-drill/monthly", drill_parameters(tmp)), 240)
+            assert built["state"]["type"] == "COMPLETED", built["state"]
+        yield api
+
+
+def _failover_asking(api: Api, timeout_seconds: int) -> str:
+    return api.run(
+        "failover-drill/halt-primary",
+        {
+            "parameters": {
+                "confirm": ["primary.vm"],
+                "approval": "ask",
+                "approval_timeout_seconds": timeout_seconds,
+                "poll_interval_seconds": 0.2,
+            }
+        },
+    )
+
+
+def _paused(api: Api, run_id: str) -> dict[str, Any]:
+    run: dict[str, Any] = wait_for(
+        f"flow run {run_id} to ask for approval",
+        lambda: (r := api.flow_run(run_id))["state"]["type"] == "PAUSED" and r,
+        timeout=120,
+        every=0.5,
+    )
+    return run
+
+
+def _resume(api: Api, run_id: str, **answer: str) -> dict[str, Any]:
+    response = api.http.post(f"/flow_runs/{run_id}/resume", json={"run_input": answer})
+    response.raise_for_status()
+    return dict(response.json())
+
+
+def _notes(api: Api, run_id: str) -> list[str]:
+    response = api.http.post("/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}})
+    response.raise_for_status()
+    return [m["message"] for m in response.json() if m["message"].startswith("note: ")]
+
+
+def _halts(lab: LabHandle, since: int) -> int:
+    return sum(e["op"] == "vagrant.halt" for e in lab.journal()[since:])
+
+
+def test_a_rejected_run_halts_nothing_ends_cancelled_and_its_retry_asks_again_and_is_approved(
+    approving: Api, lab: LabHandle
+) -> None:
+    api, mark = approving, len(lab.journal())
+    run_id = _failover_asking(api, timeout_seconds=120)
+    paused = _paused(api, run_id)
+    # the UI's Resume form: the question, a decision and a reason
+    keyset = paused["state"]["state_details"]["run_input_keyset"]
+    schema = api.http.get(f"/flow_runs/{run_id}/input/{keyset['schema']}").json()
+    assert schema["properties"]["decision"]["enum"] == ["approve", "reject"]
+    assert set(schema["required"]) == {"decision", "reason"}
+    question = api.http.get(f"/flow_runs/{run_id}/input/{keyset['description']}").json()
+    assert "halt primary.vm" in question
+    assert _resume(api, run_id, decision="approve")["status"] == "REJECT", "a reason is required"
+    assert _halts(lab, mark) == 0, "nothing is halted before the answer"
+
+    assert _resume(api, run_id, decision="reject", reason="change freeze")["status"] == "ACCEPT"
+    run = api.wait_final(run_id, timeout=60)
+    assert run["state"]["type"] == "CANCELLED", run["state"]
+    assert "rejected in the Prefect UI: change freeze" in run["state"]["message"]
+    assert "note: rejected in the Prefect UI: change freeze" in _notes(api, run_id)
+    assert _halts(lab, mark) == 0 and lab.status()["primary.vm"] == "running"
+
+    # Retry: the run asks again (not the stored rejection), and an approval drills
+    response = api.http.post(
+        f"/flow_runs/{run_id}/set_state",
+        json={"state": {"type": "SCHEDULED", "name": "AwaitingRetry"}, "force": True},
+    )
+    response.raise_for_status()
+    _paused(api, run_id)
+    assert _halts(lab, mark) == 0
+    assert _resume(api, run_id, decision="approve", reason="drill window")["status"] == "ACCEPT"
+    run = api.wait_final(run_id, timeout=120)
+    assert run["state"]["type"] == "COMPLETED", run["state"]
+    assert _halts(lab, mark) == 1
+    assert any(
+        n.startswith("note: approved in the Prefect UI to halt primary.vm") and "drill window" in n
+        for n in _notes(api, run_id)
+    )
+    assert lab.status()["primary.vm"] == "running"
+
+
+def test_an_unanswered_approval_halts_nothing_and_ends_cancelled_not_failed(
+    approving: Api, lab: LabHandle
+) -> None:
+    api, mark = approving, len(lab.journal())
+    run_id = _failover_asking(api, timeout_seconds=3)
+    _paused(api, run_id)
+    run = api.wait_final(run_id, timeout=60)
+    # (Prefect's own pause timeout would have made it Failed: "never resumed")
+    assert run["state"]["type"] == "CANCELLED", run["state"]
+    assert run["state"]["message"].startswith("no approval within 3 s to halt primary.vm")
+    assert "note: no approval within 3 s: nothing was halted or destroyed" in _notes(api, run_id)
+    assert _halts(lab, mark) == 0 and lab.status()["primary.vm"] == "running"

@@ -212,7 +212,7 @@ def test_a_failing_drill_sends_the_notification(
     assert "automation 'pe-dr: notify when a DR drill fails': updated" in done.stdout
 
     # promote without the primary in `confirm` fails at once, before touching the lab
-    run_id = api.run("dr-drill/manual", {"parameters": {"promote": True}})
+    run_id = api.run("dr-drill/on-demand", {"parameters": {"promote": True}})
     run = api.wait_final(run_id, timeout=90)
     assert run["state"]["type"] == "FAILED"
     message = wait_for(
@@ -279,7 +279,7 @@ def test_cancelling_a_run_stops_the_commands_it_started(
     lab.fault_add("slow:vagrant.halt=30000")  # 30 s of halting, scaled
     try:
         run_id = api.run(
-            "failover-drill/manual",
+            "failover-drill/halt-primary",
             {"parameters": {"confirm": ["primary.vm"], "poll_interval_seconds": 0.2}},
         )
         wait_for("the drill to be halting the primary", vagrant_halts, timeout=120, every=0.2)

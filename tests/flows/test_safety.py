@@ -174,3 +174,17 @@ def test_teardown_refuses_without_named_vms(built: LabHandle, journal_ops: Ops) 
     with pytest.raises(Exception, match="teardown destroys VMs: name them in `confirm`"):
         state.result()
     assert journal_ops(built, "vagrant.destroy", mark) == []
+
+
+def test_a_run_outside_a_deployment_that_asks_for_approval_is_refused_before_the_lab_is_touched(
+    built: LabHandle, tmp_path: Path, run_drill: Any, journal_ops: Any
+) -> None:
+    """No Resume form without a deployment (`pe-dr drill`'s --yes is its approval): it says so at
+    once, after pre-flight, before any set-up or halt."""
+    mark = len(built.journal())
+    ok, report = run_drill(tmp_path, approval="ask")
+    assert not ok and report.status == "failed"
+    assert "approval 'ask' needs a run from a deployment" in str(report.error)
+    assert [s.name for s in report.steps] == ["pre-flight"]
+    acted = {e["op"] for e in built.journal()[mark:]} & {"vagrant.up", "vagrant.halt", "git.push"}
+    assert not acted, acted

@@ -175,3 +175,18 @@ def test_a_passing_drill_has_no_failure_and_no_next_step() -> None:
     assert report.failure() is None
     assert "pe-dr retry run-1" in str(report.next_step())
     assert "**Stopped:** SIGINT (Ctrl-C) during measure-failover" in report.to_markdown()
+
+
+def test_a_run_called_off_before_it_acted_is_cancelled_not_failed(tmp_path: Path) -> None:
+    report = _report()
+    report.error = "rejected in the Prefect UI: change freeze: nothing was halted or destroyed"
+    report.cancelled = report.error
+    assert report.status == "cancelled"
+    assert report.failure() is None, "nothing failed: it was called off"
+    assert "asks for approval again" in (report.next_step() or "")
+    data = json.loads(report.write(tmp_path).read_text())
+    assert data["status"] == "cancelled"
+    assert data["cancelled"].startswith("rejected in the Prefect UI: change freeze")
+    markdown = report.to_markdown()
+    assert markdown.startswith("# DR drill CANCELLED")
+    assert "**Called off:** rejected in the Prefect UI: change freeze" in markdown
