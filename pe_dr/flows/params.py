@@ -101,7 +101,11 @@ class Budgets(BaseModel):
     ] = 900.0
     steady_state_seconds: Annotated[
         float,
-        Field(gt=0, description="After failback → every PE service running, no error alert."),
+        Field(
+            gt=0,
+            title="Steady-state budget (s)",
+            description="After failback → every PE service running, no error alert.",
+        ),
     ] = 600.0
     promotion_seconds: Annotated[
         float,
