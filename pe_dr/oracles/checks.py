@@ -18,6 +18,7 @@ from pe_dr.oracles.parsers import AgentRun, ServiceStatus, parse_agent_run, unhe
 from pe_dr.polling import Pacer
 from pe_dr.settings import Settings, env_name, settings
 from pe_dr.steps.code_manager import GIT_IDENTITY, _git, push_control_repo
+from pe_dr.steps.primary_settings import agent_profile
 from pe_dr.steps.promotion import is_primary
 from pe_dr.steps.replica import _remote_sha256, agent_server_list, infra_status
 
@@ -383,8 +384,13 @@ def check_agent_on_both(lab: Lab, *, commit: str | None) -> CheckResult:
     return combine("agent_on_both_servers", fan_out(_agent_names(lab), one))
 
 
+AGENT_GROUP = "PE Agent"  # the node group agents take their server_list from
+
+
 def check_failover_ready(lab: Lab) -> CheckResult:
-    """Each agent's server_list names the replica, or failover cannot happen."""
+    """Each agent's server_list names the replica, or failover cannot happen; and so does the
+    classification they take it from (the PE Agent group's puppet_enterprise::profile::agent,
+    PDF-2021.7.1 p.271-277), or the agents drop the replica at their next Puppet run."""
     replica = lab.spec.replica.name
 
     def one(agent: str) -> CheckResult:
@@ -395,7 +401,23 @@ def check_failover_ready(lab: Lab) -> CheckResult:
             detail += f": {replica} is missing, so agents cannot fail over"
         return CheckResult("failover_ready", ok, detail, {"agent": agent, "server_list": servers})
 
-    return combine("failover_ready", fan_out(_agent_names(lab), one))
+    agents = combine("failover_ready", fan_out(_agent_names(lab), one))
+    if not agents.passed:
+        return agents
+    classified = agent_profile(lab, AGENT_GROUP).get("server_list")
+    servers = [str(s) for s in classified] if isinstance(classified, list) else []
+    evidence = {**agents.evidence, "classified_server_list": servers}
+    if not any(s.split(":")[0] == replica for s in servers):
+        return CheckResult(
+            "failover_ready",
+            False,
+            f"{replica} is missing from {AGENT_GROUP}'s classified server_list "
+            f"({','.join(servers) or 'empty'}): agents drop it at their next Puppet run",
+            evidence,
+        )
+    return CheckResult(
+        "failover_ready", True, f"{agents.detail}; {AGENT_GROUP} classifies it too", evidence
+    )
 
 
 def wait_for_server(

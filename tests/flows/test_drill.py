@@ -134,6 +134,14 @@ def test_on_a_built_lab_setup_only_looks(
             {},
         ),
         ("halt:ignored=primary.vm", "primary_down", "still answers on 8140", {}),
+        # classification broken on a built lab: the agents keep the replica in their puppet.conf
+        # until their next Puppet run, which the drill's --noop runs never are
+        (
+            "failover:broken",
+            "failover_ready",
+            "replica.vm is missing from PE Agent's classified server_list",
+            {},
+        ),
     ],
 )
 def test_a_broken_lab_fails_the_drill_at_the_right_check(
