@@ -9,7 +9,10 @@ UV_VERSION := 0.9.9
 $(BIN)/.synced: pyproject.toml sim/pyproject.toml uv.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	test -x $(BIN)/uv || $(BIN)/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/uv sync --frozen --inexact --active --quiet
+	# Bytecode compiled once here: where PYTHONDONTWRITEBYTECODE is set (this CI), every process
+	# (each Prefect server, flow run, pe-dr or labsim command) compiled all it imports, anew.
+	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/uv sync --frozen --inexact --active --quiet --compile-bytecode
+	$(BIN)/python -m compileall -q -j 0 pe_dr sim/labsim
 	touch $@
 
 venv: $(BIN)/.synced
