@@ -14,7 +14,7 @@ from pe_dr import __version__
 from pe_dr.oracles.checks import CheckResult
 from pe_dr.secrets import scrub
 
-MEASUREMENTS = ("rto_seconds", "replication_lag_seconds", "failback_seconds")
+MEASUREMENTS = ("rto_seconds", "replication_lag_seconds", "failback_seconds", "rpo_seconds")
 
 
 def utc_now() -> str:
@@ -221,6 +221,7 @@ FIGURE_NAMES = {
     "rto_seconds": "RTO",
     "replication_lag_seconds": "replication lag",
     "failback_seconds": "failback",
+    "rpo_seconds": "RPO",
 }
 
 

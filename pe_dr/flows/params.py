@@ -46,6 +46,14 @@ class Budgets(BaseModel):
     failback_seconds: Annotated[
         float, Field(gt=0, description="Primary back → first agent run served by it again.")
     ] = 900.0
+    rpo_seconds: Annotated[
+        float,
+        Field(
+            gt=0,
+            description="Worst store: a write on the primary → served by the replica (what a "
+            "lost primary would lose).",
+        ),
+    ] = 300.0
     promotion_seconds: Annotated[
         float, Field(gt=0, description="After promotion → every agent compiles from the replica.")
     ] = 1800.0
