@@ -74,13 +74,13 @@ def fail_over_and_back(
     both = (primary, spec.replica.name)
     require_lab_state(spec, "failover_drill", running=both, code_manager=True, replica=True)
     checks.check_failover_ready(spec)
-    marks = markers.write_markers(
-        spec, run_id=marker_id(), budget_seconds=budgets.rpo_seconds, poll_interval=poll
-    )
-    if marks.removed_before:
-        left = ", ".join(marks.removed_before)
-        note(f"replaced markers an earlier drill or attempt left: {left}")
     try:
+        marks = markers.write_markers(
+            spec, run_id=marker_id(), budget_seconds=budgets.rpo_seconds, poll_interval=poll
+        )
+        if marks.removed_before:
+            left = ", ".join(marks.removed_before)
+            note(f"replaced markers an earlier drill or attempt left: {left}")
         # Uncommitted on failure: a Retry halts the primary again rather than resuming
         # mid-outage. Rolled back, whatever stopped it (a failed check, the halt itself, a stop
         # signal), by the halt's undo: the primary started again (restore_primary_first is the
@@ -96,8 +96,13 @@ def fail_over_and_back(
             rto = checks.measure_failover(spec, down_at, budgets.rto_seconds, poll)
             up_at = named(vms.start_vm, "start-primary")(spec, primary)
             back = checks.measure_failback(spec, up_at, budgets.failback_seconds, poll)
-    finally:
+    except Exception:
         remove_the_markers(spec)
+        raise
+    except BaseException:  # a stop signal: the next attempt's write-markers replaces them
+        note("the failover drill was stopped: its markers are removed by the next drill or Retry")
+        raise
+    remove_the_markers(spec)
     return {
         "rto_seconds": rto.seconds,
         "failback_seconds": back.seconds,
@@ -106,8 +111,8 @@ def fail_over_and_back(
 
 
 def remove_the_markers(spec: LabSpec) -> None:
-    """Clean-up on success and failure; under a stop signal it is left to the next attempt, whose
-    write-markers removes what this one left. Never raises: what stopped the drill is the story."""
+    """Clean-up on success and failure (under a stop signal it is left to the next attempt, whose
+    write-markers removes what this one left). Never raises: what stopped the drill is the story."""
     if interrupts.current() is not None:
         note("the failover drill was stopped: its markers are removed by the next drill or Retry")
         return
