@@ -98,6 +98,7 @@ async def pe_handle(lab: Lab, vm: VM, port: int, req: Request) -> Response:
             resp = puppetserver(lab, vm, req)
     except (ValueError, KeyError, TypeError) as exc:
         resp = _err(400, "malformed-request", f"malformed request: {exc}")
+    lab.replication.record(lab)  # a write is stamped with its own time
     if op not in ("api.puppetserver",):
         outcome = (
             "ok" if resp.status < 400 else ("refused" if resp.status in (401, 403) else "failed")

@@ -60,8 +60,8 @@ class Replication:
         return given if given is not None else max(DEFAULT_LAG[store] * lab.scale, 0.05)
 
     def record(self, lab: Lab) -> None:
-        """What the primary holds now, for each store still replicating (called on every API
-        request, so every write is seen before the replica can be asked about it)."""
+        """What the primary holds now, for each store still replicating (called before and after
+        every API request, so a write is stamped with its own time)."""
         pe = lab.pe
         if pe is None or not pe.replica or not pe.replica_enabled or pe.promoted:
             return
