@@ -32,6 +32,7 @@ class StoreSeen:
     reached_after: float | None  # seconds from the write to the replica serving it (pre-halt)
     replication: dict[str, Any] | None = None  # what PE's status API reports of it
     detail: str = ""
+    unwritten: str = ""  # no marker could be written: served data is not judged
 
     @property
     def rpo_seconds(self) -> float | None:
@@ -40,7 +41,11 @@ class StoreSeen:
     @property
     def rpo_at_least(self) -> float | None:
         """A marker that never reached the replica: at least what was written since is lost."""
-        return None if self.has_marker else self.written_before_halt
+        return None if self.has_marker or self.unwritten else self.written_before_halt
+
+    @property
+    def judged(self) -> bool:
+        return not self.unwritten
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -52,6 +57,7 @@ class StoreSeen:
             "rpo_at_least_s": self.rpo_at_least,
             "replication_reported": self.replication,
             "seen": self.detail,
+            "not_measured": self.unwritten or None,
         }
 
 
@@ -66,13 +72,13 @@ def judge(
     }
     rpos = [s.rpo_seconds for s in stores if s.rpo_seconds is not None]
     # unknown when a store lost its marker: its RPO is only known from below (rpo_at_least_s)
-    lost = any(not (s.answered and s.has_marker) for s in stores)
+    lost = any(s.judged and not (s.answered and s.has_marker) for s in stores)
     worst = max(rpos) if rpos and not lost else None
     problems = []
     for s in stores:
         if not s.answered:
             problems.append(f"{s.store} on {replica} did not answer ({s.detail})")
-        elif not s.has_marker:
+        elif not s.has_marker and s.judged:
             when = (
                 f" written {s.written_before_halt:.1f} s before the halt"
                 if s.written_before_halt is not None
@@ -94,11 +100,13 @@ def judge(
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         return CheckResult(NAME, False, problems[0] + more, evidence, worst)
     per = ", ".join(f"{s.store} {s.rpo_seconds:.1f} s" for s in stores if s.rpo_seconds is not None)
+    skipped = [f"{s.store} not measured: {s.unwritten}" for s in stores if not s.judged]
+    also = f"; {'; '.join(skipped)}" if skipped else ""
     return CheckResult(
         NAME,
         True,
         f"{replica} serves every store's marker (RPO {per}); classification edit and code "
-        "deploy refused",
+        f"deploy refused{also}",
         evidence,
         worst,
     )
@@ -157,7 +165,16 @@ def check_replica_serves(
                 seen = look(lab, pe, mark, markers.agent)
             except PeDrError as exc:
                 stores.append(
-                    StoreSeen(mark.store, False, False, before, mark.reached_after, None, str(exc))
+                    StoreSeen(
+                        mark.store,
+                        False,
+                        False,
+                        before,
+                        mark.reached_after,
+                        None,
+                        str(exc),
+                        mark.unwritten,
+                    )
                 )
                 continue
             has = bool(seen.pop("has_marker"))
@@ -171,6 +188,7 @@ def check_replica_serves(
                     mark.reached_after,
                     reported.get(mark.store),
                     text,
+                    mark.unwritten,
                 )
             )
         group_id = markers.of("classifier").ref

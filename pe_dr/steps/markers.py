@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from pe_dr.clients.pe_api import PEClient
-from pe_dr.errors import PeDrError, TransientError
+from pe_dr.errors import CommandFailed, PeDrError
 from pe_dr.lab import paths
 from pe_dr.lab.live import Lab
 from pe_dr.polling import Pacer
@@ -46,6 +46,7 @@ class StoreMarker:
     written_at: float | None  # epoch: when the primary acknowledged the write
     ref: str = ""  # the object that carries it: a group id, a role id, a report hash, a commit
     reached_after: float | None = None  # seconds from the write to the replica serving it
+    unwritten: str = ""  # why there is no marker in this store (then it is not judged)
 
 
 @dataclass(frozen=True)
@@ -123,12 +124,18 @@ def _write_fact(lab: Lab, pe: PEClient, agent: str, marker: str, poll: float) ->
     host.run(["mkdir", "-p", FACT_FILE.rsplit("/", 1)[0]], root=True)
     host.put(FACT_FILE, json.dumps({FACT: marker}).encode(), mode=0o644, owner="root", group="root")
     primary = lab.spec.primary.name
-    host.run(
-        ["puppet", "agent", "-t", "--noop", f"--server_list={primary}"],
-        root=True,
-        ok_codes=(0, 2),
-        timeout=1800,
-    )
+    try:
+        host.run(
+            ["puppet", "agent", "-t", "--noop", f"--server_list={primary}"],
+            root=True,
+            ok_codes=(0, 2),
+            timeout=1800,
+        )
+    except CommandFailed as exc:
+        # the failover check says what is wrong with the agent; this store is not measured
+        return StoreMarker(
+            "puppetdb", marker, None, unwritten=f"the agent run that sends it: {exc}"
+        )
     deadline = time.monotonic() + 120
     pace = Pacer(poll, deadline, what=f"PuppetDB on {primary} to store the marker fact")
     while True:
@@ -136,8 +143,11 @@ def _write_fact(lab: Lab, pe: PEClient, agent: str, marker: str, poll: float) ->
             written = time.time()
             break
         if not pace.wait():
-            raise TransientError(
-                f"PuppetDB on {primary} did not store the marker fact of {agent} within 120 s"
+            return StoreMarker(
+                "puppetdb",
+                marker,
+                None,
+                unwritten=f"PuppetDB on {primary} did not store the fact within 120 s",
             )
     report = pe.latest_report(agent) or {}
     return StoreMarker("puppetdb", marker, written, ref=str(report.get("hash") or ""))
@@ -173,7 +183,13 @@ def write_markers(lab: Lab, *, run_id: str, budget_seconds: float, poll_interval
         written["rbac"] = StoreMarker("rbac", marker, time.time(), ref=str(role_id))
         token = pe.token or ""
     commit, deployed_at = _deployed(lab, primary)
-    written["code"] = StoreMarker("code", commit or "", deployed_at, ref=commit or "")
+    written["code"] = StoreMarker(
+        "code",
+        commit or "",
+        deployed_at,
+        ref=commit or "",
+        unwritten="" if commit else f"{primary} has no deployed code",
+    )
     lab.host(replica).put(FAILOVER_TOKEN, token.encode(), mode=0o600, owner="root", group="root")
 
     reached: dict[str, float] = {}
@@ -182,9 +198,13 @@ def write_markers(lab: Lab, *, run_id: str, budget_seconds: float, poll_interval
     with lab.pe(replica, token_file=FAILOVER_TOKEN) as on_replica:
         while True:
             for store, mark in written.items():
-                if store not in reached and served(lab, on_replica, mark, agent):
+                if mark.unwritten or store in reached:
+                    continue
+                if served(lab, on_replica, mark, agent):
                     reached[store] = time.time()
-            if len(reached) == len(written) or not pace.wait():
+            if len(reached) == len([m for m in written.values() if not m.unwritten]):
+                break
+            if not pace.wait():
                 break
     stores = []
     for store in STORES:
@@ -195,7 +215,14 @@ def write_markers(lab: Lab, *, run_id: str, budget_seconds: float, poll_interval
         if store in reached and mark.written_at is not None and store != "code":
             after = round(max(0.0, reached[store] - mark.written_at), 3)
         stores.append(
-            StoreMarker(store, mark.marker, mark.written_at, ref=mark.ref, reached_after=after)
+            StoreMarker(
+                store,
+                mark.marker,
+                mark.written_at,
+                ref=mark.ref,
+                reached_after=after,
+                unwritten=mark.unwritten,
+            )
         )
     return Markers(marker, agent, tuple(stores), removed)
 

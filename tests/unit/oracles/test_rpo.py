@@ -88,3 +88,19 @@ def test_only_objects_with_the_prefix_and_the_tag_are_the_drills() -> None:
 def test_every_attempt_writes_a_marker_of_its_own() -> None:
     assert new_marker("run-1") != new_marker("run-1")
     assert new_marker("run-1").startswith("pe-dr-drill run-1 ")
+
+
+def test_a_store_whose_marker_could_not_be_written_is_not_judged_stale_but_said() -> None:
+    seen = stores(
+        puppetdb={
+            "has_marker": False,
+            "written_before_halt": None,
+            "reached_after": None,
+            "unwritten": "the agent run that sends it: exit 1",
+        }
+    )
+    result = judge(seen, REFUSED, budget_seconds=10, replica="replica.vm")
+    assert result.passed, result.detail
+    assert "puppetdb not measured: the agent run that sends it: exit 1" in result.detail
+    assert result.seconds == 0.5
+    assert result.evidence["stores"]["puppetdb"]["rpo_at_least_s"] is None  # type: ignore[index]
