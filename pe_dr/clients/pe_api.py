@@ -156,14 +156,13 @@ class PEClient(ApiClient):
         )
 
     def create_role(self, display_name: str, description: str) -> int:
-        """A role with no permissions and no members (POST /rbac-api/v1/roles, §3.2: 303 See
-        Other, its Location the new role); its id."""
+        """A role with no permissions and no members (POST /rbac-api/v1/roles: 201 Created, its
+        Location the new role; DA-2018.1 rbac_api_v1_user_role.md); its id."""
         response = send(
             self._http,
             "POST",
             self._url(RBAC_PORT, "/rbac-api/v1/roles"),
             service=self._service("RBAC API", RBAC_PORT),
-            accept=(303,),
             json={
                 "display_name": display_name,
                 "description": description,
@@ -175,7 +174,8 @@ class PEClient(ApiClient):
         return int(_created_id(response, self.server, "role"))
 
     def delete_role(self, role_id: int) -> bool:
-        """Delete a role (DELETE /rbac-api/v1/roles/<id>); False when there was none (404)."""
+        """Delete a role (DELETE /rbac-api/v1/roles/<id>: 200, same source); False when there
+        was none (404)."""
         response = send(
             self._http,
             "DELETE",

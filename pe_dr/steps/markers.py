@@ -172,8 +172,7 @@ def write_markers(lab: Lab, *, run_id: str, budget_seconds: float, poll_interval
                 "name": name,
                 "parent": ALL_NODES_ID,
                 "environment": lab.spec.environment,
-                "description": description,
-                "rule": None,  # classifies no node
+                "description": description,  # no rule: it classifies no node
                 "classes": {},
                 "variables": {FACT: marker},
             }

@@ -354,7 +354,7 @@ def rbac(lab: Lab, vm: VM, req: Request) -> Response:
         roles += list(data["roles"].values())
         return Response.json(roles)
     if path == "/rbac-api/v1/roles" and m == "POST":
-        # POST /roles: 303 See Other, Location the new role (PDF-2021.7.1 RBAC roles endpoints)
+        # POST /roles: 201 Created, Location the new role (DA-2018.1 rbac_api_v1_user_role.md)
         if _read_only(lab, vm):
             return _err(403, "puppetlabs.rbac/read-only", "RBAC is read-only on a replica")
         if not pe.is_admin(caller):
@@ -375,7 +375,7 @@ def rbac(lab: Lab, vm: VM, req: Request) -> Response:
             "user_ids": list(body.get("user_ids", [])),
             "group_ids": list(body.get("group_ids", [])),
         }
-        return Response(303, b"", {"Location": f"/rbac-api/v1/roles/{rid}"})
+        return Response(201, b"", {"Location": f"/rbac-api/v1/roles/{rid}"})
     mm = re.fullmatch(r"/rbac-api/v1/roles/(\d+)", path)
     if mm and m == "GET":
         found = data["roles"].get(mm.group(1))
@@ -387,7 +387,7 @@ def rbac(lab: Lab, vm: VM, req: Request) -> Response:
             return _err(403, "puppetlabs.rbac/permission-denied", "Permission denied")
         if pe.custom_roles.pop(mm.group(1), None) is None:
             return _err(404, "not-found", "no such role")
-        return Response(204)
+        return Response(200)  # DELETE /roles/<rid>: 200 OK (same source)
     if path == "/rbac-api/v1/command/roles/add-users" and m == "POST":
         if _read_only(lab, vm) or not pe.is_admin(caller):
             return _err(403, "puppetlabs.rbac/permission-denied", "Permission denied")
@@ -496,12 +496,12 @@ def classifier(lab: Lab, vm: VM, req: Request) -> Response:
         if _read_only(lab, vm):
             return _err(403, "read-only", "The classifier is read-only on a replica.")
         body = req.json()
-        if not body.get("name") or not body.get("parent"):
-            return _err(400, "malformed-request", "name and parent are required")
+        if not body.get("name") or not body.get("parent") or "classes" not in body:
+            return _err(400, "schema-violation", "name, parent and classes are required")
         if any(x["name"] == body["name"] for x in pe.groups):
             return _err(422, "uniqueness-violation", f"A group named {body['name']!r} exists.")
         if not any(x["id"] == body["parent"] for x in pe.groups):
-            return _err(422, "missing-referents", "the parent group does not exist")
+            return _err(422, "missing-parent", f"The parent {body['parent']} does not exist.")
         gid = str(uuid.uuid4())
         pe.groups.append(
             {

@@ -74,7 +74,7 @@ def test_rpo_is_each_stores_delay_and_nothing_an_admin_made_is_touched(
         # an admin's group and user, one of them named like the drill's markers, and a marker
         # an earlier, crashed attempt left behind
         admin_group = pe.create_group(
-            {"name": f"{NAME_PREFIX}made by an admin", "parent": ALL_NODES_ID, "rule": None}
+            {"name": f"{NAME_PREFIX}made by an admin", "parent": ALL_NODES_ID, "classes": {}}
         )
         pe.create_user("ops-admin", email="ops@example.com", display_name="Ops admin")
         left = pe.create_group(
@@ -82,7 +82,7 @@ def test_rpo_is_each_stores_delay_and_nothing_an_admin_made_is_touched(
                 "name": f"{NAME_PREFIX}crashed",
                 "parent": ALL_NODES_ID,
                 "description": f"{MARKER_TAG} left by a crash",
-                "rule": None,
+                "classes": {},
             }
         )
         groups_before = {g["id"]: g for g in pe.groups()}

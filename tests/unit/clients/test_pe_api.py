@@ -651,7 +651,7 @@ def test_create_group_posts_the_group_and_returns_the_id_from_location(
 
 
 def test_a_creation_without_location_is_a_permanent_error(fake: FakePE, pe: PEClient) -> None:
-    fake.on("POST", 4433, "/rbac-api/v1/roles", httpx.Response(303))
+    fake.on("POST", 4433, "/rbac-api/v1/roles", httpx.Response(201))
     with pytest.raises(PermanentError, match="without saying where"):
         pe.create_role("r", "d")
 
@@ -661,7 +661,7 @@ def test_create_role_has_no_permissions_and_no_members(fake: FakePE, pe: PEClien
         "POST",
         4433,
         "/rbac-api/v1/roles",
-        httpx.Response(303, headers={"Location": "/rbac-api/v1/roles/7"}),
+        httpx.Response(201, headers={"Location": "/rbac-api/v1/roles/7"}),
     )
     assert pe.create_role("pe-dr-drill marker x", "tagged") == 7
     body = fake.last_json()
