@@ -126,12 +126,19 @@ def off_repeat(fn: Callable[[int], None]) -> None:
 
 def signal_of(exc: BaseException) -> int | None:
     """The stop signal an exception stands for: KeyboardInterrupt is SIGINT; Prefect's
-    TerminationSignal (and anything else with a `signal` number) is that signal."""
-    if isinstance(exc, KeyboardInterrupt):
-        return int(signal.SIGINT)
-    number = getattr(exc, "signal", None)
-    if isinstance(number, int) and not isinstance(exc, Exception):
-        return number
+    TerminationSignal (and anything else with a `signal` number) is that signal. So is an error
+    raised while one was handled: a SIGTERM landing as Prefect creates a task run ends in its
+    ValueError("Task run is not set"), the signal as its context."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, KeyboardInterrupt):
+            return int(signal.SIGINT)
+        number = getattr(current, "signal", None)
+        if isinstance(number, int) and not isinstance(current, Exception):
+            return number
+        current = current.__cause__ or current.__context__
     return None
 
 

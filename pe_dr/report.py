@@ -14,7 +14,7 @@ from pe_dr import __version__
 from pe_dr.oracles.checks import CheckResult
 from pe_dr.secrets import scrub
 
-MEASUREMENTS = ("rto_seconds", "replication_lag_seconds", "failback_seconds")
+MEASUREMENTS = ("rto_seconds", "replication_lag_seconds", "failback_seconds", "rpo_seconds")
 
 
 def utc_now() -> str:
@@ -202,6 +202,7 @@ class DrillReport:
                 f"| {FIGURE_NAMES[str(row['figure'])]} | {_secs(row['seconds'])} "
                 f"| {_secs(row['budget'])} | {_secs(row['margin'])} |"
             )
+        lines += self._stores()
         lines += ["", "## Checks", "", "| check | verdict | what it saw |", "|---|---|---|"]
         for c in self.checks:
             verdict = "pass" if c["passed"] else "**FAIL**"
@@ -221,6 +222,36 @@ class DrillReport:
                 lines.append(f"- error: {_cell(self.error)}")
         return scrub("\n".join(lines) + "\n")
 
+    def _stores(self) -> list[str]:
+        """The replicated stores side by side, from the failover drill's replica check."""
+        check = next((c for c in self.checks if c["name"] == "replica_serves"), None)
+        evidence = check["evidence"] if check else None
+        stores = evidence.get("stores") if isinstance(evidence, dict) else None
+        if not isinstance(stores, dict) or not stores:
+            return []
+        lines = [
+            "",
+            "## Stores (RPO)",
+            "",
+            "| store | marker on replica | written before halt | reached replica after | RPO "
+            "| replication PE reports |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, s in stores.items():
+            if not isinstance(s, dict):
+                continue
+            rpo = _secs(s.get("rpo_seconds"))
+            if s.get("rpo_seconds") is None and s.get("rpo_at_least_s") is not None:
+                rpo = "≥ " + _secs(s.get("rpo_at_least_s"))
+            told = s.get("replication_reported")
+            said = ", ".join(f"{k} {v}" for k, v in told.items()) if isinstance(told, dict) else "—"
+            lines.append(
+                f"| {name} | {'yes' if s.get('marker_on_replica') else '**no**'} "
+                f"| {_secs(s.get('written_before_halt_s'))} "
+                f"| {_secs(s.get('reached_replica_after_s'))} | {rpo} | {_cell(said)} |"
+            )
+        return lines
+
     def chapters(self) -> list[tuple[str, list[StepRecord]]]:
         """The steps grouped by chapter, in the order the chapters started."""
         grouped: dict[str, list[StepRecord]] = {}
@@ -233,6 +264,7 @@ FIGURE_NAMES = {
     "rto_seconds": "RTO",
     "replication_lag_seconds": "replication lag",
     "failback_seconds": "failback",
+    "rpo_seconds": "RPO",
 }
 
 

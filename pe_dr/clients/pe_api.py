@@ -155,6 +155,36 @@ class PEClient(ApiClient):
             json={"role_id": role_id, "user_ids": list(user_ids)},
         )
 
+    def create_role(self, display_name: str, description: str) -> int:
+        """A role with no permissions and no members (POST /rbac-api/v1/roles: 201 Created, its
+        Location the new role; DA-2018.1 rbac_api_v1_user_role.md); its id."""
+        response = send(
+            self._http,
+            "POST",
+            self._url(RBAC_PORT, "/rbac-api/v1/roles"),
+            service=self._service("RBAC API", RBAC_PORT),
+            json={
+                "display_name": display_name,
+                "description": description,
+                "permissions": [],
+                "user_ids": [],
+                "group_ids": [],
+            },
+        )
+        return int(_created_id(response, self.server, "role"))
+
+    def delete_role(self, role_id: int) -> bool:
+        """Delete a role (DELETE /rbac-api/v1/roles/<id>: 200, same source); False when there
+        was none (404)."""
+        response = send(
+            self._http,
+            "DELETE",
+            self._url(RBAC_PORT, f"/rbac-api/v1/roles/{int(role_id)}"),
+            service=self._service("RBAC API", RBAC_PORT),
+            accept=(404,),
+        )
+        return response.status_code != 404
+
     def password_reset_token(self, user_id: str) -> str:
         """A single-use password reset token (POST /rbac-api/v1/users/<id>/password/reset)."""
         response = send(
@@ -188,6 +218,31 @@ class PEClient(ApiClient):
             if group.get("name") == name:
                 return group
         raise PermanentError(f"the classifier on {self.server} has no node group named {name!r}")
+
+    def create_group(self, group: Mapping[str, Any]) -> str:
+        """Create a node group (POST /classifier-api/v1/groups, DA-2018.1 groups_endpoint.md: the
+        classifier picks the id; 303 See Other, its Location the new group); its id."""
+        response = send(
+            self._http,
+            "POST",
+            self._url(CLASSIFIER_PORT, "/classifier-api/v1/groups"),
+            service=self._service("classifier API", CLASSIFIER_PORT),
+            accept=(303,),
+            json=dict(group),
+        )
+        return _created_id(response, self.server, "node group")
+
+    def delete_group(self, group_id: str) -> bool:
+        """Delete a node group (DELETE /classifier-api/v1/groups/<id>, groups_endpoint.md);
+        False when there was none (404)."""
+        response = send(
+            self._http,
+            "DELETE",
+            self._url(CLASSIFIER_PORT, f"/classifier-api/v1/groups/{quote(group_id, safe='')}"),
+            service=self._service("classifier API", CLASSIFIER_PORT),
+            accept=(404,),
+        )
+        return response.status_code != 404
 
     def update_group(self, group_id: str, delta: Mapping[str, Any]) -> dict[str, Any]:
         """Apply a delta to a group (POST /classifier-api/v1/groups/<id>); the updated group."""
@@ -323,9 +378,23 @@ class PEClient(ApiClient):
         )
         return list(answer or [])
 
+    def fact(self, certname: str, name: str) -> list[dict[str, Any]]:
+        """The rows of one fact of one node (GET /pdb/query/v4/facts; puppetdb
+        documentation/api/query/v4/facts.markdown: `certname`, `name`, `value`, `environment`)."""
+        return self.pdb_query("facts", ["and", ["=", "certname", certname], ["=", "name", name]])
+
     def latest_report(self, certname: str) -> dict[str, Any] | None:
         """The latest report of `certname` (incl. `producer`, `configuration_version`), or None."""
         reports = self.pdb_query(
             "reports", ["and", ["=", "certname", certname], ["=", "latest_report?", True]]
         )
         return reports[0] if reports else None
+
+
+def _created_id(response: httpx.Response, server: str, what: str) -> str:
+    """The id at the end of the Location a 303 (or 201) names."""
+    location = response.headers.get("location", "").rstrip("/")
+    ident = location.rsplit("/", 1)[-1] if location else ""
+    if not ident:
+        raise PermanentError(f"{server} created a {what} without saying where (no Location)")
+    return ident

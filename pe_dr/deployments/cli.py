@@ -22,6 +22,7 @@ from pe_dr.deployments import commands as deployment_commands
 from pe_dr.errors import ConfigError
 from pe_dr.flows.params import Budgets
 from pe_dr.lab.spec import LabSpec, load_spec
+from pe_dr.report import FIGURE_NAMES
 from pe_dr.secrets import scrub
 
 EXIT_PASSED, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -288,9 +289,7 @@ def _stopped(stop: interrupts.Stop, elapsed: float, roots: list[str], record: An
 
 def _figures(report: Any) -> None:
     for row in report.figures():
-        label = {"rto_seconds": "RTO", "replication_lag_seconds": "replication lag"}.get(
-            row["figure"], "failback"
-        )
+        label = FIGURE_NAMES.get(str(row["figure"]), str(row["figure"]))
         value, budget, margin = row["seconds"], row["budget"], row["margin"]
         line = "—" if value is None else f"{value:.2f} s"
         if value is not None and budget is not None:

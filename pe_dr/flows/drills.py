@@ -23,7 +23,7 @@ from pe_dr.flows.params import (
 )
 from pe_dr.lab.spec import LabSpec
 from pe_dr.steps import vms as vms_steps
-from pe_dr.tasks import checks, code_manager, replica, vms
+from pe_dr.tasks import checks, code_manager, markers, replica, vms
 from pe_dr.tasks.common import named
 from pe_dr.tasks.lab import require_lab_state, restore_primary
 
@@ -76,18 +76,58 @@ def fail_over_and_back(
     require_lab_state(spec, "failover_drill", running=both, code_manager=True, replica=True)
     checks.check_failover_ready(spec)
     approve(f"halt {primary} (the failover drill starts it again after)")
-    # Uncommitted on failure: a Retry halts the primary again rather than resuming mid-outage.
-    # Rolled back, whatever stopped it (a failed check, the halt itself, a stop signal), by the
-    # halt's undo: the primary started again (restore_primary_first is the crash's backstop).
-    with transaction() as txn:
-        txn.on_rollback_hooks.append(lambda _txn: bring_primary_back(spec))
-        down_at = named(vms.halt_vm, "halt-primary")(spec, primary, confirm)
-        checks.check_primary_down(spec)
-        rto = checks.measure_failover(spec, down_at, budgets.rto_seconds, poll)
-        up_at = named(vms.start_vm, "start-primary")(spec, primary)
-        back = checks.measure_failback(spec, up_at, budgets.failback_seconds, poll)
-    checks.check_steady_state(spec, budget_seconds=budgets.steady_state_seconds, poll_interval=poll)
-    return {"rto_seconds": rto.seconds, "failback_seconds": back.seconds}
+    try:
+        marks = markers.write_markers(
+            spec, run_id=marker_id(), budget_seconds=budgets.rpo_seconds, poll_interval=poll
+        )
+        if marks.removed_before:
+            left = ", ".join(marks.removed_before)
+            note(f"replaced markers an earlier drill or attempt left: {left}")
+        # Uncommitted on failure: a Retry halts the primary again rather than resuming
+        # mid-outage. Rolled back, whatever stopped it (a failed check, the halt itself, a stop
+        # signal), by the halt's undo: the primary started again (restore_primary_first is the
+        # crash's backstop).
+        with transaction() as txn:
+            txn.on_rollback_hooks.append(lambda _txn: bring_primary_back(spec))
+            down_at = named(vms.halt_vm, "halt-primary")(spec, primary, confirm)
+            checks.check_primary_down(spec)
+            # before any agent run on the replica replaces the agent's facts there
+            served = markers.check_replica_serves(
+                spec, markers=marks, halted_at=down_at, budget_seconds=budgets.rpo_seconds
+            )
+            rto = checks.measure_failover(spec, down_at, budgets.rto_seconds, poll)
+            up_at = named(vms.start_vm, "start-primary")(spec, primary)
+            back = checks.measure_failback(spec, up_at, budgets.failback_seconds, poll)
+        checks.check_steady_state(
+            spec, budget_seconds=budgets.steady_state_seconds, poll_interval=poll
+        )
+    except Exception:
+        remove_the_markers(spec)
+        raise
+    except BaseException:  # a stop signal: the next attempt's write-markers replaces them
+        note("the failover drill was stopped: its markers are removed by the next drill or Retry")
+        raise
+    remove_the_markers(spec)
+    return {
+        "rto_seconds": rto.seconds,
+        "failback_seconds": back.seconds,
+        "rpo_seconds": served.seconds,
+    }
+
+
+def remove_the_markers(spec: LabSpec) -> None:
+    """Clean-up on success and failure (under a stop signal it is left to the next attempt, whose
+    write-markers removes what this one left). Never raises: what stopped the drill is the story."""
+    if interrupts.current() is not None:
+        note("the failover drill was stopped: its markers are removed by the next drill or Retry")
+        return
+    try:
+        removed = markers.remove_markers(spec)
+    except Exception as exc:
+        note(f"removing the failover drill's markers failed: {exc} (the next drill removes them)")
+        return
+    if removed:
+        note("removed the failover drill's markers: " + ", ".join(removed))
 
 
 def bring_primary_back(spec: LabSpec) -> None:

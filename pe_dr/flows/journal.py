@@ -47,6 +47,7 @@ FIGURES = {
     "replication": "replication_lag_seconds",
     "failover": "rto_seconds",
     "failback": "failback_seconds",
+    "replica_serves": "rpo_seconds",
 }
 
 

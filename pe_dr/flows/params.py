@@ -107,6 +107,15 @@ class Budgets(BaseModel):
             description="After failback → every PE service running, no error alert.",
         ),
     ] = 600.0
+    rpo_seconds: Annotated[
+        float,
+        Field(
+            gt=0,
+            title="RPO budget (s)",
+            description="Worst store: a write on the primary → served by the replica (what a "
+            "lost primary would lose).",
+        ),
+    ] = 300.0
     promotion_seconds: Annotated[
         float,
         Field(

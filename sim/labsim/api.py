@@ -70,6 +70,7 @@ async def pe_handle(lab: Lab, vm: VM, port: int, req: Request) -> Response:
     if op is None:
         return _err(404, "not-found", f"not found: {path}")
     detail = f"{req.method} {req.raw_path}"
+    lab.replication.record(lab)
     if lab.fault(op, vm.name, detail):
         return _err(
             503,
@@ -97,6 +98,7 @@ async def pe_handle(lab: Lab, vm: VM, port: int, req: Request) -> Response:
             resp = puppetserver(lab, vm, req)
     except (ValueError, KeyError, TypeError) as exc:
         resp = _err(400, "malformed-request", f"malformed request: {exc}")
+    lab.replication.record(lab)  # a write is stamped with its own time
     if op not in ("api.puppetserver",):
         outcome = (
             "ok" if resp.status < 400 else ("refused" if resp.status in (401, 403) else "failed")
@@ -124,6 +126,9 @@ def _alerts(lab: Lab, vm: VM, service: str) -> list[dict[str, str]]:
         "orchestrator-service": "Orchestrator",
     }
     inactive = pe.replica and lab.faults.has("db-replication-inactive")
+    store = {"classifier-service": "classifier", "rbac-service": "rbac"}.get(service)
+    if store and pe.replica and lab.faults.has_store(store, "broken"):
+        inactive = True
     if vm.name == pe.primary and inactive and service in labels:
         return [
             {
@@ -141,6 +146,22 @@ def _alerts(lab: Lab, vm: VM, service: str) -> list[dict[str, str]]:
             }
         ]
     return []
+
+
+def _service_status(lab: Lab, vm: VM, service: str) -> dict[str, Any]:
+    """A service's `status`: database replication `{mode, status}` on the classifier and RBAC
+    services (PDF-2021.7.1 p.436-440; peadm spec/fixtures/infrastatus.json), PuppetDB's
+    `sync_status.state` (same fixture: `idle`)."""
+    pe = lab.pe
+    if pe is None or not pe.replica or not pe.replica_enabled or pe.promoted:
+        return {}
+    store = {"classifier-service": "classifier", "rbac-service": "rbac"}.get(service)
+    mode = "source" if vm.name == pe.primary else "replica"
+    if store:
+        return {"replication": {"mode": mode, "status": lab.replication.status(lab, store)}}
+    if service == "puppetdb-service":
+        return {"sync_status": {"state": "idle"}}
+    return {}
 
 
 def status_api(lab: Lab, vm: VM, port: int, req: Request) -> Response:
@@ -184,7 +205,7 @@ def status_api(lab: Lab, vm: VM, port: int, req: Request) -> Response:
                 "service_status_version": 1,
                 "detail_level": req.query.get("level", "info"),
                 "state": state(n),
-                "status": {},
+                "status": _service_status(lab, vm, n),
                 "active_alerts": _alerts(lab, vm, n),
             }
         code = 200 if all(e["state"] == "running" for e in out.values()) else 503
@@ -206,6 +227,24 @@ def _auth(lab: Lab, req: Request) -> dict[str, Any] | None:
 
 def _read_only(lab: Lab, vm: VM) -> bool:
     return lab.pe is not None and vm.name != lab.pe.primary
+
+
+def _rbac_data(lab: Lab, vm: VM) -> dict[str, Any]:
+    """What RBAC serves on `vm`: the primary's own, or the replica's replicated copy."""
+    pe = lab.pe
+    assert pe is not None
+    if _read_only(lab, vm) and pe.replica_enabled and not pe.promoted:
+        return lab.replication.view(lab, "rbac")
+    return {"users": pe.users, "role_members": pe.role_members, "roles": pe.custom_roles}
+
+
+def _groups(lab: Lab, vm: VM) -> list[dict[str, Any]]:
+    """The node groups the classifier serves on `vm` (the replica's replicated copy there)."""
+    pe = lab.pe
+    assert pe is not None
+    if _read_only(lab, vm) and pe.replica_enabled and not pe.promoted:
+        return list(lab.replication.view(lab, "classifier").get("groups", []))
+    return pe.groups
 
 
 def _public_user(u: dict[str, Any]) -> dict[str, Any]:
@@ -255,10 +294,12 @@ def rbac(lab: Lab, vm: VM, req: Request) -> Response:
     caller = _auth(lab, req)
     if caller is None:
         return _token_invalid()
+    data = _rbac_data(lab, vm)
     if path in ("/rbac-api/v1/users", "/rbac-api/v2/users") and m == "GET":
-        users = [_public_user(u) for u in pe.users.values()]
+        members: dict[Any, list[str]] = data["role_members"]
+        users = [_public_user(u) for u in data["users"].values()]
         for u in users:
-            u["role_ids"] = sorted(pe.user_roles(pe.users[u["id"]]))
+            u["role_ids"] = sorted(int(r) for r, ids in members.items() if u["id"] in ids)
         if path.startswith("/rbac-api/v2"):
             f = req.query.get("filter", "").strip('"')
             return Response.json({"users": [u for u in users if f in u["login"]]})
@@ -305,11 +346,50 @@ def rbac(lab: Lab, vm: VM, req: Request) -> Response:
                 {
                     **r,
                     "permissions": [],
-                    "user_ids": list(pe.role_members.get(r["id"], [])),
+                    "user_ids": list(
+                        data["role_members"].get(r["id"], data["role_members"].get(str(r["id"])))
+                        or []
+                    ),
                     "group_ids": [],
                 }
             )
+        roles += list(data["roles"].values())
         return Response.json(roles)
+    if path == "/rbac-api/v1/roles" and m == "POST":
+        # POST /roles: 201 Created, Location the new role (DA-2018.1 rbac_api_v1_user_role.md)
+        if _read_only(lab, vm):
+            return _err(403, "puppetlabs.rbac/read-only", "RBAC is read-only on a replica")
+        if not pe.is_admin(caller):
+            return _err(403, "puppetlabs.rbac/permission-denied", "Permission denied")
+        body = req.json()
+        name = body.get("display_name", "")
+        taken = {r["display_name"] for r in ROLES} | {
+            r["display_name"] for r in pe.custom_roles.values()
+        }
+        if not name or name in taken:
+            return _err(409, "conflict", f"A role named {name!r} already exists.")
+        rid = max([r["id"] for r in ROLES] + [r["id"] for r in pe.custom_roles.values()]) + 1
+        pe.custom_roles[str(rid)] = {
+            "id": rid,
+            "display_name": name,
+            "description": body.get("description", ""),
+            "permissions": list(body.get("permissions", [])),
+            "user_ids": list(body.get("user_ids", [])),
+            "group_ids": list(body.get("group_ids", [])),
+        }
+        return Response(201, b"", {"Location": f"/rbac-api/v1/roles/{rid}"})
+    mm = re.fullmatch(r"/rbac-api/v1/roles/(\d+)", path)
+    if mm and m == "GET":
+        found = data["roles"].get(mm.group(1))
+        return Response.json(found) if found else _err(404, "not-found", "no such role")
+    if mm and m == "DELETE":
+        if _read_only(lab, vm):
+            return _err(403, "puppetlabs.rbac/read-only", "RBAC is read-only on a replica")
+        if not pe.is_admin(caller):
+            return _err(403, "puppetlabs.rbac/permission-denied", "Permission denied")
+        if pe.custom_roles.pop(mm.group(1), None) is None:
+            return _err(404, "not-found", "no such role")
+        return Response(200)  # DELETE /roles/<rid>: 200 OK (same source)
     if path == "/rbac-api/v1/command/roles/add-users" and m == "POST":
         if _read_only(lab, vm) or not pe.is_admin(caller):
             return _err(403, "puppetlabs.rbac/permission-denied", "Permission denied")
@@ -411,14 +491,53 @@ def classifier(lab: Lab, vm: VM, req: Request) -> Response:
         return _token_invalid()
     path, m = req.path, req.method
     if path == "/classifier-api/v1/groups" and m == "GET":
-        return Response.json(pe.groups)
+        return Response.json(_groups(lab, vm))
+    if path == "/classifier-api/v1/groups" and m == "POST":
+        # POST /v1/groups: the classifier picks the id; 303 See Other, Location the new group
+        # (DA-2018.1 groups_endpoint.md)
+        if _read_only(lab, vm):
+            return _err(403, "read-only", "The classifier is read-only on a replica.")
+        body = req.json()
+        if not body.get("name") or not body.get("parent") or "classes" not in body:
+            return _err(400, "schema-violation", "name, parent and classes are required")
+        if any(x["name"] == body["name"] for x in pe.groups):
+            return _err(422, "uniqueness-violation", f"A group named {body['name']!r} exists.")
+        if not any(x["id"] == body["parent"] for x in pe.groups):
+            return _err(422, "missing-parent", f"The parent {body['parent']} does not exist.")
+        gid = str(uuid.uuid4())
+        pe.groups.append(
+            {
+                "name": body["name"],
+                "id": gid,
+                "description": body.get("description", ""),
+                "environment": body.get("environment", "production"),
+                "environment_trumps": bool(body.get("environment_trumps", False)),
+                "parent": body["parent"],
+                "rule": body.get("rule"),
+                "classes": body.get("classes") or {},
+                "config_data": body.get("config_data") or {},
+                "variables": body.get("variables") or {},
+                "deleted": {},
+                "last_edited": now_iso(),
+                "serial_number": 1,
+            }
+        )
+        return Response(303, b"", {"Location": f"/classifier-api/v1/groups/{gid}"})
     mm = re.fullmatch(r"/classifier-api/v1/groups/([0-9a-f-]+)", path)
     if mm:
-        g = next((x for x in pe.groups if x["id"] == mm.group(1)), None)
+        g = next((x for x in _groups(lab, vm) if x["id"] == mm.group(1)), None)
         if g is None:
             return _err(404, "not-found", f"The group with id {mm.group(1)} does not exist.")
         if m == "GET":
             return Response.json(g)
+        if m == "DELETE":
+            # DELETE /v1/groups/<id>: 204; refused while it has children (groups_endpoint.md)
+            if _read_only(lab, vm):
+                return _err(403, "read-only", "The classifier is read-only on a replica.")
+            if any(x["parent"] == g["id"] and x["id"] != g["id"] for x in pe.groups):
+                return _err(422, "children-present", "The group has children.")
+            pe.groups = [x for x in pe.groups if x["id"] != g["id"]]
+            return Response(204)
         if m == "POST":
             if _read_only(lab, vm):
                 return _err(403, "read-only", "The classifier is read-only on a replica.")
@@ -723,18 +842,46 @@ async def orchestrator(lab: Lab, vm: VM, req: Request) -> Response:
     return _err(404, "not-found", f"no route {m} {path}")
 
 
+def _pdb_data(lab: Lab, vm: VM) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The reports and factsets PuppetDB on `vm` holds. The replica's PuppetDB holds what its sync
+    pulled from the primary's and what was written to it (PuppetDB HA is multi-master:
+    puppetdb documentation/ha-guide.markdown); the primary's pull from the replica is modelled as
+    immediate."""
+    pe = lab.pe
+    assert pe is not None
+    if not (_read_only(lab, vm) and pe.replica_enabled and not pe.promoted):
+        return pe.reports, pe.facts
+    pulled = lab.replication.view(lab, "puppetdb")
+    own = [r for r in pe.reports if r.get("_stored_on") == vm.name]
+    reports = sorted(
+        [*pulled.get("reports", []), *own], key=lambda r: str(r.get("receive_time", ""))
+    )
+    facts = dict(pulled.get("facts", {}))
+    for certname, factset in pe.facts.items():
+        if factset.get("_stored_on") == vm.name and str(factset["timestamp"]) >= str(
+            facts.get(certname, {}).get("timestamp", "")
+        ):
+            facts[certname] = factset
+    return reports, facts
+
+
+def _public(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if not k.startswith("_")}
+
+
 def puppetdb(lab: Lab, vm: VM, req: Request) -> Response:
     pe = lab.pe
     assert pe is not None
     if _auth(lab, req) is None:
         return _token_invalid()
     path = req.path
+    all_reports, factsets = _pdb_data(lab, vm)
     if path == "/pdb/query/v4/reports" or path.startswith("/pdb/query/v4/reports"):
-        reports = list(pe.reports)
+        reports = list(all_reports)
         q = req.query.get("query")
         if q:
             try:
-                reports = [r for r in reports if _pql(json.loads(q), r, reports)]
+                reports = [r for r in reports if _pql(json.loads(q), r, all_reports)]
             except (ValueError, TypeError):
                 return Response.text("Invalid query", 400)
         order = req.query.get("order_by")
@@ -743,9 +890,24 @@ def puppetdb(lab: Lab, vm: VM, req: Request) -> Response:
         limit = req.query.get("limit")
         if limit:
             reports = reports[: int(limit)]
-        return Response.json(reports)
+        return Response.json([_public(r) for r in reports])
+    if path == "/pdb/query/v4/facts":
+        # one row per fact: certname, name, value, environment
+        # (puppetdb documentation/api/query/v4/facts.markdown)
+        rows = [
+            {"certname": c, "name": n, "value": v, "environment": f.get("environment")}
+            for c, f in factsets.items()
+            for n, v in f.get("values", {}).items()
+        ]
+        q = req.query.get("query")
+        if q:
+            try:
+                rows = [r for r in rows if _pql(json.loads(q), r, [])]
+            except (ValueError, TypeError):
+                return Response.text("Invalid query", 400)
+        return Response.json(rows)
     if path == "/pdb/query/v4/producers":
-        return Response.json([{"name": n} for n in sorted({r["producer"] for r in pe.reports})])
+        return Response.json([{"name": n} for n in sorted({r["producer"] for r in all_reports})])
     if path == "/pdb/query/v4/nodes":
         return Response.json(
             [{"certname": n, "deactivated": None, "expired": None} for n in pe.nodes]
@@ -782,6 +944,17 @@ def puppetserver(lab: Lab, vm: VM, req: Request) -> Response:
     if mm and req.method in ("POST", "GET"):
         certname = mm.group(1)
         env = req.query.get("environment", "production")
+        submitted = req.json().get("facts") if req.body else None
+        if isinstance(submitted, dict):
+            # the server stores the facts the agent sent with its catalog request in PuppetDB
+            # (replace facts: puppetdb documentation/api/command/v1/commands.markdown)
+            pe.facts[certname] = {
+                "values": submitted,
+                "environment": env,
+                "producer": vm.name,
+                "timestamp": now_iso(),
+                "_stored_on": vm.name,
+            }
         node = lab.vm_by_host(certname)
         infra = node is not None and node.role in ("primary", "replica")
         params = pe.agent_params(infra)
@@ -802,6 +975,7 @@ def puppetserver(lab: Lab, vm: VM, req: Request) -> Response:
         report = req.json()
         report["receive_time"] = now_iso()
         report["producer"] = vm.name
+        report["_stored_on"] = vm.name
         pe.reports.append(report)
         lab.journal(
             vm.name,

@@ -5,6 +5,11 @@ Each fault models a way the real system breaks, with its source:
 * `replication:broken`, `replication:lag=N`: file sync to the replica fails or is late; with a lag
   every deploy reaches the replica N s after it was made, in order (PE file sync, PDF-2021.7.1
   p.830-831).
+* `replication:STORE=broken`, `replication:STORE=N` (STORE: classifier, rbac, puppetdb): one
+  replicated store stops replicating, or reaches the replica N s late (labsim/replication.py has
+  each store's source). A broken classifier or RBAC replication is also reported as PE reports it
+  (`status.replication.status: inactive`, an error alert: peadm spec/fixtures/infrastatus.json);
+  what PE's status says of a failing PuppetDB sync is not in our sources, so labsim says nothing.
 * `failover:broken`: the replica is missing from the agents' server_list, as a bad
   classification of PE Agent / PE Infrastructure Agent would leave it (PDF-2021.7.1 p.271-277).
 * `replica:unhealthy`: a replica service raises an error-severity alert while its state stays
@@ -103,6 +108,11 @@ def parse_fault(spec: str) -> Fault:
     m = re.fullmatch(rf"agent:fact-error(?:=({_VM}))?", text)
     if m:
         return Fault(text, "fact-error", vm=m.group(1) or "")
+    m = re.fullmatch(r"replication:(classifier|rbac|puppetdb)=(broken|\d+(?:\.\d+)?)", text)
+    if m:
+        if m.group(2) == "broken":
+            return Fault(text, "store-broken", op=m.group(1))
+        return Fault(text, "store-lag", op=m.group(1), seconds=float(m.group(2)))
     m = re.fullmatch(r"replication:lag=(\d+(?:\.\d+)?)", text)
     if m:
         return Fault(text, "replication-lag", seconds=float(m.group(1)))
@@ -150,6 +160,14 @@ class FaultTable:
 
     def lag(self) -> float | None:
         lags = [f.seconds for f in self.faults if f.kind == "replication-lag"]
+        return max(lags) if lags else None
+
+    def has_store(self, store: str, what: str) -> bool:
+        """A `replication:STORE=broken` fault (what="broken") for `store`."""
+        return any(f.kind == f"store-{what}" and f.op == store for f in self.faults)
+
+    def store_lag(self, store: str) -> float | None:
+        lags = [f.seconds for f in self.faults if f.kind == "store-lag" and f.op == store]
         return max(lags) if lags else None
 
     def should_fail(self, op: str, vm: str) -> bool:

@@ -24,6 +24,7 @@ import asyncssh
 from labsim import pki
 from labsim.faults import FaultTable, parse_fault
 from labsim.http import HTTPServer
+from labsim.replication import Replication
 from labsim.state import GitLabState, PEState, now_iso
 from labsim.vfs import VMFS
 
@@ -126,6 +127,7 @@ class Lab:
         self.gitlab_port: int = int(cfg.get("gitlab_http_port", 80))
         self.pe: PEState | None = None
         self.gitlab: GitLabState | None = None
+        self.replication = Replication()
         self.gitlab_secrets: list[str] = []
         self.vms: dict[str, VM] = {}
         # A fresh workstation has no box; `vagrant box add` or the first `vagrant up` fetches it.
@@ -721,6 +723,8 @@ class Lab:
         if self.faults.has("halt-ignored", n):
             self.journal(n, "vagrant.halt", "ok", "halt ignored (fault): VM keeps serving")
             return 0
+        if self.pe is not None and n == self.pe.primary:
+            self.replication.mark_down()
         vm.serving = False
         await self.reconcile(vm)
         how = (

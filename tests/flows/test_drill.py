@@ -142,6 +142,10 @@ def test_on_a_built_lab_setup_only_looks(
             "replica.vm is missing from PE Agent's classified server_list",
             {},
         ),
+        # one store's database replication broken: PE says so for that store alone, and the
+        # health check sees it before anything is halted (tests/flows/test_rpo.py: the failover
+        # drill alone catches it on the replica)
+        ("replication:rbac=broken", "health", "'Database replication for RBAC is inactive'", {}),
     ],
 )
 def test_a_broken_lab_fails_the_drill_at_the_right_check(

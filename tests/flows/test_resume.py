@@ -326,7 +326,13 @@ def test_a_signal_to_the_drill_mid_failover_stops_it_cleanly_and_retry_completes
     if phase == "failback":
         assert (under_way, status) == ("measure-failback", "interrupted"), steps[-6:]
         assert ("measure-failover", "completed") in steps, steps
-    failover = {"halt-primary", "check-primary-down", "measure-failover", "start-primary"}
+    failover = {
+        "halt-primary",
+        "check-primary-down",
+        "check-replica-serves",
+        "measure-failover",
+        "start-primary",
+    }
     assert under_way in failover | {"measure-failback"}, steps[-6:]
     assert status == "interrupted" or (status == "completed" and under_way != "measure-failback")
     assert [name for name, st in steps if st == "interrupted"] in ([under_way], []), steps

@@ -51,6 +51,20 @@ def test_fault_specs_parse_and_reject() -> None:
             parse_fault(bad)
 
 
+def test_per_store_replication_faults_parse_and_name_their_store() -> None:
+    from labsim.faults import FaultTable
+
+    table = FaultTable()
+    table.add(parse_fault("replication:classifier=broken"))
+    table.add(parse_fault("replication:puppetdb=2.5"))
+    assert table.has_store("classifier", "broken") and not table.has_store("rbac", "broken")
+    assert table.store_lag("puppetdb") == 2.5 and table.store_lag("classifier") is None
+    assert table.lag() is None, "a store's lag is not file sync's"
+    for bad in ("replication:activity=broken", "replication:rbac=", "replication:rbac=slow"):
+        with pytest.raises(FaultSpecError):
+            parse_fault(bad)
+
+
 def test_cli_usage_errors_exit_2(tmp_path: Path) -> None:
     proc = subprocess.run(
         [*LABSIM, "up", "--state", str(tmp_path), "--fault", "bogus"],

@@ -40,6 +40,7 @@ def test_passed_when_every_step_and_check_passed(tmp_path: Path) -> None:
         "rto_seconds": 12.5,
         "replication_lag_seconds": None,
         "failback_seconds": None,
+        "rpo_seconds": None,
     }
     assert data["lab"] == {"name": "lab"}
     assert "prefect" in data["versions"]
@@ -190,3 +191,34 @@ def test_a_run_called_off_before_it_acted_is_cancelled_not_failed(tmp_path: Path
     markdown = report.to_markdown()
     assert markdown.startswith("# DR drill CANCELLED")
     assert "**Called off:** rejected in the Prefect UI: change freeze" in markdown
+
+
+def test_the_markdown_shows_the_replicated_stores_side_by_side() -> None:
+    report = _report()
+    stores = {
+        "classifier": {
+            "marker_on_replica": True,
+            "written_before_halt_s": 2.0,
+            "reached_replica_after_s": 0.4,
+            "rpo_seconds": 0.4,
+            "rpo_at_least_s": None,
+            "replication_reported": {"mode": "replica", "status": "running"},
+        },
+        "puppetdb": {
+            "marker_on_replica": False,
+            "written_before_halt_s": 1.5,
+            "reached_replica_after_s": None,
+            "rpo_seconds": None,
+            "rpo_at_least_s": 1.5,
+            "replication_reported": {"state": "idle"},
+        },
+    }
+    report.add_check(CheckResult("replica_serves", False, "stale", {"stores": stores}))
+    text = report.to_markdown()
+    assert "## Stores (RPO)" in text
+    assert "| classifier | yes | 2.0 s | 0.4 s | 0.4 s | mode replica, status running |" in text
+    assert "| puppetdb | **no** | 1.5 s | — | ≥ 1.5 s | state idle |" in text
+
+
+def test_no_store_table_without_the_replica_check() -> None:
+    assert "## Stores" not in _report().to_markdown()

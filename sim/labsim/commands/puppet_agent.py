@@ -202,7 +202,12 @@ async def agent_run(lab: Lab, vm: VM, noop: bool, override: str | None) -> tuple
     assert chosen is not None
     host, port, target = chosen
     body = json.dumps(
-        {"noop": noop, "environment": "production", "transaction_uuid": str(uuid.uuid4())}
+        {
+            "noop": noop,
+            "environment": "production",
+            "transaction_uuid": str(uuid.uuid4()),
+            "facts": _facts(vm),
+        }
     ).encode()
     log("Info", "Using environment 'production'")
     log("Info", "Retrieving pluginfacts")
@@ -288,6 +293,32 @@ async def agent_run(lab: Lab, vm: VM, noop: bool, override: str | None) -> tuple
     except (OSError, TimeoutError):
         log("Error", "Could not send report: Connection refused")
     return (2 if changed else 0), "".join(log.out), "".join(log.err)
+
+
+FACTS_D = "/etc/puppetlabs/facter/facts.d"
+
+
+def _facts(vm: VM) -> dict[str, Any]:
+    """The facts a run sends with its catalog request: a few core facts and the external facts of
+    facts.d, JSON files (key: value) and text files (key=value) (Facter's external facts)."""
+    facts: dict[str, Any] = {"certname": vm.name, "fqdn": vm.name, "hostname": vm.short}
+    folder = vm.fs.host(FACTS_D)
+    if folder.is_dir():
+        for path in sorted(folder.iterdir()):
+            text = path.read_text(errors="replace")
+            if path.suffix == ".json":
+                try:
+                    found = json.loads(text)
+                except ValueError:
+                    continue
+                if isinstance(found, dict):
+                    facts.update(found)
+            elif path.suffix == ".txt":
+                for line in text.splitlines():
+                    key, sep, value = line.partition("=")
+                    if sep and key.strip():
+                        facts[key.strip()] = value.strip()
+    return facts
 
 
 def _apply(lab: Lab, vm: VM, catalog: dict[str, Any], dry: bool = False) -> bool:

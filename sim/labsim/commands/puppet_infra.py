@@ -325,9 +325,11 @@ def status_entries(lab: Lab) -> list[dict[str, Any]]:
         alerts: list[dict[str, str]] = []
         label = DB_REPLICATED.get(typ) or ("Orchestrator" if typ == "orchestrator" else None)
         if up and pe.replica and pe.replica_enabled and label and status is not None:
-            replication = "inactive" if inactive else "running"
+            # replication:classifier|rbac=broken: that database's replication alone
+            broken = inactive or lab.faults.has_store(typ, "broken")
+            replication = "inactive" if broken else "running"
             status["replication"] = {"mode": "source", "status": replication}
-            if inactive:
+            if broken:
                 alerts.append(
                     {
                         "severity": "error",
@@ -366,7 +368,8 @@ def status_entries(lab: Lab) -> list[dict[str, Any]]:
             status = {"state": "running"} if up else None
             alerts = []
             if up and svc in DB_REPLICATED and status is not None:
-                replication = "inactive" if inactive else "running"
+                broken = inactive or lab.faults.has_store(svc, "broken")
+                replication = "inactive" if broken else "running"
                 status["replication"] = {"mode": "replica", "status": replication}
             if up and unhealthy and svc == "puppetdb":
                 # the alert's shape is PE's; its text is labsim's own

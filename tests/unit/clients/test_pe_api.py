@@ -634,3 +634,56 @@ def test_401_with_an_expired_token_says_authentication_failed(fake: FakePE, pe: 
     )
     assert TOKEN not in message
     assert not caught.value.transient
+
+
+def test_create_group_posts_the_group_and_returns_the_id_from_location(
+    fake: FakePE, pe: PEClient
+) -> None:
+    gid = "2c5a2b28-1f6b-4e43-9b1e-6d3f7c1a0b11"
+    fake.on(
+        "POST",
+        4433,
+        "/classifier-api/v1/groups",
+        httpx.Response(303, headers={"Location": f"/classifier-api/v1/groups/{gid}"}),
+    )
+    assert pe.create_group({"name": "g", "parent": "p"}) == gid
+    assert fake.last_json() == {"name": "g", "parent": "p"}
+
+
+def test_a_creation_without_location_is_a_permanent_error(fake: FakePE, pe: PEClient) -> None:
+    fake.on("POST", 4433, "/rbac-api/v1/roles", httpx.Response(201))
+    with pytest.raises(PermanentError, match="without saying where"):
+        pe.create_role("r", "d")
+
+
+def test_create_role_has_no_permissions_and_no_members(fake: FakePE, pe: PEClient) -> None:
+    fake.on(
+        "POST",
+        4433,
+        "/rbac-api/v1/roles",
+        httpx.Response(201, headers={"Location": "/rbac-api/v1/roles/7"}),
+    )
+    assert pe.create_role("pe-dr-drill marker x", "tagged") == 7
+    body = fake.last_json()
+    assert body["permissions"] == [] and body["user_ids"] == [] and body["group_ids"] == []
+
+
+def test_deleting_what_is_gone_is_false_and_other_errors_raise(fake: FakePE, pe: PEClient) -> None:
+    fake.on("DELETE", 4433, "/rbac-api/v1/roles/7", httpx.Response(404, json={"kind": "x"}))
+    assert pe.delete_role(7) is False
+    fake.on("DELETE", 4433, "/classifier-api/v1/groups/g1", httpx.Response(204))
+    assert pe.delete_group("g1") is True
+    fake.on("DELETE", 4433, "/classifier-api/v1/groups/g2", httpx.Response(422, json={}))
+    with pytest.raises(ApiError):
+        pe.delete_group("g2")
+
+
+def test_fact_queries_one_fact_of_one_node(fake: FakePE, pe: PEClient) -> None:
+    rows = [{"certname": "linux.vm", "name": "pe_dr_marker", "value": "m"}]
+    fake.on("GET", 8081, "/pdb/query/v4/facts", httpx.Response(200, json=rows))
+    assert pe.fact("linux.vm", "pe_dr_marker") == rows
+    assert json.loads(fake.last.url.params["query"]) == [
+        "and",
+        ["=", "certname", "linux.vm"],
+        ["=", "name", "pe_dr_marker"],
+    ]
