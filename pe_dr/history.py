@@ -40,9 +40,9 @@ class Drill:
             "date": self.date,
             "flow_run": self.flow_run,
             "verdict": self.verdict,
+            "failed_check": self.failed_check,
         }
         row.update({key: self.figures.get(key) for key in MEASUREMENTS})
-        row["failed_check"] = self.failed_check
         row["failed_step"] = self.failed_step
         row.update({_budget_column(key): self.budgets.get(key) for key in MEASUREMENTS})
         row["lab"] = self.lab
@@ -111,7 +111,7 @@ def drill_of(record: DrillReport, *, lab: str, flow_run: str) -> Drill:
         lab=lab,
         flow_run_id=record.flow_run_id,
         flow_run=flow_run,
-        date=record.started_at,
+        date=_moment(record.started_at).strftime("%Y-%m-%dT%H:%M:%SZ"),
         verdict=record.status,
         figures={key: record.measurements.get(key) for key in MEASUREMENTS},
         budgets={key: record.budgets.get(key) for key in MEASUREMENTS},
@@ -237,7 +237,7 @@ def chart_svg(drills: Sequence[Drill], *, title: str = "") -> bytes:
 
     matplotlib.use("Agg")  # never a display
     from matplotlib.backends.backend_svg import FigureCanvasSVG
-    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+    from matplotlib.dates import AutoDateLocator, DateFormatter
     from matplotlib.figure import Figure
 
     style: Any = {"svg.fonttype": "none", "svg.hashsalt": "pe-dr-history"}  # text; stable ids
@@ -249,9 +249,11 @@ def chart_svg(drills: Sequence[Drill], *, title: str = "") -> bytes:
         dates = [_moment(d.date) for d in drills]
         for ax, key in zip(axes, MEASUREMENTS, strict=True):
             _panel(ax, key, drills, dates)
-        locator = AutoDateLocator()
-        axes[-1].xaxis.set_major_locator(locator)
-        axes[-1].xaxis.set_major_formatter(ConciseDateFormatter(locator))
+        axes[-1].xaxis.set_major_locator(AutoDateLocator(maxticks=8))
+        same_day = len({t.date() for t in dates}) <= 1
+        axes[-1].xaxis.set_major_formatter(DateFormatter("%H:%M" if same_day else "%Y-%m-%d"))
+        if same_day and dates:
+            axes[-1].set_xlabel(f"{dates[0]:%Y-%m-%d} (UTC)")
         if title:
             figure.suptitle(title)
         out = io.BytesIO()

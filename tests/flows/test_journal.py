@@ -191,7 +191,7 @@ def _history_of_three_drills(
     )
     again = drills[retried.flow_run_id]
     assert again.verdict == "passed", "the Retry's outcome replaced the failed attempt's"
-    assert again.date == retried.started_at, "the retried drill keeps the date it began"
+    assert again.date[:19] == retried.started_at[:19], "the retried drill keeps the date it began"
     everything = drill_history.read()
     assert [d.flow_run_id for d in everything].count(retried.flow_run_id) == 1
 

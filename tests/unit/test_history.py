@@ -7,6 +7,8 @@ import base64
 import dataclasses
 import re
 
+import pytest
+
 from pe_dr import history
 from pe_dr.history import Drill
 from pe_dr.oracles.checks import CheckResult
@@ -183,12 +185,27 @@ def test_the_summary_counts_the_verdicts() -> None:
     assert history.summary([]) == "no drills on record"
 
 
+THREE = [
+    _drill("r1", "2026-10-01", rto=38.0),
+    _drill("r2", "2026-11-01", "failed", rto=None, lag=310.0, failed_check="replication"),
+    _drill("r3", "2026-12-01", rto=41.0),
+]
+
+
+def test_the_trend_embeds_the_chart_and_says_how_this_drill_compares() -> None:
+    svg = b"<svg>the chart</svg>"
+    markdown = history.trend_markdown(THREE, svg, table_key="dr-drill-history-lab-a")
+    (uri,) = re.findall(r"\(data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)\)", markdown)
+    assert base64.b64decode(uri) == svg, "the artifact embeds the chart itself"
+    assert "(2026-12-01, flow run `name-r3`): **PASSED**" in markdown
+    assert "- RTO 41 s, 3 s slower than the last drill that measured it (2026-10-01)" in markdown
+    assert "3 drills of lab lab-a since 2026-10-01: 1 failed, 2 passed." in markdown
+    assert "`dr-drill-history-lab-a`" in markdown
+
+
+@pytest.mark.slow  # matplotlib's import: seconds on a busy machine
 def test_the_chart_draws_the_three_series_beside_their_budgets() -> None:
-    drills = [
-        _drill("r1", "2026-10-01", rto=38.0),
-        _drill("r2", "2026-11-01", "failed", rto=None, lag=310.0, failed_check="replication"),
-        _drill("r3", "2026-12-01", rto=41.0),
-    ]
+    drills = THREE
     svg = history.chart_svg(drills, title="DR drills of lab lab-a").decode()
     for key in ("rto_seconds", "replication_lag_seconds", "failback_seconds"):
         assert f'id="series-{key}"' in svg, key
@@ -197,8 +214,4 @@ def test_the_chart_draws_the_three_series_beside_their_budgets() -> None:
     rto = re.search(r'<g id="series-rto_seconds">\s*<path d="([^"]+)"', svg)
     assert rto is not None and rto.group(1).count("L") == 1, "two points, one segment"
     assert "DR drills of lab lab-a" in svg and "budget (900 s)" in svg
-    markdown = history.trend_markdown(drills, svg.encode(), table_key="dr-drill-history-lab-a")
-    (uri,) = re.findall(r"\(data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)\)", markdown)
-    assert base64.b64decode(uri).decode() == svg, "the artifact embeds the chart itself"
-    assert "**FAILED**" not in markdown and "**PASSED**" in markdown
-    assert "- RTO 41 s, 3 s slower than the last drill that measured it (2026-10-01)" in markdown
+    assert svg.count("<text") > 10, "labels are text (svg.fonttype none)"
