@@ -251,7 +251,7 @@ def chart_svg(drills: Sequence[Drill], *, title: str = "") -> bytes:
             _panel(ax, key, drills, dates)
         axes[-1].xaxis.set_major_locator(AutoDateLocator(maxticks=8))
         same_day = len({t.date() for t in dates}) <= 1
-        axes[-1].xaxis.set_major_formatter(DateFormatter("%H:%M" if same_day else "%Y-%m-%d"))
+        axes[-1].xaxis.set_major_formatter(DateFormatter("%H:%M:%S" if same_day else "%Y-%m-%d"))
         if same_day and dates:
             axes[-1].set_xlabel(f"{dates[0]:%Y-%m-%d} (UTC)")
         if title:
