@@ -7,17 +7,19 @@ Why artifacts and not the drills' journals read back from their flow runs (journ
 
 - An artifact lives in the Prefect database itself (SQLite or PostgreSQL), beside the flow runs.
   A journal's figures come from the check tasks' results, which live on result storage: a
-  laptop asking the team's server may not read the worker's disk, and result retention may
-  have removed them. The table is what the UI shows, so the command line and the UI agree.
+  laptop asking the team's server may not read the worker's disk. The table is what the UI
+  shows, so the command line and the UI agree.
 - One paged query answers for every drill; reading journals costs a dozen calls and the
   result reads of every check, per drill.
 
 Each version of the table is written by one drill's run (Prefect links it to that run) and
 holds the whole history, but the history is rebuilt from each version's own row only, the row
 of the run that wrote it: a copy of an older row in a newer version is never trusted over its
-own run's word, and a Retry's version replaces the failed attempt's row (a retried drill counts
-once, with its latest outcome and the date it began). Drills that ended without reaching their
-close (the process killed outright) and drills run before this version have no row.
+own run's word; a Retry's version replaces the failed attempt's row (a retried drill counts
+once, with its latest outcome and the date it began); two drills closing at once cannot lose
+each other's row (the table one of them shows may lack the other's until the next drill).
+Drills that ended without reaching their close (the process killed outright) and drills run
+before this version have no row.
 """
 
 from __future__ import annotations
