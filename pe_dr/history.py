@@ -11,7 +11,7 @@ import base64
 import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pe_dr.report import FIGURE_NAMES, MEASUREMENTS, DrillReport
@@ -249,6 +249,9 @@ def chart_svg(drills: Sequence[Drill], *, title: str = "") -> bytes:
         dates = [_moment(d.date) for d in drills]
         for ax, key in zip(axes, MEASUREMENTS, strict=True):
             _panel(ax, key, drills, dates)
+        if dates:  # a minute either side at least: drills seconds apart get a readable axis
+            pad = max((max(dates) - min(dates)) / 20, timedelta(minutes=1))
+            axes[-1].set_xlim(min(dates) - pad, max(dates) + pad)
         axes[-1].xaxis.set_major_locator(AutoDateLocator(maxticks=8))
         same_day = len({t.date() for t in dates}) <= 1
         axes[-1].xaxis.set_major_formatter(DateFormatter("%H:%M:%S" if same_day else "%Y-%m-%d"))
@@ -298,7 +301,8 @@ def _panel(ax: Any, key: str, drills: Sequence[Drill], dates: list[datetime]) ->
     if not measured:
         ax.text(0.5, 0.5, "not measured yet", transform=ax.transAxes, ha="center")
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper left", fontsize="small")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper left", fontsize="small")
 
 
 def data_uri(svg: bytes) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import re
+import warnings
 
 import pytest
 
@@ -215,3 +216,19 @@ def test_the_chart_draws_the_three_series_beside_their_budgets() -> None:
     assert rto is not None and rto.group(1).count("L") == 1, "two points, one segment"
     assert "DR drills of lab lab-a" in svg and "budget (900 s)" in svg
     assert svg.count("<text") > 10, "labels are text (svg.fonttype none)"
+
+
+@pytest.mark.slow  # matplotlib's import: seconds on a busy machine
+def test_the_chart_draws_drills_seconds_apart_and_a_single_unmeasured_one_without_warnings() -> (
+    None
+):
+    apart = [
+        dataclasses.replace(_drill(f"r{i}", "2026-12-01"), date=f"2026-12-01T03:00:0{i}Z")
+        for i in range(3)
+    ]
+    unmeasured = [_drill("r9", "2026-12-01", "failed", rto=None, lag=None, failback=None)]
+    unmeasured[0] = dataclasses.replace(unmeasured[0], budgets={})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib's complaints about the axis or the legend
+        assert b'id="series-rto_seconds"' in history.chart_svg(apart)
+        assert b"not measured yet" in history.chart_svg(unmeasured)
