@@ -219,16 +219,13 @@ def test_the_chart_draws_the_three_series_beside_their_budgets() -> None:
 
 
 @pytest.mark.slow  # matplotlib's import: seconds on a busy machine
-def test_the_chart_draws_drills_seconds_apart_and_a_single_unmeasured_one_without_warnings() -> (
-    None
-):
-    apart = [
-        dataclasses.replace(_drill(f"r{i}", "2026-12-01"), date=f"2026-12-01T03:00:0{i}Z")
-        for i in range(3)
-    ]
+def test_the_chart_of_one_drill_or_of_drills_minutes_apart_draws_without_warnings() -> None:
+    one = [_drill("r0", "2026-12-01")]
+    apart = [*one, dataclasses.replace(_drill("r1", "2026-12-01"), date="2026-12-01T03:03:20Z")]
     unmeasured = [_drill("r9", "2026-12-01", "failed", rto=None, lag=None, failback=None)]
     unmeasured[0] = dataclasses.replace(unmeasured[0], budgets={})
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # matplotlib's complaints about the axis or the legend
-        assert b'id="series-rto_seconds"' in history.chart_svg(apart)
+        for drills in (one, apart):
+            assert b'id="series-rto_seconds"' in history.chart_svg(drills)
         assert b"not measured yet" in history.chart_svg(unmeasured)
