@@ -252,7 +252,7 @@ def chart_svg(drills: Sequence[Drill], *, title: str = "") -> bytes:
         if dates:  # a minute either side at least: drills seconds apart get a readable axis
             pad = max((max(dates) - min(dates)) / 20, timedelta(minutes=1))
             axes[-1].set_xlim(min(dates) - pad, max(dates) + pad)
-        axes[-1].xaxis.set_major_locator(AutoDateLocator(maxticks=8))
+        axes[-1].xaxis.set_major_locator(AutoDateLocator(minticks=3, maxticks=8))
         same_day = len({t.date() for t in dates}) <= 1
         axes[-1].xaxis.set_major_formatter(DateFormatter("%H:%M:%S" if same_day else "%Y-%m-%d"))
         if same_day and dates:

@@ -222,10 +222,11 @@ def test_the_chart_draws_the_three_series_beside_their_budgets() -> None:
 def test_the_chart_of_one_drill_or_of_drills_minutes_apart_draws_without_warnings() -> None:
     one = [_drill("r0", "2026-12-01")]
     apart = [*one, dataclasses.replace(_drill("r1", "2026-12-01"), date="2026-12-01T03:03:20Z")]
+    closer = [*one, dataclasses.replace(_drill("r2", "2026-12-01"), date="2026-12-01T03:01:51Z")]
     unmeasured = [_drill("r9", "2026-12-01", "failed", rto=None, lag=None, failback=None)]
     unmeasured[0] = dataclasses.replace(unmeasured[0], budgets={})
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # matplotlib's complaints about the axis or the legend
-        for drills in (one, apart):
+        for drills in (one, apart, closer):
             assert b'id="series-rto_seconds"' in history.chart_svg(drills)
         assert b"not measured yet" in history.chart_svg(unmeasured)
