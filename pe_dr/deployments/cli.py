@@ -68,6 +68,14 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="retry a run still marked Running (its process was killed)",
     )
+    past = sub.add_parser(
+        "history",
+        help="one row per drill, read from the Prefect server (or the local database), and a "
+        "chart of RTO, replication lag and failback over time",
+    )
+    past.add_argument("--lab", metavar="NAME", help="the drills of this lab only")
+    past.add_argument("--chart", metavar="PATH", help="write the chart there (SVG)")
+    past.add_argument("--limit", type=int, default=None, metavar="N", help="the last N drills only")
     deployment_commands.add_parsers(sub)
     return parser
 
@@ -85,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return deployment_commands.dispatch(args)
         if args.command == "retry":
             return retry(args)
+        if args.command == "history":
+            return show_history(args)
     except (UsageError, ConfigError) as exc:
         for problem in getattr(exc, "problems", None) or [str(exc)]:
             print(f"pe-dr: {scrub(problem)}", file=sys.stderr)
@@ -346,6 +356,59 @@ def _summarize(args: argparse.Namespace, state: Any, elapsed: float) -> int:
     if error is not None and args.debug:
         raise error
     return EXIT_PASSED if passed else EXIT_FAILED
+
+
+# --- history -------------------------------------------------------------------------------
+
+
+def show_history(args: argparse.Namespace) -> int:
+    """The drills on record, oldest first, how the latest compares, and the chart when asked."""
+    from pe_dr import history
+
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit {args.limit}: must be 1 or more")
+    if args.lab is not None:
+        from pydantic import ValidationError
+
+        try:
+            LabSpec(name=args.lab)
+        except ValidationError:
+            raise UsageError(f"--lab {args.lab!r} is not a lab name") from None
+    chart = Path(args.chart) if args.chart else None
+    if chart is not None and not chart.parent.is_dir():
+        raise UsageError(f"--chart {args.chart}: {chart.parent} is not a folder")
+    _quiet_prefect_console(args.debug)
+    from prefect.settings import get_current_settings
+
+    from pe_dr.deployments import stopping
+    from pe_dr.flows import history as drill_history
+
+    stopping.start_local_server()
+    where = get_current_settings().api.url or "the local Prefect database"
+    drills = drill_history.read(args.lab)
+    if args.limit is not None:
+        drills = drills[-args.limit :]
+    if not drills:
+        whose = f"of lab {args.lab} " if args.lab else ""
+        print(f"  history  no drills {whose}on record at {where}")
+        return EXIT_PASSED
+    labs = sorted({d.lab for d in drills})
+    if chart is not None and len(labs) > 1:
+        raise UsageError(
+            f"--chart: drills of {len(labs)} labs ({', '.join(labs)}): name one with --lab"
+        )
+    print(f"  history  {history.summary(drills)} (from {where})")
+    print("")
+    for line in history.table(drills):
+        print(f"  {line}")
+    if len(labs) == 1:
+        print("")
+        for line in history.comparison(drills):
+            print(f"    trend  {line}")
+    if chart is not None:
+        chart.write_bytes(history.chart_svg(drills, title=f"DR drills of lab {labs[0]}"))
+        print(f"    chart  {chart}")
+    return EXIT_PASSED
 
 
 # --- retry ---------------------------------------------------------------------------------

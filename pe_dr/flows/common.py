@@ -23,6 +23,7 @@ from prefect.states import Cancelled, State
 
 from pe_dr import interrupts, polling
 from pe_dr.errors import CalledOff, PeDrError
+from pe_dr.flows import history as drill_history
 from pe_dr.flows import journal
 from pe_dr.flows.journal import note
 from pe_dr.flows.lab_lock import holding_lab
@@ -95,15 +96,18 @@ def run_chapter(
     report_dir: str | None = "reports",
     confirm: list[str] | tuple[str, ...] = (),
     promote: bool = False,
+    history: bool = False,
 ) -> R | DrillReport | State[Any]:
     """Run a flow's body. As a subflow: just the body. As a root run: pre-flight first (nothing
     acts on the lab until it passed), the lab's lock around the body, and the record read from
     Prefect at the end, written as the journal and returned (or attached, as `record`, to what
-    the run raises; a run called off before it acted returns a Cancelled state with it)."""
+    the run raises; a run called off before it acted returns a Cancelled state with it). With
+    `history`, the root run also publishes the lab's drill history and trend
+    (pe_dr.flows.history)."""
     spec = resolve_lab(lab)
     if root_flow_run_id() != str(flow_run.id):
         return body(spec)
-    return _run_root(flow_name, spec, body, report_dir, tuple(confirm), promote)
+    return _run_root(flow_name, spec, body, report_dir, tuple(confirm), promote, history)
 
 
 def _run_root(
@@ -113,6 +117,7 @@ def _run_root(
     report_dir: str | None,
     confirm: tuple[str, ...],
     promote: bool,
+    history: bool = False,
 ) -> DrillReport | State[Any]:
     from pe_dr.flows import preflight
 
@@ -122,6 +127,8 @@ def _run_root(
     progress_log.info("flow run  %s (resume it with: pe-dr retry %s)", run_id, run_id)
     tracker = Tracker(flow_name, planned=_planned(str(flow_run.flow_name), promote))
     tracker.start()
+    if history:
+        drill_history.warm_up()
     error: BaseException | None = None
     try:
         # The root run's heartbeats cover its subflows; a subflow's own heartbeat thread cost up
@@ -144,6 +151,11 @@ def _run_root(
     finally:
         with interrupts.shielded():
             record = _close(flow_name, spec, run_id, attempt_started, report_dir, error, tracker)
+            if history:
+                for line in drill_history.publish_quietly(
+                    record, lab=spec.name, flow_run=str(flow_run.name)
+                ):
+                    progress_log.info("    trend  %s", line)
             if error is not None:
                 error.record = record  # type: ignore[attr-defined]
     if isinstance(error, CalledOff):

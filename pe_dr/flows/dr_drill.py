@@ -68,4 +68,5 @@ def dr_drill(parameters: DrillParameters = DrillParameters()) -> Any:
         report_dir=parameters.report_dir,
         confirm=parameters.confirm,
         promote=parameters.promote,
+        history=True,
     )

@@ -376,3 +376,55 @@ def _logs_of(api: Api, run_id: str) -> list[str]:
     )
     response.raise_for_status()
     return [str(log["message"]) for log in response.json()]
+
+
+def test_pe_dr_history_reads_every_drill_from_the_server_on_postgresql(
+    server: PrefectServer, api: Api, worker: Worker, lab: LabHandle, tmp_path: Path
+) -> None:
+    """After the drills above (passed, failed, retried after a failure and after a stop): one
+    row per drill that closed, with the verdict of its latest report; a retried drill once."""
+    name = load_spec(lab.spec_path).name
+
+    def reports() -> dict[str, str]:
+        """Each flow run's latest dr-drill-report verdict (its description: 'dr-drill passed')."""
+        response = api.http.post(
+            "/artifacts/filter",
+            json={
+                "artifacts": {"key": {"any_": ["dr-drill-report"]}},
+                "sort": "CREATED_DESC",
+                "limit": 200,
+            },
+        )
+        response.raise_for_status()
+        latest: dict[str, str] = {}
+        for artifact in response.json():
+            flow, _, verdict = str(artifact["description"]).partition(" ")
+            if flow == "dr-drill":
+                latest.setdefault(str(artifact["flow_run_id"]), verdict)
+        return latest
+
+    if not reports():  # this test alone: one drill to read back
+        run_id = api.run("dr-drill/monthly", drill_parameters(tmp_path))
+        assert api.wait_final(run_id, timeout=180)["state"]["type"] == "COMPLETED"
+    expected = reports()
+    done = subprocess.run(  # (the chart is drawn from the same rows: tests/flows draws it)
+        [BIN / "pe-dr", "history", "--lab", name],
+        cwd=REPO,
+        env=server.env(**lab.env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line.split() for line in done.stdout.splitlines() if line.startswith("  20")]
+    shown = {row[3]: row[4] for row in rows}  # flow run id (first 8) -> verdict
+    assert len(rows) == len(expected), done.stdout
+    assert shown == {run[:8]: verdict for run, verdict in expected.items()}, done.stdout
+    retried = [r for r in expected if api.flow_run(r)["run_count"] >= 2]
+    if len(expected) > 1:
+        assert retried, "the drills above retried a run"
+    for run in retried:
+        assert shown[run[:8]] == "passed" == expected[run]
+    assert f"history  {len(expected)} drill" in done.stdout
+    assert "trend  RTO " in done.stdout

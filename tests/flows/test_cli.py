@@ -20,6 +20,9 @@ from pe_dr.deployments.cli import EXIT_USAGE, main
         (["drill", "--budget", "rto_seconds=0"], "must be more than 0 seconds"),
         (["drill", "--poll-interval", "0"], "more than 0 and at most 60"),
         (["drill", "--poll-interval", "61"], "more than 0 and at most 60"),
+        (["history", "--limit", "0"], "--limit 0: must be 1 or more"),
+        (["history", "--lab", "Lab_A"], "--lab 'Lab_A' is not a lab name"),
+        (["history", "--chart", "/nonexistent/trend.svg"], "/nonexistent is not a folder"),
     ],
 )
 def test_usage_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -5,16 +5,20 @@ as the replication check is (its pre-flight and the lab's lock) on the shared bu
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 from prefect import flow
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactCollectionFilter, ArtifactCollectionFilterKey
 from prefect.flow_engine import run_flow
 from prefect.states import Scheduled
 
 from labsim.testing import LabHandle
+from pe_dr.deployments import cli
+from pe_dr.flows import history as drill_history
 from pe_dr.flows import journal
 from pe_dr.flows.common import note, run_chapter
 from pe_dr.lab.live import Lab
@@ -63,7 +67,7 @@ def _drill_body(spec: LabSpec) -> None:
 
 @flow(name="journal-drill", persist_result=True)
 def drill(spec: LabSpec, report_dir: str) -> Any:
-    return run_chapter("replication-check", spec, _drill_body, report_dir=report_dir)
+    return run_chapter("replication-check", spec, _drill_body, report_dir=report_dir, history=True)
 
 
 @pytest.fixture
@@ -118,7 +122,11 @@ def test_a_passing_run_returns_its_record_read_from_prefect(
 
 
 def test_a_failed_check_is_journaled_with_its_evidence_and_a_retry_reuses_what_was_done(
-    spec: LabSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    spec: LabSpec,
+    lab: tuple[LabHandle, bool, DrillReport],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setitem(BROKEN, "replica", True)
     state = drill(spec, str(tmp_path), return_state=True)
@@ -157,3 +165,73 @@ def test_a_failed_check_is_journaled_with_its_evidence_and_a_retry_reuses_what_w
     assert len(by_step) == 4, "one row per step: the failed attempt's row is replaced"
     assert second.checks[0]["passed"] is True
     assert "attempt 2 of this flow run" in second.notes
+    _history_of_three_drills(spec, lab[2], first, tmp_path, monkeypatch, capsys)
+
+
+def _history_of_three_drills(
+    spec: LabSpec,
+    built: DrillReport,
+    retried: DrillReport,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The history in this Prefect database (SQLite): the drill that built the lab (passed),
+    one that failed and stays failed, and the retried one (failed, then passed), once."""
+    monkeypatch.setitem(BROKEN, "replica", True)
+    failed_state = drill(spec, str(tmp_path), return_state=True)
+    assert failed_state.is_failed()
+    failed = _record(failed_state)
+    drills = {d.flow_run_id: d for d in drill_history.read(spec.name)}
+    assert drills[built.flow_run_id].verdict == "passed"
+    assert drills[built.flow_run_id].figures["rto_seconds"] == built.measurements["rto_seconds"]
+    assert (drills[failed.flow_run_id].verdict, drills[failed.flow_run_id].failed_check) == (
+        "failed",
+        "replication",
+    )
+    again = drills[retried.flow_run_id]
+    assert again.verdict == "passed", "the Retry's outcome replaced the failed attempt's"
+    assert again.date[:19] == retried.started_at[:19], "the retried drill keeps the date it began"
+    everything = drill_history.read()
+    assert [d.flow_run_id for d in everything].count(retried.flow_run_id) == 1
+
+    # the artifacts the last drill published: the table newest first, the trend with its chart
+    with get_client(sync_client=True) as client:
+        table = client.read_latest_artifacts(
+            artifact_filter=ArtifactCollectionFilter(
+                key=ArtifactCollectionFilterKey(any_=[drill_history.table_key(spec.name)])
+            )
+        )
+        trend = client.read_latest_artifacts(
+            artifact_filter=ArtifactCollectionFilter(
+                key=ArtifactCollectionFilterKey(any_=[drill_history.trend_key(spec.name)])
+            )
+        )
+    rows = json.loads(str(table[0].data))
+    assert rows[0]["flow_run_id"] == failed.flow_run_id and rows[0]["verdict"] == "failed"
+    assert [r["flow_run_id"] for r in rows].count(retried.flow_run_id) == 1
+    assert str(trend[0].flow_run_id) == failed.flow_run_id
+    said = str(trend[0].data)
+    assert "**FAILED** at replication" in said and "data:image/svg+xml;base64," in said
+    assert "- RTO not measured (the drill failed at replication)" in said
+
+    # `pe-dr history`, in this process (the test server is its Prefect API)
+    monkeypatch.setattr(cli, "_quiet_prefect_console", lambda debug: None)
+    chart = tmp_path / "trend.svg"
+    capsys.readouterr()
+    assert cli.main(["history", "--lab", spec.name, "--chart", str(chart)]) == cli.EXIT_PASSED
+    out = capsys.readouterr().out
+    lines = {line.split()[3]: line.split() for line in out.splitlines() if "-" in line[:8]}
+    assert lines[built.flow_run_id[:8]][4] == "passed"
+    assert lines[failed.flow_run_id[:8]][4:] == ["failed", "—", "1.5", "s", "—", "replication"]
+    assert lines[retried.flow_run_id[:8]][4] == "passed"
+    assert "trend  RTO not measured (the drill failed at replication)" in out
+    assert f"chart  {chart}" in out
+    svg = chart.read_text()
+    for key in ("rto_seconds", "replication_lag_seconds", "failback_seconds"):
+        assert f'id="series-{key}"' in svg, key
+    capsys.readouterr()
+    assert cli.main(["history", "--lab", spec.name, "--limit", "1"]) == cli.EXIT_PASSED
+    assert "1 drill of lab" in capsys.readouterr().out
+    assert cli.main(["history", "--lab", "no-such-lab"]) == cli.EXIT_PASSED
+    assert "no drills of lab no-such-lab on record" in capsys.readouterr().out

@@ -1,0 +1,55 @@
+"""The history is rebuilt from each version of the table artifact's own row (the row of the run
+that wrote it), never from the copies of other runs' rows it also holds. Versions are plain
+objects shaped like Prefect's artifacts: no server."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+from typing import Any
+from uuid import uuid4
+
+from pe_dr.flows import history as drill_history
+from pe_dr.history import Drill, latest_per_run
+
+KEY = drill_history.table_key("lab-a")
+
+
+def _row(run: str, verdict: str, rto: float | None, lab: str = "lab-a") -> dict[str, object]:
+    return Drill(
+        lab=lab,
+        flow_run_id=run,
+        flow_run="x",
+        date="2026-12-01T03:00:00Z",
+        verdict=verdict,
+        figures={"rto_seconds": rto},
+    ).to_row()
+
+
+def _version(run: str, rows: list[dict[str, object]], key: str = KEY) -> Any:
+    return SimpleNamespace(id=uuid4(), key=key, flow_run_id=run, data=json.dumps(rows))
+
+
+def test_each_version_speaks_for_its_own_run_only() -> None:
+    a, b = str(uuid4()), str(uuid4())
+    versions = [
+        _version(a, [_row(a, "passed", 40.0)]),
+        # b's version holds a wrong copy of a's row: it is not a's word
+        _version(b, [_row(b, "failed", None), _row(a, "failed", 999.0)]),
+    ]
+    drills = latest_per_run(d for v in versions if (d := drill_history._own_row(v)) is not None)
+    assert [(d.flow_run_id, d.verdict, d.figures["rto_seconds"]) for d in drills] == [
+        (a, "passed", 40.0),
+        (b, "failed", None),
+    ]
+
+
+def test_a_version_without_its_own_row_or_of_another_lab_or_unreadable_gives_none() -> None:
+    a, b = str(uuid4()), str(uuid4())
+    assert drill_history._own_row(_version(a, [_row(b, "passed", 1.0)])) is None
+    other_lab = _version(a, [_row(a, "passed", 1.0, lab="lab-b")])
+    assert drill_history._own_row(other_lab) is None, "a row of lab-b under lab-a's key"
+    broken = SimpleNamespace(id=uuid4(), key=KEY, flow_run_id=a, data="{not json")
+    assert drill_history._own_row(broken) is None
+    no_run = SimpleNamespace(id=uuid4(), key=KEY, flow_run_id=None, data="[]")
+    assert drill_history._own_row(no_run) is None
