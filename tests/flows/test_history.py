@@ -15,12 +15,14 @@ from pe_dr.history import Drill, latest_per_run
 KEY = drill_history.table_key("lab-a")
 
 
-def _row(run: str, verdict: str, rto: float | None, lab: str = "lab-a") -> dict[str, object]:
+def _row(
+    run: str, verdict: str, rto: float | None, lab: str = "lab-a", date: str = "2026-12-01"
+) -> dict[str, object]:
     return Drill(
         lab=lab,
         flow_run_id=run,
         flow_run="x",
-        date="2026-12-01T03:00:00Z",
+        date=f"{date}T03:00:00Z",
         verdict=verdict,
         figures={"rto_seconds": rto},
     ).to_row()
@@ -35,7 +37,8 @@ def test_each_version_speaks_for_its_own_run_only() -> None:
     versions = [
         _version(a, [_row(a, "passed", 40.0)]),
         # b's version holds a wrong copy of a's row: it is not a's word
-        _version(b, [_row(b, "failed", None), _row(a, "failed", 999.0)]),
+        # (b began a day later: drills of one date are ordered by their random run ids)
+        _version(b, [_row(b, "failed", None, date="2026-12-02"), _row(a, "failed", 999.0)]),
     ]
     drills = latest_per_run(d for v in versions if (d := drill_history._own_row(v)) is not None)
     assert [(d.flow_run_id, d.verdict, d.figures["rto_seconds"]) for d in drills] == [
