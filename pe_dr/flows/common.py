@@ -197,6 +197,8 @@ def _close(
             interrupted=stop.name if stop else None,
             error=reason,
         )
+        if not record.lab:  # a run that took its lab from PE_DR_LAB_SPEC has none in its parameters
+            record.lab = spec.model_dump(mode="json")
     except Exception as exc:  # the API went away: what this process knows is still said
         record = DrillReport(flow=flow_name, flow_run_id=run_id, lab=spec.model_dump(mode="json"))
         record.started_at = attempt_started

@@ -22,9 +22,14 @@ Ops = Callable[..., list[dict[str, Any]]]
 def test_the_drill_builds_a_fresh_lab_and_passes(
     lab: tuple[LabHandle, bool, DrillReport], journal_ops: Ops
 ) -> None:
+    from pe_dr.lab.spec import load_spec
+
     handle, ok, report = lab
     data = report.to_dict()
     assert ok and data["status"] == "passed", data
+    # its lab came from PE_DR_LAB_SPEC, as a deployment's run takes it: the report still names it
+    assert data["lab"]["name"] == load_spec(handle.spec_path).name, data["lab"]
+    assert "Lab `None`" not in report.to_markdown()
     names = [s["name"] for s in data["steps"]]
     for step in (
         "vm-up primary.vm",
@@ -261,6 +266,19 @@ def test_after_failback_the_drill_waits_for_every_service_and_fails_if_one_never
         assert failure and failure["step"] == "check-steady-state", failure
         assert failure["check"] == "steady_state", failure
     assert checks["failback"]["passed"], "the failback itself was fine"
+
+
+def test_a_figure_over_its_budget_fails_its_check_even_when_the_first_look_sees_it(
+    built: LabHandle, tmp_path: Path, run_drill: Drill
+) -> None:
+    """The first agent run after the halt is served by the replica, yet later than the budget:
+    that is a failed RTO, not a pass (it was one: only a poll that did not see it checked the
+    deadline)."""
+    ok, report = run_drill(tmp_path, flow="failover_drill", budgets={"rto_seconds": 0.001})
+    failover = next(c for c in report.to_dict()["checks"] if c["name"] == "failover")
+    assert not ok and not failover["passed"], failover
+    assert "over its 0.001 s budget" in failover["detail"], failover
+    assert report.measurements["rto_seconds"] > 0.001, "the figure is kept, over its budget"
 
 
 def test_replication_lag_is_measured_at_least_as_long_as_the_lab_delays_it(
