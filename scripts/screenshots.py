@@ -7,9 +7,10 @@ all. About three minutes on 2 cores.
 
 Usage: .venv/bin/python scripts/screenshots.py [NAME ...]   (default: every page of PAGES)
 
-To add a page (e.g. the approval form of a paused run): write a function that takes the Scene
-(the server, the lab, the drills' run ids), does what the page needs (start and pause a run) and
-returns the UI path to shoot, and add a Page to PAGES.
+To add a page: write a function that takes the Scene (the server, the lab, the drills' run ids),
+does what the page needs and returns the UI path to shoot, and add a Page to PAGES. A page behind a
+click (the approval form of a paused run, behind its Resume button) names the button to click and
+a text to wait for; scripts/devtools.py drives Chromium over its DevTools protocol for it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import devtools  # scripts/devtools.py, beside this one
 import httpx
 
 if TYPE_CHECKING:
@@ -45,6 +47,7 @@ class Scene:
     env: dict[str, str]  # for Prefect clients and pe-dr against the server, and the lab
     lab: str  # the lab's name
     runs: dict[str, str] = field(default_factory=dict)  # drill -> flow run id
+    serving: subprocess.Popen[bytes] | None = None  # `pe-dr serve`, for the approval page
 
     def get(self, path: str, **params: Any) -> Any:
         response = httpx.get(f"{self.api}{path}", params=params, timeout=30)
@@ -77,6 +80,9 @@ class Page:
     out: Path
     path: Callable[[Scene], str]  # prepares what the page shows; returns the UI path
     size: tuple[int, int] = (1280, 1600)
+    click: str | None = None  # a button to click first (by its text) ...
+    shows: str | None = None  # ... and a text to wait for after it
+    done: Callable[[Scene], None] | None = None  # undoes what `path` started
 
 
 def report_page(scene: Scene) -> str:
@@ -96,10 +102,72 @@ def history_page(scene: Scene) -> str:
     return f"/artifacts/artifact/{scene.artifact_of(key, scene.runs['passed-again'])}"
 
 
+def approval_page(scene: Scene) -> str:
+    """The Resume form of a run that asks for approval before it halts the primary (served by
+    `pe-dr serve`; rejected after the shot, so nothing is halted)."""
+    serve_log = Path(tempfile.mkdtemp(prefix="pe-dr-serve-")) / "serve.log"
+    with serve_log.open("w") as out:
+        scene.serving = subprocess.Popen(
+            [BIN / "pe-dr", "serve"],
+            cwd=REPO,
+            env=scene.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            deployment = scene.get("/deployments/name/failover-drill/halt-primary")
+            break
+        except httpx.HTTPStatusError:
+            if time.monotonic() > deadline or scene.serving.poll() is not None:
+                tail = serve_log.read_text()[-3000:]
+                raise SystemExit(f"pe-dr serve did not start:\n{tail}") from None
+            time.sleep(1)
+    run = scene.post(
+        f"/deployments/{deployment['id']}/create_flow_run",
+        {"parameters": {"parameters": {"confirm": ["primary.vm"], "approval": "ask"}}},
+    )
+    scene.runs["asking"] = str(run["id"])
+    while scene.get(f"/flow_runs/{run['id']}")["state"]["type"] != "PAUSED":
+        if time.monotonic() > deadline + 300:
+            raise SystemExit("the run never asked for approval")
+        time.sleep(1)
+    return f"/runs/flow-run/{run['id']}"
+
+
+def approval_done(scene: Scene) -> None:
+    """Reject the asking run (nothing halted) and stop `pe-dr serve`."""
+    run = scene.runs["asking"]
+    scene.post(
+        f"/flow_runs/{run}/resume",
+        {"run_input": {"decision": "reject", "reason": "screenshot taken"}},
+    )
+    deadline = time.monotonic() + 120
+    final = ("CANCELLED", "FAILED", "COMPLETED")
+    while scene.get(f"/flow_runs/{run}")["state"]["type"] not in final:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    if scene.serving is not None:
+        os.killpg(scene.serving.pid, signal.SIGTERM)
+        scene.serving.wait(60)
+
+
 PAGES = [
     Page("report", DOCS / "report-artifact.png", report_page, (1280, 2200)),
     Page("trend", DOCS / "trend-artifact.png", trend_page, (1280, 1700)),
     Page("history", DOCS / "history-artifact.png", history_page, (1280, 800)),
+    Page(
+        "approval",
+        DOCS / "approval-form.png",
+        approval_page,
+        (1280, 1000),
+        click="Resume",
+        shows="Reason",
+        done=approval_done,
+    ),
 ]
 
 # the drills run on the lab, in order: (name, the lab's fault meanwhile, if any)
@@ -244,7 +312,21 @@ def main(argv: list[str]) -> int:
             print(said.stdout, end="")  # what the command line says of the same drills
             for page in wanted:
                 url = f"http://127.0.0.1:{port}{page.path(scene)}"
-                shoot(chromium, url, page.out, page.size, tmp / "chromium")
+                try:
+                    if page.click is None:
+                        shoot(chromium, url, page.out, page.size, tmp / "chromium")
+                    else:
+                        devtools.shoot(
+                            url,
+                            page.out,
+                            show=page.click,
+                            click=page.click,
+                            then_show=page.shows,
+                            size=page.size,
+                        )
+                finally:
+                    if page.done is not None:
+                        page.done(scene)
                 print(f"{page.name}: {url} -> {page.out.relative_to(REPO)}")
         return 0
     finally:
