@@ -6,11 +6,11 @@ UV_VERSION := 0.9.9
 
 .PHONY: venv drill test test-fast check bench clean
 
+# Bytecode is compiled once here: where PYTHONDONTWRITEBYTECODE is set (this CI), every process
+# (each Prefect server, flow run, pe-dr or labsim command) compiled all it imported, anew.
 $(BIN)/.synced: pyproject.toml sim/pyproject.toml uv.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	test -x $(BIN)/uv || $(BIN)/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	# Bytecode compiled once here: where PYTHONDONTWRITEBYTECODE is set (this CI), every process
-	# (each Prefect server, flow run, pe-dr or labsim command) compiled all it imports, anew.
 	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/uv sync --frozen --inexact --active --quiet --compile-bytecode
 	$(BIN)/python -m compileall -q -j 0 pe_dr sim/labsim
 	touch $@
