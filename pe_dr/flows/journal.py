@@ -111,6 +111,16 @@ def _budgets(run: FlowRun) -> dict[str, float]:
     return {key: float(getattr(budgets, key)) for key in MEASUREMENTS}
 
 
+def step_name(run: TaskRun) -> str:
+    """The step a task run is. A run cut short (a stop signal) before Prefect gave it its
+    task_run_name keeps Prefect's first name for it, `<task name>-<dynamic key[:3]>`
+    (prefect/tasks.py, task_engine.py), and the task's name is the step's."""
+    suffix = f"-{str(run.dynamic_key)[:3]}"
+    if run.dynamic_key and run.name.endswith(suffix):
+        return run.name[: -len(suffix)]
+    return run.name
+
+
 def _latest(task_runs: list[TaskRun], root: UUID) -> list[TaskRun]:
     """The latest run of each step, in the order they started; a subflow's place in its parent
     is not a step (its own steps are)."""
@@ -123,7 +133,7 @@ def _latest(task_runs: list[TaskRun], root: UUID) -> list[TaskRun]:
             continue
         if run.state.state_details.child_flow_run_id is not None:
             continue
-        key = (run.flow_run_id or root, run.name)
+        key = (run.flow_run_id or root, step_name(run))
         if key not in latest or _when(run) >= _when(latest[key]):
             latest[key] = run
     return sorted(latest.values(), key=_when)
@@ -191,7 +201,7 @@ def read(
                 report.measurements[figure] = check.seconds
         report.steps.append(
             StepRecord(
-                name=run.name,
+                name=step_name(run),
                 status=status,
                 started_at=_iso(run.start_time or _when(run)),
                 ended_at=_iso(run.end_time) or _iso(_when(run)),

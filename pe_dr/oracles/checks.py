@@ -389,10 +389,9 @@ def check_agent_on_both(lab: Lab, *, commit: str | None) -> CheckResult:
 AGENT_GROUP = "PE Agent"  # the node group agents take their server_list from
 
 
-def check_failover_ready(lab: Lab) -> CheckResult:
-    """Each agent's server_list names the replica, or failover cannot happen; and so does the
-    classification they take it from (the PE Agent group's puppet_enterprise::profile::agent,
-    PDF-2021.7.1 p.271-277), or the agents drop the replica at their next Puppet run."""
+def check_agents_server_list(lab: Lab) -> CheckResult:
+    """Each agent's own server_list (`puppet config print`) names the replica, or failover
+    cannot happen."""
     replica = lab.spec.replica.name
 
     def one(agent: str) -> CheckResult:
@@ -403,7 +402,15 @@ def check_failover_ready(lab: Lab) -> CheckResult:
             detail += f": {replica} is missing, so agents cannot fail over"
         return CheckResult("failover_ready", ok, detail, {"agent": agent, "server_list": servers})
 
-    agents = combine("failover_ready", fan_out(_agent_names(lab), one))
+    return combine("failover_ready", fan_out(_agent_names(lab), one))
+
+
+def check_failover_ready(lab: Lab) -> CheckResult:
+    """Each agent's server_list names the replica, and so does the classification they take it
+    from (the PE Agent group's puppet_enterprise::profile::agent, PDF-2021.7.1 p.271-277), or the
+    agents drop the replica at their next Puppet run."""
+    replica = lab.spec.replica.name
+    agents = check_agents_server_list(lab)
     if not agents.passed:
         return agents
     classified = agent_profile(lab, AGENT_GROUP).get("server_list")

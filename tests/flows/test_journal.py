@@ -223,12 +223,21 @@ def _history_of_three_drills(
     out = capsys.readouterr().out
     lines = {line.split()[3]: line.split() for line in out.splitlines() if "-" in line[:8]}
     assert lines[built.flow_run_id[:8]][4] == "passed"
-    assert lines[failed.flow_run_id[:8]][4:] == ["failed", "—", "1.5", "s", "—", "replication"]
+    # RTO, lag, failback, RPO, the failed check
+    assert lines[failed.flow_run_id[:8]][4:] == [
+        "failed",
+        "—",
+        "1.5",
+        "s",
+        "—",
+        "—",
+        "replication",
+    ]
     assert lines[retried.flow_run_id[:8]][4] == "passed"
     assert "trend  RTO not measured (the drill failed at replication)" in out
     assert f"chart  {chart}" in out
     svg = chart.read_text()
-    for key in ("rto_seconds", "replication_lag_seconds", "failback_seconds"):
+    for key in ("rto_seconds", "replication_lag_seconds", "failback_seconds", "rpo_seconds"):
         assert f'id="series-{key}"' in svg, key
     capsys.readouterr()
     assert cli.main(["history", "--lab", spec.name, "--limit", "1"]) == cli.EXIT_PASSED

@@ -42,7 +42,7 @@ from pe_dr.lab.live import Lab
 from pe_dr.oracles.checks import (
     CheckResult,
     check_agent_on_both,
-    check_failover_ready,
+    check_agents_server_list,
     wait_for_server,
 )
 
@@ -136,14 +136,15 @@ def test_the_agent_compiles_on_both_servers(real_puppet: RealPuppetLab, lab: Lab
 def test_failover_ready_reads_the_agents_real_server_list(
     real_puppet: RealPuppetLab, lab: Lab
 ) -> None:
-    """check_failover_ready reads `puppet config print server_list --section agent` from the real
-    agent: it passes with the replica in the list and fails, naming the gap, without it."""
+    """failover_ready's agent side reads `puppet config print server_list --section agent` from
+    the real agent: it passes with the replica in the list and fails, naming the gap, without it
+    (its other side, PE's classification, has no real PE here: labsim's tiers test it)."""
     real_puppet.arrange()
-    ready = check_failover_ready(lab)
+    ready = check_agents_server_list(lab)
     assert ready.passed, ready.detail
     assert _agent(ready.evidence)["server_list"] == EXPECTED_SERVERS
     real_puppet.arrange(server_list="primary.vm:8140")
-    not_ready = check_failover_ready(lab)
+    not_ready = check_agents_server_list(lab)
     assert not not_ready.passed
     assert _agent(not_ready.evidence)["server_list"] == ["primary.vm:8140"]
     assert "replica.vm is missing" in not_ready.detail, not_ready.detail
