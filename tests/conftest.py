@@ -6,11 +6,11 @@ PostgreSQL, Puppet: scripts/install-test-packages.sh installs them), and a skipp
 visible at the end of the run, not only in the `-ra` lines above it.
 
 Most of the suite waits (on labsim's modelled durations, on a JVM, on a Prefect server): on two
-workers it kept two cores 62 % busy, so `make test` runs three pytest-xdist workers, the three
-largest groups (the built-lab drills, the Prefect servers, the rest) one each; `--dist
-loadgroup` keeps each tier whose tests share a
-session fixture (the built lab, the real puppetservers on fixed loopback addresses, the PostgreSQL
-and Prefect servers) on one worker, so no fixture is built twice.
+workers it kept two cores 62 % busy, so `make test` runs three pytest-xdist workers, room for the
+two largest groups (the built-lab drills, the Prefect servers) and the rest side by side.
+`--dist loadgroup` keeps each tier whose tests share a session fixture (the built lab, the real
+puppetservers on fixed loopback addresses, the PostgreSQL and Prefect servers) on one worker, so
+no fixture is built twice.
 """
 
 from __future__ import annotations
