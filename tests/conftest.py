@@ -37,15 +37,12 @@ TIERS = {
 # "system": what changes the real machine (a login user for sshd in test_host; the real-Puppet
 # tier, which checks that nothing of the real system changed while it ran) runs on one worker.
 # The drill modules that never use the shared built lab get a group of their own, so that they
-# can run beside it (the drill tier is the suite's longest pole), and so does test_resume.py,
-# which builds a lab of its own when it lands on another worker (40 s, to halve the pole).
+# can run beside it (the drill tier is the suite's longest pole).
 GROUPS = {
     "flows/test_cli.py": "labsim-drill-own",
     "flows/test_lab_lock.py": "labsim-drill-own",
     "flows/test_promotion.py": "labsim-drill-own",
     "flows/test_task_policy.py": "labsim-drill-own",
-    # the stop-and-Retry drills are the longest module: beside the rest, on a lab of their own
-    "flows/test_resume.py": "labsim-drill-resume",
     "flows": "labsim-drill",
     "deployments": "prefect-servers",
     "real_puppet": "system",
