@@ -21,11 +21,10 @@ drill: venv
 	$(BIN)/labsim drill
 
 # Every tier, the real-Puppet one included; the script installs the Debian packages they need
-# when run as root, and otherwise names the missing ones (their tiers then skip). Three workers
-# on two cores: the suite waits more than it computes (a run on two used 62 % of the CPU).
+# when run as root, and otherwise names the missing ones (their tiers then skip).
 test: venv
 	scripts/install-test-packages.sh
-	$(BIN)/pytest -q -n 3 --dist loadgroup --durations=15
+	$(BIN)/pytest -q -n 2 --dist loadgroup --durations=15
 
 test-fast: venv
 	$(BIN)/pytest -q -m 'not slow'

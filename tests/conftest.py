@@ -1,16 +1,15 @@
 """Suite-wide: the closing summary names every test tier that skipped tests, and why; and the
-tiers that share an expensive fixture run on one worker each (`make test` runs three).
+tiers that share an expensive fixture run on one worker each (`make test` runs two).
 
 A tier is a folder of tests/; tests skip when what their tier needs is missing (root, OpenSSH,
 PostgreSQL, Puppet: scripts/install-test-packages.sh installs them), and a skipped tier must be
 visible at the end of the run, not only in the `-ra` lines above it.
 
-Most of the suite waits (on labsim's modelled durations, on a JVM, on a Prefect server): on two
-workers it kept two cores 62 % busy, so `make test` runs three pytest-xdist workers, room for the
-two largest groups (the built-lab drills, the Prefect servers) and the rest side by side.
-`--dist loadgroup` keeps each tier whose tests share a session fixture (the built lab, the real
-puppetservers on fixed loopback addresses, the PostgreSQL and Prefect servers) on one worker, so
-no fixture is built twice.
+Most of the suite waits (on labsim's modelled durations, on a JVM, on a Prefect server), so two
+pytest-xdist workers halve its wall time (three, tried, made the failover drills' stop tests
+flaky on two cores); `--dist loadgroup` keeps each tier whose tests share a session fixture (the
+built lab, the real puppetservers on fixed loopback addresses, the PostgreSQL and Prefect
+servers) on one worker, so no fixture is built twice.
 """
 
 from __future__ import annotations
