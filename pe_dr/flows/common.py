@@ -30,6 +30,7 @@ from pe_dr.flows.lab_lock import holding_lab
 from pe_dr.lab.spec import LabSpec, load_spec
 from pe_dr.report import DrillReport, utc_now
 from pe_dr.secrets import scrub
+from pe_dr.stdio import survive_closed_output
 from pe_dr.tasks.common import named, root_flow_run_id
 from pe_dr.tasks.progress import Tracker, progress_log, tracking
 
@@ -134,7 +135,8 @@ def _run_root(
         # The root run's heartbeats cover its subflows; a subflow's own heartbeat thread cost up
         # to a second at its end (Prefect joins a thread that sleeps in 1 s steps).
         with tracking(tracker), temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-            if deployment.id:  # run by a worker or `pe-dr serve`
+            if deployment.id:  # run by a worker or `pe-dr serve`, which may go first
+                survive_closed_output()
                 watch_parent(run_id)
             needs = preflight.needs_for(
                 flow_name, spec, confirm=confirm, promote=promote, report_dir=report_dir

@@ -22,6 +22,7 @@ from pe_dr.flows.params import (
     TeardownParameters,
 )
 from pe_dr.lab.spec import LabSpec
+from pe_dr.secrets import scrub
 from pe_dr.steps import vms as vms_steps
 from pe_dr.tasks import checks, code_manager, markers, replica, vms
 from pe_dr.tasks.common import named
@@ -149,7 +150,8 @@ def bring_primary_back(spec: LabSpec) -> None:
         except BaseException as exc:
             note(
                 f"the failover drill {why} while {primary} was down, and starting it again "
-                f"failed: {exc} (the next drill or Retry starts it first)"
+                f"failed: {type(exc).__name__}: {scrub(str(exc))} (the next drill or Retry starts "
+                "it first)"
             )
             return
     if outcome == "already running":
