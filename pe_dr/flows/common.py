@@ -8,6 +8,8 @@ reads the whole record from Prefect when it ends (pe_dr.flows.journal).
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import sys
 import threading
 import time
@@ -70,9 +72,6 @@ def watch_parent(run_id: str) -> None:
 
     A process worker that is stopped exits at once and leaves its flow runs running in their own
     sessions, unseen: nothing would record how they end if the machine went down next."""
-    import os
-    import signal
-
     parent = os.getppid()
 
     def watch() -> None:
@@ -107,7 +106,13 @@ def run_chapter(
     (pe_dr.flows.history)."""
     spec = resolve_lab(lab)
     if root_flow_run_id() != str(flow_run.id):
-        return body(spec)
+        try:
+            return body(spec)
+        except Exception as exc:
+            stop = as_stop(exc)
+            if stop is exc:
+                raise
+            raise stop from exc
     return _run_root(flow_name, spec, body, report_dir, tuple(confirm), promote, history)
 
 
@@ -148,8 +153,10 @@ def _run_root(
     except CalledOff as exc:  # approval rejected or not given: nothing acted on the lab
         error = exc
     except BaseException as exc:
-        error = exc
-        raise
+        error = as_stop(exc)
+        if error is exc:
+            raise
+        raise error from exc
     finally:
         with interrupts.shielded():
             record = _close(flow_name, spec, run_id, attempt_started, report_dir, error, tracker)
@@ -167,6 +174,19 @@ def _run_root(
         failed.record = record  # type: ignore[attr-defined]
         raise failed
     return record
+
+
+def as_stop(exc: BaseException) -> BaseException:
+    """What a run stopped by a signal raises, so that Prefect marks it Crashed (a Retry resumes it)
+    and not Failed: an error a signal caused (a SIGTERM landing as Prefect creates a task run
+    ends in its ValueError("Task run is not set")) is raised as that signal; any other `exc`
+    as itself."""
+    if not isinstance(exc, Exception):
+        return exc
+    signum = interrupts.signal_of(exc)
+    if signum is None:
+        return exc
+    return KeyboardInterrupt() if signum == signal.SIGINT else TerminationSignal(signal=signum)
 
 
 def _planned(flow_name: str, promote: bool) -> int | None:

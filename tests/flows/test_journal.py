@@ -6,17 +6,26 @@ as the replication check is (its pre-flight and the lab's lock) on the shared bu
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
 from prefect import flow
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactCollectionFilter, ArtifactCollectionFilterKey
+from prefect.client.schemas.filters import (
+    ArtifactCollectionFilter,
+    ArtifactCollectionFilterKey,
+    FlowRunFilter,
+    FlowRunFilterId,
+    FlowRunFilterParentFlowRunId,
+)
 from prefect.flow_engine import run_flow
 from prefect.states import Scheduled
 
 from labsim.testing import LabHandle
+from pe_dr import interrupts
 from pe_dr.deployments import cli
 from pe_dr.flows import history as drill_history
 from pe_dr.flows import journal
@@ -68,6 +77,24 @@ def _drill_body(spec: LabSpec) -> None:
 @flow(name="journal-drill", persist_result=True)
 def drill(spec: LabSpec, report_dir: str) -> Any:
     return run_chapter("replication-check", spec, _drill_body, report_dir=report_dir, history=True)
+
+
+def _stopped_body(spec: LabSpec) -> None:
+    named(look_task, "look-primary")(spec, "primary")
+    try:
+        raise KeyboardInterrupt  # Ctrl-C, as Prefect's engine creates the next task run ...
+    except KeyboardInterrupt:
+        raise ValueError("Task run is not set")  # noqa: B904 (... which it answers with this)
+
+
+@flow(name="journal-stopped-chapter", persist_result=True)
+def stopped_chapter(spec: LabSpec) -> Any:
+    return run_chapter("journal-stopped-chapter", spec, _stopped_body)
+
+
+@flow(name="journal-stopped", persist_result=True)
+def stopped_drill(spec: LabSpec, report_dir: str) -> Any:
+    return run_chapter("replication-check", spec, stopped_chapter, report_dir=report_dir)
 
 
 @pytest.fixture
@@ -244,3 +271,33 @@ def _history_of_three_drills(
     assert "1 drill of lab" in capsys.readouterr().out
     assert cli.main(["history", "--lab", "no-such-lab"]) == cli.EXIT_PASSED
     assert "no drills of lab no-such-lab on record" in capsys.readouterr().out
+
+
+def test_an_error_a_stop_signal_caused_ends_the_runs_crashed_and_journaled_interrupted(
+    spec: LabSpec, tmp_path: Path
+) -> None:
+    """Not Failed: a run a signal stopped is Crashed, in the UI as in the journal."""
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            stopped_drill(spec, str(tmp_path))
+    finally:
+        for sig, handler in handlers.items():  # the stop's clean-up absorbs later signals
+            signal.signal(sig, handler)
+        interrupts.reset()
+    (written,) = tmp_path.glob("drill-*.json")
+    record = json.loads(written.read_text())
+    assert (record["interrupted"], record["status"]) == ("SIGINT (Ctrl-C)", "interrupted")
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[UUID(record["flow_run_id"])])  # type: ignore[list-item]
+            )
+        )
+        chapters = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[UUID(record["flow_run_id"])])
+            )
+        )
+    assert [r.state_type.value for r in runs] == ["CRASHED"]
+    assert [r.state_type.value for r in chapters] == ["CRASHED"]
