@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from labsim.testing import LabHandle
+from pe_dr.deployments.catalog import catalog
 
 from .conftest import (
     BIN,
@@ -33,16 +34,8 @@ from .conftest import (
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
-BY_HAND = (
-    "lab-setup/bring-up",
-    "code-manager-setup/configure",
-    "replica-activation/enable-replica",
-    "replication-check/measure-lag",
-    "failover-drill/halt-primary",
-    "promotion/promote-replica",
-    "teardown/destroy-vms",
-    "dr-drill/on-demand",
-)
+# Served by `pe-dr serve`: the catalog (whose names tests/deployments/test_catalog.py spells out)
+BY_HAND = tuple(d.full_name for d in catalog() if d.cron is None)
 
 
 @contextlib.contextmanager
