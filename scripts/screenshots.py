@@ -9,9 +9,10 @@ each page of PAGES and stops it all. About three minutes on 2 cores (the run for
 Usage: .venv/bin/python scripts/screenshots.py [NAME ...]   (default: every page of PAGES)
 
 To add a page: write a function that takes the Scene (the server, the lab, the drills' run ids),
-does what the page needs and returns the UI path to shoot, and add a Page to PAGES. A page behind a
-click (the approval form of a paused run, behind its Resume button) names the button to click and
-a text to wait for; scripts/devtools.py drives Chromium over its DevTools protocol for it.
+does what the page needs and returns the UI path to shoot, and add a Page to PAGES. A page that
+fades in or sits behind a click (the approval form of a paused run, behind its Resume button)
+names a text to wait for, and the button to click and what it shows then; scripts/devtools.py
+drives Chromium over its DevTools protocol for it.
 """
 
 from __future__ import annotations
@@ -81,8 +82,9 @@ class Page:
     out: Path
     path: Callable[[Scene], str]  # prepares what the page shows; returns the UI path
     size: tuple[int, int] = (1280, 1600)
-    click: str | None = None  # a button to click first (by its text) ...
-    shows: str | None = None  # ... and a text to wait for after it
+    show: str | None = None  # a text to wait for (then the page is shot over DevTools) ...
+    click: str | None = None  # ... a button to click next (by its text) ...
+    then_show: str | None = None  # ... and a text to wait for after it
     done: Callable[[Scene], None] | None = None  # undoes what `path` started
     drills: bool = True  # shows what the drills left (else they are not run for it)
 
@@ -181,11 +183,13 @@ PAGES = [
         DOCS / "approval-form.png",
         approval_page,
         (1280, 1000),
+        show="Resume",
         click="Resume",
-        shows="Reason",
+        then_show="Reason",
         done=approval_done,
     ),
-    Page("run-form", DOCS / "run-form.png", run_form_page, drills=False),
+    # the form fades in: shot once its last field shows, not when Chromium's time budget ends
+    Page("run-form", DOCS / "run-form.png", run_form_page, show="RTO budget (s)", drills=False),
 ]
 
 # the drills run on the lab, in order: (name, the lab's fault meanwhile, if any)
@@ -332,15 +336,15 @@ def main(argv: list[str]) -> int:
             for page in wanted:
                 url = f"http://127.0.0.1:{port}{page.path(scene)}"
                 try:
-                    if page.click is None:
+                    if page.show is None:
                         shoot(chromium, url, page.out, page.size, tmp / "chromium")
                     else:
                         devtools.shoot(
                             url,
                             page.out,
-                            show=page.click,
+                            show=page.show,
                             click=page.click,
-                            then_show=page.shows,
+                            then_show=page.then_show,
                             size=page.size,
                         )
                 finally:
