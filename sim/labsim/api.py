@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import operator
 import re
 import secrets
 import ssl
@@ -686,11 +687,21 @@ def _branches(lab: Lab) -> set[str]:
     return set()
 
 
-async def run_job(lab: Lab, nodes: list[str], noop: bool, user: Any) -> dict[str, Any]:
+def next_job_id(lab: Lab) -> int:
     pe = lab.pe
     assert pe is not None
     pe.job_seq += 1
-    jid = pe.job_seq
+    return pe.job_seq
+
+
+async def run_job(
+    lab: Lab, nodes: list[str], noop: bool, user: Any, jid: int | None = None
+) -> dict[str, Any]:
+    """Run job `jid` (a new id when None) on `nodes` to its end."""
+    pe = lab.pe
+    assert pe is not None
+    if jid is None:
+        jid = next_job_id(lab)
     job: dict[str, Any] = {
         "id": jid,
         "name": str(jid),
@@ -805,9 +816,8 @@ async def orchestrator(lab: Lab, vm: VM, req: Request) -> Response:
             return _err(400, "puppetlabs.orchestrator/empty-target", "no target")
         if not nodes:
             return _err(400, "puppetlabs.orchestrator/empty-target", "the target is empty")
-        pe.job_seq += 0
-        jid = pe.job_seq + 1
-        lab.spawn(run_job(lab, nodes, bool(body.get("noop")), user))
+        jid = next_job_id(lab)  # answered now, whenever the job's task first runs
+        lab.spawn(run_job(lab, nodes, bool(body.get("noop")), user, jid))
         await asyncio.sleep(0)
         return Response.json({"job": {"id": f"{base}/jobs/{jid}", "name": str(jid)}}, 202)
     mm = re.fullmatch(r"/orchestrator/v1/jobs/(\d+)(/nodes)?", path)
@@ -915,6 +925,9 @@ def puppetdb(lab: Lab, vm: VM, req: Request) -> Response:
     return _err(404, "not-found", path)
 
 
+_ORDER = {">": operator.gt, "<": operator.lt, ">=": operator.ge, "<=": operator.le}
+
+
 def _pql(q: Any, r: dict[str, Any], all_reports: list[dict[str, Any]]) -> bool:
     op = q[0]
     if op == "and":
@@ -930,9 +943,11 @@ def _pql(q: Any, r: dict[str, Any], all_reports: list[dict[str, Any]]) -> bool:
         return r.get(q[1]) == q[2]
     if op == "~":
         return re.search(q[2], str(r.get(q[1], ""))) is not None
-    if op in (">", "<", ">=", "<="):
-        r.get(q[1])
-        return bool(eval(f"v {op} q[2]"))  # noqa: S307
+    if op in _ORDER:
+        # numbers and timestamps (ISO strings here); a field with no value matches none
+        # (https://puppet.com/docs/puppetdb/latest/ast.html, "> (greater than)")
+        value = r.get(q[1])
+        return value is not None and bool(_ORDER[op](value, q[2]))
     raise ValueError(f"unsupported operator {op}")
 
 
