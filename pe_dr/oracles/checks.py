@@ -5,6 +5,7 @@ A check never passes on missing evidence: no answer is a failure with the reason
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -499,16 +500,25 @@ def measure_failover(
     lab: Lab, since: float, budget_seconds: float, poll_interval: float
 ) -> CheckResult:
     """RTO: from the primary going down (`since`, an epoch time) to the first agent run served
-    by the replica."""
-    return wait_for_server(
+    by the replica, less the time the drill's own checks took between the two (that the
+    primary is down, what the replica serves): no agent was asked to run meanwhile, and a real
+    outage has no such pause, so counting it would overstate the RTO by the drill's own work."""
+    down = _monotonic(since)
+    paused = max(0.0, time.monotonic() - down)
+    result = wait_for_server(
         lab,
         name="failover",
         want=lab.spec.replica.name,
         forbid=lab.spec.primary.name,
-        since=_monotonic(since),
+        since=down + paused,
         budget_seconds=budget_seconds,
         poll_interval=poll_interval,
     )
+    evidence = {**result.evidence, "drill_checks_after_halt_seconds": round(paused, 3)}
+    detail = result.detail
+    if paused >= 0.05:
+        detail += f" (not counted: the drill's {paused:.1f} s of checks after the halt)"
+    return dataclasses.replace(result, detail=detail, evidence=evidence)
 
 
 def measure_failback(
