@@ -22,9 +22,10 @@ Each fault models a way the real system breaks, with its source:
   tutorial's: connections refused.
 * `agent:fact-error[=VM]`: a failing custom fact; the run prints `Error:` lines and still applies
   its catalog, exit 0 (real-world-findings §2).
-* `fail:OP[@VM][=N]`, `slow:OP=S`: an operation fails (N times) or takes S modelled seconds longer
-  (`slow:puppetdb.start=S`: a booted PE server's PuppetDB reports `starting` S s longer, as after a
-  restart: status API states, PDF-2021.7.1 p.436-441; peadm PR #681).
+* `fail:OP[@VM][=N]`, `slow:OP=S`: an operation fails (N times) or takes S modelled seconds longer,
+  less if the fault is cleared meanwhile (`slow:puppetdb.start=S`: a booted PE server's PuppetDB
+  reports `starting` S s longer, as after a restart: status API states, PDF-2021.7.1 p.436-441;
+  peadm PR #681).
 """
 
 from __future__ import annotations

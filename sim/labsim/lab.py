@@ -163,10 +163,21 @@ class Lab:
         return task
 
     async def sleep(self, model_seconds: float, op: str = "") -> None:
-        extra = self.faults.slow(op) if op else 0.0
         started = time.time()
-        await asyncio.sleep((model_seconds + extra) * self.scale)
+        await asyncio.sleep(model_seconds * self.scale)
+        extra = self.faults.slow(op) if op else 0.0
+        if extra:
+            extra = await self._slowed(op, extra)
         self.record_sleep(started, time.time(), model_seconds + extra, op)
+
+    async def _slowed(self, op: str, model_seconds: float) -> float:
+        """A `slow:` fault's extra wait, cut short when the fault is cleared (a test ends a step
+        it slowed so, rather than waiting it out); the modelled seconds it waited."""
+        began = time.monotonic()
+        end = began + model_seconds * self.scale
+        while (left := end - time.monotonic()) > 0 and self.faults.slow(op):
+            await asyncio.sleep(min(left, 0.1))
+        return min(model_seconds, (time.monotonic() - began) / self.scale)
 
     def record_sleep(self, started: float, ended: float, model_seconds: float, op: str) -> None:
         """Every modelled wait, for benchmarks: real start and end (epoch), modelled seconds."""

@@ -10,6 +10,7 @@ import ssl
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -525,6 +526,18 @@ def test_faults(tmp_path: Path) -> None:
         t0 = time.monotonic()
         drv.ok("primary.vm", ["puppet", "infrastructure", "status"])
         assert time.monotonic() - t0 >= 1.5
+        # ... until the fault is cleared: a step slowed by 10 minutes ends once it is
+        h.fault_add("slow:puppet.infrastructure.status=600000")
+        slowed = ThreadPoolExecutor(1).submit(
+            drv.ok, "primary.vm", ["puppet", "infrastructure", "status"]
+        )
+        time.sleep(0.5)
+        assert not slowed.done()
+        t0 = time.monotonic()
+        h.fault_clear()
+        assert "primary.vm" in slowed.result(timeout=30)
+        assert time.monotonic() - t0 < 30
+        h.fault_add("replication:broken")  # as at the start, for what follows
         # replication:broken: the replica never gets the push
         drv.commit_and_push("broken-1")
         time.sleep(1.0)
