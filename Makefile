@@ -36,6 +36,7 @@ check: venv
 	$(BIN)/pytest -q -p no:cacheprovider tests/test_layers.py  # pe_dr: deployments -> flows -> tasks -> core
 
 bench: venv
+	$(BIN)/python -m benchmarks.task_overhead
 	$(BIN)/python -m benchmarks.drill_bench
 
 clean:

@@ -5,10 +5,10 @@
   `vm-up` steps give the bring-up wall time, compared with the critical path
   box + max(primary, gitlab) + max(replica, agents): the box is fetched once, before VMs start in
   parallel (parallel first runs race on its import).
-* overhead per task: the same drill's wall time minus the time during which labsim was modelling
-  an operation (the union of its modelled waits, from labsim's `sleeps.jsonl`), over the number of
-  steps (one Prefect task each). The drill runs in a child process so that its peak memory
-  (ru_maxrss) is its own.
+* time outside the lab's work per task: the same drill's wall time minus the time during which
+  labsim was modelling an operation (the union of its modelled waits, from labsim's
+  `sleeps.jsonl`), over the number of steps (one Prefect task each). The drill runs in a child
+  process so that its peak memory (ru_maxrss) is its own.
 * fan-out: the failover/failback agent check (`wait_for_server`: poll agent runs until each is
   compiled by the wanted server) on labs with 1, 10 and 100 agents, one agent run modelled at
   `AGENT_RUN_MODEL` seconds: cold (no SSH connection open yet) and warm (connections open, as a
@@ -384,7 +384,7 @@ def _drill_rows(drill: dict[str, Any]) -> list[tuple[str, str]]:
             f"{drill['wall']:.2f} s; {drill['modelled']:.2f} s; {drill['modelled_sum']:.2f} s",
         ),
         (
-            "orchestration overhead per task",
+            "time outside the lab's work per task",
             f"{1000 * overhead / max(drill['tasks'], 1):.0f} ms  "
             f"({overhead:.2f} s over {drill['tasks']} tasks)",
         ),

@@ -194,3 +194,24 @@ def _on_finished(task: Any, task_run: TaskRun, state: State[Any]) -> None:
 # every drill task's state hooks (pe_dr.tasks.common)
 ON_RUNNING: list[StateHookCallable] = [_on_running]
 ON_FINISHED: list[StateHookCallable] = [_on_finished]
+
+
+class _QuietHooks(logging.Filter):
+    """Drop Prefect's two INFO lines around each run of these bookkeeping hooks ("Running hook
+    '_on_running' in response to …", "Hook '_on_running' finished running successfully"): four
+    of a step's six log lines, each sent to the API, half a step's orchestration cost
+    (`python -m benchmarks.task_overhead`). An error in a hook is still logged."""
+
+    NAMES = tuple(f"'{hook.__name__}'" for hook in (*ON_RUNNING, *ON_FINISHED))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO:
+            return True
+        text = record.getMessage()
+        if text.startswith("Running hook ") or text.startswith("Hook "):
+            return not any(name in text[:40] for name in self.NAMES)
+        return True
+
+
+QUIET_HOOKS = _QuietHooks()
+logging.getLogger("prefect.task_runs").addFilter(QUIET_HOOKS)

@@ -61,3 +61,34 @@ def test_the_share_never_says_more_than_the_truth() -> None:
         tracker.finished()
     assert tracker.share() == 99.0
     assert progress.Tracker("dr-drill", planned=None).share() == 0.0
+
+
+def test_prefects_lines_around_the_bookkeeping_hooks_are_dropped_and_nothing_else() -> None:
+    """The lines Prefect 3.9's task engine logs around each hook (task_engine.call_hooks)."""
+    import logging
+
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    logger = logging.getLogger("prefect.task_runs")
+    handler, level = Keep(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        for hook in ("_on_running", "_on_finished", "notify_the_team"):
+            logger.info("Running hook %r in response to entering state 'Running'", hook)
+            logger.info("Hook %r finished running successfully", hook)
+        logger.error("An error was encountered while running hook '_on_finished'")
+        logger.info("Finished in state Completed()")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert seen == [
+        "Running hook 'notify_the_team' in response to entering state 'Running'",
+        "Hook 'notify_the_team' finished running successfully",
+        "An error was encountered while running hook '_on_finished'",
+        "Finished in state Completed()",
+    ]
