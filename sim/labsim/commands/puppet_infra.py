@@ -336,22 +336,7 @@ def status_entries(lab: Lab) -> list[dict[str, Any]]:
                         "message": f"Database replication for {label} is inactive",
                     }
                 )
-        state = "running" if up else "unreachable"
-        if up and typ == "puppetdb" and lab.puppetdb_starting(prim):
-            state = "starting"
-            status = {"state": state}
-        entries.append(
-            {
-                "service": svc,
-                "display_name": disp,
-                "state": state,
-                "status": status,
-                "server": prim.name,
-                "url": f"https://{prim.name}:{port}{path}",
-                "type": typ,
-                "alerts": alerts,
-            }
-        )
+        entries.append(_entry(lab, prim, svc, disp, typ, port, path, up, status, alerts))
     if pe.replica:
         rvm = lab.vms[pe.replica]
         unhealthy = lab.faults.has("replica-unhealthy")
@@ -380,23 +365,37 @@ def status_entries(lab: Lab) -> list[dict[str, Any]]:
                         "(labsim fault replica:unhealthy)",
                     }
                 ]
-            state = "running" if up else "unreachable"
-            if up and svc == "puppetdb" and lab.puppetdb_starting(rvm):
-                state = "starting"
-                status = {"state": state}
-            entries.append(
-                {
-                    "service": svc,
-                    "display_name": disp,
-                    "state": state,
-                    "status": status,
-                    "server": rvm.name,
-                    "url": f"https://{rvm.name}:{port}{path}",
-                    "type": svc,
-                    "alerts": alerts,
-                }
-            )
+            entries.append(_entry(lab, rvm, svc, disp, svc, port, path, up, status, alerts))
     return entries
+
+
+def _entry(
+    lab: Lab,
+    vm: VM,
+    service: str,
+    display: str,
+    typ: str,
+    port: int,
+    path: str,
+    up: bool,
+    status: dict[str, Any] | None,
+    alerts: list[dict[str, str]],
+) -> dict[str, Any]:
+    """One service's entry; a booted server's PuppetDB reports `starting` for a while."""
+    state = "running" if up else "unreachable"
+    if up and typ == "puppetdb" and lab.puppetdb_starting(vm):
+        state = "starting"
+        status = {"state": state}
+    return {
+        "service": service,
+        "display_name": display,
+        "state": state,
+        "status": status,
+        "server": vm.name,
+        "url": f"https://{vm.name}:{port}{path}",
+        "type": typ,
+        "alerts": alerts,
+    }
 
 
 async def infra_status(ctx: Ctx, args: list[str]) -> Result:
