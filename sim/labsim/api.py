@@ -226,6 +226,17 @@ def _auth(lab: Lab, req: Request) -> dict[str, Any] | None:
     return pe.token_user(token)
 
 
+def _rbac_write_refused(lab: Lab, vm: VM, caller: Any) -> Response | None:
+    """Why RBAC refuses a write here, if it does: a replica's RBAC is read-only; only an
+    administrator creates users and roles."""
+    assert lab.pe is not None
+    if _read_only(lab, vm):
+        return _err(403, "puppetlabs.rbac/read-only", "RBAC is read-only on a replica")
+    if not lab.pe.is_admin(caller):
+        return _err(403, "puppetlabs.rbac/permission-denied", "Permission denied")
+    return None
+
+
 def _read_only(lab: Lab, vm: VM) -> bool:
     return lab.pe is not None and vm.name != lab.pe.primary
 
@@ -311,10 +322,9 @@ def rbac(lab: Lab, vm: VM, req: Request) -> Response:
             Response.json(_public_user(found)) if found else _err(404, "not-found", "no such user")
         )
     if path == "/rbac-api/v1/users" and m == "POST":
-        if _read_only(lab, vm):
-            return _err(403, "puppetlabs.rbac/read-only", "RBAC is read-only on a replica")
-        if not pe.is_admin(caller):
-            return _err(403, "puppetlabs.rbac/permission-denied", "Permission denied")
+        refused = _rbac_write_refused(lab, vm, caller)
+        if refused is not None:
+            return refused
         body = req.json()
         login = body.get("login", "")
         if not login:
@@ -358,10 +368,9 @@ def rbac(lab: Lab, vm: VM, req: Request) -> Response:
         return Response.json(roles)
     if path == "/rbac-api/v1/roles" and m == "POST":
         # POST /roles: 201 Created, Location the new role (DA-2018.1 rbac_api_v1_user_role.md)
-        if _read_only(lab, vm):
-            return _err(403, "puppetlabs.rbac/read-only", "RBAC is read-only on a replica")
-        if not pe.is_admin(caller):
-            return _err(403, "puppetlabs.rbac/permission-denied", "Permission denied")
+        refused = _rbac_write_refused(lab, vm, caller)
+        if refused is not None:
+            return refused
         body = req.json()
         name = body.get("display_name", "")
         taken = {r["display_name"] for r in ROLES} | {
@@ -384,10 +393,9 @@ def rbac(lab: Lab, vm: VM, req: Request) -> Response:
         found = data["roles"].get(mm.group(1))
         return Response.json(found) if found else _err(404, "not-found", "no such role")
     if mm and m == "DELETE":
-        if _read_only(lab, vm):
-            return _err(403, "puppetlabs.rbac/read-only", "RBAC is read-only on a replica")
-        if not pe.is_admin(caller):
-            return _err(403, "puppetlabs.rbac/permission-denied", "Permission denied")
+        refused = _rbac_write_refused(lab, vm, caller)
+        if refused is not None:
+            return refused
         if pe.custom_roles.pop(mm.group(1), None) is None:
             return _err(404, "not-found", "no such role")
         return Response(200)  # DELETE /roles/<rid>: 200 OK (same source)

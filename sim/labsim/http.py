@@ -127,6 +127,17 @@ class HTTPServer:
                 writer.close()
 
 
+async def read_headers(reader: asyncio.StreamReader) -> dict[str, str]:
+    """An HTTP/1.1 message's header lines up to the blank line, names lower-cased."""
+    headers: dict[str, str] = {}
+    while True:
+        line = await reader.readline()
+        if line in (b"\r\n", b"\n", b""):
+            return headers
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+
+
 async def _read_request(reader: asyncio.StreamReader) -> Request | None:
     line = await reader.readline()
     if not line:
@@ -135,13 +146,7 @@ async def _read_request(reader: asyncio.StreamReader) -> Request | None:
     if len(parts) < 2:
         return None
     method, target = parts[0], parts[1]
-    headers: dict[str, str] = {}
-    while True:
-        h = await reader.readline()
-        if h in (b"\r\n", b"\n", b""):
-            break
-        k, _, v = h.decode("latin-1").partition(":")
-        headers[k.strip().lower()] = v.strip()
+    headers = await read_headers(reader)
     body = b""
     if "content-length" in headers:
         body = await reader.readexactly(int(headers["content-length"]))
@@ -201,13 +206,7 @@ async def request(
             if not status_line:
                 raise ConnectionResetError("connection closed by peer")
             status = int(status_line.split()[1])
-            rh: dict[str, str] = {}
-            while True:
-                h = await reader.readline()
-                if h in (b"\r\n", b"\n", b""):
-                    break
-                k, _, v = h.decode("latin-1").partition(":")
-                rh[k.strip().lower()] = v.strip()
+            rh = await read_headers(reader)
             if "content-length" in rh:
                 data = await reader.readexactly(int(rh["content-length"]))
             else:

@@ -112,6 +112,14 @@ def _ts() -> str:
     return str(int(time.time()))
 
 
+def _already_provisioned(vm: str) -> str:
+    """What `vagrant up` says of a VM it did not create this time."""
+    return (
+        f"==> {vm}: Machine already provisioned. Run `vagrant provision` or use the `--provision`\n"
+        f"==> {vm}: flag to force provisioning. Provisioners marked to run always will still run.\n"
+    )
+
+
 class Lab:
     def __init__(self, state_dir: Path, cfg: dict[str, Any]) -> None:
         self.dir = state_dir
@@ -550,13 +558,7 @@ class Lab:
         async with vm.busy:
             emit("out", f"Bringing machine '{n}' up with 'virtualbox' provider...\n")
             if vm.state == "running":
-                emit(
-                    "out",
-                    f"==> {n}: Machine already provisioned. Run `vagrant provision` or use "
-                    "the `--provision`\n"
-                    f"==> {n}: flag to force provisioning. Provisioners marked to run always "
-                    "will still run.\n",
-                )
+                emit("out", _already_provisioned(n))
                 self.journal(n, "vagrant.up", "ok", "already running")
                 return 0
             fresh = vm.state == "not_created"
@@ -615,13 +617,7 @@ class Lab:
                 f"==> {n}: Machine booted and ready!\n",
             )
             if not fresh:
-                emit(
-                    "out",
-                    f"==> {n}: Machine already provisioned. Run `vagrant provision` or use "
-                    "the `--provision`\n"
-                    f"==> {n}: flag to force provisioning. Provisioners marked to run always "
-                    "will still run.\n",
-                )
+                emit("out", _already_provisioned(n))
                 self.journal(n, "vagrant.up", "ok", "booted")
                 if self.pe and n == self.pe.replica:
                     self.sync_replica()
