@@ -9,6 +9,7 @@ storage). Steps are grouped by chapter: the flow that ran them (lab-setup, failo
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, cast
@@ -95,6 +96,25 @@ def _task_runs(client: SyncPrefectClient, ids: list[UUID]) -> list[TaskRun]:
         offset += 200
 
 
+SETTLE_SECONDS = 30.0
+
+
+def _settled(
+    client: SyncPrefectClient, ids: list[UUID], task_runs: list[TaskRun], root: UUID
+) -> list[TaskRun]:
+    """The task runs once the server has recorded how each step ended, waiting at most
+    SETTLE_SECONDS. Prefect's server records task-run states from the engine's events, in
+    batches: a step that ended may still read Running for a while (measured: a hundred parallel
+    `vm-up` steps on SQLite, whose journal then called the bring-up failed)."""
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while any(r.state is not None and not r.state.is_final() for r in _latest(task_runs, root)):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
+        task_runs = _task_runs(client, ids)
+    return task_runs
+
+
 def _when(run: TaskRun) -> datetime:
     moment = run.start_time or run.expected_start_time or run.created
     assert moment is not None
@@ -170,6 +190,8 @@ def read(
         flow_names = {f: client.read_flow(f).name for f in {r.flow_id for r in runs}}
         chapter_of = {r.id: flow_names[r.flow_id] for r in runs}
         task_runs = _task_runs(client, list(chapter_of))
+        if interrupted is None:  # (under a stop, a step may really have been cut off Running)
+            task_runs = _settled(client, list(chapter_of), task_runs, root)
         notes = _notes(client, list(chapter_of), attempt_started)
     top = runs[0]
     lab = (top.parameters.get("parameters") or {}).get("lab") or {}
