@@ -8,7 +8,8 @@ a noisy machine weighs on every way alike:
 * `prefect task`: a bare `@task` of it (Prefect's defaults);
 * `pe-dr step`: the drill's own task of it (`action_task`: the lab spec for the lab, the
   resumable cache key, the result persisted, retries on transient errors, a timeout, the
-  progress hooks), as every drill step runs;
+  progress hooks), as every drill step runs (Prefect logging at INFO to the API and muted on
+  the console, as under `pe-dr drill`);
 * `pe-dr step, no cache`: the same without the cache and the persisted result, to tell their
   part.
 
@@ -28,7 +29,10 @@ from collections.abc import Callable
 from typing import Any
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")  # as a drill logs
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")  # to the API, as a drill logs
+for _handler in ("CONSOLE", "CONSOLE_FLOW_RUNS"):  # and not to the console, as pe-dr drill mutes it
+    os.environ.setdefault(f"PREFECT_LOGGING_HANDLERS_{_handler}_LEVEL", "CRITICAL")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PE_DR_RETRY_DELAY_SCALE", "0.01")
 
 
