@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from prefect import get_run_logger
@@ -106,13 +106,8 @@ def run_chapter(
     (pe_dr.flows.history)."""
     spec = resolve_lab(lab)
     if root_flow_run_id() != str(flow_run.id):
-        try:
+        with errors_as_stops():
             return body(spec)
-        except Exception as exc:
-            stop = as_stop(exc)
-            if stop is exc:
-                raise
-            raise stop from exc
     return _run_root(flow_name, spec, body, report_dir, tuple(confirm), promote, history)
 
 
@@ -137,9 +132,13 @@ def _run_root(
         drill_history.warm_up()
     error: BaseException | None = None
     try:
-        # The root run's heartbeats cover its subflows; a subflow's own heartbeat thread cost up
-        # to a second at its end (Prefect joins a thread that sleeps in 1 s steps).
-        with tracking(tracker), temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        with (
+            errors_as_stops(),
+            tracking(tracker),
+            # The root run's heartbeats cover its subflows; a subflow's own heartbeat thread cost
+            # up to a second at its end (Prefect joins a thread that sleeps in 1 s steps).
+            temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
+        ):
             if deployment.id:  # run by a worker or `pe-dr serve`, which may go first
                 survive_closed_output()
                 watch_parent(run_id)
@@ -153,10 +152,8 @@ def _run_root(
     except CalledOff as exc:  # approval rejected or not given: nothing acted on the lab
         error = exc
     except BaseException as exc:
-        error = as_stop(exc)
-        if error is exc:
-            raise
-        raise error from exc
+        error = exc
+        raise
     finally:
         with interrupts.shielded():
             record = _close(flow_name, spec, run_id, attempt_started, report_dir, error, tracker)
@@ -176,17 +173,21 @@ def _run_root(
     return record
 
 
-def as_stop(exc: BaseException) -> BaseException:
-    """What a run stopped by a signal raises, so that Prefect marks it Crashed (a Retry resumes it)
-    and not Failed: an error a signal caused (a SIGTERM landing as Prefect creates a task run
-    ends in its ValueError("Task run is not set")) is raised as that signal; any other `exc`
-    as itself."""
-    if not isinstance(exc, Exception):
-        return exc
-    signum = interrupts.signal_of(exc)
-    if signum is None:
-        return exc
-    return KeyboardInterrupt() if signum == signal.SIGINT else TerminationSignal(signal=signum)
+@contextlib.contextmanager
+def errors_as_stops() -> Iterator[None]:
+    """A run stopped by a signal raises that signal, so that Prefect marks it Crashed (a Retry
+    resumes it) and not Failed: an error a signal caused (a SIGTERM landing as Prefect creates a
+    task run ends in its ValueError("Task run is not set")) is raised as the signal, chained to
+    the error; any other error as itself."""
+    try:
+        yield
+    except Exception as exc:
+        signum = interrupts.signal_of(exc)
+        if signum is None:
+            raise
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt() from exc
+        raise TerminationSignal(signal=signum) from exc
 
 
 def _planned(flow_name: str, promote: bool) -> int | None:
