@@ -29,6 +29,8 @@ from prefect.client.schemas.filters import (
     LogFilterFlowRunId,
     LogFilterTextSearch,
     LogFilterTimestamp,
+    TaskRunFilter,
+    TaskRunFilterId,
 )
 from prefect.client.schemas.objects import FlowRun, StateType, TaskRun
 from prefect.client.schemas.sorting import FlowRunSort, LogSort
@@ -99,20 +101,28 @@ def _task_runs(client: SyncPrefectClient, ids: list[UUID]) -> list[TaskRun]:
 SETTLE_SECONDS = 30.0
 
 
-def _settled(
-    client: SyncPrefectClient, ids: list[UUID], task_runs: list[TaskRun], root: UUID
-) -> list[TaskRun]:
+def _settled(client: SyncPrefectClient, task_runs: list[TaskRun], root: UUID) -> list[TaskRun]:
     """The task runs once the server has recorded how each step ended, waiting at most
     SETTLE_SECONDS. Prefect's server records task-run states from the engine's events, in
     batches: a step that ended may still read Running for a while (measured: a hundred parallel
-    `vm-up` steps on SQLite, whose journal then called the bring-up failed)."""
+    `vm-up` steps on SQLite, whose journal then called the bring-up failed). Only the steps
+    still unfinished are read again."""
     deadline = time.monotonic() + SETTLE_SECONDS
-    while any(r.state is not None and not r.state.is_final() for r in _latest(task_runs, root)):
-        if time.monotonic() > deadline:
-            break
+    while True:
+        unsettled = [
+            r.id for r in _latest(task_runs, root) if r.state is not None and not r.state.is_final()
+        ]
+        if not unsettled or time.monotonic() > deadline:
+            return task_runs
         time.sleep(0.25)
-        task_runs = _task_runs(client, ids)
-    return task_runs
+        fresh = {r.id: r for r in _task_runs_by_id(client, unsettled)}
+        task_runs = [fresh.get(r.id, r) for r in task_runs]
+
+
+def _task_runs_by_id(client: SyncPrefectClient, ids: list[UUID]) -> list[TaskRun]:
+    return client.read_task_runs(
+        task_run_filter=TaskRunFilter(id=TaskRunFilterId(any_=ids)), limit=len(ids)
+    )
 
 
 def _when(run: TaskRun) -> datetime:
@@ -191,7 +201,7 @@ def read(
         chapter_of = {r.id: flow_names[r.flow_id] for r in runs}
         task_runs = _task_runs(client, list(chapter_of))
         if interrupted is None:  # (under a stop, a step may really have been cut off Running)
-            task_runs = _settled(client, list(chapter_of), task_runs, root)
+            task_runs = _settled(client, task_runs, root)
         notes = _notes(client, list(chapter_of), attempt_started)
     top = runs[0]
     lab = (top.parameters.get("parameters") or {}).get("lab") or {}

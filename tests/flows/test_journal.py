@@ -146,6 +146,10 @@ def test_a_passing_run_returns_its_record_read_from_prefect(
     assert len(written) == 1 and '"status": "passed"' in written[0].read_text()
     assert progress_of(record.flow_run_id)[0] == 100.0
     assert journal.last_step_count("journal-drill", promote=False) == 4
+    with get_client(sync_client=True) as client:  # what the wait for unfinished steps reads
+        own = journal._task_runs(client, [UUID(record.flow_run_id)])
+        asked = [r.id for r in own[:2]]
+        assert sorted(r.id for r in journal._task_runs_by_id(client, asked)) == sorted(asked)
 
 
 def test_a_failed_check_is_journaled_with_its_evidence_and_a_retry_reuses_what_was_done(
