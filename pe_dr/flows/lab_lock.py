@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -39,7 +38,7 @@ from prefect.client.schemas.actions import (
 from prefect.client.schemas.objects import ConcurrencyLeaseHolder
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
-from pe_dr import interrupts
+from pe_dr import interrupts, processes
 from pe_dr.errors import ConfigError, PeDrError
 from pe_dr.lab.spec import LabSpec
 from pe_dr.polling import Progress
@@ -95,26 +94,6 @@ def ensure_lab_limit(spec: LabSpec) -> bool:
 # --- who holds the lab -----------------------------------------------------------------------
 
 
-def _process_start(pid: int) -> str | None:
-    """When process `pid` started (clock ticks since boot, Linux), to tell it from a reused pid."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[-1].split()
-    return fields[19] if len(fields) > 19 else None
-
-
-def _pid_alive(pid: int, started: str | None) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return started is None or _process_start(pid) in (None, started)
-
-
 @dataclass(frozen=True)
 class Holder:
     flow_run_id: str
@@ -161,7 +140,7 @@ def current_holder(lease_id: UUID | None) -> Holder:
         host=socket.gethostname(),
         since=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         lease_id=str(lease_id) if lease_id else None,
-        pid_started=_process_start(os.getpid()),
+        pid_started=processes.started(os.getpid()),
     )
 
 
@@ -201,7 +180,7 @@ def dead_because(client: SyncPrefectClient, holder: Holder, me: Holder | None) -
     state = run.state.type.value if run.state else None
     if state in FINAL:
         return f"its flow run is {run.state.name if run.state else state}"
-    if holder.host == socket.gethostname() and not _pid_alive(holder.pid, holder.pid_started):
+    if holder.host == socket.gethostname() and not processes.alive(holder.pid, holder.pid_started):
         return f"its process {holder.pid} on this host is gone"
     return None
 

@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from labsim import control
+from labsim import control, procfs
 from labsim.faults import OPERATIONS, FaultSpecError, check_vms, parse_fault
+from pe_dr import processes
 
 
 class UsageError(Exception):
@@ -31,26 +32,12 @@ def default_state() -> Path:
     return Path.home() / ".local" / "state" / "labsim" / "default"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def daemon_pid(state: Path) -> int | None:
     try:
         pid = int((state / "daemon.pid").read_text().strip())
     except (OSError, ValueError):
         return None
-    return pid if _pid_alive(pid) else None
+    return pid if processes.alive(pid) else None
 
 
 def _hosts(agents: int) -> tuple[str, list[dict[str, str]]]:
@@ -185,17 +172,7 @@ def _kill_group(pid: int) -> None:
 
 
 def _session_pids(sid: int) -> list[int]:
-    pids = []
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
-        try:
-            fields = (p / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid and fields[0] != "Z":
-            pids.append(int(p.name))
-    return pids
+    return [pid for pid, fields in procfs.live() if int(fields[3]) == sid]
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -215,12 +192,12 @@ def stop_lab(state: Path) -> bool:
     with contextlib.suppress(control.ControlError, OSError):
         control.call(state, {"cmd": "shutdown"}, timeout=5)
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and _pid_alive(pid):
+    while time.monotonic() < deadline and processes.alive(pid):
         time.sleep(0.05)
     # the daemon ran in its own session: kill anything left in it
     for _ in range(50):
         left = [p for p in _session_pids(pid) if p != os.getpid()]
-        if not left and not _pid_alive(pid):
+        if not left and not processes.alive(pid):
             break
         with contextlib.suppress(OSError):
             os.killpg(pid, signal.SIGKILL)

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from labsim import procfs
+from pe_dr import processes
+
 
 @dataclass
 class LabHandle:
@@ -131,13 +134,8 @@ def running_lab(
 def process_tree(pid: int) -> set[int]:
     """`pid` and every process below it (from /proc), e.g. a drill's Prefect server."""
     children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
+    for child, fields in procfs.live():
+        children.setdefault(int(fields[1]), []).append(child)
     found, todo = set(), [pid]
     while todo:
         current = todo.pop()
@@ -148,15 +146,7 @@ def process_tree(pid: int) -> set[int]:
 
 def alive(pids: set[int]) -> set[int]:
     """Those of `pids` still running (a zombie has exited: only its parent's wait is missing)."""
-    running = set()
-    for pid in pids:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if state != "Z":
-            running.add(pid)
-    return running
+    return {pid for pid in pids if processes.alive(pid)}
 
 
 def migrate_prefect_database(**settings: str) -> None:

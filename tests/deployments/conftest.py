@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from labsim import procfs
 from labsim.testing import LabHandle, migrate_prefect_database, running_lab
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,16 +68,11 @@ def stop_group(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: 
 def group_members(pgid: int) -> list[str]:
     """The live processes of process group `pgid` (zombies have exited: not counted)."""
     members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:120]
-        except (OSError, IndexError):
-            continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(f"{entry.name} {command}")
+    for pid, fields in procfs.live():
+        if int(fields[2]) == pgid:
+            with contextlib.suppress(OSError):
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+                members.append(f"{pid} {command.decode()[:120]}")
     return members
 
 

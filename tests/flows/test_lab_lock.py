@@ -19,7 +19,7 @@ from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 from prefect.client.schemas.objects import ConcurrencyLeaseHolder
 from prefect.states import Crashed, Running
 
-from pe_dr import polling
+from pe_dr import polling, processes
 from pe_dr.flows import lab_lock
 from pe_dr.lab.spec import LabSpec
 
@@ -90,7 +90,7 @@ def _take_for(
         host=socket.gethostname(),
         since="2026-12-01T03:00:00Z",
         lease_id=lease,
-        pid_started=lab_lock._process_start(pid),
+        pid_started=processes.started(pid),
     )
     lab_lock._write_holder(client, spec, holder)
     return holder
