@@ -24,6 +24,7 @@ import contextlib
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -180,11 +181,20 @@ def bench_drill(tmp: Path, profile: Path | None = None) -> dict[str, Any]:
         for e in sleeps
         if e["t1"] > out["t0"] and e["t0"] < out["t1"]
     )
-    if os.environ.get("PE_DR_BENCH_STEPS"):
-        for s in steps:
-            a, b = _epoch(s["started_at"]), _epoch(s["ended_at"])
-            busy = union_seconds([(e["t0"], e["t1"]) for e in sleeps], a, b)
-            print(f"  {s['name']:<36} {b - a:7.3f} s  modelled {busy:7.3f} s", file=sys.stderr)
+    if os.environ.get("PE_DR_BENCH_STEPS"):  # each step: its time, the lab's, the gap before it
+        for label, run, marks in (("fresh", out, sleeps), ("built", built, built_sleeps)):
+            end = run["t0"]
+            print(f"{label} lab:", file=sys.stderr)
+            for s in run["steps"]:
+                a, b = _epoch(s["started_at"]), _epoch(s["ended_at"])
+                busy = union_seconds([(e["t0"], e["t1"]) for e in marks], a, b)
+                print(
+                    f"  {s['chapter']:<20} {s['name']:<32} {b - a:7.3f} s  modelled {busy:7.3f}"
+                    f" s  after a gap of {a - end:6.3f} s",
+                    file=sys.stderr,
+                )
+                end = max(end, b)
+            print(f"  (the run's end {run['t1'] - end:6.3f} s after)", file=sys.stderr)
     return {
         "ok": out["ok"],
         "bring_up": up_end - up_start,
@@ -203,8 +213,36 @@ def bench_drill(tmp: Path, profile: Path | None = None) -> dict[str, Any]:
         "built_modelled": union_seconds(
             [(e["t0"], e["t1"]) for e in built_sleeps], built["t0"], built["t1"]
         ),
+        **between_steps(built),
         "maxrss_mb": out["maxrss_kb"] / 1024,
         "children_rss_mb": child_rss / 1024,
+    }
+
+
+def between_steps(drill: dict[str, Any]) -> dict[str, float]:
+    """Where a drill's wall time went: inside its steps (from each task run's start to its end,
+    as Prefect recorded them: the product's work and the lab's), and between them (creating
+    task and subflow runs, their states, the run's start and close). A gap where the chapter
+    changes is a subflow starting or ending."""
+    spans = [(_epoch(s["started_at"]), _epoch(s["ended_at"]), s["chapter"]) for s in drill["steps"]]
+    spans.sort()
+    inside = union_seconds([(a, b) for a, b, _ in spans], drill["t0"], drill["t1"])
+    chapter_edges, end, chapter = 0.0, drill["t0"], None
+    within: list[float] = []  # one step's end to the next one's start, in one chapter
+    for a, b, owner in spans:
+        if owner != chapter and a > end:
+            chapter_edges += a - end
+        elif owner == chapter:
+            within.append(max(a - end, 0.0))
+        chapter, end = owner, max(end, b)
+    return {
+        "built_in_steps": inside,
+        "built_between": (drill["t1"] - drill["t0"]) - inside,
+        "built_chapter_edges": chapter_edges,
+        "built_chapters": float(len({c for _, _, c in spans})),
+        "built_gap_median": statistics.median(within) if within else 0.0,
+        "built_gap_mean": statistics.fmean(within) if within else 0.0,
+        "built_gaps": float(len(within)),
     }
 
 
@@ -307,6 +345,12 @@ def main() -> None:
         type=Path,
         help="profile the built-lab drill: DIR/drill.prof (cProfile), DIR/daemon.txt (py-spy)",
     )
+    parser.add_argument(
+        "--api-url",
+        metavar="URL",
+        help="a running Prefect server's API (e.g. one on PostgreSQL) instead of a temporary one"
+        " on SQLite",
+    )
     args = parser.parse_args()
     if args.drill_child:
         drill_child(args.drill_child)
@@ -314,7 +358,7 @@ def main() -> None:
 
     import logging
 
-    from prefect.settings import PREFECT_API_URL
+    from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
     from pe_dr.oracles.checks import max_parallel_agents
@@ -327,8 +371,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="pe-dr-bench-") as tmp_name:
         tmp = Path(tmp_name)
         os.environ["PREFECT_LOCAL_STORAGE_PATH"] = str(tmp / "prefect-results")
-        with prefect_test_harness(server_startup_timeout=120):
-            os.environ["PREFECT_API_URL"] = str(PREFECT_API_URL.value())
+        server = (
+            temporary_settings({PREFECT_API_URL: args.api_url})
+            if args.api_url
+            else prefect_test_harness(server_startup_timeout=120)
+        )
+        with server:
+            os.environ["PREFECT_API_URL"] = args.api_url or str(PREFECT_API_URL.value())
             drill: dict[str, Any] | None = None
             if args.only in (None, "drill"):
                 drill = bench_drill(tmp, args.profile)
@@ -404,6 +453,19 @@ def _drill_rows(drill: dict[str, Any]) -> list[tuple[str, str]]:
             f"{1000 * built_overhead / max(drill['built_steps'], 1):.0f} ms "
             f"({drill['built_wall']:.2f} s wall, {drill['built_modelled']:.2f} s modelled); "
             f"{drill['built_cpu']:.2f} s CPU in the drill process",
+        ),
+        (
+            "drill on a built lab: in steps / between",
+            f"{drill['built_in_steps']:.2f} s / {drill['built_between']:.2f} s = "
+            f"{1000 * drill['built_between'] / max(drill['built_steps'], 1):.0f} ms a step, of "
+            f"which {drill['built_chapter_edges']:.2f} s where a chapter starts or ends "
+            f"({int(drill['built_chapters'])} chapters)",
+        ),
+        (
+            "drill on a built lab: from a step to the next",
+            f"median {1000 * drill['built_gap_median']:.0f} ms, mean "
+            f"{1000 * drill['built_gap_mean']:.0f} ms (the {int(drill['built_gaps'])} steps that "
+            "follow a step of their chapter)",
         ),
     ]
 
