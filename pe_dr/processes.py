@@ -1,5 +1,5 @@
 """Whether a process is still there, from Linux's /proc (proc(5)): a lab's lock names the pid of
-the run holding it, and labsim's daemon is stopped by its pid."""
+the run holding it."""
 
 from __future__ import annotations
 
@@ -16,10 +16,14 @@ def _stat(pid: int) -> list[str] | None:
     return stat.rsplit(")", 1)[-1].split()
 
 
+def _start(fields: list[str]) -> str | None:
+    return fields[19] if len(fields) > 19 else None  # starttime, in clock ticks since boot
+
+
 def started(pid: int) -> str | None:
-    """When process `pid` started (clock ticks since boot), to tell it from a reused pid."""
+    """When process `pid` started, to tell it from a later one given the same pid."""
     fields = _stat(pid)
-    return fields[19] if fields is not None and len(fields) > 19 else None
+    return _start(fields) if fields is not None else None
 
 
 def alive(pid: int, since: str | None = None) -> bool:
@@ -33,8 +37,8 @@ def alive(pid: int, since: str | None = None) -> bool:
     except PermissionError:  # another user's: it exists
         return True
     fields = _stat(pid)
-    if fields is None:  # no /proc to ask: the signal found it
+    if not fields:  # no /proc to ask: the signal found it
         return True
     if fields[0] == "Z":
         return False
-    return since is None or (fields[19] if len(fields) > 19 else None) in (None, since)
+    return since is None or _start(fields) in (None, since)
