@@ -6,15 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pwd
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,46 +19,20 @@ import httpx
 import pytest
 
 from labsim import procfs
-from labsim.testing import LabHandle, migrate_prefect_database, running_lab
+from labsim.testing import (
+    PG_BIN,
+    LabHandle,
+    Postgres,
+    postgres_cluster,
+    running_lab,
+    stop_group,
+    wait_for,
+)
+from labsim.testing import prefect_server as running_prefect_server
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
 POLL = "2"  # seconds: worker and runner polling, to cut dispatch latency
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            last = check()
-            if last:
-                return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last: {last!r})")
-
-
-def stop_group(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 20) -> int:
-    """Stop a process started with start_new_session=True, and everything in its group."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)  # leftovers of the group, if any
-    return proc.returncode
 
 
 def group_members(pgid: int) -> list[str]:
@@ -102,104 +72,13 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
-@dataclass
-class Postgres:
-    port: int
-    data: Path
-    template: str | None = None
-
-    def url(self, database: str) -> str:
-        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{database}"
-
-    def createdb(self, database: str) -> None:
-        """A database with Prefect's schema: a copy of one migrated once (a migration costs each
-        new server about 10 s of CPU)."""
-        if self.template is None:
-            self._createdb("prefect_template")
-            migrate_prefect_database(
-                PREFECT_API_DATABASE_CONNECTION_URL=self.url("prefect_template"),
-                PREFECT_HOME=str(self.data.parent / "prefect-home"),
-            )
-            self.template = "prefect_template"
-        self._createdb(database, "-T", self.template)
-
-    def _createdb(self, database: str, *options: str) -> None:
-        subprocess.run(
-            [
-                PG_BIN / "createdb",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "-U",
-                "postgres",
-                *options,
-                database,
-            ],
-            check=True,
-            timeout=30,
-            capture_output=True,
-        )
-
-
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Postgres]:
     """PostgreSQL 15 (Debian's package) in a private cluster owned by the postgres user."""
     if not (PG_BIN / "initdb").exists():
         pytest.skip("PostgreSQL 15 is not installed (apt-get install postgresql)")
-    root = Path(tempfile.mkdtemp(prefix="pe-dr-pg-"))
-    data, sockets = root / "data", root / "sock"
-    sockets.mkdir()
-    owner = pwd.getpwnam("postgres")
-    for path in (root, sockets):
-        os.chown(path, owner.pw_uid, owner.pw_gid)
-    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    port = free_port()
-    subprocess.run(
-        [
-            *as_postgres,
-            PG_BIN / "initdb",
-            "-D",
-            data,
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "-E",
-            "UTF8",
-        ],
-        check=True,
-        timeout=120,
-        capture_output=True,
-    )
-    subprocess.run(
-        [
-            *as_postgres,
-            PG_BIN / "pg_ctl",
-            "-D",
-            data,
-            "-l",
-            root / "log",
-            "-w",
-            "-t",
-            "60",
-            "-o",
-            f"-k {sockets} -h 127.0.0.1 -p {port}",
-            "start",
-        ],
-        check=True,
-        timeout=90,
-        capture_output=True,
-    )
-    try:
-        yield Postgres(port, data)
-    finally:
-        subprocess.run(
-            [*as_postgres, PG_BIN / "pg_ctl", "-D", data, "-m", "fast", "-w", "-t", "60", "stop"],
-            timeout=90,
-            capture_output=True,
-            check=False,
-        )
-        shutil.rmtree(root, ignore_errors=True)
+    with postgres_cluster() as cluster:
+        yield cluster
 
 
 @dataclass
@@ -246,32 +125,14 @@ class PrefectServer:
 @contextlib.contextmanager
 def prefect_server(postgres: Postgres, database: str, tmp: Path) -> Iterator[PrefectServer]:
     postgres.createdb(database)
-    port = free_port()
-    server = PrefectServer(f"http://127.0.0.1:{port}/api", tmp / "prefect-home", tmp / "server.log")
-    server.home.mkdir(parents=True, exist_ok=True)
+    home = tmp / "prefect-home"
+    home.mkdir(parents=True, exist_ok=True)
+    server = PrefectServer("", home, tmp / "server.log")
     env = server.env(PREFECT_API_DATABASE_CONNECTION_URL=postgres.url(database))
     del env["PREFECT_API_URL"]
-    with server.log.open("w") as log:
-        proc = subprocess.Popen(
-            [BIN / "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        wait_for(
-            "the Prefect server's health check",
-            lambda: (
-                proc.poll() is None
-                and httpx.get(f"{server.api_url}/health", timeout=2).status_code == 200
-            ),
-            timeout=90,
-        )
-        assert proc.poll() is None, server.log.read_text()[-3000:]
+    with running_prefect_server(env, server.log) as api:
+        server.api_url = api
         yield server
-    finally:
-        stop_group(proc)
 
 
 @pytest.fixture(scope="module")
