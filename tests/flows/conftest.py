@@ -6,6 +6,7 @@ faults and clear them again, and must leave the primary running.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +17,8 @@ import pytest
 # Read by tasks at import: back-off sized for a simulated lab.
 os.environ.setdefault("PE_DR_RETRY_DELAY_SCALE", "0.01")
 
-from labsim.testing import LabHandle, running_lab
+from labsim.testing import PG_BIN, LabHandle, postgres_cluster, running_lab
+from labsim.testing import prefect_server as prefect_server_on
 from pe_dr.report import DrillReport
 
 FAST = {"rto_seconds": 10.0, "replication_lag_seconds": 5.0, "failback_seconds": 10.0}
@@ -56,12 +58,45 @@ def ops(handle: LabHandle, op: str, since: int = 0) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A Prefect server for the in-process drills: on PostgreSQL where it is installed (a drill
+    on a built lab takes half the time it takes on SQLite, where the API's writes wait for the
+    database's one writer lock: README Performance), else Prefect's test server on SQLite."""
+    import prefect.context
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
     storage = tmp_path_factory.mktemp("prefect-results")
     os.environ["PREFECT_LOCAL_STORAGE_PATH"] = str(storage)
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+    if not (PG_BIN / "initdb").exists():
+        with prefect_test_harness(server_startup_timeout=120):
+            yield
+        return
+    home = tmp_path_factory.mktemp("prefect-home")
+    with postgres_cluster() as postgres:
+        postgres.createdb("prefect_flows")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+        env.update(
+            PREFECT_HOME=str(home),
+            PREFECT_API_DATABASE_CONNECTION_URL=postgres.url("prefect_flows"),
+            PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        )
+        with (
+            prefect_server_on(env, home / "server.log") as api,
+            temporary_settings({PREFECT_API_URL: api}),
+            # as prefect_test_harness does: threads the drill starts (whose context is not
+            # copied) see this server too, instead of starting a temporary one each
+            prefect.context._temporary_global_settings_context(
+                prefect.context.get_settings_context()
+            ),
+        ):
+            yield
+            # the logs and events still queued reach the server before it stops (as the
+            # harness does; else "All connection attempts failed" at exit)
+            with contextlib.suppress(RuntimeError):  # (no log worker was started)
+                APILogWorker.instance().drain()
+            EventsWorker.drain_all()
 
 
 @pytest.fixture(scope="session")
