@@ -345,11 +345,16 @@ def main() -> None:
         type=Path,
         help="profile the built-lab drill: DIR/drill.prof (cProfile), DIR/daemon.txt (py-spy)",
     )
-    parser.add_argument(
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
         "--api-url",
         metavar="URL",
-        help="a running Prefect server's API (e.g. one on PostgreSQL) instead of a temporary one"
-        " on SQLite",
+        help="a running Prefect server's API instead of a temporary one on SQLite",
+    )
+    where.add_argument(
+        "--postgres",
+        action="store_true",
+        help="a Prefect server of its own on PostgreSQL 15 (a private cluster, removed after)",
     )
     args = parser.parse_args()
     if args.drill_child:
@@ -371,13 +376,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="pe-dr-bench-") as tmp_name:
         tmp = Path(tmp_name)
         os.environ["PREFECT_LOCAL_STORAGE_PATH"] = str(tmp / "prefect-results")
-        server = (
-            temporary_settings({PREFECT_API_URL: args.api_url})
-            if args.api_url
-            else prefect_test_harness(server_startup_timeout=120)
-        )
-        with server:
-            os.environ["PREFECT_API_URL"] = args.api_url or str(PREFECT_API_URL.value())
+        with contextlib.ExitStack() as stack:
+            api = stack.enter_context(_postgres_server(tmp)) if args.postgres else args.api_url
+            if api:
+                stack.enter_context(temporary_settings({PREFECT_API_URL: api}))
+            else:
+                stack.enter_context(prefect_test_harness(server_startup_timeout=120))
+            os.environ["PREFECT_API_URL"] = str(PREFECT_API_URL.value())
             drill: dict[str, Any] | None = None
             if args.only in (None, "drill"):
                 drill = bench_drill(tmp, args.profile)
@@ -387,7 +392,27 @@ def main() -> None:
                 fans.append(bench_fan_out(tmp, n, bounds))
                 _progress("fan-out", fans[-1])
     total = time.monotonic() - started
-    _print(drill, fans, bounds, total)
+    label = "PostgreSQL 15" if args.postgres else args.api_url or "temporary, on SQLite"
+    _print(drill, fans, bounds, total, label)
+
+
+@contextlib.contextmanager
+def _postgres_server(tmp: Path) -> Iterator[str]:
+    """A Prefect server on a private PostgreSQL 15 cluster; its API URL."""
+    from labsim.testing import postgres_cluster, prefect_server
+
+    with postgres_cluster() as postgres:
+        postgres.createdb("pe_dr_bench")
+        home = tmp / "prefect-home-postgres"
+        home.mkdir()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+        env.update(
+            PREFECT_HOME=str(home),
+            PREFECT_API_DATABASE_CONNECTION_URL=postgres.url("pe_dr_bench"),
+            PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        )
+        with prefect_server(env, tmp / "prefect-server.log") as api:
+            yield api
 
 
 def _progress(what: str, figures: dict[str, Any]) -> None:
@@ -399,8 +424,9 @@ def _print(
     fans: list[dict[str, Any]],
     bounds: tuple[int, ...],
     total: float,
+    server: str,
 ) -> None:
-    rows: list[tuple[str, str]] = []
+    rows: list[tuple[str, str]] = [("Prefect server", server)]
     if drill is not None:
         rows += _drill_rows(drill)
     if fans:
