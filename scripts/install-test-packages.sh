@@ -8,7 +8,7 @@ set -euo pipefail
 #   reached over SSH like a lab VM
 # sudo: root login sessions (`sudo -n -i`), as on a lab VM
 # git: the control repo
-# postgresql: the deployment tests run a Prefect server on PostgreSQL 15
+# postgresql: the deployment tests and the flows tier's drills run a Prefect server on PostgreSQL 15
 # puppet-agent, puppetserver, ruby: the real-Puppet tier (Debian 12's Puppet 7; puppetserver brings
 #   its Java runtime); ruby runs the control repo's config_version script as PE's ruby would
 # util-linux: unshare, for the real-Puppet tier's private namespaces (essential on Debian)
