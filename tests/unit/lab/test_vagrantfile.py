@@ -17,7 +17,7 @@ import pytest
 
 from pe_dr.errors import VagrantError
 from pe_dr.lab.spec import LabSpec, Role
-from pe_dr.lab.vagrant import VagrantLab
+from pe_dr.lab.vagrant import VagrantLab, find_vagrant
 
 REPO = Path(__file__).resolve().parents[3]
 VAGRANTFILE = REPO / "Vagrantfile"
@@ -61,13 +61,20 @@ def test_vagrantfile_passes_secrets_by_env_only() -> None:
         assert "set -x" not in body, script.name  # would echo the passwords
 
 
+SYSTEM_VAGRANT = shutil.which("vagrant", path=os.defpath)  # Debian's, not a labsim stub
 needs_vagrant = pytest.mark.skipif(
-    shutil.which("vagrant") is None, reason="vagrant is not installed (apt-get install vagrant)"
+    SYSTEM_VAGRANT is None, reason="vagrant is not installed (apt-get install vagrant)"
 )
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Path:
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the project, with the system's vagrant first on PATH: a labsim lab that a test
+    of the same session keeps up (tests/flows) has put its vagrant stub there, which would answer
+    in the real one's place."""
+    assert SYSTEM_VAGRANT is not None
+    monkeypatch.setenv("PATH", f"{Path(SYSTEM_VAGRANT).parent}{os.pathsep}{os.environ['PATH']}")
+    assert find_vagrant() == SYSTEM_VAGRANT
     shutil.copy(VAGRANTFILE, tmp_path / "Vagrantfile")  # vagrant writes .vagrant/ next to it
     shutil.copytree(REPO / "provision", tmp_path / "provision")
     return tmp_path
