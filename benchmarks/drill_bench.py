@@ -377,7 +377,12 @@ def main() -> None:
         tmp = Path(tmp_name)
         os.environ["PREFECT_LOCAL_STORAGE_PATH"] = str(tmp / "prefect-results")
         with contextlib.ExitStack() as stack:
-            api = stack.enter_context(_postgres_server(tmp)) if args.postgres else args.api_url
+            api = args.api_url
+            if args.postgres:
+                from labsim.testing import prefect_server_on_postgres
+
+                (tmp / "prefect-home").mkdir()
+                api = stack.enter_context(prefect_server_on_postgres(tmp / "prefect-home"))
             if api:
                 stack.enter_context(temporary_settings({PREFECT_API_URL: api}))
             else:
@@ -394,25 +399,6 @@ def main() -> None:
     total = time.monotonic() - started
     label = "PostgreSQL 15" if args.postgres else args.api_url or "temporary, on SQLite"
     _print(drill, fans, bounds, total, label)
-
-
-@contextlib.contextmanager
-def _postgres_server(tmp: Path) -> Iterator[str]:
-    """A Prefect server on a private PostgreSQL 15 cluster; its API URL."""
-    from labsim.testing import postgres_cluster, prefect_server
-
-    with postgres_cluster() as postgres:
-        postgres.createdb("pe_dr_bench")
-        home = tmp / "prefect-home-postgres"
-        home.mkdir()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-        env.update(
-            PREFECT_HOME=str(home),
-            PREFECT_API_DATABASE_CONNECTION_URL=postgres.url("pe_dr_bench"),
-            PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        )
-        with prefect_server(env, tmp / "prefect-server.log") as api:
-            yield api
 
 
 def _progress(what: str, figures: dict[str, Any]) -> None:

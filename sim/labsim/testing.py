@@ -300,3 +300,19 @@ def prefect_server(env: dict[str, str], log: Path) -> Iterator[str]:
         yield api
     finally:
         stop_group(proc)
+
+
+@contextlib.contextmanager
+def prefect_server_on_postgres(home: Path) -> Iterator[str]:
+    """A Prefect server of its own on a private PostgreSQL cluster, its home (and log) in
+    `home`; its API URL. Both are gone after."""
+    with postgres_cluster() as postgres:
+        postgres.createdb("prefect")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+        env.update(
+            PREFECT_HOME=str(home),
+            PREFECT_API_DATABASE_CONNECTION_URL=postgres.url("prefect"),
+            PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        )
+        with prefect_server(env, home / "server.log") as api:
+            yield api

@@ -17,8 +17,7 @@ import pytest
 # Read by tasks at import: back-off sized for a simulated lab.
 os.environ.setdefault("PE_DR_RETRY_DELAY_SCALE", "0.01")
 
-from labsim.testing import PG_BIN, LabHandle, postgres_cluster, running_lab
-from labsim.testing import prefect_server as prefect_server_on
+from labsim.testing import PG_BIN, LabHandle, prefect_server_on_postgres, running_lab
 from pe_dr.report import DrillReport
 
 FAST = {"rto_seconds": 10.0, "replication_lag_seconds": 5.0, "failback_seconds": 10.0}
@@ -74,29 +73,19 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
             yield
         return
     home = tmp_path_factory.mktemp("prefect-home")
-    with postgres_cluster() as postgres:
-        postgres.createdb("prefect_flows")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-        env.update(
-            PREFECT_HOME=str(home),
-            PREFECT_API_DATABASE_CONNECTION_URL=postgres.url("prefect_flows"),
-            PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        )
-        with (
-            prefect_server_on(env, home / "server.log") as api,
-            temporary_settings({PREFECT_API_URL: api}),
-            # as prefect_test_harness does: threads the drill starts (whose context is not
-            # copied) see this server too, instead of starting a temporary one each
-            prefect.context._temporary_global_settings_context(
-                prefect.context.get_settings_context()
-            ),
-        ):
-            yield
-            # the logs and events still queued reach the server before it stops (as the
-            # harness does; else "All connection attempts failed" at exit)
-            with contextlib.suppress(RuntimeError):  # (no log worker was started)
-                APILogWorker.instance().drain()
-            EventsWorker.drain_all()
+    with (
+        prefect_server_on_postgres(home) as api,
+        temporary_settings({PREFECT_API_URL: api}),
+        # as prefect_test_harness does: threads the drill starts (whose context is not
+        # copied) see this server too, instead of starting a temporary one each
+        prefect.context._temporary_global_settings_context(prefect.context.get_settings_context()),
+    ):
+        yield
+        # the logs and events still queued reach the server before it stops (as the
+        # harness does; else "All connection attempts failed" at exit)
+        with contextlib.suppress(RuntimeError):  # (no log worker was started)
+            APILogWorker.instance().drain()
+        EventsWorker.drain_all()
 
 
 @pytest.fixture(scope="session")
