@@ -20,6 +20,7 @@ from pe_dr.clients.pe_api import PEClient
 from pe_dr.errors import PeDrError, TransientError
 from pe_dr.lab import paths
 from pe_dr.lab.host import Host
+from pe_dr.lab.on_host import HostCurlTransport
 from pe_dr.lab.spec import LabSpec
 from pe_dr.lab.vagrant import VagrantLab
 from pe_dr.oracles.parsers import SSHParams
@@ -171,6 +172,13 @@ class Lab:
         return PEClient(
             server, host_map=self.spec.address_map, ca_pem=self.ca_pem(server), token=token
         )
+
+    def pe_on(self, server: str) -> PEClient:
+        """A PE API client that calls `server`'s APIs on `server` itself, over SSH, with its host
+        certificate (pe_dr.lab.on_host): what reads the replica while the primary is down."""
+        name = self.spec.host(server).name
+        transport = HostCurlTransport(self.host(name), self.spec.host(name).address)
+        return PEClient(name, host_map=self.spec.address_map, ca_pem=None, transport=transport)
 
     def gitlab_token(self) -> str | None:
         host = self.host(self.spec.gitlab.name)
