@@ -14,7 +14,14 @@ from pe_dr import __version__
 from pe_dr.oracles.checks import CheckResult
 from pe_dr.secrets import scrub
 
-MEASUREMENTS = ("rto_seconds", "replication_lag_seconds", "failback_seconds", "rpo_seconds")
+MEASUREMENTS = (
+    "rto_seconds",
+    "replication_lag_seconds",
+    "failback_seconds",
+    "rpo_seconds",
+    "replication_latency_seconds",
+    "puppetdb_sync_seconds",
+)
 
 
 def utc_now() -> str:
@@ -265,6 +272,8 @@ FIGURE_NAMES = {
     "replication_lag_seconds": "replication lag",
     "failback_seconds": "failback",
     "rpo_seconds": "RPO",
+    "replication_latency_seconds": "replication latency",
+    "puppetdb_sync_seconds": "PuppetDB sync age",
 }
 
 

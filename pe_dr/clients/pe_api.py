@@ -173,6 +173,17 @@ class PEClient(ApiClient):
         )
         return int(_created_id(response, self.server, "role"))
 
+    def role(self, role_id: int) -> dict[str, Any]:
+        """One role (GET /rbac-api/v1/roles/<id>)."""
+        answer = self._rbac("GET", f"/v1/roles/{int(role_id)}")
+        return answer if isinstance(answer, dict) else {}
+
+    def replace_role(self, role: Mapping[str, Any]) -> dict[str, Any]:
+        """Replace a role with `role`, which names its own id (PUT /rbac-api/v1/roles/<id>: 200
+        with the role; DA-2018.1 rbac_api_v1_user_role.md)."""
+        answer = self._rbac("PUT", f"/v1/roles/{int(role['id'])}", json=dict(role))
+        return answer if isinstance(answer, dict) else {}
+
     def delete_role(self, role_id: int) -> bool:
         """Delete a role (DELETE /rbac-api/v1/roles/<id>: 200, same source); False when there
         was none (404)."""
@@ -382,6 +393,38 @@ class PEClient(ApiClient):
         """The rows of one fact of one node (GET /pdb/query/v4/facts; puppetdb
         documentation/api/query/v4/facts.markdown: `certname`, `name`, `value`, `environment`)."""
         return self.pdb_query("facts", ["and", ["=", "certname", certname], ["=", "name", name]])
+
+    def report(self, report_hash: str) -> dict[str, Any] | None:
+        """The report with this hash (`hash` is a report's identity in PuppetDB:
+        documentation/api/query/v4/reports.markdown), or None."""
+        rows = self.pdb_query("reports", ["=", "hash", report_hash])
+        return rows[0] if rows else None
+
+    def reports_after(self, certname: str, receive_time: str | None) -> list[dict[str, Any]]:
+        """`certname`'s reports PuppetDB received after `receive_time` (all when None), oldest
+        first. PuppetDB stores commands asynchronously, so right after a run the newest report
+        can still be the one before (real-world-findings §4.1 row 5)."""
+        query: list[Any] = ["=", "certname", certname]
+        if receive_time:
+            query = ["and", query, [">", "receive_time", receive_time]]
+        rows = self.pdb_query("reports", query)
+        return sorted(rows, key=lambda r: str(r.get("receive_time", "")))
+
+    def pdb_metric(self, name: str) -> float | None:
+        """A `puppetlabs.puppetdb.ha` metric through PuppetDB's metrics v2 (Jolokia) API, e.g.
+        `seconds-since-last-successful-sync` (puppetdb documentation/ha.markdown, "Metrics");
+        None when PuppetDB does not have it."""
+        answer = self._call(
+            "PuppetDB metrics",
+            PUPPETDB_PORT,
+            "GET",
+            f"/metrics/v2/read/puppetlabs.puppetdb.ha:name={quote(name, safe='-')}",
+            accept=(404,),
+        )
+        value = answer.get("value") if isinstance(answer, dict) else None
+        if isinstance(value, dict):
+            value = value.get("Value")
+        return float(value) if isinstance(value, int | float) else None
 
     def latest_report(self, certname: str) -> dict[str, Any] | None:
         """The latest report of `certname` (incl. `producer`, `configuration_version`), or None."""

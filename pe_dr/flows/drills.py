@@ -79,7 +79,10 @@ def fail_over_and_back(
     approve(f"halt {primary} (the failover drill starts it again after)")
     try:
         marks = markers.write_markers(
-            spec, run_id=marker_id(), budget_seconds=budgets.rpo_seconds, poll_interval=poll
+            spec,
+            run_id=marker_id(),
+            budget_seconds=budgets.replication_latency_seconds,
+            poll_interval=poll,
         )
         if marks.removed_before:
             left = ", ".join(marks.removed_before)
@@ -90,13 +93,18 @@ def fail_over_and_back(
         # crash's backstop).
         with transaction() as txn:
             txn.on_rollback_hooks.append(lambda _txn: bring_primary_back(spec))
-            down_at = named(vms.halt_vm, "halt-primary")(spec, primary, confirm)
+            outage = markers.halt_primary(spec, primary, confirm, marks, poll)
             checks.check_primary_down(spec)
             # before any agent run on the replica replaces the agent's facts there
             served = markers.check_replica_serves(
-                spec, markers=marks, halted_at=down_at, budget_seconds=budgets.rpo_seconds
+                spec,
+                markers=marks,
+                outage=outage,
+                rpo_budget=budgets.rpo_seconds,
+                latency_budget=budgets.replication_latency_seconds,
+                puppetdb_sync_budget=budgets.puppetdb_sync_seconds,
             )
-            rto = checks.measure_failover(spec, down_at, budgets.rto_seconds, poll)
+            rto = checks.measure_failover(spec, outage.halt_returned_at, budgets.rto_seconds, poll)
             up_at = named(vms.start_vm, "start-primary")(spec, primary)
             back = checks.measure_failback(spec, up_at, budgets.failback_seconds, poll)
         checks.check_steady_state(
@@ -113,6 +121,7 @@ def fail_over_and_back(
         "rto_seconds": rto.seconds,
         "failback_seconds": back.seconds,
         "rpo_seconds": served.seconds,
+        **served.figures,
     }
 
 

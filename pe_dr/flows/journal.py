@@ -231,6 +231,9 @@ def read(
             figure = FIGURES.get(check.name)
             if figure is not None and check.seconds is not None:
                 report.measurements[figure] = check.seconds
+            for name, value in check.figures.items():
+                if name in MEASUREMENTS and value is not None:
+                    report.measurements[name] = value
         report.steps.append(
             StepRecord(
                 name=step_name(run),

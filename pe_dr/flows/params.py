@@ -112,10 +112,29 @@ class Budgets(BaseModel):
         Field(
             gt=0,
             title="RPO budget (s)",
-            description="Worst store: a write on the primary → served by the replica (what a "
-            "lost primary would lose).",
+            description="Worst database-replicated store (classifier, RBAC): the primary goes "
+            "down → the newest write the replica serves was acknowledged this long before (what "
+            "a lost primary loses).",
         ),
     ] = 300.0
+    replication_latency_seconds: Annotated[
+        float,
+        Field(
+            gt=0,
+            title="Replication latency budget (s)",
+            description="Both servers up: a write on the primary → served by the replica "
+            "(classifier, RBAC).",
+        ),
+    ] = 60.0
+    puppetdb_sync_seconds: Annotated[
+        float,
+        Field(
+            gt=0,
+            title="PuppetDB sync budget (s)",
+            description="Age of the replica PuppetDB's last successful sync when the primary "
+            "goes down (PE syncs every 2 minutes by default).",
+        ),
+    ] = 600.0
     promotion_seconds: Annotated[
         float,
         Field(

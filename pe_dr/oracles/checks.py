@@ -36,6 +36,8 @@ class CheckResult:
     detail: str
     evidence: dict[str, object] = field(default_factory=dict)
     seconds: float | None = None
+    # further figures the check measured, by name (replica_serves: replication latency, ...)
+    figures: dict[str, float | None] = field(default_factory=dict)
 
 
 def _short(lab: Lab, vm: str) -> str:

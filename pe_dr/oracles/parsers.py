@@ -494,3 +494,21 @@ def parse_access_login(output: str) -> str | None:
         if m:
             return m.group(1).strip()
     return None
+
+
+# --- PuppetDB sync ---------------------------------------------------------------------------
+
+# PE's words for PuppetDB's sync, an info alert of its status ("Info: Last sync successfully
+# completed 25 seconds ago (at 2020-04-07T22:16:20.231Z)": peadm documentation/status.md, real
+# output of `puppet infrastructure status`)
+_LAST_SYNC = re.compile(r"Last sync successfully completed (?P<s>\d+(?:\.\d+)?) seconds ago")
+
+
+def last_sync_age(alerts: Iterable[object]) -> float | None:
+    """Seconds since PuppetDB's last successful sync, from its status alerts (None: not said)."""
+    for alert in alerts:
+        message = alert.get("message") if isinstance(alert, dict) else getattr(alert, "message", "")
+        found = _LAST_SYNC.search(str(message or ""))
+        if found:
+            return float(found.group("s"))
+    return None

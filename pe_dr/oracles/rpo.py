@@ -1,24 +1,58 @@
-"""What the replica serves while the primary is down, and what a lost primary would lose (RPO).
+"""What the replica serves while the primary is down, and what a lost primary loses (RPO).
 
-Checked against the replica's own APIs during the outage (reference §3, §4.2: a replica serves
-classification through the classifier API and PuppetDB queries, and refuses classification edits
-and code deploys). Per store, RPO is how long the marker written just before the halt took to
-reach the replica: writes younger than that are what the replica would not have if the primary
-died. A store whose marker never reached the replica serves stale data and fails the check.
+The replica is read the way PE's own services read it: on the replica, over SSH, with its host
+certificate (pe_dr.lab.on_host), since its PuppetDB checks a token with the primary's RBAC and
+its RBAC may not accept one at all then (real-world-findings §4.1 rows 1-2). The admin token
+copied to the replica is the second path; the evidence says which path answered each store and
+what the other one said.
+
+- RPO of the classifier and RBAC (database replication): the marker stream was written up to the
+  halt (pe_dr.steps.markers); the newest marker the replica serves, against the moment the
+  primary went down, is what a primary lost then would take with it. An upper bound by one write
+  interval: the stream writes once per interval.
+- Replication latency: how long the first marker took to reach the replica, both servers up.
+- PuppetDB: every write reaches both PuppetDBs (command broadcast), so its marker proves what the
+  replica serves; its sync, which repairs what one side missed, is judged by its own age at the
+  halt (PE's "Last sync successfully completed N seconds ago"; PuppetDB's
+  `seconds-since-last-successful-sync`).
+- Read-only: a classification edit on the replica must be refused, and only a refusal that says
+  the replica is read-only proves it (PE does not document the answer: §4.1 row 3); any other
+  refusal is "not proven", with what it was. An edit the replica accepts is undone and fails the
+  check.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+import time
+from functools import partial
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from pe_dr.clients.pe_api import PUPPETDB_PORT, RBAC_PORT, PEClient
 from pe_dr.errors import ApiError, PeDrError
 from pe_dr.lab.live import Lab
 from pe_dr.oracles.checks import CheckResult
-from pe_dr.steps.markers import FACT, FAILOVER_TOKEN, STORES, Markers, look
+from pe_dr.oracles.parsers import last_sync_age
+from pe_dr.steps.markers import (
+    FACT,
+    FAILOVER_TOKEN,
+    STREAMED,
+    Markers,
+    Outage,
+    StoreMarker,
+    deployed,
+    fact_values,
+    group_marker,
+    number_in,
+    role_marker,
+)
 
 NAME = "replica_serves"
+CERTIFICATE, TOKEN = "certificate", "token"
+READ_ONLY = re.compile(r"read[- ]?only", re.IGNORECASE)
+EDIT = "edited on the replica by pe-dr-drill's read-only probe"
 
 
 @dataclass(frozen=True)
@@ -26,22 +60,23 @@ class StoreSeen:
     """One store as the drill saw it on the replica during the outage."""
 
     store: str
-    answered: bool
+    answered_by: str | None  # the path that answered: certificate, token (code: ssh)
+    paths: dict[str, str]  # each path tried: "answered" or what it said instead
     has_marker: bool
-    written_before_halt: float | None  # seconds from the write's acknowledgement to the halt
-    reached_after: float | None  # seconds from the write to the replica serving it (pre-halt)
-    replication: dict[str, Any] | None = None  # what PE's status API reports of it
-    detail: str = ""
+    seen: dict[str, Any] = field(default_factory=dict)
+    latency: float | None = None  # first marker: written -> served by the replica, both up
+    rpo: float | None = None  # streamed stores: down -> acknowledgement of the newest served
+    newest_written: int | None = None
+    newest_served: int | None = None
+    sync_age: float | None = None  # PuppetDB: its last sync's age when the primary went down
+    replication: dict[str, Any] | None = None  # what the replica's status API says of it
     unwritten: str = ""  # no marker could be written: served data is not judged
 
     @property
-    def rpo_seconds(self) -> float | None:
-        return self.reached_after if self.answered and self.has_marker else None
-
-    @property
-    def rpo_at_least(self) -> float | None:
-        """A marker that never reached the replica: at least what was written since is lost."""
-        return None if self.has_marker or self.unwritten else self.written_before_halt
+    def lost_writes(self) -> int | None:
+        if self.newest_written is None or self.newest_served is None:
+            return None
+        return max(0, self.newest_written - self.newest_served)
 
     @property
     def judged(self) -> bool:
@@ -49,157 +84,372 @@ class StoreSeen:
 
     def to_json(self) -> dict[str, object]:
         return {
-            "answered": self.answered,
+            "answered_by": self.answered_by,
+            "paths": dict(self.paths),
             "marker_on_replica": self.has_marker,
-            "written_before_halt_s": self.written_before_halt,
-            "reached_replica_after_s": self.reached_after,
-            "rpo_seconds": self.rpo_seconds,
-            "rpo_at_least_s": self.rpo_at_least,
+            "replication_latency_s": self.latency,
+            "rpo_seconds": self.rpo,
+            "newest_written": self.newest_written,
+            "newest_served": self.newest_served,
+            "lost_writes": self.lost_writes,
+            "sync_age_at_halt_s": self.sync_age,
             "replication_reported": self.replication,
-            "seen": self.detail,
+            "seen": dict(self.seen),
             "not_measured": self.unwritten or None,
         }
 
 
-def judge(
-    stores: list[StoreSeen], read_only: dict[str, str], *, budget_seconds: float, replica: str
-) -> CheckResult:
-    """One verdict over the stores and the read-only probes. `read_only` maps a probe to
-    `refused …` or what happened instead."""
-    evidence: dict[str, object] = {
-        "stores": {s.store: s.to_json() for s in stores},
-        "read_only": dict(read_only),
-    }
-    rpos = [s.rpo_seconds for s in stores if s.rpo_seconds is not None]
-    # unknown when a store lost its marker: its RPO is only known from below (rpo_at_least_s)
-    lost = any(s.judged and not (s.answered and s.has_marker) for s in stores)
-    worst = max(rpos) if rpos and not lost else None
-    problems = []
-    for s in stores:
-        if not s.answered:
-            problems.append(f"{s.store} on {replica} did not answer ({s.detail})")
-        elif not s.has_marker and s.judged:
-            when = (
-                f" written {s.written_before_halt:.1f} s before the halt"
-                if s.written_before_halt is not None
-                else ""
-            )
-            told = f"; PE reports its replication as {s.replication}" if s.replication else ""
-            problems.append(
-                f"{s.store} on {replica} serves stale data: the marker{when} never reached it{told}"
-            )
-    for probe, outcome in read_only.items():
-        if not outcome.startswith("refused"):
-            problems.append(f"{probe} on {replica} was not refused ({outcome})")
-    if worst is not None and worst > budget_seconds:
-        slowest = max(stores, key=lambda s: s.rpo_seconds or -1.0)
-        problems.append(
-            f"RPO {worst:.1f} s ({slowest.store}) is over the budget of {budget_seconds:.0f} s"
-        )
-    if problems:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        return CheckResult(NAME, False, problems[0] + more, evidence, worst)
-    per = ", ".join(f"{s.store} {s.rpo_seconds:.1f} s" for s in stores if s.rpo_seconds is not None)
-    skipped = [f"{s.store} not measured: {s.unwritten}" for s in stores if not s.judged]
-    also = f"; {'; '.join(skipped)}" if skipped else ""
-    return CheckResult(
-        NAME,
-        True,
-        f"{replica} serves every store's marker (RPO {per}); classification edit and code "
-        f"deploy refused{also}",
-        evidence,
-        worst,
-    )
+@dataclass(frozen=True)
+class Budgets:
+    rpo: float
+    latency: float
+    puppetdb_sync: float
 
 
-def _replication_reported(pe: PEClient) -> dict[str, dict[str, Any] | None]:
-    """Database replication of the classifier and RBAC (`status.replication` of GET
-    /status/v1/services on 4433) and PuppetDB's sync (`status.sync_status` on 8081), as the
-    replica reports them (PDF-2021.7.1 p.436-440; peadm spec/fixtures/infrastatus.json). None
-    where the replica does not say."""
-    found: dict[str, dict[str, Any] | None] = dict.fromkeys(STORES)
+def probe_read_only(edit: Callable[[], Any]) -> dict[str, Any]:
+    """The classification edit against the replica, recorded as what it got: `proven` only for
+    a refusal that says the replica is read-only; `not proven` (with the reason) for any other
+    refusal or a connection error; `accepted` when the replica took it."""
     try:
-        services = pe.services(RBAC_PORT)
-    except PeDrError:
-        services = {}
-    for store, name in (("classifier", "classifier-service"), ("rbac", "rbac-service")):
-        status = (services.get(name) or {}).get("status") or {}
-        found[store] = status.get("replication") if isinstance(status, dict) else None
-    try:
-        pdb = pe.services(PUPPETDB_PORT)
-    except PeDrError:
-        pdb = {}
-    status = (pdb.get("puppetdb-service") or pdb.get("puppetdb-status") or {}).get("status") or {}
-    found["puppetdb"] = status.get("sync_status") if isinstance(status, dict) else None
-    return found
+        answer = edit()
+    except ApiError as exc:
+        says = READ_ONLY.search(f"{exc.kind or ''} {exc.message}") is not None
+        return {
+            "verdict": "proven" if says else "not proven",
+            "status": exc.status,
+            "kind": exc.kind,
+            "said": exc.message,
+            "reason": None if says else f"HTTP {exc.status} does not say the replica is read-only",
+        }
+    except PeDrError as exc:
+        return {"verdict": "not proven", "status": None, "kind": None, "said": str(exc),
+                "reason": "the edit did not reach the classifier"}  # fmt: skip
+    return {"verdict": "accepted", "status": 200, "kind": None, "said": repr(answer)[:200]}
 
 
-def _refused(action: Any) -> str:
-    """`refused (…)` when `action()` failed as PE refuses on a replica, else what it answered."""
+def _refused(action: Callable[[], Any]) -> str:
     try:
         answer = action()
     except ApiError as exc:
-        return f"refused ({exc.status})"
+        return f"refused (HTTP {exc.status}{' ' + exc.kind if exc.kind else ''})"
     except PeDrError as exc:  # nothing serves it there: refused as well (no Code Manager)
         return f"refused ({exc})"
     return f"accepted: {answer!r}"[:200]
 
 
-def check_replica_serves(
-    lab: Lab, *, markers: Markers, halted_at: float, budget_seconds: float
+def judge(
+    stores: list[StoreSeen],
+    read_only: dict[str, Any],
+    *,
+    budgets: Budgets,
+    replica: str,
 ) -> CheckResult:
-    """During the outage: the replica's classifier returns the classification data with the
-    marker group (GET /classifier-api/v1/groups), RBAC the marker role (GET
-    /rbac-api/v1/roles), PuppetDB the agent's marker fact and the report of the run that sent it
-    (GET /pdb/query/v4/facts, /pdb/query/v4/reports), its live code the primary's last commit;
-    a classification edit (POST /classifier-api/v1/groups/<id>) and a code deploy (POST
-    /code-manager/v1/deploys on 8170) are refused (reference §4.2). RPO per store, the worst
-    against the budget."""
-    replica = lab.spec.replica.name
-    stores: list[StoreSeen] = []
-    with lab.pe(replica, token_file=FAILOVER_TOKEN) as pe:
-        reported = _replication_reported(pe)
-        for mark in markers.stores:
-            before = None if mark.written_at is None else round(halted_at - mark.written_at, 3)
-            try:
-                seen = look(lab, pe, mark, markers.agent)
-            except PeDrError as exc:
-                stores.append(
-                    StoreSeen(
-                        mark.store,
-                        False,
-                        False,
-                        before,
-                        mark.reached_after,
-                        None,
-                        str(exc),
-                        mark.unwritten,
-                    )
-                )
-                continue
-            has = bool(seen.pop("has_marker"))
-            text = ", ".join(f"{k} {v}" for k, v in seen.items())
-            stores.append(
-                StoreSeen(
-                    mark.store,
-                    True,
-                    has,
-                    before,
-                    mark.reached_after,
-                    reported.get(mark.store),
-                    text,
-                    mark.unwritten,
-                )
+    """One verdict over the stores and the read-only probes."""
+    evidence: dict[str, object] = {
+        "stores": {s.store: s.to_json() for s in stores},
+        "read_only": dict(read_only),
+    }
+    streamed = [s for s in stores if s.store in STREAMED and s.judged]
+    lost = any(s.rpo is None for s in streamed)
+    worst = max((s.rpo for s in streamed if s.rpo is not None), default=None)
+    worst = None if lost else worst
+    latencies = [s.latency for s in streamed if s.latency is not None]
+    latency = max(latencies) if latencies and len(latencies) == len(streamed) else None
+    pdb = next((s for s in stores if s.store == "puppetdb"), None)
+    sync = pdb.sync_age if pdb is not None else None
+    problems = []
+    for s in stores:
+        if s.answered_by is None:
+            said = "; ".join(f"{p}: {w}" for p, w in s.paths.items())
+            problems.append(f"{s.store} on {replica} did not answer ({said})")
+        elif not s.has_marker and s.judged:
+            told = f"; PE reports its replication as {s.replication}" if s.replication else ""
+            problems.append(
+                f"{s.store} on {replica} serves stale data: the drill's marker never reached "
+                f"it{told}"
             )
-        group_id = markers.of("classifier").ref
-        read_only = {
-            "classification edit": _refused(
-                lambda: pe.update_group(group_id, {"variables": {FACT: "edited on the replica"}})
-            ),
-            "code deploy": _refused(
-                lambda: pe.deploy([lab.spec.environment], wait=False, timeout=10.0)
-            ),
+    for s in streamed:
+        if s.latency is None and s.answered_by is not None:
+            problems.append(
+                f"{s.store}: the first marker did not reach {replica} within the "
+                f"{budgets.latency:g} s replication latency budget, both servers up"
+            )
+        elif s.latency is not None and s.latency > budgets.latency:
+            problems.append(
+                f"{s.store}: replication latency {s.latency:.1f} s is over its "
+                f"{budgets.latency:g} s budget"
+            )
+    if worst is not None and worst > budgets.rpo:
+        slowest = max(streamed, key=lambda s: s.rpo or -1.0)
+        problems.append(
+            f"RPO {worst:.1f} s ({slowest.store}: {slowest.lost_writes} acknowledged writes "
+            f"lost) is over the budget of {budgets.rpo:g} s"
+        )
+    if pdb is not None and pdb.judged and pdb.answered_by is not None:
+        if sync is None:
+            problems.append(
+                f"PuppetDB on {replica} reports no successful sync (neither its status nor "
+                "the seconds-since-last-successful-sync metric): what it missed is not repaired"
+            )
+        elif sync > budgets.puppetdb_sync:
+            problems.append(
+                f"PuppetDB on {replica} last synced {sync:.0f} s before the primary went down, "
+                f"over the {budgets.puppetdb_sync:g} s budget"
+            )
+    edit = read_only.get("classification edit") or {}
+    if edit.get("verdict") == "accepted":
+        undone = "undone" if edit.get("undone") else "NOT undone"
+        problems.append(
+            f"{replica} accepted a classification edit during the outage ({undone}): PE's replica "
+            "must be read-only"
+        )
+    deploy = str(read_only.get("code deploy", ""))
+    if deploy.startswith("accepted"):
+        problems.append(f"code deploy on {replica} was not refused ({deploy})")
+    figures = {"replication_latency_seconds": latency, "puppetdb_sync_seconds": sync}
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        return CheckResult(NAME, False, problems[0] + more, evidence, worst, figures)
+    per = ", ".join(
+        f"{s.store} {s.rpo:.1f} s ({s.lost_writes} lost)" for s in streamed if s.rpo is not None
+    )
+    paths = sorted({s.answered_by for s in stores if s.answered_by})
+    proof = (
+        "read-only proven"
+        if edit.get("verdict") == "proven"
+        else f"read-only not proven ({edit.get('reason') or edit.get('said')})"
+    )
+    skipped = [f"{s.store} not measured: {s.unwritten}" for s in stores if not s.judged]
+    also = f"; {'; '.join(skipped)}" if skipped else ""
+    sync_text = f"PuppetDB synced {sync:.0f} s before the halt" if sync is not None else ""
+    return CheckResult(
+        NAME,
+        True,
+        f"{replica} serves every store's marker, read by {' and '.join(paths)} (RPO {per}; "
+        f"{sync_text}); {proof}; code deploy refused{also}",
+        evidence,
+        worst,
+        figures,
+    )
+
+
+def _read(paths: dict[str, PEClient | None], look: Callable[[PEClient], Any]) -> tuple[
+    str | None, Any, dict[str, str]
+]:  # fmt: skip
+    """`look` through each path in turn: the first path that answered, its answer, and what every
+    path said."""
+    said: dict[str, str] = {}
+    first: tuple[str | None, Any] = (None, None)
+    for name, pe in paths.items():
+        if pe is None:
+            said[name] = "not available (no token on the replica)"
+            continue
+        try:
+            answer = look(pe)
+        except PeDrError as exc:
+            said[name] = str(exc)
+            continue
+        said[name] = "answered"
+        if first[0] is None:
+            first = (name, answer)
+    return first[0], first[1], said
+
+
+def _replication_reported(pe: PEClient) -> dict[str, dict[str, Any] | None]:
+    """Database replication of the classifier and RBAC as the replica's status API reports it
+    (`status.replication`, PDF-2021.7.1 p.436-440; peadm spec/fixtures/infrastatus.json)."""
+    found: dict[str, dict[str, Any] | None] = {"classifier": None, "rbac": None}
+    try:
+        services = pe.services(RBAC_PORT)
+    except PeDrError:
+        return found
+    for store, name in (("classifier", "classifier-service"), ("rbac", "rbac-service")):
+        status = (services.get(name) or {}).get("status") or {}
+        found[store] = status.get("replication") if isinstance(status, dict) else None
+    return found
+
+
+def _sync_age(pe: PEClient) -> tuple[float | None, str]:
+    """Seconds since PuppetDB's last successful sync, read now: its status alert, else its
+    metric; and where it came from."""
+    try:
+        status = pe.services(PUPPETDB_PORT).get("puppetdb-status") or {}
+    except PeDrError:
+        status = {}
+    age = last_sync_age(status.get("active_alerts") or [])
+    if age is not None:
+        return age, "status"
+    try:
+        age = pe.pdb_metric("seconds-since-last-successful-sync")
+    except PeDrError:
+        age = None
+    return age, "metric" if age is not None else "none"
+
+
+def _see_streamed(
+    paths: dict[str, PEClient | None],
+    mark: StoreMarker,
+    marker: str,
+    outage: Outage,
+    reported: dict[str, Any],
+) -> StoreSeen:
+    """The classifier or RBAC: the newest marker the replica serves, and its RPO."""
+    read = group_marker if mark.store == "classifier" else role_marker
+    by, value, said = _read(paths, lambda pe: read(pe, mark.ref))
+    served = number_in(value, marker)
+    acked = None
+    if served is not None:
+        acked = outage.acked(mark.store, served) if served else mark.written_at
+    return StoreSeen(
+        mark.store,
+        by,
+        said,
+        served is not None,
+        {"value": value},
+        latency=mark.latency,
+        rpo=None if acked is None else round(max(0.0, outage.down_at - acked), 3),
+        newest_written=outage.newest(mark.store) or 0,
+        newest_served=served,
+        replication=reported.get(mark.store),
+        unwritten=mark.unwritten,
+    )
+
+
+def _see_puppetdb(
+    paths: dict[str, PEClient | None], mark: StoreMarker, markers: Markers, outage: Outage
+) -> StoreSeen:
+    """PuppetDB: the marker fact and its run's report (by hash), and the sync's age at the halt."""
+
+    def look(pe: PEClient) -> dict[str, Any]:
+        values = fact_values(pe, markers.agent)
+        report = pe.report(mark.ref) if mark.ref else None
+        return {
+            "fact": values[0] if values else None,
+            "marker_report": report is not None,
+            "report_producer": (report or {}).get("producer"),
         }
-    result = judge(stores, read_only, budget_seconds=budget_seconds, replica=replica)
+
+    by, seen, said = _read(paths, look)
+    seen = dict(seen or {})
+    at_halt = None
+    cert = paths[CERTIFICATE]
+    if cert is not None:
+        read_at = time.time()
+        age, source = _sync_age(cert)
+        seen["sync_age_from"] = source
+        if age is not None:  # the last sync happened `age` s before `read_at`
+            at_halt = round(max(0.0, age - (read_at - outage.down_at)), 3)
+    return StoreSeen(
+        "puppetdb",
+        by,
+        said,
+        seen.get("fact") == markers.marker and bool(seen.get("marker_report")),
+        seen,
+        latency=mark.latency,
+        sync_age=at_halt,
+        unwritten=mark.unwritten,
+    )
+
+
+def _see_code(lab: Lab, mark: StoreMarker) -> StoreSeen:
+    """Code: the replica's live code names the commit the primary deployed last (read over SSH:
+    file sync has no API on the replica)."""
+    replica = lab.spec.replica.name
+    try:
+        commit, _ = deployed(lab, replica)
+    except PeDrError as exc:
+        return StoreSeen("code", None, {"ssh": str(exc)}, False, unwritten=mark.unwritten)
+    return StoreSeen(
+        "code",
+        "ssh",
+        {"ssh": "answered"},
+        bool(mark.ref) and commit == mark.ref,
+        {"deployed_commit": commit},
+        unwritten=mark.unwritten,
+    )
+
+
+def _probe(
+    lab: Lab, paths: dict[str, PEClient | None], group_id: str, before: object
+) -> dict[str, Any]:
+    """The read-only probes: a classification edit (by the first path that reaches the
+    classifier; an accepted one undone through the same path) and a code deploy."""
+    edit: dict[str, Any] = {}
+    for name, pe in paths.items():
+        if pe is None:
+            continue
+        edit = probe_read_only(partial(pe.update_group, group_id, {"variables": {FACT: EDIT}}))
+        edit["path"] = name
+        if edit["verdict"] == "accepted":
+            edit["undone"] = _undo(pe, group_id, before)
+        if edit["status"] is not None or edit["verdict"] == "accepted":
+            break  # the classifier answered: its answer is the verdict
+    deploy_by = paths[TOKEN] or paths[CERTIFICATE]
+    assert deploy_by is not None
+    return {
+        "classification edit": edit,
+        "code deploy": _refused(
+            lambda: deploy_by.deploy([lab.spec.environment], wait=False, timeout=10.0)
+        ),
+    }
+
+
+def check_replica_serves(
+    lab: Lab,
+    *,
+    markers: Markers,
+    outage: Outage,
+    rpo_budget: float,
+    latency_budget: float,
+    puppetdb_sync_budget: float,
+) -> CheckResult:
+    """During the outage, before any agent run on the replica: each store's marker as the
+    replica serves it, by its host certificate and by the copied token; RPO per streamed store,
+    replication latency, PuppetDB's sync age; the read-only probes."""
+    replica = lab.spec.replica.name
+    cert = lab.pe_on(replica)
+    try:
+        token: PEClient | None = lab.pe(replica, token_file=FAILOVER_TOKEN)
+    except PeDrError:
+        token = None
+    paths: dict[str, PEClient | None] = {CERTIFICATE: cert, TOKEN: token}
+    stores: list[StoreSeen] = []
+    try:
+        reported = _replication_reported(cert)
+        for mark in markers.stores:
+            if mark.store in STREAMED:
+                stores.append(_see_streamed(paths, mark, markers.marker, outage, reported))
+            elif mark.store == "puppetdb":
+                stores.append(_see_puppetdb(paths, mark, markers, outage))
+            else:
+                stores.append(_see_code(lab, mark))
+        before = next(s.seen.get("value") for s in stores if s.store == "classifier")
+        read_only = _probe(lab, paths, markers.of("classifier").ref, before)
+    finally:
+        cert.close()
+        if token is not None:
+            token.close()
+    result = judge(
+        stores,
+        read_only,
+        budgets=Budgets(rpo_budget, latency_budget, puppetdb_sync_budget),
+        replica=replica,
+    )
     result.evidence["marker"] = markers.marker
+    result.evidence["outage"] = {
+        "down_at": outage.down_at,
+        "halt_started_at": outage.halt_started_at,
+        "halt_returned_at": outage.halt_returned_at,
+        "write_interval_s": outage.interval,
+        "writes_refused": dict(outage.refused),
+    }
     return result
+
+
+def _undo(pe: PEClient, group_id: str, value: object) -> bool:
+    """Put back the marker value the replica served before the probe; whether it holds now."""
+    try:
+        pe.update_group(group_id, {"variables": {FACT: value}})
+        return group_marker(pe, group_id) == value
+    except PeDrError:
+        return False

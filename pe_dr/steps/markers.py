@@ -1,13 +1,21 @@
-"""The failover drill's markers: one write into each store PE replicates, made just before the halt
-through the primary's own interfaces, in objects the drill owns, and removed afterwards.
+"""The failover drill's markers: writes into each store PE replicates, in objects the drill owns,
+removed afterwards.
 
 - classifier: a variable of a node group the drill creates, without a rule so that it classifies
-  no node (POST /classifier-api/v1/groups);
+  no node (POST /classifier-api/v1/groups), rewritten as `<marker> #N` (POST .../groups/<id>);
 - rbac: the description of a role the drill creates, without permissions or members (POST
-  /rbac-api/v1/roles);
+  /rbac-api/v1/roles), rewritten likewise (PUT /rbac-api/v1/roles/<id>);
 - puppetdb: an external fact on the first agent, sent by an agent run against the primary
-  (facts.d, then `puppet agent -t --noop`), and that run's report;
+  (facts.d, then `puppet agent -t --noop`), and that run's report, found by its hash;
 - code: the commit the primary deployed last (the replication check's marker; file sync).
+
+Classifier and RBAC reach the replica by database replication, so what a lost primary loses of
+them is what was still in flight: the drill keeps writing `#1, #2, …` into both, one write
+interval apart, through the halt itself and without waiting for the replica (`halt_while_writing`);
+the newest one the replica then serves, against the moment the primary went down, is the store's
+RPO. PuppetDB's writes reach both PuppetDBs directly (Puppet Server broadcasts every command:
+real-world-findings §4.1 row 4), so its marker proves what the replica serves, not PuppetDB
+sync; sync is judged by its own age.
 
 A drill-owned object is named `pe-dr-drill marker …` and its description carries MARKER_TAG: only
 objects with both are ever removed, so nothing an admin made is touched.
@@ -17,35 +25,45 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import httpx
+
 from pe_dr.clients.pe_api import PEClient
-from pe_dr.errors import CommandFailed, PeDrError
+from pe_dr.errors import CommandFailed, PeDrError, TransientError
 from pe_dr.lab import paths
 from pe_dr.lab.live import Lab
 from pe_dr.polling import Pacer
+from pe_dr.steps import vms
 
 ALL_NODES_ID = "00000000-0000-4000-8000-000000000000"
 MARKER_TAG = "[pe-dr-drill marker: safe to delete]"
 NAME_PREFIX = "pe-dr-drill marker "
 FACT = "pe_dr_marker"
 FACT_FILE = f"/etc/puppetlabs/facter/facts.d/{FACT}.json"
-# The admin token, copied to the replica for the checks made there while the primary is down
-# (PE replicates RBAC, so the replica accepts it); removed with the markers.
+# The admin token, copied to the replica for the token path of the checks made there while the
+# primary is down (the host certificate is the first path); removed with the markers.
 FAILOVER_TOKEN = "/root/.puppetlabs/pe_dr_failover_token"  # noqa: S105 (a path)
 STORES = ("classifier", "rbac", "puppetdb", "code")
+STREAMED = ("classifier", "rbac")  # database replication: written up to the halt
+# Writes the stream must have acknowledged before the halt starts (a halt under way from the
+# first write would measure nothing in flight).
+WRITES_BEFORE_HALT = 2
 
 
 @dataclass(frozen=True)
 class StoreMarker:
     store: str
-    marker: str  # what the replica must serve
-    written_at: float | None  # epoch: when the primary acknowledged the write
     ref: str = ""  # the object that carries it: a group id, a role id, a report hash, a commit
-    reached_after: float | None = None  # seconds from the write to the replica serving it
+    written_at: float | None = None  # epoch: when the primary acknowledged the first marker
+    # seconds from that write to the replica serving it, both servers up: replication latency
+    latency: float | None = None
     unwritten: str = ""  # why there is no marker in this store (then it is not judged)
 
 
@@ -58,6 +76,26 @@ class Markers:
 
     def of(self, store: str) -> StoreMarker:
         return next(s for s in self.stores if s.store == store)
+
+
+@dataclass(frozen=True)
+class Outage:
+    """The halt, as the marker stream saw it (epoch times)."""
+
+    halt_started_at: float
+    halt_returned_at: float
+    # the primary went down: the first write it refused after the halt began, or the halt's end
+    down_at: float
+    interval: float  # between two writes of the stream
+    writes: dict[str, tuple[tuple[int, float], ...]]  # store -> ((number, acknowledged at), ...)
+    refused: dict[str, str] = field(default_factory=dict)  # store -> the first refusal
+
+    def acked(self, store: str, number: int) -> float | None:
+        return next((at for n, at in self.writes.get(store, ()) if n == number), None)
+
+    def newest(self, store: str) -> int | None:
+        numbers = [n for n, _ in self.writes.get(store, ())]
+        return max(numbers) if numbers else None
 
 
 def is_drill_owned(name: object, description: object) -> bool:
@@ -73,6 +111,18 @@ def is_drill_owned(name: object, description: object) -> bool:
 def new_marker(run_id: str) -> str:
     """Unique per attempt: a Retry writes new markers, never trusts an earlier attempt's."""
     return f"pe-dr-drill {run_id} {uuid.uuid4().hex[:12]}"
+
+
+def numbered(marker: str, number: int) -> str:
+    return f"{marker} #{number}"
+
+
+def number_in(text: object, marker: str) -> int | None:
+    """The number of the newest `marker #N` in `text` (None: not this drill's marker)."""
+    if not isinstance(text, str) or not marker:
+        return None
+    found = re.findall(rf"{re.escape(marker)} #(\d+)", text)
+    return max(int(n) for n in found) if found else None
 
 
 def remove_markers(lab: Lab, *, replica_too: bool = True) -> list[str]:
@@ -101,7 +151,7 @@ def remove_markers(lab: Lab, *, replica_too: bool = True) -> list[str]:
     return removed
 
 
-def _deployed(lab: Lab, vm: str) -> tuple[str | None, float | None]:
+def deployed(lab: Lab, vm: str) -> tuple[str | None, float | None]:
     """The commit deployed in the live code of `vm` and when (.r10k-deploy.json, reference §4.6)."""
     path = f"{paths.LIVE_CODE}/{lab.spec.environment}/.r10k-deploy.json"
     out = lab.host(vm).run(["cat", path], root=True, ok_codes=(0, 1))
@@ -119,8 +169,12 @@ def _deployed(lab: Lab, vm: str) -> tuple[str | None, float | None]:
 
 def _write_fact(lab: Lab, pe: PEClient, agent: str, marker: str, poll: float) -> StoreMarker:
     """The fact file on the agent, then an agent run against the primary that sends it; written
-    when the primary's PuppetDB returns it. The run's report (by hash) is part of the marker."""
+    when the primary's PuppetDB returns the fact and the run's report, a report it received after
+    the agent's newest one before the run (PuppetDB's clock on both sides: no skew). The report
+    is the marker's by its hash."""
     host = lab.host(agent)
+    before = pe.reports_after(agent, None)
+    previous = str(before[-1].get("receive_time")) if before else None
     host.run(["mkdir", "-p", FACT_FILE.rsplit("/", 1)[0]], root=True)
     host.put(FACT_FILE, json.dumps({FACT: marker}).encode(), mode=0o644, owner="root", group="root")
     primary = lab.spec.primary.name
@@ -133,30 +187,27 @@ def _write_fact(lab: Lab, pe: PEClient, agent: str, marker: str, poll: float) ->
         )
     except CommandFailed as exc:
         # the failover check says what is wrong with the agent; this store is not measured
-        return StoreMarker(
-            "puppetdb", marker, None, unwritten=f"the agent run that sends it: {exc}"
-        )
+        return StoreMarker("puppetdb", unwritten=f"the agent run that sends it: {exc}")
     deadline = time.monotonic() + 120
     pace = Pacer(poll, deadline, what=f"PuppetDB on {primary} to store the marker fact")
     while True:
         if any(row.get("value") == marker for row in pe.fact(agent, FACT)):
-            written = time.time()
-            break
+            newer = pe.reports_after(agent, previous)
+            if newer:
+                return StoreMarker("puppetdb", ref=str(newer[-1].get("hash") or ""),
+                                   written_at=time.time())  # fmt: skip
         if not pace.wait():
             return StoreMarker(
                 "puppetdb",
-                marker,
-                None,
-                unwritten=f"PuppetDB on {primary} did not store the fact within 120 s",
+                unwritten=f"PuppetDB on {primary} did not store the fact and its run's report "
+                "within 120 s",
             )
-    report = pe.latest_report(agent) or {}
-    return StoreMarker("puppetdb", marker, written, ref=str(report.get("hash") or ""))
 
 
 def write_markers(lab: Lab, *, run_id: str, budget_seconds: float, poll_interval: float) -> Markers:
-    """Write a marker into each store through the primary, then watch the replica until each is
-    served there (at most `budget_seconds`): how long a write took to reach the replica is what
-    a primary lost now would lose of that store."""
+    """Write the first marker into each store through the primary, then watch the replica (read
+    with its own host certificate, on the replica: pe_dr.lab.on_host) until it serves each, at most
+    `budget_seconds`: that delay, with both servers up, is the store's replication latency."""
     removed = tuple(remove_markers(lab))
     marker = new_marker(run_id)
     primary, replica = lab.spec.primary.name, lab.spec.replica.name
@@ -174,96 +225,173 @@ def write_markers(lab: Lab, *, run_id: str, budget_seconds: float, poll_interval
                 "environment": lab.spec.environment,
                 "description": description,  # no rule: it classifies no node
                 "classes": {},
-                "variables": {FACT: marker},
+                "variables": {FACT: numbered(marker, 0)},
             }
         )
-        written["classifier"] = StoreMarker("classifier", marker, time.time(), ref=group_id)
-        role_id = pe.create_role(name, f"{description}: {marker}")
-        written["rbac"] = StoreMarker("rbac", marker, time.time(), ref=str(role_id))
+        written["classifier"] = StoreMarker("classifier", ref=group_id, written_at=time.time())
+        role_id = pe.create_role(name, f"{description}: {numbered(marker, 0)}")
+        written["rbac"] = StoreMarker("rbac", ref=str(role_id), written_at=time.time())
         token = pe.token or ""
-    commit, deployed_at = _deployed(lab, primary)
+    commit, deployed_at = deployed(lab, primary)
     written["code"] = StoreMarker(
         "code",
-        commit or "",
-        deployed_at,
         ref=commit or "",
+        written_at=deployed_at,
         unwritten="" if commit else f"{primary} has no deployed code",
     )
+    # the second path of the checks on the replica, should the replica accept tokens
     lab.host(replica).put(FAILOVER_TOKEN, token.encode(), mode=0o600, owner="root", group="root")
 
     reached: dict[str, float] = {}
+    wanted = [s for s in ("classifier", "rbac", "puppetdb") if not written[s].unwritten]
     deadline = time.monotonic() + budget_seconds
     pace = Pacer(poll_interval, deadline, what=f"{replica} to serve the markers")
-    with lab.pe(replica, token_file=FAILOVER_TOKEN) as on_replica:
+    with lab.pe_on(replica) as on_replica:
         while True:
-            for store, mark in written.items():
-                if mark.unwritten or store in reached:
-                    continue
-                if served(lab, on_replica, mark, agent):
+            for store in [s for s in wanted if s not in reached]:
+                if _serves_first(on_replica, written[store], marker, agent):
                     reached[store] = time.time()
-            if len(reached) == len([m for m in written.values() if not m.unwritten]):
-                break
-            if not pace.wait():
+            if len(reached) == len(wanted) or not pace.wait():
                 break
     stores = []
     for store in STORES:
         mark = written[store]
-        after = None
-        # the code was deployed before this step: when it reached the replica is not seen here
-        # (the replication check measures it, as the replication lag)
-        if store in reached and mark.written_at is not None and store != "code":
-            after = round(max(0.0, reached[store] - mark.written_at), 3)
+        latency = None
+        if store in reached and mark.written_at is not None:
+            latency = round(max(0.0, reached[store] - mark.written_at), 3)
         stores.append(
-            StoreMarker(
-                store,
-                mark.marker,
-                mark.written_at,
-                ref=mark.ref,
-                reached_after=after,
-                unwritten=mark.unwritten,
-            )
+            StoreMarker(store, mark.ref, mark.written_at, latency, unwritten=mark.unwritten)
         )
     return Markers(marker, agent, tuple(stores), removed)
 
 
-def served(lab: Lab, pe: PEClient, mark: StoreMarker, agent: str) -> bool:
-    """Whether the server `pe` talks to serves this marker now (False when it cannot answer)."""
+def _serves_first(pe: PEClient, mark: StoreMarker, marker: str, agent: str) -> bool:
+    """Whether the server `pe` talks to serves the store's first marker (False: cannot tell)."""
     try:
-        return bool(look(lab, pe, mark, agent)["has_marker"])
+        if mark.store == "classifier":
+            return number_in(group_marker(pe, mark.ref), marker) is not None
+        if mark.store == "rbac":
+            return number_in(role_marker(pe, mark.ref), marker) is not None
+        return marker in fact_values(pe, agent) and pe.report(mark.ref) is not None
     except PeDrError:
         return False
 
 
-def look(lab: Lab, pe: PEClient, mark: StoreMarker, agent: str) -> dict[str, object]:
-    """What the server `pe` talks to serves of one store: its answer, and whether it has the
-    marker. Raises PeDrError when it does not answer."""
-    if mark.store == "classifier":
-        groups = pe.groups()
-        group = next((g for g in groups if g.get("id") == mark.ref), None)
-        value = (group or {}).get("variables", {}).get(FACT) if group else None
-        return {
-            "groups": len(groups),
-            "group_found": group is not None,
-            "has_marker": value == mark.marker and bool(mark.marker),
+def group_marker(pe: PEClient, group_id: str) -> object:
+    """The marker variable of the drill's group as `pe`'s classifier serves it (None: no group)."""
+    group = next((g for g in pe.groups() if g.get("id") == group_id), None)
+    return (group.get("variables") or {}).get(FACT) if group else None
+
+
+def role_marker(pe: PEClient, role_id: str) -> object:
+    """The description of the drill's role as `pe`'s RBAC serves it (None: no role)."""
+    role = next((r for r in pe.roles() if str(r.get("id")) == role_id), None)
+    return role.get("description") if role else None
+
+
+def fact_values(pe: PEClient, agent: str) -> list[object]:
+    return [row.get("value") for row in pe.fact(agent, FACT)]
+
+
+class MarkerStream:
+    """Writes `marker #1, #2, …` into the classifier group and the RBAC role through the primary,
+    one `interval` apart, on a thread of its own, until stopped; keeps each acknowledgement."""
+
+    def __init__(self, lab: Lab, markers: Markers, interval: float) -> None:
+        self.markers = markers
+        self.interval = interval
+        self.writes: dict[str, list[tuple[int, float]]] = {s: [] for s in STREAMED}
+        self.refused: dict[str, tuple[float, str]] = {}
+        self._stop = threading.Event()
+        self._acked = threading.Condition()
+        self._pe = lab.pe(lab.spec.primary.name)
+        # a write the halt cuts short must not hold the stream for the client's 30 s
+        self._pe._http.timeout = httpx.Timeout(max(2.0, interval * 5))
+        role = self._pe.role(int(markers.of("rbac").ref))
+        self._writers: dict[str, Callable[[int], object]] = {
+            "classifier": lambda n: self._pe.update_group(
+                markers.of("classifier").ref, {"variables": {FACT: numbered(markers.marker, n)}}
+            ),
+            "rbac": lambda n: self._pe.replace_role(
+                {**role, "description": _described(role, numbered(markers.marker, n))}
+            ),
         }
-    if mark.store == "rbac":
-        roles = pe.roles()
-        role = next((r for r in roles if str(r.get("id")) == mark.ref), None)
-        text = str((role or {}).get("description") or "")
-        return {
-            "roles": len(roles),
-            "role_found": role is not None,
-            "has_marker": bool(mark.marker) and mark.marker in text,
-        }
-    if mark.store == "puppetdb":
-        values = [row.get("value") for row in pe.fact(agent, FACT)]
-        reports = pe.pdb_query("reports", ["=", "certname", agent])
-        has_report = any(r.get("hash") == mark.ref for r in reports) if mark.ref else False
-        return {
-            "fact": values[0] if values else None,
-            "reports": len(reports),
-            "marker_report": has_report,
-            "has_marker": mark.marker in values and (has_report or not mark.ref),
-        }
-    commit, _ = _deployed(lab, pe.server)
-    return {"deployed_commit": commit, "has_marker": bool(mark.marker) and commit == mark.marker}
+        self._thread = threading.Thread(target=self._run, name="pe-dr-marker-stream", daemon=True)
+
+    def __enter__(self) -> MarkerStream:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30.0)
+        self._pe.close()
+
+    def wait_for_writes(self, count: int, timeout: float) -> bool:
+        """Until every store acknowledged `count` writes (False: a store refused, or timeout)."""
+        end = time.monotonic() + timeout
+        with self._acked:
+            while not all(len(w) >= count for w in self.writes.values()):
+                left = end - time.monotonic()
+                if self.refused or left <= 0:
+                    return False
+                self._acked.wait(left)
+        return True
+
+    def _run(self) -> None:
+        start = time.monotonic()
+        number = 1
+        while not self._stop.is_set():
+            for store, write in self._writers.items():
+                if store in self.refused:
+                    continue
+                try:
+                    write(number)
+                except PeDrError as exc:
+                    with self._acked:
+                        self.refused[store] = (time.time(), str(exc))
+                        self._acked.notify_all()
+                    continue
+                with self._acked:
+                    self.writes[store].append((number, time.time()))
+                    self._acked.notify_all()
+            if len(self.refused) == len(self._writers):
+                return  # the primary is gone: nothing more can be written
+            number += 1
+            # a fixed grid: the writes do not drift by their own duration
+            self._stop.wait(max(0.0, start + (number - 1) * self.interval - time.monotonic()))
+
+
+def _described(role: dict[str, object], text: str) -> str:
+    """The role's description with its marker replaced by `text` (the tag kept)."""
+    head = str(role.get("description") or "").rsplit(": ", 1)[0]
+    return f"{head}: {text}"
+
+
+def halt_while_writing(
+    lab: Lab, vm: str, confirm: list[str], markers: Markers, interval: float
+) -> Outage:
+    """Halt `vm` (the primary) while the marker stream writes into the classifier and RBAC up to
+    the moment it goes down, without waiting for the replica: what was acknowledged and had not
+    reached the replica is what a primary lost at that instant loses."""
+    vms.require_confirmation(lab.spec.host(vm).name, confirm, "halt")
+    with MarkerStream(lab, markers, interval) as stream:
+        if not stream.wait_for_writes(WRITES_BEFORE_HALT, timeout=max(60.0, interval * 20)):
+            why = "; ".join(f"{s}: {r}" for s, (_, r) in stream.refused.items()) or "timed out"
+            raise TransientError(
+                f"the marker stream into {lab.spec.primary.name} did not start ({why}), "
+                "so nothing in flight at the halt could be measured; the primary was not halted"
+            )
+        started = time.time()
+        vms.halt_vm(lab, vm, confirm)
+        returned = time.time()
+    refused_after = [at for at, _ in stream.refused.values() if at >= started]
+    down = min([returned, *refused_after])
+    return Outage(
+        halt_started_at=started,
+        halt_returned_at=returned,
+        down_at=down,
+        interval=interval,
+        writes={s: tuple(w) for s, w in stream.writes.items()},
+        refused={s: why for s, (_, why) in stream.refused.items()},
+    )

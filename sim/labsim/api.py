@@ -19,7 +19,7 @@ import asyncssh
 
 from labsim import commands, http
 from labsim.http import Request, Response
-from labsim.state import ROLES, now_iso
+from labsim.state import ADMIN_ID, ROLES, now_iso
 
 if TYPE_CHECKING:
     from labsim.lab import VM, Lab
@@ -54,6 +54,7 @@ SERVICE_OPS = [
     ("/code-manager/", 8170, "api.code-manager"),
     ("/orchestrator/", 8143, "api.orchestrator"),
     ("/pdb/", 8081, "api.puppetdb"),
+    ("/metrics/", 8081, "api.puppetdb"),
     ("/puppet/", 8140, "api.puppetserver"),
     ("/status/", 0, "api.status"),
 ]
@@ -138,7 +139,7 @@ def _alerts(lab: Lab, vm: VM, service: str) -> list[dict[str, str]]:
             }
         ]
     unhealthy = lab.faults.has("replica-unhealthy")
-    if vm.name == pe.replica and service == "puppetdb-service" and unhealthy:
+    if vm.name == pe.replica and service == "puppetdb-status" and unhealthy:
         return [
             {
                 "severity": "error",
@@ -154,21 +155,31 @@ def _service_status(lab: Lab, vm: VM, service: str) -> dict[str, Any]:
     services (PDF-2021.7.1 p.436-440; peadm spec/fixtures/infrastatus.json), PuppetDB's
     `sync_status.state` (same fixture: `idle`)."""
     pe = lab.pe
+    if pe is not None and service == "puppetdb-status":
+        return lab.puppetdb.status(lab, vm)[1]
     if pe is None or not pe.replica or not pe.replica_enabled or pe.promoted:
         return {}
     store = {"classifier-service": "classifier", "rbac-service": "rbac"}.get(service)
     mode = "source" if vm.name == pe.primary else "replica"
     if store:
         return {"replication": {"mode": mode, "status": lab.replication.status(lab, store)}}
-    if service == "puppetdb-service":
-        return {"sync_status": {"state": "idle"}}
     return {}
+
+
+def _pdb_alerts(lab: Lab, vm: VM, service: str) -> list[dict[str, str]]:
+    if service != "puppetdb-status" or lab.pe is None:
+        return []
+    return lab.puppetdb.status(lab, vm)[2]
 
 
 def status_api(lab: Lab, vm: VM, port: int, req: Request) -> Response:
     """GET /status/v1/simple[/<svc>] and /status/v1/services[/<svc>] (PDF-2021.7.1 p.436-441):
     200 only when every service is `running`, 503 otherwise; alerts do not change a state."""
     path = req.path
+    if port in (4433, 8081) and not _infra_cert(lab, req):
+        # the status of console-services and PuppetDB answers PE's own servers' certificates;
+        # whether it answers anyone else is not documented: labsim refuses (the stricter answer)
+        return _err(403, "puppetlabs.trapperkeeper/forbidden", "Forbidden: no allowed certificate")
     names = {
         8140: ["server", "file-sync-client-service"]
         + (
@@ -178,7 +189,7 @@ def status_api(lab: Lab, vm: VM, port: int, req: Request) -> Response:
         ),
         4433: ["rbac-service", "classifier-service", "activity-service"],
         8143: ["orchestrator-service", "broker-service"],
-        8081: ["puppetdb-service"],
+        8081: ["puppetdb-status"],
         8170: ["code-manager-service"],
         443: ["rbac-service", "classifier-service", "activity-service"],
     }.get(port, [])
@@ -186,8 +197,10 @@ def status_api(lab: Lab, vm: VM, port: int, req: Request) -> Response:
     def state(name: str) -> str:
         if name == "orchestrator-service" and _orchestrator_inactive(lab, vm):
             return "unknown"
-        if name == "puppetdb-service" and lab.puppetdb_starting(vm):
-            return "starting"
+        if name == "puppetdb-status":
+            if lab.puppetdb_starting(vm):
+                return "starting"
+            return lab.puppetdb.status(lab, vm)[0]
         return "running"
 
     if path.startswith("/status/v1/simple"):
@@ -207,7 +220,7 @@ def status_api(lab: Lab, vm: VM, port: int, req: Request) -> Response:
                 "detail_level": req.query.get("level", "info"),
                 "state": state(n),
                 "status": _service_status(lab, vm, n),
-                "active_alerts": _alerts(lab, vm, n),
+                "active_alerts": _alerts(lab, vm, n) + _pdb_alerts(lab, vm, n),
             }
         code = 200 if all(e["state"] == "running" for e in out.values()) else 503
         if rest:
@@ -218,12 +231,46 @@ def status_api(lab: Lab, vm: VM, port: int, req: Request) -> Response:
     return _err(404, "not-found", path)
 
 
-def _auth(lab: Lab, req: Request) -> dict[str, Any] | None:
+def _auth(lab: Lab, req: Request, vm: VM | None = None) -> dict[str, Any] | None:
+    """The caller: an allowlisted host certificate acts for PE itself; else the RBAC token's user.
+
+    On the replica, while the primary is down, whether its RBAC still accepts a token is not
+    documented (real-world-findings §4.1 row 2): labsim refuses it (the stricter answer) unless
+    the fault `replica:accepts-tokens` gives the other one."""
     pe = lab.pe
     if pe is None:
         return None
+    if _infra_cert(lab, req):
+        return pe.users.get(ADMIN_ID)
     token = req.headers.get("x-authentication") or req.query.get("token")
+    if vm is not None and _on_replica_alone(lab, vm) and not lab.faults.has("replica-tokens"):
+        return None
     return pe.token_user(token)
+
+
+def _infra_cert(lab: Lab, req: Request) -> bool:
+    """A client certificate of one of PE's own servers: PE puts the certnames of its primary and
+    replica on the allowlists of PuppetDB (`certificate-allowlist`), of RBAC and the classifier
+    (`rbac-certificate-allowlist`) and of the status API (PE module profile/puppetdb.pp,
+    profile/console.pp; real-world-findings §4.1 rows 1-2, §4.4)."""
+    pe = lab.pe
+    return (
+        pe is not None
+        and req.client_cert is not None
+        and req.client_cert in {pe.primary, pe.replica}
+    )
+
+
+def _on_replica_alone(lab: Lab, vm: VM) -> bool:
+    """`vm` is an enabled replica whose primary does not serve (the outage a drill makes)."""
+    pe = lab.pe
+    return bool(
+        pe is not None
+        and pe.replica == vm.name
+        and pe.replica_enabled
+        and not pe.promoted
+        and not lab.vms[pe.primary].serving
+    )
 
 
 def _rbac_write_refused(lab: Lab, vm: VM, caller: Any) -> Response | None:
@@ -255,7 +302,13 @@ def _groups(lab: Lab, vm: VM) -> list[dict[str, Any]]:
     pe = lab.pe
     assert pe is not None
     if _read_only(lab, vm) and pe.replica_enabled and not pe.promoted:
-        return list(lab.replication.view(lab, "classifier").get("groups", []))
+        groups = list(lab.replication.view(lab, "classifier").get("groups", []))
+        for n, group in enumerate(groups):
+            for key, value in lab.replica_group_edits.get(group["id"], {}).items():
+                merged = dict(group.get(key) or {})
+                _merge(merged, value)
+                groups[n] = {**groups[n], key: merged}
+        return groups
     return pe.groups
 
 
@@ -303,7 +356,7 @@ def rbac(lab: Lab, vm: VM, req: Request) -> Response:
             return _err(403, "puppetlabs.rbac/invalid-token", "The reset token is invalid or used.")
         pe.users[uid]["password"] = body.get("password", "")
         return Response.json(_public_user(pe.users[uid]))
-    caller = _auth(lab, req)
+    caller = _auth(lab, req, vm)
     if caller is None:
         return _token_invalid()
     data = _rbac_data(lab, vm)
@@ -392,6 +445,22 @@ def rbac(lab: Lab, vm: VM, req: Request) -> Response:
     if mm and m == "GET":
         found = data["roles"].get(mm.group(1))
         return Response.json(found) if found else _err(404, "not-found", "no such role")
+    if mm and m == "PUT":
+        # PUT /roles/<rid>: replaces the role with the body, 200 with the role (DA-2018.1
+        # rbac_api_v1_user_role.md, "PUT /roles/<rid>"); the id in the body must match
+        refused = _rbac_write_refused(lab, vm, caller)
+        if refused is not None:
+            return refused
+        role = pe.custom_roles.get(mm.group(1))
+        if role is None:
+            return _err(404, "not-found", "no such role")
+        body = req.json()
+        if str(body.get("id")) != mm.group(1):
+            return _err(400, "malformed-request", "the role's id does not match the URL")
+        for key in ("display_name", "description", "permissions", "user_ids", "group_ids"):
+            if key in body:
+                role[key] = body[key]
+        return Response.json(role)
     if mm and m == "DELETE":
         refused = _rbac_write_refused(lab, vm, caller)
         if refused is not None:
@@ -496,7 +565,7 @@ def _missing_referents(group: dict[str, Any], classes: dict[str, Any]) -> list[d
 def classifier(lab: Lab, vm: VM, req: Request) -> Response:
     pe = lab.pe
     assert pe is not None
-    if _auth(lab, req) is None:
+    if _auth(lab, req, vm) is None:
         return _token_invalid()
     path, m = req.path, req.method
     if path == "/classifier-api/v1/groups" and m == "GET":
@@ -542,14 +611,16 @@ def classifier(lab: Lab, vm: VM, req: Request) -> Response:
         if m == "DELETE":
             # DELETE /v1/groups/<id>: 204; refused while it has children (groups_endpoint.md)
             if _read_only(lab, vm):
-                return _err(403, "read-only", "The classifier is read-only on a replica.")
+                return _classification_edit_refused(lab)
             if any(x["parent"] == g["id"] and x["id"] != g["id"] for x in pe.groups):
                 return _err(422, "children-present", "The group has children.")
             pe.groups = [x for x in pe.groups if x["id"] != g["id"]]
             return Response(204)
         if m == "POST":
             if _read_only(lab, vm):
-                return _err(403, "read-only", "The classifier is read-only on a replica.")
+                if lab.faults.has("replica-classifier-writable"):
+                    return _replica_edit(lab, g, req.json())
+                return _classification_edit_refused(lab)
             delta = req.json()
             if "serial_number" in delta and delta["serial_number"] != g["serial_number"]:
                 return _err(409, "conflict", "serial number mismatch")
@@ -575,6 +646,35 @@ def classifier(lab: Lab, vm: VM, req: Request) -> Response:
             g["last_edited"] = now_iso()
             return Response.json(g)
     return _err(404, "not-found", f"no route {m} {path}")
+
+
+def _classification_edit_refused(lab: Lab) -> Response:
+    """A classification edit on a replica. PE documents that it "doesn't work" during failover
+    but not the answer (PDF-2021.7.1 p.269; real-world-findings §4.1 row 3): labsim answers one
+    that does not say why (the stricter answer: a drill cannot take it as proof), and the fault
+    `replica:says-read-only` the answer that names the read-only replica."""
+    if lab.faults.has("replica-says-read-only"):
+        return _err(
+            403,
+            "puppetlabs.classifier/read-only",
+            "The node classifier on a replica is read-only; edit classification on the primary.",
+        )
+    return _err(403, "puppetlabs.rbac/permission-denied", "Permission denied")
+
+
+def _replica_edit(lab: Lab, group: dict[str, Any], delta: dict[str, Any]) -> Response:
+    """`replica:classifier-writable`: a replica that accepts an edit (what a drill must catch);
+    the edit lives on the replica's copy only."""
+    edits = lab.replica_group_edits.setdefault(group["id"], {})
+    for key in ("classes", "config_data", "variables"):
+        if key in delta:
+            _merge(edits.setdefault(key, {}), delta[key])
+    edited = dict(group)
+    for key, value in edits.items():
+        merged = dict(edited.get(key) or {})
+        _merge(merged, value)
+        edited[key] = merged
+    return Response.json(edited)
 
 
 def _merge(target: dict[str, Any], delta: dict[str, Any]) -> None:
@@ -860,27 +960,25 @@ async def orchestrator(lab: Lab, vm: VM, req: Request) -> Response:
     return _err(404, "not-found", f"no route {m} {path}")
 
 
-def _pdb_data(lab: Lab, vm: VM) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
-    """The reports and factsets PuppetDB on `vm` holds. The replica's PuppetDB holds what its sync
-    pulled from the primary's and what was written to it (PuppetDB HA is multi-master:
-    puppetdb documentation/ha-guide.markdown); the primary's pull from the replica is modelled as
-    immediate."""
+def _pdb_auth(lab: Lab, vm: VM, req: Request) -> Response | None:
+    """Who may query PuppetDB on `vm`: an allowlisted host certificate, or an RBAC token that the
+    RBAC service of the console host (the primary) validates, on every request and without
+    caching (clj-rbac-client `valid-token->subject`; puppetdb PR #1908; real-world-findings
+    §4.1 row 1): on the replica while the primary is down, no token passes."""
     pe = lab.pe
     assert pe is not None
-    if not (_read_only(lab, vm) and pe.replica_enabled and not pe.promoted):
-        return pe.reports, pe.facts
-    pulled = lab.replication.view(lab, "puppetdb")
-    own = [r for r in pe.reports if r.get("_stored_on") == vm.name]
-    reports = sorted(
-        [*pulled.get("reports", []), *own], key=lambda r: str(r.get("receive_time", ""))
-    )
-    facts = dict(pulled.get("facts", {}))
-    for certname, factset in pe.facts.items():
-        if factset.get("_stored_on") == vm.name and str(factset["timestamp"]) >= str(
-            facts.get(certname, {}).get("timestamp", "")
-        ):
-            facts[certname] = factset
-    return reports, facts
+    if _infra_cert(lab, req):
+        return None
+    token = req.headers.get("x-authentication") or req.query.get("token")
+    if token and not lab.vms[pe.primary].serving:
+        return _err(
+            503,
+            "puppetlabs.rbac/service-unavailable",
+            f"cannot validate the token: the RBAC service on {pe.primary}:4433 does not answer",
+        )
+    if pe.token_user(token) is None:
+        return _token_invalid()
+    return None
 
 
 def _public(record: dict[str, Any]) -> dict[str, Any]:
@@ -890,10 +988,27 @@ def _public(record: dict[str, Any]) -> dict[str, Any]:
 def puppetdb(lab: Lab, vm: VM, req: Request) -> Response:
     pe = lab.pe
     assert pe is not None
-    if _auth(lab, req) is None:
-        return _token_invalid()
+    refused = _pdb_auth(lab, vm, req)
+    if refused is not None:
+        return refused
     path = req.path
-    all_reports, factsets = _pdb_data(lab, vm)
+    lab.puppetdb.tick(lab)
+    store = lab.puppetdb.store(vm.name)
+    all_reports, factsets = store.reports, store.facts
+    mm = re.fullmatch(r"/metrics/v2/read/puppetlabs\.puppetdb\.ha:name=([a-z-]+)(/Value)?", path)
+    if mm:
+        # Jolokia's read answer (PuppetDB metrics v2; documentation/ha.markdown "Metrics")
+        value = lab.puppetdb.metric(lab, vm, mm.group(1))
+        if value is None:
+            return Response.json({"status": 404, "error": f"no such metric {mm.group(1)}"}, 404)
+        mbean = f"puppetlabs.puppetdb.ha:name={mm.group(1)}"
+        return Response.json(
+            {
+                "request": {"mbean": mbean, "type": "read"},
+                "value": value if mm.group(2) else {"Value": value},
+                "status": 200,
+            }
+        )
     if path == "/pdb/query/v4/reports" or path.startswith("/pdb/query/v4/reports"):
         reports = list(all_reports)
         q = req.query.get("query")
@@ -970,14 +1085,18 @@ def puppetserver(lab: Lab, vm: VM, req: Request) -> Response:
         submitted = req.json().get("facts") if req.body else None
         if isinstance(submitted, dict):
             # the server stores the facts the agent sent with its catalog request in PuppetDB
-            # (replace facts: puppetdb documentation/api/command/v1/commands.markdown)
-            pe.facts[certname] = {
-                "values": submitted,
-                "environment": env,
-                "producer": vm.name,
-                "timestamp": now_iso(),
-                "_stored_on": vm.name,
-            }
+            # (replace facts: puppetdb documentation/api/command/v1/commands.markdown), on every
+            # PuppetDB that answers (command_broadcast: labsim/puppetdb.py)
+            lab.puppetdb.write_facts(
+                lab,
+                certname,
+                {
+                    "values": submitted,
+                    "environment": env,
+                    "producer": vm.name,
+                    "timestamp": now_iso(),
+                },
+            )
         node = lab.vm_by_host(certname)
         infra = node is not None and node.role in ("primary", "replica")
         params = pe.agent_params(infra)
@@ -998,8 +1117,7 @@ def puppetserver(lab: Lab, vm: VM, req: Request) -> Response:
         report = req.json()
         report["receive_time"] = now_iso()
         report["producer"] = vm.name
-        report["_stored_on"] = vm.name
-        pe.reports.append(report)
+        lab.puppetdb.write_report(lab, report)
         lab.journal(
             vm.name,
             "puppetdb.report",

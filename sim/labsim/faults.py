@@ -16,6 +16,13 @@ Each fault models a way the real system breaks, with its source:
   `running`; `replica:db-replication-inactive`: the primary's classifier, RBAC, activity and
   orchestrator report "Database replication for X is inactive" (peadm
   spec/fixtures/infrastatus.json, real output).
+* PE's other possible answers, where its behaviour is not documented and labsim takes the
+  stricter one by default (real-world-findings §4.1 rows 2-3): `replica:accepts-tokens` (the
+  replica's RBAC and classifier accept an RBAC token while the primary is down; by default they
+  refuse it), `replica:says-read-only` (a classification edit on the replica is refused with an
+  error that names the read-only replica; by default with a bare "Permission denied").
+  `replica:classifier-writable`: a replica that accepts a classification edit, which a drill must
+  catch and undo.
 * `halt:ignored=VM` (keeps serving), `halt:hang=VM` (accepts TCP, never answers: agents wait their
   http_connect_timeout), `halt:unreachable=VM` (no route: agents report EHOSTUNREACH): how a
   halted VM can look (real-world-findings §2, measured with Puppet 7.23). The default is the
@@ -106,6 +113,12 @@ def parse_fault(spec: str) -> Fault:
         return Fault(text, "replica-unhealthy")
     if text == "replica:db-replication-inactive":
         return Fault(text, "db-replication-inactive")
+    if text == "replica:accepts-tokens":
+        return Fault(text, "replica-tokens")
+    if text == "replica:says-read-only":
+        return Fault(text, "replica-says-read-only")
+    if text == "replica:classifier-writable":
+        return Fault(text, "replica-classifier-writable")
     m = re.fullmatch(rf"agent:fact-error(?:=({_VM}))?", text)
     if m:
         return Fault(text, "fact-error", vm=m.group(1) or "")

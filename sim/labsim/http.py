@@ -34,6 +34,8 @@ class Request:
     target: str
     headers: dict[str, str]
     body: bytes
+    # the certname (CN) of the client certificate the TLS handshake verified, if one was sent
+    client_cert: str | None = None
 
     @property
     def path(self) -> str:
@@ -100,11 +102,13 @@ class HTTPServer:
 
     async def _conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.writers.add(writer)
+        certname = _peer_certname(writer)
         try:
             while True:
                 req = await _read_request(reader)
                 if req is None:
                     break
+                req.client_cert = certname
                 try:
                     resp = await self.handler(req)
                 except Exception as exc:
@@ -125,6 +129,16 @@ class HTTPServer:
             self.writers.discard(writer)
             with contextlib.suppress(Exception):
                 writer.close()
+
+
+def _peer_certname(writer: asyncio.StreamWriter) -> str | None:
+    """The common name of a verified client certificate (Puppet's certname is the CN)."""
+    peer = writer.get_extra_info("peercert")
+    for rdn in (peer or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
 
 
 async def read_headers(reader: asyncio.StreamReader) -> dict[str, str]:
@@ -182,8 +196,37 @@ async def request(
 ) -> tuple[int, bytes]:
     """One HTTP request; raises OSError (e.g. ConnectionRefusedError), ssl.SSLError,
     ConnectTimeout (connecting took longer than `connect_timeout`) or TimeoutError."""
+    status, _, data = await exchange(
+        address,
+        port,
+        method,
+        path,
+        server_name=server_name,
+        ssl_ctx=ssl_ctx,
+        headers=headers,
+        body=body,
+        timeout=timeout,
+        connect_timeout=connect_timeout,
+    )
+    return status, data
 
-    async def run() -> tuple[int, bytes]:
+
+async def exchange(
+    address: str,
+    port: int,
+    method: str,
+    path: str,
+    *,
+    server_name: str | None = None,
+    ssl_ctx: ssl.SSLContext | None = None,
+    headers: dict[str, str] | None = None,
+    body: bytes = b"",
+    timeout: float = 10.0,
+    connect_timeout: float | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """`request`, with the answer's headers (names lower-cased)."""
+
+    async def run() -> tuple[int, dict[str, str], bytes]:
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(
@@ -211,7 +254,7 @@ async def request(
                 data = await reader.readexactly(int(rh["content-length"]))
             else:
                 data = await reader.read()
-            return status, data
+            return status, rh, data
         finally:
             writer.close()
 

@@ -24,6 +24,7 @@ import asyncssh
 from labsim import pki
 from labsim.faults import FaultTable, parse_fault
 from labsim.http import HTTPServer
+from labsim.puppetdb import PuppetDBs
 from labsim.replication import Replication
 from labsim.state import GitLabState, PEState, now_iso
 from labsim.vfs import VMFS
@@ -39,7 +40,8 @@ KEY_FILES = (
     "/etc/puppetlabs/console-services/conf.d/secrets/keys.json",
 )
 KEY_OWNERS = ("pe-orchestration-services", "pe-orchestration-services", "pe-console-services")
-CA_PATH = "/etc/puppetlabs/puppet/ssl/certs/ca.pem"
+SSLDIR = "/etc/puppetlabs/puppet/ssl"
+CA_PATH = f"{SSLDIR}/certs/ca.pem"
 PUPPET_CONF = "/etc/puppetlabs/puppet/puppet.conf"
 REPO_REL = "var/opt/gitlab/git-data/repositories"
 
@@ -136,6 +138,9 @@ class Lab:
         self.pe: PEState | None = None
         self.gitlab: GitLabState | None = None
         self.replication = Replication()
+        self.puppetdb = PuppetDBs()
+        # group id -> edits a replica accepted (fault replica:classifier-writable)
+        self.replica_group_edits: dict[str, dict[str, Any]] = {}
         self.gitlab_secrets: list[str] = []
         self.vms: dict[str, VM] = {}
         # A fresh workstation has no box; `vagrant box add` or the first `vagrant up` fetches it.
@@ -157,6 +162,11 @@ class Lab:
             kdir = state_dir / "vms" / vm.name / "keys"
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ctx.load_cert_chain(kdir / "cert.pem", kdir / "key.pem")
+            # Jetty's `client-auth: want` on PE's ports: a certificate signed by the lab CA is
+            # verified when sent, a request without one goes on to token authentication
+            # (real-world-findings §4.4; PE's services authorise certnames on allowlists).
+            ctx.load_verify_locations(cadata=self.ca_pem.decode())
+            ctx.verify_mode = ssl.CERT_OPTIONAL
             vm.ssl_ctx = ctx
             vm.host_keys = [
                 asyncssh.read_private_key(str(p)) for p in sorted(kdir.glob("ssh_host_*_key"))
@@ -266,6 +276,11 @@ class Lab:
             return {8140, 4433, 8081, 8142, 8143}
         return set()
 
+    def set_serving(self, vm: VM, serving: bool) -> None:
+        """A VM starts or stops serving: PuppetDB's syncs due until now happen first."""
+        self.puppetdb.tick(self)
+        vm.serving = serving
+
     def puppetdb_starting(self, vm: VM) -> bool:
         """PuppetDB on a PE server still `starting` after the VM booted (`slow:puppetdb.start=S`
         lengthens it)."""
@@ -343,7 +358,7 @@ class Lab:
                 self.journal("", "classifier.agent-servers", "ok", ",".join(servers))
         for vm in self.vms.values():
             if vm.state == "poweroff" and vm.installed:
-                vm.serving = self.faults.has("halt-ignored", vm.name)
+                self.set_serving(vm, self.faults.has("halt-ignored", vm.name))
             await self.reconcile(vm)
 
     async def reconcile_all(self) -> None:
@@ -608,7 +623,7 @@ class Lab:
             await self.sleep(self.dur("boot"), "vagrant.up")
             vm.state = "running"
             vm.booted_at = time.time()
-            vm.serving = True
+            self.set_serving(vm, True)
             await self.reconcile(vm)
             emit(
                 "out",
@@ -683,6 +698,11 @@ class Lab:
     def install_pe_files(self, vm: VM) -> None:
         fs = vm.fs
         fs.write(CA_PATH, self.ca_pem)
+        # The host's own certificate and key, where Puppet keeps them (`puppet config print
+        # hostcert hostprivkey`: $ssldir/certs/<certname>.pem, $ssldir/private_keys/...).
+        kdir = self.dir / "vms" / vm.name / "keys"
+        fs.write(f"{SSLDIR}/certs/{vm.name}.pem", (kdir / "cert.pem").read_bytes())
+        fs.write(f"{SSLDIR}/private_keys/{vm.name}.pem", (kdir / "key.pem").read_bytes(), 0o640)
         fs.host("/etc/puppetlabs/code/environments").mkdir(parents=True, exist_ok=True)
         fs.host("/opt/puppetlabs/bin").mkdir(parents=True, exist_ok=True)
         primary = self.pe.primary if self.pe else "primary.vm"
@@ -732,7 +752,7 @@ class Lab:
             return 0
         if self.pe is not None and n == self.pe.primary:
             self.replication.mark_down()
-        vm.serving = False
+        self.set_serving(vm, False)
         await self.reconcile(vm)
         how = (
             "hangs: accepts TCP, never answers (fault)"
@@ -757,7 +777,7 @@ class Lab:
         emit("out", f"==> {n}: Destroying VM and associated drives...\n")
         await self.sleep(self.dur("destroy"), "vagrant.destroy")
         vm.state = "not_created"
-        vm.serving = False
+        self.set_serving(vm, False)
         vm.installed = False
         await self.reconcile(vm)
         vm.fs.wipe()
@@ -838,7 +858,7 @@ class Lab:
                     f"==> {vm.name}: Forcing shutdown of VM...\n"
                     f"==> {vm.name}: Restoring the snapshot '{sname}'...\n",
                 )
-                vm.serving = False
+                self.set_serving(vm, False)
                 await self.reconcile(vm)
                 shutil.rmtree(vm.fs.root, ignore_errors=True)
                 shutil.copytree(sdir / "fs", vm.fs.root, symlinks=True)
@@ -848,7 +868,7 @@ class Lab:
                 await self.sleep(self.dur("boot"))
                 vm.state = "running"
                 vm.booted_at = time.time()
-                vm.serving = True
+                self.set_serving(vm, True)
                 await self.reconcile(vm)
                 emit("out", f"==> {vm.name}: Machine booted and ready!\n")
                 self.journal(vm.name, "vagrant.snapshot", "ok", f"restore {sname}")

@@ -6,9 +6,8 @@ What PE replicates, and how (PE HA/DR overview, PDF-2021.7.1 p.268-269, referenc
   the replica, read-only there; broken replication is reported by the primary's services as
   `status.replication.status: inactive` with an error alert "Database replication for X is
   inactive" (peadm spec/fixtures/infrastatus.json, real output).
-* `puppetdb`: PuppetDB's own sync, pull-based at an interval, in both directions
-  (puppetlabs/puppetdb documentation/ha-guide.markdown); the replica's PuppetDB takes writes of
-  its own during failover.
+* PuppetDB is not replicated here: Puppet Server broadcasts every write to both PuppetDBs and
+  PuppetDB's own sync repairs what one missed (labsim/puppetdb.py).
 * code: file sync (modelled in lab.sync_replica, faults `replication:broken|lag=N`).
 
 The replica serves a store as the primary held it `lag` seconds ago, and never anything the primary
@@ -27,10 +26,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from labsim.lab import Lab
 
-STORES = ("classifier", "rbac", "puppetdb")
-# About PE's own pace in modelled seconds: database replication streams (sub-second); PuppetDB's
-# sync runs every `sync_interval_minutes` (PDF-2021.7.1 p.271-277), modelled short as a lab's.
-DEFAULT_LAG = {"classifier": 0.5, "rbac": 0.5, "puppetdb": 2.0}
+STORES = ("classifier", "rbac")
+# About PE's own pace in modelled seconds: database replication streams (sub-second).
+DEFAULT_LAG = {"classifier": 0.5, "rbac": 0.5}
 
 
 def _content(lab: Lab, store: str) -> dict[str, Any]:
@@ -38,12 +36,7 @@ def _content(lab: Lab, store: str) -> dict[str, Any]:
     assert pe is not None
     if store == "classifier":
         return {"groups": pe.groups}
-    if store == "rbac":
-        return {"users": pe.users, "role_members": pe.role_members, "roles": pe.custom_roles}
-    return {
-        "reports": [r for r in pe.reports if r.get("_stored_on") != pe.replica],
-        "facts": {c: f for c, f in pe.facts.items() if f.get("_stored_on") != pe.replica},
-    }
+    return {"users": pe.users, "role_members": pe.role_members, "roles": pe.custom_roles}
 
 
 @dataclass

@@ -77,9 +77,6 @@ class PEState:
     clients: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
     job_seq: int = 0
     jobs: dict[int, dict[str, Any]] = field(default_factory=dict)
-    reports: list[dict[str, Any]] = field(default_factory=list)
-    # PuppetDB's factsets by certname (puppetdb documentation/api/query/v4/factsets.markdown)
-    facts: dict[str, dict[str, Any]] = field(default_factory=dict)
     # roles made through POST /rbac-api/v1/roles, by id (the built-in ones are ROLES)
     custom_roles: dict[str, dict[str, Any]] = field(default_factory=dict)
     primary_keys: dict[str, str] = field(default_factory=dict)

@@ -125,9 +125,16 @@ class Driver:
         token: str | None = None,
         json_body: Any = None,
         name: str | None = None,
+        cert: str | None = None,
     ) -> httpx.Response:
+        """One HTTPS request; `cert` names the VM whose host certificate to present (PE's own
+        servers' certnames are allowlisted; a token is checked by the primary's RBAC)."""
         headers = {"X-Authentication": token} if token else {}
-        with httpx.Client(verify=ssl.create_default_context(cafile=str(self.ca)), timeout=30) as c:
+        context = ssl.create_default_context(cafile=str(self.ca))
+        if cert is not None:
+            keys = self.h.state_dir / "vms" / cert / "keys"
+            context.load_cert_chain(keys / "cert.pem", keys / "key.pem")
+        with httpx.Client(verify=context, timeout=30) as c:
             return c.request(
                 method,
                 f"https://{self.addr[vm]}:{port}{path}",

@@ -455,10 +455,35 @@ def test_tutorial_flow(tmp_path: Path) -> None:
         )
         assert "Trying with next server from server_list." in err
         assert f"'replica-production-{sha[:11]}'" in out
-        reports = drv.http(
+        # the replica's PuppetDB checks a token with the primary's RBAC, which is down; the
+        # replica's own host certificate is allowlisted (real-world-findings §4.1 row 1)
+        refused = drv.http(
             "replica.vm", 8081, "GET", "/pdb/query/v4/reports", token=drv.admin_token
+        )
+        assert refused.status_code == 503 and "RBAC" in refused.json()["msg"]
+        assert drv.http("replica.vm", 8081, "GET", "/pdb/query/v4/reports").status_code == 401
+        assert (
+            drv.http("replica.vm", 8081, "GET", "/status/v1/services", cert="linux.vm").status_code
+            == 403
+        )  # an agent's certificate is not on the allowlist
+        reports = drv.http(
+            "replica.vm", 8081, "GET", "/pdb/query/v4/reports", cert="replica.vm"
         ).json()
         assert reports[-1]["producer"] == "replica.vm" and reports[-1]["certname"] == "linux.vm"
+        status = drv.http(
+            "replica.vm", 8081, "GET", "/status/v1/services/puppetdb-status", cert="replica.vm"
+        ).json()
+        assert status["state"] == "unknown" and status["status"]["rbac_status"] == "error"
+        groups = drv.http(
+            "replica.vm", 4433, "GET", "/classifier-api/v1/groups", token=drv.admin_token
+        )
+        assert groups.status_code == 401  # the stricter answer: labsim/faults.py
+        h.fault_add("replica:accepts-tokens")
+        groups = drv.http(
+            "replica.vm", 4433, "GET", "/classifier-api/v1/groups", token=drv.admin_token
+        )
+        assert groups.status_code == 200
+        h.fault_clear()
         # promotion without the key files: new keys
         before = (
             drv.ok(
@@ -570,7 +595,9 @@ def test_faults(tmp_path: Path) -> None:
         rep = [e for e in st if e["server"] == "replica.vm"]
         assert rep and all(e["state"] == "running" for e in rep)
         assert [a["severity"] for e in rep for a in e["alerts"]] == ["error"]
-        r = drv.http("replica.vm", 8081, "GET", "/status/v1/services/puppetdb-service")
+        r = drv.http(
+            "replica.vm", 8081, "GET", "/status/v1/services/puppetdb-status", cert="replica.vm"
+        )
         assert r.status_code == 200 and r.json()["active_alerts"][0]["severity"] == "error"
         h.fault_clear()
         # halt:ignored: vagrant says poweroff, the VM keeps serving (fault was given at up, and

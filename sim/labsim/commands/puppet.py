@@ -36,17 +36,39 @@ async def puppet(ctx: Ctx, args: list[str]) -> Result:
 
 
 async def puppet_config(ctx: Ctx, args: list[str]) -> Result:
-    if len(args) >= 2 and args[0] == "print":
-        setting = args[1]
-        section = _opt(args, "--section") or "main"
-        conf = configparser.ConfigParser(interpolation=None)
-        conf.read_string(ctx.vm.fs.read_text("/etc/puppetlabs/puppet/puppet.conf") or "")
+    """`puppet config print NAME...`: one name prints its value alone, several print `NAME =
+    value` lines (Puppet 7's `puppet config print`). Settings not in puppet.conf take Puppet's
+    defaults for the few the drill reads."""
+    if len(args) < 2 or args[0] != "print":
+        return Result(1, "", "Error: labsim models only 'puppet config print'\n", "puppet.config")
+    section = _opt(args, "--section") or "main"
+    names: list[str] = []
+    rest = iter(args[1:])
+    for arg in rest:
+        if arg == "--section":
+            next(rest, None)
+        elif not arg.startswith("--"):
+            names.append(arg)
+    conf = configparser.ConfigParser(interpolation=None)
+    conf.read_string(ctx.vm.fs.read_text("/etc/puppetlabs/puppet/puppet.conf") or "")
+    ssldir = "/etc/puppetlabs/puppet/ssl"
+    certname = ctx.vm.name
+    defaults = {
+        "server": "puppet",
+        "certname": certname,
+        "ssldir": ssldir,
+        "hostcert": f"{ssldir}/certs/{certname}.pem",
+        "hostprivkey": f"{ssldir}/private_keys/{certname}.pem",
+        "localcacert": f"{ssldir}/certs/ca.pem",
+    }
+    values = {}
+    for name in names:
         value = ""
         for sec in (section, "main"):
-            if conf.has_option(sec, setting):
-                value = conf.get(sec, setting)
+            if conf.has_option(sec, name):
+                value = conf.get(sec, name)
                 break
-        if not value and setting == "server":
-            value = "puppet"
-        return Result(0, value.strip() + "\n", "", "puppet.config")
-    return Result(1, "", "Error: labsim models only 'puppet config print'\n", "puppet.config")
+        values[name] = value.strip() or defaults.get(name, "")
+    if len(names) == 1:
+        return Result(0, values[names[0]] + "\n", "", "puppet.config")
+    return Result(0, "".join(f"{n} = {v}\n" for n, v in values.items()), "", "puppet.config")

@@ -279,6 +279,7 @@ async def _enable(ctx: Ctx, rvm: VM, args: list[str]) -> Result:
     elif not skip:
         pe.set_agent_servers([pe.primary, rvm.name])
     await lab.reconcile(rvm)
+    lab.puppetdb.enabled(lab)
     lab.journal(rvm.name, "replica.enabled", "ok", "")
     lab.sync_replica()
     return Result(

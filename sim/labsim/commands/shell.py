@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from labsim.commands import (
     coreutils,
+    curl,
     gitlab,
     puppet,
     puppet_access,
@@ -141,6 +142,7 @@ PROGRAMS: dict[str, Program] = {
     "chmod": Program(coreutils.c_chmod),
     "chown": Program(coreutils.c_chown),
     "ls": Program(coreutils.c_ls),
+    "curl": Program(curl.c_curl),
     "ssh-keygen": Program(ssh_git.c_ssh_keygen),
     "ssh-keyscan": Program(ssh_git.c_ssh_keyscan),
     "git": Program(ssh_git.c_git),
