@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import re
 import time
-from functools import partial
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from pe_dr.clients.pe_api import PUPPETDB_PORT, RBAC_PORT, PEClient
