@@ -21,15 +21,15 @@ from pe_dr.tasks.lab import require_lab_state
 
 
 def bring_up(spec: LabSpec) -> dict[str, str]:
-    """The box first (parallel first runs race on its import); then the primary alongside
-    GitLab; then the replica and agents, which install from the primary."""
+    """The box first (parallel first runs race on its import); then the VMs in waves
+    (pe_dr.steps.vms.bring_up_order: on a first run the primary alone)."""
     vms.ensure_box(spec)
     states: dict[str, str] = {}
-    for wave in ([spec.primary, spec.gitlab], [spec.replica, *spec.agents]):
-        ups = [named(vms.ensure_vm_up, f"vm-up {h.name}").submit(spec, h.name) for h in wave]
+    for wave in vms.bring_up_order(spec):
+        ups = [named(vms.ensure_vm_up, f"vm-up {name}").submit(spec, name) for name in wave]
         wait(ups)  # every VM of the wave settles before the first failure is raised
-        for host, up in zip(wave, ups, strict=True):
-            states[host.name] = up.result()
+        for name, up in zip(wave, ups, strict=True):
+            states[name] = up.result()
     return states
 
 

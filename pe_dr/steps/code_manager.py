@@ -392,14 +392,16 @@ def deploy_code(lab: Lab, server: str | None = None) -> str:
     out = lab.host(server).run(
         [
             "puppet-code",
+            # global options before the action (`puppet-code [GLOBAL_OPTIONS] <ACTION>`: PE
+            # manual p.810-813; real-world-findings §4.2 row 7); the service is named, not
+            # taken from puppet-code.conf, which may name a destroyed primary
+            "--service-url",
+            f"https://{server}:8170/code-manager",
+            "--token-file",
+            paths.DEPLOY_TOKEN,
             "deploy",
             lab.spec.environment,
             "--wait",
-            "--token-file",
-            paths.DEPLOY_TOKEN,
-            # named, not taken from puppet-code.conf, which may name a destroyed primary
-            "--service-url",
-            f"https://{server}:8170/code-manager",
         ],
         root=True,
         timeout=1800,

@@ -69,16 +69,24 @@ def agent_profile(lab: Lab, group: str = "PE Infrastructure Agent") -> dict[str,
     return dict(found.get("classes", {}).get(AGENT_PROFILE, {}))
 
 
+def _host(entry: object) -> str:
+    """The host of a server_list entry: `host`, `host:port` or `https://host:port/…`."""
+    text = str(entry).strip().removeprefix("https://").split("/", 1)[0]
+    return text.rsplit(":", 1)[0] if text.count(":") == 1 else text
+
+
 def ensure_agent_profile(lab: Lab) -> dict[str, object]:
     """PE Infrastructure Agent manages puppet.conf and lists the primary first (tutorial step 2)."""
     params = agent_profile(lab)
-    primary = f"{lab.spec.primary.name}:8140"
+    primary = lab.spec.primary.name
     problems = []
     if params.get("manage_puppet_conf") is not True:
         problems.append("manage_puppet_conf is not true")
     for key in ("server_list", "primary_uris"):
         value = params.get(key)
-        if not isinstance(value, list) or not value or value[0] != primary:
+        # PE's docs write ["primary.example.com"] (port implied), PE itself writes host:8140
+        # (PE manual p.278, p.273-276; real-world-findings §4.2 row 10): the host is what counts
+        if not isinstance(value, list) or not value or _host(value[0]) != primary:
             problems.append(f"{key} does not start with {primary}")
     if problems:
         raise PreconditionError(

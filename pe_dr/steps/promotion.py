@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 from pe_dr.errors import (
+    CommandFailed,
     PreconditionError,
     TransientError,
 )
@@ -66,9 +67,11 @@ def is_primary(lab: Lab, server: str) -> bool:
     return isinstance(storage, dict) and storage.get("state") == "running"
 
 
+# where `puppet access login` saves a token and PE's commands look for one
+DEFAULT_TOKEN = "/root/.puppetlabs/token"  # noqa: S105 (a path)
 CLIENT_TOOLS_DIR = "/etc/puppetlabs/client-tools"
-
-
+# the global client-tools files and where each names its service (help.puppet.com
+# "Configuring and using PE client tools")
 CLIENT_TOOLS = {
     "puppet-access.conf": ("service-url", 4433, "/rbac-api"),
     "puppet-code.conf": ("service-url", 8170, "/code-manager"),
@@ -76,48 +79,69 @@ CLIENT_TOOLS = {
 }
 
 
-def ensure_client_tools_point_at(lab: Lab, server: str) -> list[str]:
-    """PE's global client-tools configuration on `server` names `server` itself: promotion leaves
-    it naming the old primary, and PE's procedure says to update it (PE 2019.7-2021.7
-    dr_configure, "Promote a replica", step 3; help.puppet.com "Configuring and using PE client
-    tools"). Returns the files rewritten."""
+def client_tools_naming(lab: Lab, server: str) -> dict[str, str]:
+    """Each global client-tools file on `server` and the service URL it names."""
     host = lab.host(server)
-    changed = []
-    for name, (key, port, path) in CLIENT_TOOLS.items():
+    named: dict[str, str] = {}
+    for name, (key, _port, _path) in CLIENT_TOOLS.items():
         file = f"{CLIENT_TOOLS_DIR}/{name}"
         if not host.exists(file, root=True):
+            named[file] = "(missing)"
             continue
         try:
             data = json.loads(host.read(file, root=True))
         except ValueError:
-            raise PreconditionError(f"{file} on {server} is not JSON") from None
-        wanted = f"https://{server}:{port}{path}"
-        holder = data.setdefault("options", {}) if key.startswith("options.") else data
-        if holder.get("service-url") == wanted:
+            named[file] = "(not JSON)"
             continue
-        holder["service-url"] = wanted
-        text = json.dumps(data, indent=2) + "\n"
-        host.put(file, text.encode(), mode=0o644, owner="root", group="root")
-        changed.append(file)
-    return changed
+        holder = data.get("options", {}) if key.startswith("options.") else data
+        named[file] = str(holder.get("service-url") or "(no service-url)")
+    return named
+
+
+def ensure_client_tools_point_at(lab: Lab, server: str) -> dict[str, str]:
+    """PE's client-tools configuration on the new primary names it. PE manages these files
+    (`puppet_enterprise::profile::controller`: PE manual p.809, p.320-321, p.615;
+    real-world-findings §4.2 row 8): a Puppet run on the promoted server writes them for the new
+    primary, and an edit by hand would be overwritten. So the drill runs Puppet there when they
+    still name another server, and verifies; it never writes them."""
+    wanted = {f"{CLIENT_TOOLS_DIR}/{n}": f"https://{server}:{p}{path}"
+              for n, (_k, p, path) in CLIENT_TOOLS.items()}  # fmt: skip
+    named = client_tools_naming(lab, server)
+    if named == wanted:
+        return named
+    lab.host(server).run(["puppet", "agent", "-t"], root=True, ok_codes=(0, 2), timeout=1800)
+    named = client_tools_naming(lab, server)
+    wrong = {f: u for f, u in named.items() if u != wanted[f]}
+    if wrong:
+        listed = ", ".join(f"{f} names {u}" for f, u in wrong.items())
+        raise TransientError(
+            f"after a Puppet run on {server}, its client tools still point elsewhere: {listed}"
+        )
+    return named
 
 
 def forget_old_primary(lab: Lab) -> str:
-    """`puppet infrastructure forget` of the old primary, on the new one. "Already forgotten" is
-    read from PE (PuppetDB on the new primary no longer lists it as active, GET
-    /pdb/query/v4/nodes), never from an exit code: forget exits non-zero for many reasons
-    (peadm spec/acceptance/peadm_spec/plans/perform_failover.pp; real-world-findings §1 row 7)."""
+    """The old primary forgotten, on the new one. PE documents `puppet infrastructure forget`
+    with the admin token in its default place and no `--token-file` (PE manual p.270,
+    p.281-282), so the token goes there; when forget fails, `puppet node purge` is peadm's
+    recovery procedure (documentation/recovery/recovery.md). Success is read from PuppetDB on the
+    new primary (the old one no longer active, GET /pdb/query/v4/nodes), never from an exit code:
+    forget exits non-zero for many reasons (peadm perform_failover.pp; findings §1 row 7)."""
     replica, old = lab.spec.replica.name, lab.spec.primary.name
     if not _active_node(lab, replica, old):
         return "already forgotten"
-    lab.host(replica).run(
-        ["puppet", "infrastructure", "forget", old, "--token-file", paths.ADMIN_TOKEN],
-        root=True,
-        timeout=1800,
-    )
+    host = lab.host(replica)
+    token = lab.token(replica, paths.ADMIN_TOKEN)
+    host.put(DEFAULT_TOKEN, token.encode(), mode=0o600, owner="root", group="root")
+    how = "forgotten"
+    try:
+        host.run(["puppet", "infrastructure", "forget", old], root=True, timeout=1800)
+    except CommandFailed as forget_failed:
+        how = f"purged (forget failed: {forget_failed})"
+        host.run(["puppet", "node", "purge", old], root=True, timeout=1800)
     if _active_node(lab, replica, old):
-        raise TransientError(f"`puppet infrastructure forget {old}` finished but PuppetDB lists it")
-    return "forgotten"
+        raise TransientError(f"{old} is still active in PuppetDB on {replica} after it was {how}")
+    return how
 
 
 def _active_node(lab: Lab, server: str, certname: str) -> bool:

@@ -36,6 +36,19 @@ def ensure_box(lab: Lab) -> str:
     return "added"
 
 
+def bring_up_order(lab: Lab) -> list[list[str]]:
+    """The waves in which the lab's VMs start. On a first run (no VM created yet) the primary goes
+    alone: its `vagrant up` creates the VirtualBox host-only interface, and parallel first runs
+    create duplicates of it (real-world-findings §4.2 row 9); then every other VM at once (the
+    replica and agents install the agent from the primary). Once the lab exists: the primary
+    alongside GitLab, then the replica and the agents."""
+    spec = lab.spec
+    rest = [spec.replica.name, *(a.name for a in spec.agents)]
+    if set(lab.vagrant.status().values()) <= {"not_created"}:
+        return [[spec.primary.name], [spec.gitlab.name, *rest]]
+    return [[spec.primary.name, spec.gitlab.name], rest]
+
+
 def ensure_vm_up(lab: Lab, vm: str) -> str:
     """Start `vm` unless it runs, then wait until it answers over SSH."""
     vm = lab.spec.host(vm).name

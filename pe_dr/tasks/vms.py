@@ -6,6 +6,7 @@ from pe_dr.steps import vms
 from pe_dr.tasks.common import action_task
 
 ensure_box = action_task(vms.ensure_box, timeout=3600, delays=(30, 60, 120))
+bring_up_order = action_task(vms.bring_up_order, timeout=300)
 ensure_vm_up = action_task(vms.ensure_vm_up, timeout=3600, delays=(30, 60, 120))
 
 

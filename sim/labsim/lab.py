@@ -53,6 +53,7 @@ DURATIONS = {
     "box": 300.0,  # downloading and importing ubuntu/jammy64 (~600 MB) on a first run
     "boot": 60.0,
     "halt": 10.0,
+    "hostonly": 5.0,  # VBoxManage hostonlyif create, on the lab's first `vagrant up`
     "destroy": 5.0,
     "provision": 900.0,
     "enable": 120.0,
@@ -146,6 +147,11 @@ class Lab:
         # A fresh workstation has no box; `vagrant box add` or the first `vagrant up` fetches it.
         self.boxes: set[str] = set(cfg.get("boxes", []))
         self.box_importing = False
+        # the host-only interface exists once a VM was created; its first `vagrant up` makes it
+        self.hostonly_ready = any(
+            (state_dir / "vms" / h["name"] / "meta.json").exists() for h in cfg["hosts"]
+        )
+        self.hostonly_creating = False
         self._sync_seq = 0
         self._last_sync: asyncio.Task[Any] | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -604,6 +610,8 @@ class Lab:
                 finally:
                     self.box_importing = False
                 self.boxes.add("ubuntu/jammy64")
+            if fresh and not await self.hostonly_network(n, emit):
+                return 1
             if fresh:
                 emit(
                     "out",
@@ -643,6 +651,33 @@ class Lab:
             rc = await self.provision_vm(vm, emit)
             self.journal(n, "vagrant.up", "ok" if rc == 0 else "failed", "created")
             return rc
+
+    async def hostonly_network(self, vm: str, emit: Emit) -> bool:
+        """The lab's VirtualBox host-only interface, created by the first `vagrant up` that
+        needs it. Parallel first runs each create one, duplicates with the same address, and
+        the lab's network breaks (cilium/cilium#8208, Parallels/vagrant-parallels#148,
+        hashicorp/vagrant#2068; real-world-findings §4.2 row 9): the later one fails here."""
+        if self.hostonly_ready:
+            return True
+        if self.hostonly_creating:
+            self.journal(vm, "vagrant.up", "failed", "duplicate host-only interface (race)")
+            emit(
+                "err",
+                f"==> {vm}: Creating a host-only network interface...\n"
+                "The host-only network interface vboxnet1 was created with the address of "
+                "vboxnet0, which another `vagrant up` created at the same time: VirtualBox now "
+                "has two host-only interfaces on the lab's network and routes its traffic to "
+                "one of them.\n",
+            )
+            return False
+        self.hostonly_creating = True
+        try:
+            emit("out", f"==> {vm}: Creating a host-only network interface...\n")
+            await self.sleep(self.dur("hostonly"), "vagrant.hostonly")
+            self.hostonly_ready = True
+        finally:
+            self.hostonly_creating = False
+        return True
 
     async def provision_vm(self, vm: VM, emit: Emit) -> int:
         n = vm.name

@@ -84,15 +84,18 @@ def test_promotion_steps_run_again_find_the_work_done(
     with Lab(load_spec(handle.spec_path)) as live:
         assert promotion_steps.promote_replica(live) == "already promoted"
         assert promotion_steps.forget_old_primary(live) == "already forgotten"
-        assert promotion_steps.ensure_client_tools_point_at(live, "replica.vm") == []
+        named = promotion_steps.ensure_client_tools_point_at(live, "replica.vm")
+        assert all("https://replica.vm:" in url for url in named.values()), named
     assert journal_ops(handle, "puppet.infrastructure.promote", before) == []
+    assert [e for e in journal_ops(handle, "puppet.agent", before) if e["vm"] == "replica.vm"] == []
     assert journal_ops(handle, "puppet.infrastructure.forget", before) == []
 
 
-def test_forget_failing_for_another_reason_is_a_failure(
-    promoted: tuple[LabHandle, bool, DrillReport],
+def test_forget_failing_falls_back_to_purge_and_both_failing_is_a_failure(
+    promoted: tuple[LabHandle, bool, DrillReport], journal_ops: Any
 ) -> None:
-    """Only PE's state says "already forgotten"; a non-zero exit is the command's own failure."""
+    """Only PE's state says "already forgotten"; a failed forget is followed by `puppet node
+    purge` (peadm's recovery procedure), and when that fails too the step fails."""
     from pe_dr.errors import CommandFailed
     from pe_dr.lab.live import Lab
     from pe_dr.lab.spec import load_spec
@@ -101,10 +104,18 @@ def test_forget_failing_for_another_reason_is_a_failure(
     handle, ok, _ = promoted
     assert ok
     handle.fault_add("fail:puppet.infrastructure.forget")
+    handle.fault_add("fail:puppet.node.purge")
+    before = len(handle.journal())
     try:
         with Lab(load_spec(handle.spec_path)) as live, pytest.MonkeyPatch.context() as mp:
             mp.setattr(promotion_steps, "_active_node", lambda *_: True)  # PE still lists it
-            with pytest.raises(CommandFailed, match="Failed to purge node"):
+            with pytest.raises(CommandFailed, match="Could not purge the node"):
                 promotion_steps.forget_old_primary(live)
     finally:
         handle.fault_clear()
+    forget = journal_ops(handle, "puppet.infrastructure.forget", before)
+    purge = journal_ops(handle, "puppet.node.purge", before)
+    assert [e["outcome"] for e in forget] == ["fault"] and [e["outcome"] for e in purge] == [
+        "fault"
+    ]
+    assert forget[0]["detail"].endswith("forget primary.vm"), forget  # no --token-file

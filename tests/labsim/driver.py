@@ -156,8 +156,10 @@ class Driver:
 
     # -- the tutorial ------------------------------------------------------------------------
     def up_all(self) -> None:
-        # the box first: parallel first-run `vagrant up`s race on its import
+        # the box first: parallel first-run `vagrant up`s race on its import; then the primary
+        # alone, which creates the host-only interface (parallel first runs duplicate it)
         self.vagrant("box", "add", "ubuntu/jammy64", "--provider", "virtualbox")
+        self.vagrant("up", "primary.vm")
         procs = [
             subprocess.Popen(
                 ["vagrant", "up", vm],
@@ -165,12 +167,10 @@ class Driver:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            for vm in ("primary.vm", "gitlab.vm")
+            for vm in ("gitlab.vm", "replica.vm", "linux.vm")
         ]
         for p in procs:
             assert p.wait(timeout=60) == 0
-        for vm in ("replica.vm", "linux.vm"):
-            self.vagrant("up", vm)
 
     def login(
         self, vm: str, user: str, password: str, token_file: str, service_url: str | None = None
@@ -327,11 +327,11 @@ class Driver:
             "primary.vm",
             [
                 "puppet-code",
+                "--token-file",
+                "/root/.puppetlabs/deploy_token",
                 "deploy",
                 "production",
                 "--wait",
-                "--token-file",
-                "/root/.puppetlabs/deploy_token",
             ],
         )
         assert "Found 1 environments." in out, out

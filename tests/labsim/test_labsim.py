@@ -504,11 +504,14 @@ def test_tutorial_flow(tmp_path: Path) -> None:
         assert drv.http("replica.vm", 8143, "GET", "/status/v1/simple").text == "running"
         services = drv.http("replica.vm", 8140, "GET", "/status/v1/services").json()
         assert services["file-sync-storage-service"]["state"] == "running"
-        # promotion does not rewrite the client tools' configuration
-        conf = json.loads(
-            drv.ok("replica.vm", ["cat", "/etc/puppetlabs/client-tools/puppet-code.conf"])
-        )
+        # promotion does not rewrite the client tools' configuration; PE's next Puppet run on
+        # the new primary does (its controller profile manages them)
+        code_conf = ["cat", "/etc/puppetlabs/client-tools/puppet-code.conf"]
+        conf = json.loads(drv.ok("replica.vm", code_conf))
         assert conf["service-url"] == "https://primary.vm:8170/code-manager"
+        drv.ok("replica.vm", ["puppet", "agent", "-t"])
+        conf = json.loads(drv.ok("replica.vm", code_conf))
+        assert conf["service-url"] == "https://replica.vm:8170/code-manager"
         assert drv.http("replica.vm", 443, "GET", "/").status_code == 200
         assert len(_ops(journal, "puppet.agent", "linux.vm")) == 4
         assert _ops(journal, "gitlab.webhook")[-1]["outcome"] == "ok"
@@ -643,6 +646,47 @@ def test_parallel_first_vagrant_ups_race_on_the_box_import(
         assert box.boxes() == [("ubuntu/jammy64", "virtualbox")]
         again = drv.vagrant("box", "add", "ubuntu/jammy64", check=False)
         assert again.returncode == 1 and "already exists" in again.stderr
+
+
+@pytest.mark.slow
+def test_parallel_first_vagrant_ups_duplicate_the_host_only_interface(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the first `vagrant up` of a lab creates its host-only interface; parallel first runs each
+    # create one, with the same address (real-world-findings §4.2 row 9). The primary alone
+    # first, then the rest at once, is safe. (The creation is slowed to 2 s so that the two
+    # `vagrant` processes overlap however loaded the machine is.)
+    with running_lab(tmp_path / "lab", faults=["slow:vagrant.hostonly=2000"]) as h:
+        drv = Driver(h)
+        monkeypatch.setenv("PATH", h.env["PATH"])
+        drv.vagrant("box", "add", "ubuntu/jammy64", "--provider", "virtualbox")
+
+        def up_at_once(*vms: str) -> list[tuple[int, str]]:
+            procs = [
+                subprocess.Popen(
+                    ["vagrant", "up", vm],
+                    env=h.environ(),
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                for vm in vms
+            ]
+            return [(p.wait(timeout=60), p.stderr.read() if p.stderr else "") for p in procs]
+
+        results = up_at_once("primary.vm", "gitlab.vm")  # what bring-up did before
+        failed = [err for rc, err in results if rc != 0]
+        assert len(failed) == 1 and "two host-only interfaces" in failed[0], results
+        assert [
+            e["detail"] for e in _ops(h.journal(), "vagrant.up") if e["outcome"] == "failed"
+        ] == ["duplicate host-only interface (race)"]
+    with running_lab(tmp_path / "lab2") as h:
+        drv = Driver(h)
+        monkeypatch.setenv("PATH", h.env["PATH"])
+        drv.vagrant("box", "add", "ubuntu/jammy64", "--provider", "virtualbox")
+        drv.vagrant("up", "primary.vm")
+        results = [rc for rc, _ in up_at_once("gitlab.vm", "replica.vm", "linux.vm")]
+        assert results == [0, 0, 0]
 
 
 def test_a_vm_reconciled_twice_at_once_binds_its_listeners_once(tmp_path: Path) -> None:
@@ -856,19 +900,19 @@ def test_pe_refuses_what_pe_refuses(built: Any) -> None:
     assert drv.http("primary.vm", 4433, "POST", auth, json_body=unknown).status_code == 403
     valid = {"token": drv.admin_token}
     assert drv.http("primary.vm", 4433, "POST", auth, json_body=valid).status_code == 200
-    # forget fails on a node PE does not know
-    rc, _, err = drv.ssh(
-        "primary.vm",
-        [
-            "puppet",
-            "infrastructure",
-            "forget",
-            "stranger.vm",
-            "--token-file",
-            "/root/.puppetlabs/admin_token",
-        ],
-    )
+    # forget is documented without --token-file (labsim refuses it: the stricter answer), takes
+    # the admin token from its default place, and fails on a node PE does not know
+    forget = ["puppet", "infrastructure", "forget", "stranger.vm"]
+    rc, _, err = drv.ssh("primary.vm", [*forget, "--token-file", "/root/.puppetlabs/admin_token"])
+    assert rc == 1 and "Unknown option '--token-file'" in err
+    assert drv.admin_token
+    drv.put("primary.vm", "/root/.puppetlabs/token", drv.admin_token)
+    rc, _, err = drv.ssh("primary.vm", forget)
     assert rc == 1 and "not a known node" in err
+    # puppet-code's global options go before the action
+    late = ["puppet-code", "deploy", "production", "--token-file", "/root/.puppetlabs/token"]
+    rc, _, err = drv.ssh("primary.vm", late)
+    assert rc == 1 and "global options go before the action" in err
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ from labsim.commands.base import Ctx, Result, _opt
 from labsim.commands.puppet_access import puppet_access
 from labsim.commands.puppet_agent import puppet_agent_cmd
 from labsim.commands.puppet_code import puppet_code
-from labsim.commands.puppet_infra import puppet_infra
+from labsim.commands.puppet_infra import puppet_infra, puppet_node_purge
 from labsim.commands.puppet_job import puppet_job
 
 if TYPE_CHECKING:
@@ -32,6 +32,8 @@ async def puppet(ctx: Ctx, args: list[str]) -> Result:
         return await puppet_job(ctx, args[1:])
     if sub == "code":
         return await puppet_code(ctx, args[1:])
+    if sub == "node" and args[1:2] == ["purge"]:
+        return await puppet_node_purge(ctx, args[2:])
     return Result(1, "", f"Error: Unknown Puppet subcommand '{sub}'\n", "puppet")
 
 

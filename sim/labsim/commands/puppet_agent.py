@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from labsim import http
 from labsim.commands.base import Ctx, Result, _opt
+from labsim.commands.client_tools import CLIENT_TOOLS, write_client_tools
 from labsim.state import now_iso
 
 if TYPE_CHECKING:
@@ -298,6 +299,11 @@ async def agent_run(lab: Lab, vm: VM, noop: bool, override: str | None) -> tuple
 FACTS_D = "/etc/puppetlabs/facter/facts.d"
 
 
+def _client_tool_files() -> list[str]:
+    return [f"{CLIENT_TOOLS}/{n}" for n in ("puppet-access.conf", "puppet-code.conf",
+                                            "orchestrator.conf")]  # fmt: skip
+
+
 def _facts(vm: VM) -> dict[str, Any]:
     """The facts a run sends with its catalog request: a few core facts and the external facts of
     facts.d, JSON files (key: value) and text files (key=value) (Facter's external facts)."""
@@ -344,6 +350,12 @@ def _apply(lab: Lab, vm: VM, catalog: dict[str, Any], dry: bool = False) -> bool
                 vm.fs.write("/etc/puppetlabs/puppet/puppet.conf", "\n".join(lines))
     pe = lab.pe
     if pe is not None and vm.name == pe.primary and not dry:
+        # puppet_enterprise::profile::controller manages the global client-tools files, naming
+        # the primary (PE manual p.809, p.320-321, p.615; real-world-findings §4.2 row 8)
+        before = {p: vm.fs.read_text(p) for p in _client_tool_files()}
+        write_client_tools(vm.fs, vm.name)
+        if {p: vm.fs.read_text(p) for p in _client_tool_files()} != before:
+            changed = True
         params = pe.master_params()
         want_cm = bool(
             params.get("code_manager_auto_configure")

@@ -13,6 +13,18 @@ if TYPE_CHECKING:
     pass
 
 
+GLOBAL_OPTIONS = (
+    "--token-file",
+    "-t",
+    "--service-url",
+    "-c",
+    "--config-file",
+    "-l",
+    "--log-level",
+    "--cacert",
+)
+
+
 async def puppet_code(ctx: Ctx, args: list[str]) -> Result:
     lab = ctx.lab
     op = "puppet-code.deploy"
@@ -24,21 +36,26 @@ async def puppet_code(ctx: Ctx, args: list[str]) -> Result:
         if skip:
             skip = False
             continue
-        if a in (
-            "--token-file",
-            "-t",
-            "--service-url",
-            "-c",
-            "--config-file",
-            "-l",
-            "--log-level",
-            "--cacert",
-        ):
+        if a in GLOBAL_OPTIONS:
             skip = True
             continue
         rest.append(a)
     if not rest or rest[0] not in ("deploy", "status"):
         return Result(1, "", "Error: labsim models 'puppet-code deploy' and 'status'\n", op)
+    action_at = args.index(rest[0])
+    late = [a for a in args[action_at:] if a.split("=")[0] in GLOBAL_OPTIONS]
+    if late:
+        # `puppet-code [GLOBAL_OPTIONS] <ACTION> [ACTION_OPTIONS]`: since PE 2016.5 a global
+        # option after the action is refused (docs-archive 2016.5 release notes; PE manual
+        # p.810-813; real-world-findings §4.2 row 7)
+        return Result(
+            1,
+            "",
+            f"Error: Unknown option '{late[0]}' for action '{rest[0]}': global options go "
+            "before the action (puppet-code [GLOBAL_OPTIONS] <ACTION>)\n",
+            op,
+            "refused",
+        )
     if not ctx.root:
         return Result(1, "", "Error: Permission denied reading the puppet-code configuration\n", op)
     token = _read_token(ctx, token_file)

@@ -433,26 +433,56 @@ async def infra_status(ctx: Ctx, args: list[str]) -> Result:
 
 
 async def infra_forget(ctx: Ctx, args: list[str]) -> Result:
+    """`puppet infrastructure forget <certname>`: documented for a replica, with the admin token
+    from its default place and no --token-file (PE manual p.270, p.281-282); whether it takes one
+    is not documented, so labsim refuses it (the stricter answer; real-world-findings §4.2 row 6).
+    It fails on an unknown node (findings §1 row 7)."""
     lab, op = ctx.lab, "puppet.infrastructure.forget"
     pe = lab.pe
-    names = [a for a in args if not a.startswith("-") and a != _opt(args, "--token-file")]
+    flags = [a for a in args if a.startswith("-")]
+    if flags:
+        return Result(1, "", f"Error: Unknown option '{flags[0].split('=')[0]}'\n", op, "refused")
+    names = list(args)
     if pe is None or ctx.vm.name != pe.primary or not names:
         return Result(
             1, "", "Error: forget must run on the primary with a certname\n", op, "refused"
         )
-    bad = _validate_admin(ctx, args, op)
+    bad = _validate_admin(ctx, [], op)
     if bad:
         return bad
     if lab.fault(op, ctx.vm.name, ctx.line):
         return Result(1, "", "Error: Failed to purge node (injected)\n", op, "fault")
-    name = names[0]
-    vm = lab.vm_by_host(name)
-    cert = vm.name if vm else name
-    if cert not in pe.nodes and cert != pe.replica:
+    cert = _known_node(lab, names[0])
+    if cert is None:
         return Result(
-            1, "", f"Error: {cert} is not a known node of this Puppet Enterprise installation\n", op
+            1,
+            "",
+            f"Error: {names[0]} is not a known node of this Puppet Enterprise installation\n",
+            op,
         )
     await lab.sleep(lab.dur("forget"), op)
+    await _purge(lab, cert)
+    return Result(
+        0,
+        f"Notice: {cert} has been forgotten: its certificate was revoked and it was purged.\n",
+        "",
+        op,
+    )
+
+
+def _known_node(lab: Lab, name: str) -> str | None:
+    pe = lab.pe
+    assert pe is not None
+    vm = lab.vm_by_host(name)
+    cert = vm.name if vm else name
+    return cert if cert in pe.nodes or cert == pe.replica else None
+
+
+async def _purge(lab: Lab, cert: str) -> None:
+    """Revoke, clean and deactivate `cert`; a forgotten replica is no longer PE's replica."""
+    pe = lab.pe
+    assert pe is not None
+    vm = lab.vm_by_host(cert)
     if pe.replica == cert:
         pe.replica = None
         pe.replica_enabled = False
@@ -463,12 +493,25 @@ async def infra_forget(ctx: Ctx, args: list[str]) -> Result:
             await lab.reconcile(vm)
     if cert in pe.nodes and cert != pe.primary:
         pe.nodes.remove(cert)
-    return Result(
-        0,
-        f"Notice: {cert} has been forgotten: its certificate was revoked and it was purged.\n",
-        "",
-        op,
-    )
+
+
+async def puppet_node_purge(ctx: Ctx, args: list[str]) -> Result:
+    """`puppet node purge <certname>` on the primary (the CA): revokes and cleans the certificate
+    and deactivates the node in PuppetDB (Puppet's `node purge`; peadm's recovery procedure for a
+    failed primary: documentation/recovery/recovery.md)."""
+    lab, op = ctx.lab, "puppet.node.purge"
+    pe = lab.pe
+    if not ctx.root:
+        return Result(1, "", "Error: Permission denied\n", op, "refused")
+    if pe is None or ctx.vm.name != pe.primary or len(args) != 1:
+        return Result(1, "", "Error: puppet node purge runs on the primary: one certname\n", op)
+    if lab.fault(op, ctx.vm.name, ctx.line):
+        return Result(1, "", "Error: Could not purge the node (injected)\n", op, "fault")
+    cert = _known_node(lab, args[0])
+    if cert is None:
+        return Result(1, "", f"Error: Could not find a certificate for {args[0]}\n", op)
+    await _purge(lab, cert)
+    return Result(0, f"Notice: Revoked certificate with serial 7\nNotice: {cert} purged\n", "", op)
 
 
 async def infra_promote(ctx: Ctx, args: list[str]) -> Result:
@@ -540,6 +583,11 @@ async def infra_promote(ctx: Ctx, args: list[str]) -> Result:
     pe.groups = [g for g in pe.groups if g["name"] not in ("PE HA Master", "PE HA Replica")]
     pe.set_agent_servers([vm.name])
     pe.clients.pop(old, None)
+    # promotion configures the replica as the primary with Puppet runs on it (PE manual
+    # "Promote a replica"): its own agent now asks itself
+    from labsim.lab import PUPPET_CONF
+
+    fs.write(PUPPET_CONF, f"[agent]\nserver_list = {vm.name}:8140\n")
     await lab.reconcile(vm)
     if prim:
         await lab.reconcile(prim)

@@ -89,8 +89,21 @@ def test_agent_profile_as_pe_sets_it_up_is_only_read(lab: FakeLab) -> None:
 
 
 @pytest.mark.parametrize(
+    "servers",
+    [["primary.vm"], ["primary.vm:8140", "replica.vm:8140"], ["https://primary.vm:8140/"]],
+)
+def test_agent_profile_entries_are_compared_by_host(lab: FakeLab, servers: list[str]) -> None:
+    # PE's docs write ["PRIMARY.EXAMPLE.COM"], PE itself host:8140 (real-world-findings §4.2 r10)
+    admin_token(lab)
+    params = {**AGENT_PARAMS, "server_list": servers, "primary_uris": servers}
+    lab.http.on("GET", GROUPS, json=agent_group(params))
+    assert primary_settings.ensure_agent_profile(lab) == params
+
+
+@pytest.mark.parametrize(
     ("change", "named"),
     [
+        ({"server_list": ["primary.vm.example.com:8140"]}, "server_list"),
         ({"manage_puppet_conf": False}, "manage_puppet_conf"),
         ({"server_list": ["replica.vm:8140", "primary.vm:8140"]}, "server_list"),
         ({"primary_uris": []}, "primary_uris"),
@@ -725,15 +738,16 @@ def test_code_behind_gitlab_is_deployed(lab: FakeLab) -> None:
 
 
 def deploy_argv(server: str) -> list[str]:
+    # `puppet-code [GLOBAL_OPTIONS] <ACTION> [ACTION_OPTIONS]` (real-world-findings §4.2 row 7)
     return [
         "puppet-code",
+        "--service-url",
+        f"https://{server}:8170/code-manager",
+        "--token-file",
+        paths.DEPLOY_TOKEN,
         "deploy",
         "production",
         "--wait",
-        "--token-file",
-        paths.DEPLOY_TOKEN,
-        "--service-url",
-        f"https://{server}:8170/code-manager",
     ]
 
 

@@ -12,7 +12,7 @@ from pe_dr.errors import CommandFailed, PreconditionError, TransientError
 from pe_dr.lab import paths
 from pe_dr.steps import promotion
 
-from ..fakes import Exists, FakeLab, Http, LabCall, Put, Read, Reply, Run, refused
+from ..fakes import Exists, FakeLab, Http, LabCall, Read, Reply, Run, refused
 
 PRIMARY, REPLICA = "primary.vm", "replica.vm"
 ADMIN_TOKEN = "replica-admin-token-4c1d9e"
@@ -169,70 +169,67 @@ def _tools(lab: FakeLab, server: str) -> None:
         lab.replica.write(path, json.dumps(data, indent=2) + "\n")
 
 
+AGENT_RUN = ["puppet", "agent", "-t"]
+
+
+def _rewrite_on_puppet_run(server: str) -> Reply:
+    """A Puppet run on the promoted server: PE's controller profile writes its client tools."""
+
+    def effect(host: object) -> None:
+        _tools_on(host, server)
+
+    return Reply(2, "Notice: Applied catalog in 9.1 seconds\n", "", effect)
+
+
+def _tools_on(host: object, server: str) -> None:
+    for path, data in client_tools(server).items():
+        host.write(path, json.dumps(data, indent=2) + "\n")  # type: ignore[attr-defined]
+
+
 def test_client_tools_naming_the_server_are_only_read(lab: FakeLab) -> None:
     _tools(lab, REPLICA)
-    assert promotion.ensure_client_tools_point_at(lab, REPLICA) == []
+    named = promotion.ensure_client_tools_point_at(lab, REPLICA)
+    assert set(named) == set(client_tools(REPLICA))
     assert lab.replica.calls == [
         call for path in client_tools(REPLICA) for call in (Exists(path, True), Read(path, True))
     ]
 
 
-def test_client_tools_naming_the_old_primary_are_rewritten_keeping_other_settings(
+def test_client_tools_naming_the_old_primary_are_rewritten_by_a_puppet_run_never_by_hand(
     lab: FakeLab,
 ) -> None:
     _tools(lab, PRIMARY)
-    changed = promotion.ensure_client_tools_point_at(lab, REPLICA)
-    assert changed == list(client_tools(REPLICA))
-    puts = lab.replica.puts()
-    assert [p.path for p in puts] == list(client_tools(REPLICA))
-    for put, wanted in zip(puts, client_tools(REPLICA).values(), strict=True):
-        assert json.loads(put.content) == wanted
-        assert (put.mode, put.owner, put.group) == (0o644, "root", "root")
+    lab.replica.on(AGENT_RUN, _rewrite_on_puppet_run(REPLICA))
+    named = promotion.ensure_client_tools_point_at(lab, REPLICA)
+    assert named[f"{TOOLS}/puppet-code.conf"] == "https://replica.vm:8170/code-manager"
+    assert lab.replica.puts() == [], "PE manages these files: the drill never writes them"
+    assert [c.argv for c in lab.replica.calls if isinstance(c, Run)] == [AGENT_RUN]
 
 
-def test_only_the_client_tool_that_names_another_server_is_rewritten(lab: FakeLab) -> None:
-    _tools(lab, REPLICA)
-    code = f"{TOOLS}/puppet-code.conf"
-    lab.replica.write(code, json.dumps(client_tools(PRIMARY)[code]))
-    assert promotion.ensure_client_tools_point_at(lab, REPLICA) == [code]
-    assert [p.path for p in lab.replica.puts()] == [code]
-
-
-def test_client_tools_that_are_not_installed_are_skipped(lab: FakeLab) -> None:
-    access = f"{TOOLS}/puppet-access.conf"
-    lab.replica.write(access, json.dumps(client_tools(PRIMARY)[access]))
-    assert promotion.ensure_client_tools_point_at(lab, REPLICA) == [access]
-    assert [c for c in lab.replica.calls if isinstance(c, Read)] == [Read(access, True)]
-
-
-def test_client_tool_file_that_is_not_json_is_refused_naming_it(lab: FakeLab) -> None:
-    lab.replica.write(f"{TOOLS}/puppet-access.conf", "service-url: https://primary.vm:4433\n")
-    with pytest.raises(PreconditionError, match=r"puppet-access\.conf on replica\.vm is not JSON"):
+def test_client_tools_still_wrong_after_the_puppet_run_fail_naming_them(lab: FakeLab) -> None:
+    _tools(lab, PRIMARY)
+    lab.replica.on(AGENT_RUN, exit_code=0)
+    with pytest.raises(TransientError) as caught:
         promotion.ensure_client_tools_point_at(lab, REPLICA)
+    assert "puppet-code.conf names https://primary.vm:8170/code-manager" in caught.value.message
     assert lab.replica.puts() == []
 
 
-def test_client_tool_pointing_at_the_right_host_on_another_port_is_fixed(lab: FakeLab) -> None:
-    orchestrator = f"{TOOLS}/orchestrator.conf"
-    lab.replica.write(orchestrator, json.dumps({"options": {"service-url": "https://replica.vm"}}))
-    promotion.ensure_client_tools_point_at(lab, REPLICA)
-    assert lab.replica.puts() == [
-        Put(
-            orchestrator,
-            (
-                json.dumps({"options": {"service-url": "https://replica.vm:8143"}}, indent=2) + "\n"
-            ).encode(),
-            mode=0o644,
-            owner="root",
-            group="root",
-        )
-    ]
+def test_missing_or_garbled_client_tools_count_as_wrong(lab: FakeLab) -> None:
+    lab.replica.write(f"{TOOLS}/puppet-access.conf", "service-url: https://primary.vm:4433\n")
+    assert promotion.client_tools_naming(lab, REPLICA) == {
+        f"{TOOLS}/puppet-access.conf": "(not JSON)",
+        f"{TOOLS}/puppet-code.conf": "(missing)",
+        f"{TOOLS}/orchestrator.conf": "(missing)",
+    }
 
 
 # --- forget_old_primary --------------------------------------------------------------------------
 
 NODES = "https://replica.vm:8081/pdb/query/v4/nodes"
-FORGET = ["puppet", "infrastructure", "forget", PRIMARY, "--token-file", paths.ADMIN_TOKEN]
+# documented without --token-file: the admin token goes where PE looks (PE manual p.270, p.281)
+FORGET = ["puppet", "infrastructure", "forget", PRIMARY]
+PURGE = ["puppet", "node", "purge", PRIMARY]
 ACTIVE = {"certname": PRIMARY, "deactivated": None, "expired": None}
 QUERY = {"query": json.dumps(["=", "certname", PRIMARY])}
 
@@ -264,18 +261,19 @@ def test_old_primary_puppetdb_no_longer_lists_is_not_forgotten_again(
     assert lab.replica.calls == []
 
 
-def test_old_primary_puppetdb_lists_is_forgotten_on_the_new_primary(new_primary: FakeLab) -> None:
+def test_old_primary_is_forgotten_with_the_token_in_its_default_place(
+    new_primary: FakeLab,
+) -> None:
     lab = new_primary
     lab.http.on("GET", NODES, httpx.Response(200, json=[ACTIVE]), httpx.Response(200, json=[]))
     lab.replica.on(FORGET)
     assert promotion.forget_old_primary(lab) == "forgotten"
-    assert lab.timeline()[1:] == [
-        f"GET {NODES}",
-        f"{REPLICA}: {' '.join(FORGET)}",
-        f"lab pe {REPLICA} {paths.ADMIN_TOKEN}",
-        f"GET {NODES}",
+    put = lab.replica.puts()
+    assert [(p.path, p.content, p.mode) for p in put] == [
+        ("/root/.puppetlabs/token", ADMIN_TOKEN.encode(), 0o600)
     ]
-    assert lab.replica.calls == [Run(FORGET, root=True)]
+    assert [c.argv for c in lab.replica.calls if isinstance(c, Run)] == [FORGET]
+    assert all("--token-file" not in c for c in lab.replica.commands())
     assert lab.primary.calls == []
 
 
@@ -283,21 +281,30 @@ def test_old_primary_puppetdb_lists_is_forgotten_on_the_new_primary(new_primary:
     "stderr",
     ["Error: Unknown option '--token-file'\n", "Error: The token has expired\n"],
 )
-def test_forget_that_exits_non_zero_raises_and_is_not_read_as_done(
+def test_a_failed_forget_falls_back_to_node_purge_judged_by_puppetdb(
     new_primary: FakeLab, stderr: str
 ) -> None:
     lab = new_primary
-    lab.http.on("GET", NODES, json=[ACTIVE])
+    lab.http.on("GET", NODES, httpx.Response(200, json=[ACTIVE]), httpx.Response(200, json=[]))
     lab.replica.on(FORGET, Reply(1, "", stderr))
-    with pytest.raises(CommandFailed) as caught:
+    lab.replica.on(PURGE)
+    outcome = promotion.forget_old_primary(lab)
+    assert outcome.startswith("purged (forget failed:") and stderr.strip() in outcome
+    assert [c.argv for c in lab.replica.calls if isinstance(c, Run)] == [FORGET, PURGE]
+
+
+def test_a_failed_purge_after_a_failed_forget_raises(new_primary: FakeLab) -> None:
+    lab = new_primary
+    lab.http.on("GET", NODES, json=[ACTIVE])
+    lab.replica.on(FORGET, exit_code=1, stderr="Error: The token has expired\n")
+    lab.replica.on(PURGE, exit_code=1, stderr="Error: Could not find a certificate\n")
+    with pytest.raises(CommandFailed, match="Could not find a certificate"):
         promotion.forget_old_primary(lab)
-    assert stderr.strip() in caught.value.message
-    assert len(lab.http.requests) == 1
 
 
 def test_forget_that_leaves_the_node_active_is_transient(new_primary: FakeLab) -> None:
     lab = new_primary
     lab.http.on("GET", NODES, json=[ACTIVE])
     lab.replica.on(FORGET)
-    with pytest.raises(TransientError, match=r"forget primary\.vm` finished but PuppetDB lists it"):
+    with pytest.raises(TransientError, match=r"primary\.vm is still active in PuppetDB on replica"):
         promotion.forget_old_primary(lab)

@@ -23,6 +23,26 @@ def _virtualbox_refuses_lab_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(platform, "system", lambda: "Linux")
 
 
+# --- bring_up_order ----------------------------------------------------------------------------
+
+
+def test_a_first_run_starts_the_primary_alone_then_every_other_vm(lab: FakeLab) -> None:
+    # the primary's first `vagrant up` creates the host-only interface; parallel first runs
+    # duplicate it (real-world-findings §4.2 row 9)
+    for vm in lab.vagrant.states:
+        lab.vagrant.states[vm] = "not_created"
+    assert vms.bring_up_order(lab) == [[PRIMARY], ["gitlab.vm", "replica.vm", "linux.vm"]]
+
+
+@pytest.mark.parametrize("created", ["primary.vm", "gitlab.vm"])
+def test_once_a_vm_exists_the_primary_goes_with_gitlab(lab: FakeLab, created: str) -> None:
+    for vm in lab.vagrant.states:
+        lab.vagrant.states[vm] = "not_created"
+    lab.vagrant.states[created] = "poweroff"
+    assert vms.bring_up_order(lab) == [[PRIMARY, "gitlab.vm"], ["replica.vm", "linux.vm"]]
+    assert lab.mutations() == []
+
+
 # --- ensure_box --------------------------------------------------------------------------------
 
 
