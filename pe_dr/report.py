@@ -240,22 +240,22 @@ class DrillReport:
             "",
             "## Stores (RPO)",
             "",
-            "| store | marker on replica | written before halt | reached replica after | RPO "
-            "| replication PE reports |",
-            "|---|---|---|---|---|---|",
+            "| store | read by | marker on replica | replication latency | RPO | writes lost "
+            "| sync age at halt | replication PE reports |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for name, s in stores.items():
             if not isinstance(s, dict):
                 continue
-            rpo = _secs(s.get("rpo_seconds"))
-            if s.get("rpo_seconds") is None and s.get("rpo_at_least_s") is not None:
-                rpo = "≥ " + _secs(s.get("rpo_at_least_s"))
             told = s.get("replication_reported")
             said = ", ".join(f"{k} {v}" for k, v in told.items()) if isinstance(told, dict) else "—"
+            lost = s.get("lost_writes")
             lines.append(
-                f"| {name} | {'yes' if s.get('marker_on_replica') else '**no**'} "
-                f"| {_secs(s.get('written_before_halt_s'))} "
-                f"| {_secs(s.get('reached_replica_after_s'))} | {rpo} | {_cell(said)} |"
+                f"| {name} | {s.get('answered_by') or '**none**'} "
+                f"| {'yes' if s.get('marker_on_replica') else '**no**'} "
+                f"| {_secs(s.get('replication_latency_s'))} | {_secs(s.get('rpo_seconds'))} "
+                f"| {'—' if lost is None else lost} | {_secs(s.get('sync_age_at_halt_s'))} "
+                f"| {_cell(said)} |"
             )
         return lines
 

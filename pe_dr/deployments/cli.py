@@ -305,7 +305,8 @@ def _figures(report: Any) -> None:
         if value is not None and budget is not None:
             over = " OVER BUDGET" if margin < 0 else ""
             line += f"  (budget {budget:g} s, margin {margin:.1f} s{over})"
-        print(f"  {label:>15}  {line}", flush=True)
+        width = max(len(name) for name in FIGURE_NAMES.values())
+        print(f"  {label:>{width}}  {line}", flush=True)
 
 
 SHOWN_FIELDS = 12  # of a failed check's evidence, on the command line (all are in the journal)

@@ -41,6 +41,8 @@ def test_passed_when_every_step_and_check_passed(tmp_path: Path) -> None:
         "replication_lag_seconds": None,
         "failback_seconds": None,
         "rpo_seconds": None,
+        "replication_latency_seconds": None,
+        "puppetdb_sync_seconds": None,
     }
     assert data["lab"] == {"name": "lab"}
     assert "prefect" in data["versions"]
@@ -197,27 +199,32 @@ def test_the_markdown_shows_the_replicated_stores_side_by_side() -> None:
     report = _report()
     stores = {
         "classifier": {
+            "answered_by": "certificate",
             "marker_on_replica": True,
-            "written_before_halt_s": 2.0,
-            "reached_replica_after_s": 0.4,
-            "rpo_seconds": 0.4,
-            "rpo_at_least_s": None,
+            "replication_latency_s": 0.4,
+            "rpo_seconds": 1.2,
+            "lost_writes": 2,
+            "sync_age_at_halt_s": None,
             "replication_reported": {"mode": "replica", "status": "running"},
         },
         "puppetdb": {
+            "answered_by": None,
             "marker_on_replica": False,
-            "written_before_halt_s": 1.5,
-            "reached_replica_after_s": None,
+            "replication_latency_s": None,
             "rpo_seconds": None,
-            "rpo_at_least_s": 1.5,
-            "replication_reported": {"state": "idle"},
+            "lost_writes": None,
+            "sync_age_at_halt_s": 31.0,
+            "replication_reported": None,
         },
     }
     report.add_check(CheckResult("replica_serves", False, "stale", {"stores": stores}))
     text = report.to_markdown()
     assert "## Stores (RPO)" in text
-    assert "| classifier | yes | 2.0 s | 0.4 s | 0.4 s | mode replica, status running |" in text
-    assert "| puppetdb | **no** | 1.5 s | — | ≥ 1.5 s | state idle |" in text
+    assert (
+        "| classifier | certificate | yes | 0.4 s | 1.2 s | 2 | — | mode replica, status running |"
+        in text
+    )
+    assert "| puppetdb | **none** | **no** | — | — | — | 31.0 s | — |" in text
 
 
 def test_no_store_table_without_the_replica_check() -> None:
