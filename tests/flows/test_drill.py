@@ -57,7 +57,9 @@ def test_the_drill_builds_a_fresh_lab_and_passes(
     assert all(c["passed"] for c in checks.values())
     assert "replica-production-" in checks["failover"]["detail"]
     m = data["measurements"]
-    assert all(isinstance(m[k], float) and m[k] > 0 for k in m), m
+    assert all(isinstance(m[k], float) and m[k] >= 0 for k in m), m
+    # PE prints the sync's age in whole seconds: labsim syncs every 0.12 s, so it reads 0
+    assert all(m[k] > 0 for k in m if k != "puppetdb_sync_seconds"), m
     # The tutorial's order of work is visible in the lab's own journal.
     assert len(journal_ops(handle, "puppet.infrastructure.provision")) == 1
     assert all(s["attempts"] >= 1 for s in data["steps"] if s["status"] == "completed")

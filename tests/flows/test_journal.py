@@ -254,12 +254,14 @@ def _history_of_three_drills(
     out = capsys.readouterr().out
     lines = {line.split()[3]: line.split() for line in out.splitlines() if "-" in line[:8]}
     assert lines[built.flow_run_id[:8]][4] == "passed"
-    # RTO, lag, failback, RPO, the failed check
+    # RTO, lag, failback, RPO, replication latency, PuppetDB sync age, the failed check
     assert lines[failed.flow_run_id[:8]][4:] == [
         "failed",
         "—",
         "1.5",
         "s",
+        "—",
+        "—",
         "—",
         "—",
         "replication",
