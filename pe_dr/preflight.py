@@ -75,6 +75,7 @@ _FLOWS: dict[str, tuple[bool, bool, bool, bool]] = {
     "replication-check": (False, False, False, False),
     "failover-drill": (True, False, False, False),
     "promotion": (False, True, True, False),
+    "reprotect": (False, False, True, True),
     "teardown": (False, False, False, False),
     "dr-drill": (True, False, True, True),
 }

@@ -21,6 +21,8 @@ MEASUREMENTS = (
     "rpo_seconds",
     "replication_latency_seconds",
     "puppetdb_sync_seconds",
+    "promotion_seconds",
+    "reprotect_seconds",
 )
 
 
@@ -274,6 +276,8 @@ FIGURE_NAMES = {
     "rpo_seconds": "RPO",
     "replication_latency_seconds": "replication latency",
     "puppetdb_sync_seconds": "PuppetDB sync age",
+    "promotion_seconds": "promotion",
+    "reprotect_seconds": "reprotect",
 }
 
 

@@ -86,8 +86,10 @@ def _schedule() -> tuple[str, str]:
 
 def catalog(spec: LabSpec | None = None) -> list[DeploymentDef]:
     """All deployments. `spec` (default: the lab spec from PE_DR_LAB_SPEC, else the tutorial's
-    lab) only names the primary the monthly drill is allowed to halt."""
-    primary = (spec or load_spec()).primary.name
+    lab) only names the PE servers the monthly drill is allowed to halt: both, since a promotion
+    swaps which one is the primary, and the drill halts whichever is now."""
+    lab = spec or load_spec()
+    servers = [lab.primary.name, lab.replica.name]
     cron, timezone = _schedule()
 
     def manual(
@@ -122,7 +124,9 @@ def catalog(spec: LabSpec | None = None) -> list[DeploymentDef]:
                 "destructive:halt-primary",
             ),
             # no human: its consent is the preset `confirm`
-            parameters={"parameters": {"confirm": [primary], "promote": False, "approval": "none"}},
+            parameters={
+                "parameters": {"confirm": servers, "promote": False, "approval": "none"}
+            },
             cron=cron,
             timezone=timezone,
         ),
@@ -187,6 +191,16 @@ def catalog(spec: LabSpec | None = None) -> list[DeploymentDef]:
             "needs:replica-enabled",
             "destructive:destroys-vms",
             "needs:confirm",
+        ),
+        manual(
+            "pe_dr/flows/drills.py:reprotect",
+            "reprotect",
+            "rebuild-replica",
+            "After a promotion: rebuild the lost primary's VM as the new primary's replica, so "
+            "the lab is a protected pair again and the next drill runs on it. Pick that VM in "
+            "`confirm` if it still holds the old primary's installation (it is destroyed first).",
+            "needs:promoted",
+            "creates:vms",
         ),
         manual(
             "pe_dr/flows/drills.py:teardown",

@@ -59,6 +59,19 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME=SECONDS",
         help="a budget for this run (repeatable): " + ", ".join(Budgets.model_fields),
     )
+    again = sub.add_parser(
+        "reprotect",
+        help="after a promotion: rebuild the lost primary's VM as the new primary's replica",
+    )
+    again.add_argument("--spec", metavar="FILE", help="lab spec TOML (default: $PE_DR_LAB_SPEC)")
+    again.add_argument(
+        "--yes",
+        action="store_true",
+        help="allow it to build the VM again (and destroy it first, if it still holds the old "
+        "primary's installation)",
+    )
+    again.add_argument("--poll-interval", type=float, default=None, metavar="SECONDS")
+    again.add_argument("--budget", action="append", default=[], metavar="NAME=SECONDS")
     retry = sub.add_parser(
         "retry", help="retry a failed drill run: completed steps are skipped, the rest run again"
     )
@@ -89,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "drill":
             return drill(args)
+        if args.command == "reprotect":
+            return reprotect(args)
         if args.command in deployment_commands.COMMANDS:
             return deployment_commands.dispatch(args)
         if args.command == "retry":
@@ -132,6 +147,45 @@ def drill(args: argparse.Namespace) -> int:
             f"the drill halts {spec.primary.name} to prove failover: add --yes to allow it"
         )
     return _run_drill(args, spec, budgets, poll)
+
+
+def pe_servers(spec: LabSpec) -> list[str]:
+    """`--yes` consents for both PE servers: a promotion swaps which one is the primary, and the
+    drill halts (and with --promote destroys) whichever PE runs as its primary now."""
+    return [spec.primary.name, spec.replica.name]
+
+
+def reprotect(args: argparse.Namespace) -> int:
+    budgets = parse_budgets(args.budget)
+    poll = parse_poll_interval(args.poll_interval)
+    spec = load_spec(args.spec)
+    if not args.yes:
+        raise UsageError(
+            "reprotect rebuilds the lost primary's VM as the new primary's replica (and destroys "
+            "it first if it still holds the old installation): add --yes to allow it"
+        )
+    report_dir = str(Path("reports").resolve())  # where a chapter flow writes its journal
+    confirm = pe_servers(spec)
+    needs = checks_first.needs_for("reprotect", spec, confirm=confirm, report_dir=report_dir)
+    first = checks_first.local(spec, needs, secret_blocks=False)
+    if first.problems:
+        raise checks_first.PreflightFailed(first.problems)
+    _quiet_prefect_console(args.debug)
+    from pe_dr.flows.drills import reprotect as reprotect_flow
+    from pe_dr.flows.params import ReprotectParameters
+
+    _show_progress()
+    parameters = ReprotectParameters(
+        lab=spec, confirm=confirm, budgets=budgets, poll_interval_seconds=poll
+    )
+    print(f"reprotect  lab {spec.name}", flush=True)
+    return _run_flow(
+        args,
+        report_dir,
+        lambda started: reprotect_flow.with_options(on_running=[started])(
+            parameters, return_state=True
+        ),
+    )
 
 
 def parse_budgets(items: Sequence[str]) -> Any:
@@ -197,7 +251,7 @@ def _show_progress() -> None:
 
 def _run_drill(args: argparse.Namespace, spec: LabSpec, budgets: Any, poll: float) -> int:
     report_dir = str(Path(args.report_dir).resolve())
-    confirm = [spec.primary.name]
+    confirm = pe_servers(spec)
     # Pre-flight's local half, before Prefect starts: a bad setting costs a second, not an hour.
     # The flow's own first step repeats it and adds the lab's credentials and lock.
     needs = checks_first.needs_for(

@@ -24,7 +24,7 @@ from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settin
 from prefect.states import Cancelled, State
 
 from pe_dr import interrupts, polling
-from pe_dr.errors import CalledOff, PeDrError
+from pe_dr.errors import CalledOff, PeDrError, PreconditionError
 from pe_dr.flows import history as drill_history
 from pe_dr.flows import journal
 from pe_dr.flows.journal import note
@@ -34,6 +34,7 @@ from pe_dr.report import DrillReport, utc_now
 from pe_dr.secrets import scrub
 from pe_dr.stdio import survive_closed_output
 from pe_dr.tasks.common import named, root_flow_run_id
+from pe_dr.tasks.lab import lab_roles
 from pe_dr.tasks.progress import Tracker, progress_log, tracking
 
 __all__ = ["DrillFailed", "note", "resolve_lab", "run_chapter", "say", "watch_parent"]
@@ -142,11 +143,19 @@ def _run_root(
             if deployment.id:  # run by a worker or `pe-dr serve`, which may go first
                 survive_closed_output()
                 watch_parent(run_id)
+            # the roles as PE has them now: a promotion swaps the spec's primary and replica
+            roles = lab_roles(spec)
+            if roles.spec != spec:
+                spec = roles.spec
+                note(f"the lab's roles: {roles.detail}")
             needs = preflight.needs_for(
                 flow_name, spec, confirm=confirm, promote=promote, report_dir=report_dir
             )
             for line in named(preflight.preflight, "pre-flight")(spec, needs):
                 note(line)
+            refusal = roles.refusal(flow_name)
+            if refusal is not None:
+                raise PreconditionError(refusal)
             with holding_lab(spec, note=note):  # one drill per lab
                 body(spec)
     except CalledOff as exc:  # approval rejected or not given: nothing acted on the lab

@@ -10,7 +10,13 @@ from prefect import flow
 
 from pe_dr.flows import approval
 from pe_dr.flows.common import run_chapter
-from pe_dr.flows.drills import failover_drill, promotion, replication_check, restore_primary_first
+from pe_dr.flows.drills import (
+    failover_drill,
+    promotion,
+    replication_check,
+    reprotect,
+    restore_primary_first,
+)
 from pe_dr.flows.params import (
     CodeManagerParameters,
     DrillParameters,
@@ -19,6 +25,7 @@ from pe_dr.flows.params import (
     PromotionParameters,
     ReplicaActivationParameters,
     ReplicationCheckParameters,
+    ReprotectParameters,
 )
 from pe_dr.flows.setup import (
     code_manager_setup,
@@ -50,11 +57,17 @@ def drill_every_chapter(spec: LabSpec, p: DrillParameters) -> None:
         "poll_interval_seconds": p.poll_interval_seconds,
     }
     replication_check(ReplicationCheckParameters(**common))
-    promoted = f", then destroy it and promote {spec.replica.name} (irreversible)"
-    approval.Ask.of(p)(f"halt {spec.primary.name} to prove failover{promoted if p.promote else ''}")
+    and_promote = f", then destroy it and promote {spec.replica.name} (irreversible)"
+    approval.Ask.of(p)(
+        f"halt {spec.primary.name} to prove failover{and_promote if p.promote else ''}"
+    )
     failover_drill(FailoverParameters(confirm=p.confirm, **common))
     if p.promote:
         promotion(PromotionParameters(confirm=p.confirm, **common))
+        if p.reprotect:
+            # the roles are swapped now: the promoted server is the primary
+            swapped = {**common, "lab": spec.with_primary(spec.replica.name)}
+            reprotect(ReprotectParameters(confirm=p.confirm, **swapped))
 
 
 @flow(name="dr-drill", persist_result=True, log_prints=True)

@@ -18,9 +18,12 @@ from pe_dr.flows.params import (
     Budgets,
     FailoverParameters,
     PromotionParameters,
+    ReplicaActivationParameters,
     ReplicationCheckParameters,
+    ReprotectParameters,
     TeardownParameters,
 )
+from pe_dr.flows.setup import replica_activation
 from pe_dr.lab.spec import LabSpec
 from pe_dr.secrets import scrub
 from pe_dr.steps import vms as vms_steps
@@ -194,6 +197,7 @@ def promote_the_replica(
     require_lab_state(spec, "promotion", running=(new_primary,))
     keys = replica.ensure_secret_keys_copied(spec)
     approve(f"destroy {primary} and promote {new_primary} (irreversible)")
+    began = named(replica.began, "promotion-begins")(spec)
     named(vms.destroy_vm, "destroy-primary")(spec, primary, confirm)
     replica.promote_replica(spec)
     named(replica.ensure_client_tools_point_at, "client-tools-to-new-primary")(spec, new_primary)
@@ -207,9 +211,41 @@ def promote_the_replica(
         key_digests={k.path: k.sha256_prefix for k in keys},
         budget_seconds=budgets.promotion_seconds,
         poll_interval=poll,
+        began=began,
     )
     named(code_manager.deploy_code, "code-deploy-on-new-primary")(spec, new_primary)
     return {"primary": new_primary}
+
+
+def reprotect_the_lab(
+    spec: LabSpec, confirm: list[str], budgets: Budgets, poll: float
+) -> dict[str, object]:
+    """`spec` has the roles of the promoted lab: its primary is the promoted server, its replica
+    the VM to rebuild as that server's replica."""
+    primary, lost = spec.primary.name, spec.replica.name
+    began = named(replica.began, "reprotect-begins")(spec)
+    if replica.require_promoted(spec) == "already protected":
+        note(f"{lost} is already the replica of {primary}: nothing to reprotect")
+        return {"primary": primary, "replica": lost, "reprotect": "already protected"}
+    replica.ensure_lost_vm_cleared(spec, confirm)
+    named(vms.ensure_vm_up, f"vm-up {lost}")(spec, lost)
+    replica.ensure_agent_certificate(spec, lost)
+    replica_activation(ReplicaActivationParameters(lab=spec, poll_interval_seconds=poll))
+    result = checks.check_reprotected(spec, began=began, budget_seconds=budgets.reprotect_seconds)
+    return {"primary": primary, "replica": lost, "reprotect_seconds": result.seconds}
+
+
+@flow(name="reprotect", persist_result=True, log_prints=True)
+def reprotect(parameters: ReprotectParameters = ReprotectParameters()) -> Any:
+    """After a promotion, rebuild the lost primary's VM as the new primary's replica."""
+    return run_chapter(
+        "reprotect",
+        parameters.lab,
+        lambda spec: reprotect_the_lab(
+            spec, list(parameters.confirm), parameters.budgets, parameters.poll_interval_seconds
+        ),
+        confirm=parameters.confirm,
+    )
 
 
 @flow(name="promotion", persist_result=True, log_prints=True)

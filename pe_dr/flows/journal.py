@@ -51,6 +51,8 @@ FIGURES = {
     "failover": "rto_seconds",
     "failback": "failback_seconds",
     "replica_serves": "rpo_seconds",
+    "promotion": "promotion_seconds",
+    "reprotect": "reprotect_seconds",
 }
 
 

@@ -140,9 +140,19 @@ class Budgets(BaseModel):
         Field(
             gt=0,
             title="Promotion budget (s)",
-            description="After promotion → every agent compiles from the replica.",
+            description="The old primary destroyed → every agent compiles from the promoted "
+            "replica.",
         ),
     ] = 1800.0
+    reprotect_seconds: Annotated[
+        float,
+        Field(
+            gt=0,
+            title="Reprotect budget (s)",
+            description="After a promotion: the lost VM rebuilt → it is the new primary's "
+            "enabled replica and agents name it.",
+        ),
+    ] = 7200.0
 
 
 BudgetsField = Annotated[
@@ -213,6 +223,16 @@ class PromotionParameters(_Base):
     poll_interval_seconds: PollField = 2.0
 
 
+class ReprotectParameters(_Base):
+    """After a promotion: the lost primary's VM comes back as the new primary's replica."""
+
+    model_config = ConfigDict(title="Reprotect")
+
+    confirm: ConfirmField = []
+    budgets: BudgetsField = Budgets()
+    poll_interval_seconds: PollField = 2.0
+
+
 class TeardownParameters(_Base):
     """Destroy every VM of the lab named in `confirm`."""
 
@@ -235,9 +255,18 @@ class DrillParameters(_Base):
         Field(
             title="Promote the replica",
             description="Also destroy the primary and promote the replica (needs the primary "
-            "in `confirm`). Leaves the lab promoted.",
+            "in `confirm`), then reprotect the lab (unless `reprotect` is off).",
         ),
     ] = False
+    reprotect: Annotated[
+        bool,
+        Field(
+            title="Reprotect after promoting",
+            description="After a promotion, rebuild the lost VM as the new primary's replica so "
+            "the lab is a protected pair again (about an hour on a real lab). Off: the lab is "
+            "left promoted, and drills refuse it until reprotect runs.",
+        ),
+    ] = True
     approval: ApprovalField = "none"
     approval_timeout_seconds: ApprovalTimeoutField = 3600
     budgets: BudgetsField = Budgets()

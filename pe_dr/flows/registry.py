@@ -7,7 +7,7 @@ from typing import Any
 from prefect import Flow
 
 from pe_dr.flows.dr_drill import dr_drill
-from pe_dr.flows.drills import failover_drill, promotion, replication_check, teardown
+from pe_dr.flows.drills import failover_drill, promotion, replication_check, reprotect, teardown
 from pe_dr.flows.setup import (
     code_manager_setup,
     lab_setup,
@@ -25,6 +25,7 @@ FLOWS: dict[str, Flow[..., Any]] = {
         replication_check,
         failover_drill,
         promotion,
+        reprotect,
         teardown,
         dr_drill,
     )

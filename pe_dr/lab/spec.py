@@ -172,6 +172,23 @@ class LabSpec(BaseModel):
     def agents(self) -> list[HostSpec]:
         return [h for h in self.hosts if h.role is Role.AGENT]
 
+    def with_primary(self, name: str) -> LabSpec:
+        """This lab with `name`, one of its two PE servers, as PE's primary and the other as its
+        replica: a promotion swaps them (the roles of the spec are those the lab was built with)."""
+        vm = self.host(name)
+        if vm.name == self.primary.name:
+            return self
+        if vm.name != self.replica.name:
+            raise ConfigError(f"{name!r} is not one of lab {self.name!r}'s two PE servers")
+        old = self.primary.name
+        hosts = [
+            h.model_copy(update={"role": Role.PRIMARY if h.name == vm.name else Role.REPLICA})
+            if h.name in (vm.name, old)
+            else h
+            for h in self.hosts
+        ]
+        return self.model_copy(update={"hosts": hosts})
+
     def host(self, name: str) -> HostSpec:
         for h in self.hosts:
             if h.name == name or h.short_name == name:

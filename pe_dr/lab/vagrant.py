@@ -149,10 +149,12 @@ class _BoundedVagrant(pyvagrant.Vagrant):
         super().__init__(root=root, env=dict(os.environ), err_cm=_temp_stderr)
         self.timeout = timeout
         self.next_timeout: float | None = None
+        self.next_env: dict[str, str] = {}  # for the next command only
 
     def _make_vagrant_command(self, args: Sequence[str | None]) -> list[str]:
         self._vagrant_exe = find_vagrant()  # at call time, on os.environ["PATH"]
-        self.env = dict(os.environ)
+        self.env = dict(os.environ) | self.next_env
+        self.next_env = {}
         return list(super()._make_vagrant_command(list(args)))
 
     def _call_vagrant_command(self, args: Sequence[str | None]) -> None:
@@ -268,9 +270,13 @@ class VagrantLab:
             )
         return states[vm]
 
-    def up(self, vm: str) -> None:
-        """`vagrant up VM` (provisions a machine that was never provisioned)."""
+    def up(self, vm: str, *, primary: str | None = None) -> None:
+        """`vagrant up VM` (provisions a machine that was never provisioned). `primary` names the
+        VM that is PE's primary now, for the Vagrantfile (PE_DR_PRIMARY): after a promotion the
+        lost primary comes back as an agent of the promoted one, to become its replica."""
         with self._changing():
+            if primary is not None:
+                self._vagrant.next_env = {"PE_DR_PRIMARY": primary}
             self._vagrant.up(vm_name=vm)
 
     def boxes(self) -> list[tuple[str, str | None]]:

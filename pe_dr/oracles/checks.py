@@ -21,7 +21,7 @@ from pe_dr.settings import Settings, env_name, settings
 from pe_dr.steps.code_manager import GIT_IDENTITY, _git, push_control_repo
 from pe_dr.steps.primary_settings import agent_profile
 from pe_dr.steps.promotion import is_primary
-from pe_dr.steps.replica import _remote_sha256, agent_server_list, infra_status
+from pe_dr.steps.replica import _remote_sha256, agent_server_list, infra_status, replica_enabled
 
 # At most this many agents are checked at once (one thread and one SSH connection each);
 # PE_DR_MAX_PARALLEL_AGENTS overrides it.
@@ -176,28 +176,45 @@ def _attempt_of(line: str, prefix: str) -> int | None:
     return None
 
 
+# The replication check's marker lives in one file of the control repo that the drill owns and
+# every drill replaces: the Puppetfile stays the admin's, and a year of drills leaves one file.
+MARKER_FILE = "pe-dr-drill.marker"
+
+
 def commit_marker(lab: Lab, marker_id: str) -> Marker:
-    """Append a NEW marker line for `marker_id` to the control repo's Puppetfile on the primary
-    and commit it: every attempt of the check pushes a change of its own, so a Retry measures a
-    push that really happened (the same line again would push nothing and deploy nothing)."""
+    """Write a NEW marker for `marker_id` into the drill's marker file of the control repo on the
+    primary and commit it: every attempt pushes a change of its own, so a Retry measures a push
+    that really happened. Marker lines earlier versions appended to the Puppetfile are removed
+    in the same commit (once: then there are none)."""
     primary = lab.host(lab.spec.primary.name)
-    puppetfile = f"{paths.CONTROL_REPO_DIR}/Puppetfile"
-    content = primary.read(puppetfile, root=True).decode()
     prefix = f"{MARKER_PREFIX} {marker_id}"
-    attempts = [n for n in (_attempt_of(ln, prefix) for ln in content.splitlines()) if n]
-    attempt = max(attempts, default=0) + 1
-    text = f"{prefix} attempt {attempt}"
     earlier: list[tuple[int, str]] = []
-    if attempts:
-        log = primary.run(_git("log", "-n", "200", "--format=%H %s"), root=True).stdout
-        for line in log.splitlines():
-            sha, _, subject = line.partition(" ")
-            n = _attempt_of(subject.removeprefix("pe-dr-drill: "), prefix.lstrip("# "))
-            if n:
-                earlier.append((n, sha))
-    content = content.rstrip("\n") + f"\n{text}\n"
-    primary.put(puppetfile, content.encode(), mode=0o644, owner="root", group="root")
-    primary.run(_git("add", "Puppetfile"), root=True)
+    log = primary.run(_git("log", "-n", "200", "--format=%H %s"), root=True).stdout
+    for line in log.splitlines():
+        sha, _, subject = line.partition(" ")
+        n = _attempt_of(subject.removeprefix("pe-dr-drill: "), prefix.lstrip("# "))
+        if n:
+            earlier.append((n, sha))
+    attempt = max((n for n, _ in earlier), default=0) + 1
+    text = f"{prefix} attempt {attempt}"
+    changed = [MARKER_FILE]
+    puppetfile = f"{paths.CONTROL_REPO_DIR}/Puppetfile"
+    if primary.exists(puppetfile, root=True):
+        content = primary.read(puppetfile, root=True).decode()
+        lines = content.splitlines()
+        kept = [ln for ln in lines if not ln.startswith(MARKER_PREFIX)]
+        if kept != lines:
+            primary.put(puppetfile, ("\n".join(kept) + "\n").encode(), mode=0o644,
+                        owner="root", group="root")  # fmt: skip
+            changed.append("Puppetfile")
+    primary.put(
+        f"{paths.CONTROL_REPO_DIR}/{MARKER_FILE}",
+        f"{text}\n".encode(),
+        mode=0o644,
+        owner="root",
+        group="root",
+    )
+    primary.run(_git("add", *changed), root=True)
     primary.run(_git(*GIT_IDENTITY, "commit", "-m", f"pe-dr-drill: {text.lstrip('# ')}"), root=True)
     sha = primary.run(_git("rev-parse", "HEAD"), root=True).stdout.strip()
     return Marker(sha, text, attempt, tuple(sorted(earlier)))
@@ -231,7 +248,7 @@ def check_replication(
     while True:
         signature = _deployed_signature(lab, replica)
         seen["replica_signature"] = signature
-        if signature == sha and marker in _live_file(lab, replica, "Puppetfile"):
+        if signature == sha and marker in _live_file(lab, replica, MARKER_FILE):
             lag = time.monotonic() - pushed
             seen["primary_signature"] = _deployed_signature(lab, lab.spec.primary.name)
             over = f", over its {budget_seconds:g} s budget" if lag > budget_seconds else ""
@@ -588,10 +605,16 @@ def wait_primary_serving(lab: Lab, *, timeout: float, interval: float) -> None:
 
 
 def check_promotion(
-    lab: Lab, *, key_digests: dict[str, str], budget_seconds: float, poll_interval: float
+    lab: Lab,
+    *,
+    key_digests: dict[str, str],
+    budget_seconds: float,
+    poll_interval: float,
+    began: float | None = None,
 ) -> CheckResult:
     """The replica serves as primary: PE runs it as the primary, its ports answer, keys kept,
-    agents on it."""
+    agents on it. Measures the promotion: from `began` (an epoch time: the destroy of the old
+    primary) to every agent served by the new one."""
     replica = lab.spec.replica.name
     problems = []
     if not is_primary(lab, replica):
@@ -622,8 +645,48 @@ def check_promotion(
     if not converge.passed:
         problems.append(converge.detail)
     evidence: dict[str, object] = {"ports": dict(ports), "agents": dict(converge.evidence)}
+    took = None if began is None or not converge.passed else round(time.time() - began, 3)
     if problems:
-        return CheckResult("promotion", False, "; ".join(problems), evidence)
+        return CheckResult("promotion", False, "; ".join(problems), evidence, took)
     return CheckResult(
-        "promotion", True, f"{replica} serves as primary, keys kept; {converge.detail}", evidence
+        "promotion",
+        True,
+        f"{replica} serves as primary, keys kept; {converge.detail}",
+        evidence,
+        took,
+    )
+
+
+def check_reprotected(lab: Lab, *, began: float, budget_seconds: float) -> CheckResult:
+    """After a promotion, the lab is a protected pair again: PE lists the rebuilt VM as its
+    enabled replica, every service of both runs with no error alert, and each agent's
+    server_list names it. Measures the reprotect: from `began` (an epoch time) to now."""
+    replica = lab.spec.replica.name
+    took = round(time.time() - began, 3)
+    problems = []
+    if not replica_enabled(lab):
+        problems.append(f"PE does not list {replica} among its enabled replicas")
+    health = check_health(lab, expect_replica=True)
+    if not health.passed:
+        problems.append(health.detail)
+    ready = check_agents_server_list(lab)
+    if not ready.passed:
+        problems.append(ready.detail)
+    if not problems and took > budget_seconds:
+        problems.append(f"the reprotect took {took:.0f} s, over its {budget_seconds:g} s budget")
+    evidence: dict[str, object] = {
+        "primary": lab.spec.primary.name,
+        "replica": replica,
+        "health": health.detail,
+        "agents": ready.evidence.get("agents"),
+    }
+    if problems:
+        return CheckResult("reprotect", False, "; ".join(problems), evidence, took)
+    return CheckResult(
+        "reprotect",
+        True,
+        f"{replica} is the replica of {lab.spec.primary.name} again, {took:.0f} s after the "
+        "reprotect began; agents fail over to it",
+        evidence,
+        took,
     )

@@ -107,7 +107,8 @@ def ensure_r10k_key(lab: Lab) -> str:
         primary.run(["puppet", "infrastructure", "configure"], root=True, timeout=1800)
     elif _remote_owner(lab, lab.spec.primary.name, paths.R10K_KEY).split()[1:2] != ["pe-puppet"]:
         primary.run(["puppet", "infrastructure", "configure"], root=True, timeout=1800)
-    return primary.read(paths.R10K_KEY + ".pub", root=True).decode().strip()
+    # derived from the private key: a promoted replica got the key copied, not its .pub
+    return primary.run(["ssh-keygen", "-y", "-f", paths.R10K_KEY], root=True).stdout.strip()
 
 
 def ensure_known_hosts(lab: Lab) -> list[KnownHost]:
@@ -285,11 +286,27 @@ def _skeleton_files() -> dict[str, bytes]:
 
 
 def ensure_control_repo_pushed(lab: Lab) -> str:
-    """The control repo has a `production` branch on GitLab; first push from the primary if not."""
+    """The control repo has a `production` branch on GitLab (a first push from the primary if
+    not), and the primary has a clone of it at its head: after a promotion the new primary has
+    none (the clone lived on the lost one), and the replication check commits there."""
     sha = remote_head(lab)
-    if sha:
-        return sha
     primary = lab.host(lab.spec.primary.name)
+    if sha:
+        ssh = f"core.sshCommand={GIT_SSH}"
+        if not primary.exists(paths.CONTROL_REPO_DIR + "/.git", root=True):
+            branch, remote = lab.spec.environment, lab.spec.control_repo_remote
+            primary.run(
+                ["git", "-c", ssh, "clone", "--branch", branch, remote, paths.CONTROL_REPO_DIR],
+                root=True,
+                timeout=300,
+            )
+        elif primary.run(_git("rev-parse", "HEAD"), root=True).stdout.strip() != sha:
+            primary.run(
+                _git("-c", ssh, "pull", "--ff-only", "origin", lab.spec.environment),
+                root=True,
+                timeout=300,
+            )
+        return sha
     if not primary.exists(paths.CONTROL_REPO_DIR + "/.git", root=True):
         for name, content in _skeleton_files().items():
             mode = 0o755 if name.endswith(".sh") else 0o644

@@ -5,13 +5,47 @@ Plain Python over a Lab: look, act only if needed; pe_dr.tasks makes a Prefect t
 
 from __future__ import annotations
 
-from pe_dr.errors import (
-    PreconditionError,
-)
+from dataclasses import dataclass
+
+from pe_dr.errors import PeDrError, PreconditionError
 from pe_dr.lab.live import Lab
+from pe_dr.lab.spec import LabSpec
 from pe_dr.steps.code_manager import code_manager_answers
+from pe_dr.steps.promotion import is_primary
 from pe_dr.steps.replica import replica_enabled
 from pe_dr.steps.vms import ensure_vm_up
+
+AS_BUILT = "as built"  # the spec's primary is PE's primary
+SWAPPED = "swapped"  # a promotion made the spec's replica the primary, reprotect its replica again
+PROMOTED = "promoted"  # the spec's replica is the primary and the other one is not its replica
+PRIMARY_LOST = "primary lost"  # the primary is gone and the replica was not promoted
+
+
+@dataclass(frozen=True)
+class LabRoles:
+    """Which of the lab's two PE servers PE runs as its primary now, read from PE itself (only
+    the primary runs the file sync storage service), and what that means for the next drill."""
+
+    spec: LabSpec  # the lab with its roles as they are now
+    state: str
+    detail: str
+
+    def refusal(self, flow: str) -> str | None:
+        """One sentence: why `flow` must not run on the lab as it is, and what to run instead."""
+        name = self.spec.name
+        primary, other = self.spec.primary.name, self.spec.replica.name
+        if self.state == PROMOTED and flow not in {"reprotect", "teardown", "promotion"}:
+            return (
+                f"lab {name} was promoted: {primary} is PE's primary and {other} is not its "
+                "replica yet; run reprotect first (`pe-dr reprotect --yes`, or the deployment "
+                "reprotect/rebuild-replica)"
+            )
+        if self.state == PRIMARY_LOST and flow not in {"promotion", "teardown"}:
+            return (
+                f"lab {name} lost its primary {primary} and {other} was not promoted: finish the "
+                "promotion (Retry the promotion's run, or the deployment promotion/promote-replica)"
+            )
+        return None
 
 
 def require_lab_state(
@@ -51,3 +85,51 @@ def restore_primary(lab: Lab) -> str | None:
         return None
     ensure_vm_up(lab, primary)
     return f"{primary} was {state}; started it again so the lab is whole"
+
+
+def lab_roles(lab: Lab) -> LabRoles:
+    """The lab's roles as PE has them now. The spec names the roles the lab was built with; a
+    promotion swaps them, and only PE knows it has happened (not a file the controller keeps):
+    the primary is the server whose Puppet Server runs file sync storage (pe_dr.steps.promotion
+    .is_primary). A lab not built yet, or whose servers cannot be read, keeps the spec's roles."""
+    spec = lab.spec
+    built, promoted = spec.primary.name, spec.replica.name
+    try:
+        states = lab.vagrant.status()
+        if states.get(built) == "running" and is_primary(lab, built):
+            return LabRoles(spec, AS_BUILT, f"{built} is PE's primary")
+        if states.get(promoted) != "running" or not _answers_as_pe(lab, promoted):
+            return LabRoles(spec, AS_BUILT, f"{built} is PE's primary (as built)")
+        if is_primary(lab, promoted):
+            swapped = spec.with_primary(promoted)
+            protected = states.get(built) == "running" and _enabled(swapped)
+            if protected:
+                detail = f"{promoted} is PE's primary since a promotion, {built} its replica"
+                return LabRoles(swapped, SWAPPED, detail)
+            state = states.get(built, "unknown")
+            detail = f"{promoted} is PE's primary since a promotion; {built} is {state}, not its "
+            return LabRoles(swapped, PROMOTED, detail + "replica")
+        if states.get(built) == "not_created":
+            detail = f"{built} is not created and {promoted}, a PE server, was not promoted"
+            return LabRoles(spec, PRIMARY_LOST, detail)
+    except PeDrError as exc:
+        return LabRoles(spec, AS_BUILT, f"the roles could not be read ({exc}); as built")
+    return LabRoles(spec, AS_BUILT, f"{built} is PE's primary (as built)")
+
+
+def _answers_as_pe(lab: Lab, server: str) -> bool:
+    """Whether a PE Puppet Server answers on `server` (its status service on 8140)."""
+    try:
+        with lab.pe(server, token_file=None) as pe:
+            return bool(pe.services(8140))
+    except PeDrError:
+        return False
+
+
+def _enabled(spec: LabSpec) -> bool:
+    """PE lists the spec's replica among its enabled replicas (False when it cannot say)."""
+    try:
+        with Lab(spec) as lab:
+            return replica_enabled(lab)
+    except PeDrError:
+        return False

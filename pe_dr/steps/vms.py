@@ -55,7 +55,7 @@ def ensure_vm_up(lab: Lab, vm: str) -> str:
     state = lab.vagrant.state(vm)
     if state != "running":
         require_host_only_addresses(lab.spec)
-        lab.vagrant.up(vm)
+        lab.vagrant.up(vm, primary=lab.spec.primary.name)
         lab.forget_host(vm)
     wait_until(
         lambda: True if _ssh_answers(lab, vm) else None,

@@ -38,3 +38,4 @@ check_primary_down = action_task(checks.check_primary_down, timeout=300, retries
 measure_failover = action_task(checks.measure_failover, timeout=7200, retries=0, then=verdict)
 measure_failback = action_task(checks.measure_failback, timeout=7200, retries=0, then=verdict)
 check_promotion = action_task(checks.check_promotion, timeout=7200, retries=0, then=verdict)
+check_reprotected = action_task(checks.check_reprotected, timeout=900, retries=0, then=verdict)

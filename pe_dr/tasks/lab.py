@@ -12,3 +12,7 @@ require_lab_state = action_task(
 restore_primary = action_task(
     lab_state.restore_primary, timeout=3600, delays=(30, 60, 120), cache=False
 )
+
+# Cached: a Retry keeps the roles its run began with (a promotion retried halfway must not see
+# the roles it is changing).
+lab_roles = action_task(lab_state.lab_roles, timeout=300, retries=1, delays=(5,), name="lab-roles")

@@ -103,7 +103,9 @@ class Daemon:
                 def emit_frame(stream: str, text: str) -> None:
                     frame(b"o" if stream == "out" else b"e", text.encode())
 
-                rc = await lab.vagrant(list(req.get("args", [])), emit_frame)
+                rc = await lab.vagrant(
+                    list(req.get("args", [])), emit_frame, primary=req.get("primary") or None
+                )
                 frame(b"x", str(rc).encode())
             elif cmd == "vagrant":
 

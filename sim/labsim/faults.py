@@ -61,6 +61,7 @@ OPERATIONS: dict[str, str] = {
     "puppet.infrastructure.promote": "puppet infrastructure promote replica",
     "puppet.infrastructure.forget": "puppet infrastructure forget",
     "puppet.node.purge": "puppet node purge",
+    "puppetserver.ca.sign": "puppetserver ca sign",
     "puppet.job.run": "puppet job run",
     "puppet-code.deploy": "puppet-code deploy",
     "git.push": "git push to gitlab.vm",

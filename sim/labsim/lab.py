@@ -406,7 +406,9 @@ class Lab:
         }
         return state.replace("_", " "), longs.get(state, state)
 
-    async def vagrant(self, args: list[str], emit: Emit) -> int:
+    async def vagrant(self, args: list[str], emit: Emit, *, primary: str | None = None) -> int:
+        """A `vagrant` command line; `primary` is the caller's PE_DR_PRIMARY, which the
+        project's Vagrantfile reads to provision a VM by its current role."""
         args = [
             a for a in args if a not in ("--machine-readable", "--no-color", "--no-tty", "--color")
         ]
@@ -457,7 +459,7 @@ class Lab:
             return self.ssh_config(targets, emit)
         if cmd == "up":
             rc = 0
-            results = await asyncio.gather(*(self.up(vm, emit) for vm in targets))
+            results = await asyncio.gather(*(self.up(vm, emit, primary) for vm in targets))
             for r in results:
                 rc = rc or r
             return rc
@@ -572,7 +574,7 @@ class Lab:
         )
         return 1
 
-    async def up(self, vm: VM, emit: Emit) -> int:
+    async def up(self, vm: VM, emit: Emit, primary: str | None = None) -> int:
         n = vm.name
         if self.fault("vagrant.up", n):
             return self._vagrant_fail(vm, "startvm", emit)
@@ -648,7 +650,7 @@ class Lab:
             emit(
                 "out", f"==> {n}: Running provisioner: shell...\n    {n}: Running: inline script\n"
             )
-            rc = await self.provision_vm(vm, emit)
+            rc = await self.provision_vm(vm, emit, primary)
             self.journal(n, "vagrant.up", "ok" if rc == 0 else "failed", "created")
             return rc
 
@@ -679,9 +681,14 @@ class Lab:
             self.hostonly_creating = False
         return True
 
-    async def provision_vm(self, vm: VM, emit: Emit) -> int:
+    async def provision_vm(self, vm: VM, emit: Emit, primary: str | None = None) -> int:
+        """The Vagrantfile's provisioning: the VM PE_DR_PRIMARY names (the spec's primary by
+        default) installs PE; every other PE host installs the agent from that primary. Without
+        PE_DR_PRIMARY, a lost primary rebuilt after a promotion installs a second, empty PE
+        primary, as the Vagrantfile would."""
         n = vm.name
-        if vm.role == "primary":
+        installs_pe = vm.name == primary if primary else vm.role == "primary"
+        if installs_pe:
             emit("out", f"    {n}: Installing Puppet Enterprise 2025.8.0 ...\n")
             await self.sleep(self.dur("install.primary"))
             self.install_pe_primary(vm)
@@ -695,12 +702,14 @@ class Lab:
             vm.installed = True
             emit("out", f"    {n}: gitlab Reconfigured!\n")
         else:
-            primary = self.vms.get(self.pe.primary) if self.pe else self.role_vm("primary")
+            source = self.vms.get(primary or "") or (
+                self.vms.get(self.pe.primary) if self.pe else self.role_vm("primary")
+            )
             await self.sleep(
                 self.dur("install.replica" if vm.role == "replica" else "install.agent")
             )
-            if self.pe is None or not await self.tcp_open(primary, 8140):
-                pname = primary.name if primary else "primary.vm"
+            if self.pe is None or not await self.tcp_open(source, 8140):
+                pname = source.name if source else "primary.vm"
                 emit("out", f"    {n}:   % Total    % Received % Xferd  Average Speed   Time\n")
                 emit(
                     "err",
@@ -761,7 +770,14 @@ class Lab:
         vm.installed = True
 
     def install_agent(self, vm: VM) -> None:
+        """The agent from the primary. Its certificate is signed at once only where the primary
+        autosigns (provision/primary.sh writes `*` to autosign.conf on the VM it installs; a
+        promoted replica has none, so a new agent waits for `puppetserver ca sign`: Puppet's
+        autosign docs, the tutorial lab's primarybootstrap script)."""
         assert self.pe is not None
+        ca = self.vms[self.pe.primary]
+        if "*" not in (ca.fs.read_text("/etc/puppetlabs/puppet/autosign.conf") or ""):
+            self.pe.pending_certs.add(vm.name)
         self.install_pe_files(vm)
         if vm.name not in self.pe.nodes:
             self.pe.nodes.append(vm.name)

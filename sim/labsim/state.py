@@ -80,6 +80,8 @@ class PEState:
     # roles made through POST /rbac-api/v1/roles, by id (the built-in ones are ROLES)
     custom_roles: dict[str, dict[str, Any]] = field(default_factory=dict)
     primary_keys: dict[str, str] = field(default_factory=dict)
+    # agents whose certificate request waits for `puppetserver ca sign` (no autosign on the CA)
+    pending_certs: set[str] = field(default_factory=set)
     issued: list[str] = field(default_factory=list)
 
     @classmethod

@@ -31,7 +31,10 @@ def main():
                          "for " + STATE + " is not running)\n")
         return 1
     args = ", ".join(_quote(a) for a in sys.argv[1:])
-    request = '{{"cmd": "vagrant", "frames": true, "args": [' + args + ']}}\n'
+    # the Vagrantfile's one input from the environment that changes what `up` builds
+    primary = _quote(os.environ.get("PE_DR_PRIMARY", ""))
+    request = ('{{"cmd": "vagrant", "frames": true, "primary": ' + primary + ', "args": ['
+               + args + ']}}\n')
     sock.sendall(request.encode("utf-8", "surrogateescape"))
     # frames: kind (o: stdout, e: stderr, x: exit code), 4-byte big-endian length, payload
     buf = b""

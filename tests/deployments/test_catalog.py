@@ -35,6 +35,7 @@ def test_every_flow_has_a_deployment_named_for_what_it_does_and_the_drill_a_mont
         "replication-check/measure-lag",
         "failover-drill/halt-primary",
         "promotion/promote-replica",
+        "reprotect/rebuild-replica",
         "teardown/destroy-vms",
     ]
     for d in cat.catalog():
@@ -60,7 +61,12 @@ def test_the_monthly_drill_may_halt_the_primary_but_never_destroys() -> None:
     monthly = cat.find("dr-drill/monthly")
     assert (monthly.cron, monthly.timezone) == ("0 3 1 * *", "UTC")
     assert monthly.parameters == {
-        "parameters": {"confirm": ["primary.vm"], "promote": False, "approval": "none"}
+        # both PE servers: a promotion swaps which one is the primary the drill halts
+        "parameters": {
+            "confirm": ["primary.vm", "replica.vm"],
+            "promote": False,
+            "approval": "none",
+        }
     }
     assert "destructive:halt-primary" in monthly.tags
     assert "destructive:destroys-vms" not in monthly.tags
@@ -153,7 +159,10 @@ def test_confirm_is_a_choice_of_the_lab_spec_s_vms(
     )
     monkeypatch.setenv("PE_DR_LAB_SPEC", str(spec))
     assert choices()["items"]["enum"] == ["pe1.lab", "pe2.lab", "a1.lab", "git.lab"]
-    assert cat.find("dr-drill/monthly", None).parameters["parameters"]["confirm"] == ["pe1.lab"]
+    assert cat.find("dr-drill/monthly", None).parameters["parameters"]["confirm"] == [
+        "pe1.lab",
+        "pe2.lab",
+    ]
 
 
 def test_prefect_yaml_is_generated_from_the_catalog() -> None:

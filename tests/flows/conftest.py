@@ -20,6 +20,8 @@ os.environ.setdefault("PE_DR_RETRY_DELAY_SCALE", "0.01")
 from labsim.testing import PG_BIN, LabHandle, prefect_server_on_postgres, running_lab
 from pe_dr.report import DrillReport
 
+# `--yes`: either PE server may be the primary the drill halts (a promotion swaps them)
+PE_SERVERS = ["primary.vm", "replica.vm"]
 FAST = {"rto_seconds": 10.0, "replication_lag_seconds": 5.0, "failback_seconds": 10.0}
 
 Drill = Callable[..., tuple[bool, DrillReport]]
@@ -29,21 +31,30 @@ Ops = Callable[..., list[dict[str, Any]]]
 def drill(tmp: Path, flow: str = "dr_drill", **overrides: Any) -> tuple[bool, DrillReport]:
     """Run a flow in this process; (completed?, its journal)."""
     from pe_dr.flows import journal
-    from pe_dr.flows.params import Budgets, DrillParameters, FailoverParameters
+    from pe_dr.flows.params import (
+        Budgets,
+        DrillParameters,
+        FailoverParameters,
+        ReprotectParameters,
+    )
     from pe_dr.flows.registry import FLOWS
 
     budgets = Budgets(**{**FAST, **overrides.pop("budgets", {})})
     if flow == "dr_drill":
         params: Any = DrillParameters(
-            confirm=["primary.vm"],
+            confirm=PE_SERVERS,
             budgets=budgets,
             poll_interval_seconds=0.1,
             report_dir=str(tmp),
             **overrides,
         )
         state = FLOWS["dr-drill"](params, return_state=True)
+    elif flow == "reprotect":
+        overrides.setdefault("confirm", PE_SERVERS)
+        params = ReprotectParameters(budgets=budgets, poll_interval_seconds=0.1, **overrides)
+        state = FLOWS["reprotect"](params, return_state=True)
     else:
-        overrides.setdefault("confirm", ["primary.vm"])
+        overrides.setdefault("confirm", PE_SERVERS)
         params = FailoverParameters(budgets=budgets, poll_interval_seconds=0.1, **overrides)
         state = FLOWS["failover-drill"](params, return_state=True)
     report = journal.record_of(state)

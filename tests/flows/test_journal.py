@@ -264,6 +264,8 @@ def _history_of_three_drills(
         "—",
         "—",
         "—",
+        "—",
+        "—",
         "replication",
     ]
     assert lines[retried.flow_run_id[:8]][4] == "passed"

@@ -30,7 +30,8 @@ def promoted(
     with running_lab(state) as handle, pytest.MonkeyPatch.context() as mp:
         for name, value in handle.env.items():
             mp.setenv(name, value)
-        ok, report = run_drill(tmp_path_factory.mktemp("reports"), promote=True)
+        # left promoted: the tests below reprotect it, drill it swapped, and promote it back
+        ok, report = run_drill(tmp_path_factory.mktemp("reports"), promote=True, reprotect=False)
         yield handle, ok, report
 
 
@@ -119,3 +120,101 @@ def test_forget_failing_falls_back_to_purge_and_both_failing_is_a_failure(
         "fault"
     ]
     assert forget[0]["detail"].endswith("forget primary.vm"), forget  # no --token-file
+
+
+# --- a year on one lab: promoted, reprotected, drilled swapped, promoted back ------------------
+
+
+def _hooks(handle: LabHandle) -> list[str]:
+    from pe_dr.lab.live import Lab
+    from pe_dr.lab.spec import load_spec
+
+    with Lab(load_spec(handle.spec_path)) as live, live.gitlab() as gl:
+        project = gl.project("root/control-repo")
+        return [h["url"].split("?")[0] for h in gl.hooks(int(project["id"]))]
+
+
+def test_a_drill_on_a_promoted_lab_refuses_saying_to_reprotect_and_touches_nothing(
+    promoted: tuple[LabHandle, bool, DrillReport], tmp_path: Any, run_drill: Any, journal_ops: Any
+) -> None:
+    handle, ok, _ = promoted
+    assert ok
+    before = len(handle.journal())
+    hooks = _hooks(handle)
+    done, report = run_drill(tmp_path)
+    assert not done
+    assert report.error is not None and "run reprotect first" in report.error, report.error
+    assert "replica.vm is PE's primary and primary.vm is not its replica" in report.error
+    assert journal_ops(handle, "vagrant.up", before) == [], "nothing rebuilt the lost primary"
+    assert [e for e in handle.journal()[before:] if e["op"] == "vagrant.halt"] == []
+    assert _hooks(handle) == hooks, "the webhook was not re-pointed"
+    assert handle.status()["primary.vm"] == "not_created"
+
+
+def test_reprotect_rebuilds_the_lost_primary_as_the_new_primarys_replica(
+    promoted: tuple[LabHandle, bool, DrillReport], tmp_path: Any, run_drill: Any, journal_ops: Any
+) -> None:
+    handle, ok, _ = promoted
+    assert ok
+    before = len(handle.journal())
+    done, report = run_drill(tmp_path, flow="reprotect")
+    data = report.to_dict()
+    assert done and data["status"] == "passed", data
+    check = next(c for c in data["checks"] if c["name"] == "reprotect")
+    assert check["passed"] and "primary.vm is the replica of replica.vm again" in check["detail"]
+    assert report.measurements["reprotect_seconds"] > 0
+    # the rebuilt VM installed the agent from the promoted primary, not a second PE (the
+    # Vagrantfile's PE_DR_PRIMARY), its certificate signed by the new CA
+    ups = [e for e in journal_ops(handle, "vagrant.up", before) if e["vm"] == "primary.vm"]
+    assert ups and ups[-1]["outcome"] == "ok"
+    signs = journal_ops(handle, "puppetserver.ca.sign", before)
+    assert [(e["vm"], e["outcome"]) for e in signs] == [("replica.vm", "ok")]
+    provisions = journal_ops(handle, "puppet.infrastructure.provision", before)
+    assert [e["vm"] for e in provisions] == ["replica.vm"], "provisioned from the new primary"
+    assert "provision replica primary.vm" in provisions[0]["detail"]
+    assert any("replica.vm is PE's primary since a promotion" in n for n in report.notes)
+
+
+def test_the_next_drill_runs_on_the_swapped_lab_halting_the_new_primary(
+    promoted: tuple[LabHandle, bool, DrillReport], tmp_path: Any, run_drill: Any, journal_ops: Any
+) -> None:
+    handle, ok, _ = promoted
+    assert ok
+    before = len(handle.journal())
+    hooks = _hooks(handle)
+    done, report = run_drill(tmp_path)
+    assert done, report.to_dict()
+    halts = [e["vm"] for e in journal_ops(handle, "vagrant.halt", before)]
+    assert halts == ["replica.vm"], halts
+    served = next(c for c in report.to_dict()["checks"] if c["name"] == "failover")
+    assert "compiled by primary" in served["detail"], served["detail"]  # the replica now
+    assert _hooks(handle) == hooks == ["https://replica.vm:8170/code-manager/v1/webhook"]
+    assert journal_ops(handle, "puppet.infrastructure.configure", before) == []
+    # the new primary cloned the control repo (the clone lived on the lost primary), in its own
+    # file tree
+    clone = handle.state_dir / "vms" / "replica.vm" / "fs" / "root/repo/control-repo/.git"
+    assert clone.is_dir()
+
+
+def test_a_second_promotion_swaps_the_roles_back_and_reprotects(
+    promoted: tuple[LabHandle, bool, DrillReport], tmp_path: Any, run_drill: Any, journal_ops: Any
+) -> None:
+    from pe_dr.lab.live import Lab
+    from pe_dr.lab.spec import load_spec
+    from pe_dr.steps import lab_state
+
+    handle, ok, _ = promoted
+    assert ok
+    before = len(handle.journal())
+    done, report = run_drill(tmp_path, promote=True)
+    data = report.to_dict()
+    assert done, data
+    assert [e["vm"] for e in journal_ops(handle, "vagrant.destroy", before)] == ["replica.vm"]
+    assert [e["vm"] for e in journal_ops(handle, "puppet.infrastructure.promote", before)] == [
+        "primary.vm"
+    ]
+    assert report.measurements["promotion_seconds"] and report.measurements["reprotect_seconds"]
+    with Lab(load_spec(handle.spec_path)) as live:
+        roles = lab_state.lab_roles(live)
+    assert (roles.state, roles.spec.primary.name) == (lab_state.AS_BUILT, "primary.vm")
+    assert _hooks(handle) == ["https://primary.vm:8170/code-manager/v1/webhook"]

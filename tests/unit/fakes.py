@@ -384,8 +384,9 @@ class FakeVagrant:
             raise ConfigError(f"{vm} is not a machine of the Vagrantfile in {self.root}")
         return self.states[vm]
 
-    def up(self, vm: str) -> None:
+    def up(self, vm: str, *, primary: str | None = None) -> None:
         self._record("up", vm)
+        self.primary_given = primary  # PE_DR_PRIMARY for the Vagrantfile
         self.states[vm] = "running"
 
     def halt(self, vm: str, *, force: bool = False) -> None:

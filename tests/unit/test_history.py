@@ -70,6 +70,8 @@ def test_a_failed_journal_becomes_a_row_naming_the_check_and_step_and_reads_back
         "rpo_seconds": None,
         "replication_latency_seconds": None,
         "puppetdb_sync_seconds": None,
+        "promotion_seconds": None,
+        "reprotect_seconds": None,
     }
     assert drill.failed == "replication"
     assert Drill.from_row(drill.to_row()) == drill, "the table artifact's row reads back whole"
@@ -138,7 +140,7 @@ def test_the_comparison_says_faster_the_same_and_over_budget() -> None:
             failed_check="failback",
         ),
     ]
-    rto, lag, failback, rpo, latency, sync = history.comparison(drills)
+    rto, lag, failback, rpo, latency, sync, *_ = history.comparison(drills)
     assert rto == (
         "RTO 42 s, 7.5 s faster than the last drill (2026-11-01), 858 s inside its 900 s budget"
     )
@@ -190,12 +192,12 @@ def test_the_table_has_one_line_per_drill_and_the_lab_only_when_there_are_severa
     head, first, second = history.table(drills)
     assert words(head) == (
         "date flow run verdict RTO replication lag failback RPO replication latency "
-        "PuppetDB sync age failed"
+        "PuppetDB sync age promotion reprotect failed"
     )
     assert words(first) == (
-        "2026-11-01 03:00 name-aaaaaaaa-1111 aaaaaaaa passed 40 s 12 s 50 s 0.50 s — —"
+        "2026-11-01 03:00 name-aaaaaaaa-1111 aaaaaaaa passed 40 s 12 s 50 s 0.50 s — — — —"
     )
-    assert words(second).endswith("failed — 12 s 50 s 0.50 s — — failover")
+    assert words(second).endswith("failed — 12 s 50 s 0.50 s — — — — failover")
     other = dataclasses.replace(drills[0], lab="lab-b", flow_run_id="c")
     assert "lab" in history.table([*drills, other])[0].split()
 

@@ -287,18 +287,24 @@ def test_progress_counts_from_since_and_a_failing_sink_does_not_fail_the_wait(
 
 
 class FakePrimary:
-    """The primary's control repo: a Puppetfile and a git log, as commit_marker sees them."""
+    """The primary's control repo: its files and a git log, as commit_marker sees them."""
 
     def __init__(self, puppetfile: str, log: list[str]) -> None:
-        self.puppetfile, self.log, self.commits = puppetfile, log, 0
+        self.files = {"Puppetfile": puppetfile}
+        self.log, self.commits, self.added = log, 0, [[]]
+
+    def exists(self, path: str, root: bool = False) -> bool:
+        return path.rsplit("/", 1)[-1] in self.files
 
     def read(self, path: str, root: bool = False) -> bytes:
-        return self.puppetfile.encode()
+        return self.files[path.rsplit("/", 1)[-1]].encode()
 
     def put(self, path: str, content: bytes, **kwargs: Any) -> None:
-        self.puppetfile = content.decode()
+        self.files[path.rsplit("/", 1)[-1]] = content.decode()
 
     def run(self, argv: list[str], root: bool = False, **kwargs: Any) -> Any:
+        if "add" in argv:
+            self.added.append(argv[argv.index("add") + 1 :])
         if "commit" in argv:
             self.commits += 1
             message = argv[argv.index("-m") + 1]
@@ -319,7 +325,7 @@ class MarkerLab(FakeLab):
         return self.primary
 
 
-def test_every_attempt_commits_a_marker_of_its_own() -> None:
+def test_every_attempt_commits_a_marker_of_its_own_in_one_file_the_drill_owns() -> None:
     primary = FakePrimary("mod 'x'\n", [f"{0:040d} first commit"])
     lab = MarkerLab(primary)
     one = checks.commit_marker(lab, "run-1")  # type: ignore[arg-type]
@@ -331,17 +337,25 @@ def test_every_attempt_commits_a_marker_of_its_own() -> None:
     assert two.text == "# pe-dr-drill replication marker run-1 attempt 2"
     assert two.earlier == ((1, one.sha),), "the journal names the commit attempt 1 measured"
     assert other.earlier == ()
-    assert primary.puppetfile.splitlines()[1:] == [one.text, two.text, other.text]
+    # nothing piles up: the marker file holds the latest marker, the Puppetfile is the admin's
+    assert primary.files[checks.MARKER_FILE] == other.text + "\n"
+    assert primary.files["Puppetfile"] == "mod 'x'\n"
+    assert primary.added[1:] == [[checks.MARKER_FILE]] * 3
 
 
-def test_a_legacy_marker_line_counts_as_attempt_one() -> None:
+def test_marker_lines_earlier_versions_left_in_the_puppetfile_are_removed_once() -> None:
     primary = FakePrimary(
-        "# pe-dr-drill replication marker run-1\n",
+        "mod 'x'\n# pe-dr-drill replication marker run-1\n"
+        "# pe-dr-drill replication marker run-0 attempt 3\n",
         [f"{7:040d} pe-dr-drill: pe-dr-drill replication marker run-1"],
     )
     mark = checks.commit_marker(MarkerLab(primary), "run-1")  # type: ignore[arg-type]
-    assert mark.attempt == 2
+    assert mark.attempt == 2, "a legacy marker of the run counts as its attempt 1"
     assert mark.earlier == ((1, f"{7:040d}"),)
+    assert primary.files["Puppetfile"] == "mod 'x'\n"
+    assert primary.added[1] == [checks.MARKER_FILE, "Puppetfile"]
+    checks.commit_marker(MarkerLab(primary), "run-2")  # type: ignore[arg-type]
+    assert primary.added[2] == [checks.MARKER_FILE], "removed once: then there are none"
 
 
 def test_a_failed_replication_check_names_what_the_replica_has_never_none(

@@ -43,6 +43,8 @@ def test_passed_when_every_step_and_check_passed(tmp_path: Path) -> None:
         "rpo_seconds": None,
         "replication_latency_seconds": None,
         "puppetdb_sync_seconds": None,
+        "promotion_seconds": None,
+        "reprotect_seconds": None,
     }
     assert data["lab"] == {"name": "lab"}
     assert "prefect" in data["versions"]

@@ -174,6 +174,16 @@ async def agent_run(lab: Lab, vm: VM, noop: bool, override: str | None) -> tuple
     if lab.fault("puppet.agent", vm.name, f"puppet agent -t on {vm.name}"):
         log("Error", "Could not run: execution expired (injected fault)")
         return 1, "", "".join(log.err)
+    pe = lab.pe
+    if pe is not None and vm.name in pe.pending_certs:
+        # Puppet 7, waitforcert 0 (what `-t` implies): the run stops until the CA signs
+        log(
+            "Error",
+            "Could not request certificate: Couldn't fetch certificate from CA server; you might "
+            f"still need to sign this agent's certificate ({vm.name}). Exiting now because the "
+            "waitforcert setting is set to 0.",
+        )
+        return 1, "".join(log.out), "".join(log.err)
     entries = _server_list(vm, override)
     connect_timeout = _seconds(_agent_setting(vm, "http_connect_timeout", "2m"))
     chosen = None

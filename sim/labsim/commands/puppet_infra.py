@@ -144,7 +144,9 @@ async def infra_provision(ctx: Ctx, args: list[str]) -> Result:
     rvm = lab.vm_by_host(rname)
     if rvm is None or rvm.name == pe.primary:
         return Result(1, "", f"Error: Unknown node {rname}\n", op, "refused")
-    if not (rvm.serving and rvm.installed and rvm.name in pe.nodes):
+    if not (rvm.serving and rvm.installed and rvm.name in pe.nodes) or (
+        rvm.name in pe.pending_certs
+    ):
         return Result(
             1,
             "",
@@ -248,6 +250,14 @@ async def _enable(ctx: Ctx, rvm: VM, args: list[str]) -> Result:
         return Result(1, "", f"Error: {rvm.name} is unreachable\n", op)
     await lab.sleep(lab.dur("enable"), op)
     pe.replica_enabled = True
+    if pe.promoted:
+        # a new replica of a promoted primary (reprotect; peadm's failover test adds one the same
+        # way): a fresh HA pair, replicating from the current primary
+        from labsim.replication import Replication
+
+        pe.promoted = False
+        lab.replication = Replication()
+        lab.replica_group_edits.clear()
     infra = pe.group("PE Infrastructure")
     master = pe.group("PE Master")
     if not any(g["name"] == "PE HA Master" for g in pe.groups):
@@ -602,3 +612,21 @@ async def infra_promote(ctx: Ctx, args: list[str]) -> Result:
             "generated. Stored credentials and encrypted data can no longer be read."
         )
     return Result(0, "\n".join(out) + "\n", "", op)
+
+
+async def puppetserver_ca(ctx: Ctx, args: list[str]) -> Result:
+    """`puppetserver ca sign --certname NAME` on the primary (the CA): signs a waiting request
+    (Puppet's `puppetserver ca` CLI; an unknown or already signed name is an error, exit 1)."""
+    lab, op = ctx.lab, "puppetserver.ca.sign"
+    pe = lab.pe
+    if args[:2] != ["ca", "sign"]:
+        return Result(1, "", "labsim models only 'puppetserver ca sign --certname NAME'\n", op)
+    if not ctx.root:
+        return Result(1, "", "Error: Permission denied\n", op, "refused")
+    if pe is None or ctx.vm.name != pe.primary:
+        return Result(1, "", "Error: this host is not the CA\n", op, "refused")
+    name = _opt(args, "--certname")
+    if not name or name not in pe.pending_certs:
+        return Result(1, "", f"Error: Could not find certificate request for {name}\n", op)
+    pe.pending_certs.discard(name)
+    return Result(0, f"Successfully signed certificate request for {name}\n", "", op)

@@ -150,6 +150,7 @@ PROGRAMS: dict[str, Program] = {
     "puppet-code": Program(puppet_code.puppet_code, "pe"),
     "puppet-access": Program(puppet_access.puppet_access, "pe"),
     "puppet-infrastructure": Program(puppet_infra.puppet_infra, "pe"),
+    "puppetserver": Program(puppet_infra.puppetserver_ca, "pe"),
     "gitlab-rails": Program(gitlab.gitlab_rails, "gitlab"),
     "gitlab-ctl": Program(gitlab.gitlab_ctl, "gitlab"),
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import posixpath
 import shlex
 from typing import TYPE_CHECKING
 
@@ -56,6 +57,11 @@ async def c_ssh_keygen(ctx: Ctx, args: list[str]) -> Result:
     if target is None:
         target = f"{ctx.home}/.ssh/id_rsa"
         mapped += ["-f", str(fs.host(target))]
+    if "-y" in args:  # print the public key of a private key: reads only
+        if not fs.can_read(ctx.user, target):
+            return Result(1, "", f'Load key "{target}": Permission denied\n', "ssh-keygen")
+        rc, out, err = await _subprocess(ctx, ["ssh-keygen", *mapped])
+        return Result(rc, out, fs.strip(err), "ssh-keygen")
     if not fs.can_write(ctx.user, target):
         return Result(
             1, "", f'Saving key "{target}" failed: Permission denied\n', "ssh-keygen", "refused"
@@ -128,8 +134,25 @@ async def c_git(ctx: Ctx, args: list[str]) -> Result:
             continue
         break
     sub = args[i:]
-    gitargs += sub
     sub0 = sub[0] if sub else ""
+    if sub0 == "clone":
+        # `git clone [OPTIONS] REPO [DIR]`: DIR is a path of the VM, never of the machine
+        # labsim runs on (only the repository is remote)
+        positional = [
+            n
+            for n, a in enumerate(sub[1:], 1)
+            if not a.startswith("-") and sub[n - 1] != "--branch"
+        ]
+        if len(positional) == 2:
+            target = fs.norm(sub[positional[1]], cwd)
+            if not fs.can_write(ctx.user, posixpath.dirname(target)):
+                return Result(128, "", f"fatal: could not create leading directories of "
+                              f"'{target}': Permission denied\n", "git", "refused")  # fmt: skip
+            fs.host(posixpath.dirname(target)).mkdir(parents=True, exist_ok=True)
+            sub = [*sub[: positional[1]], str(fs.host(target)), *sub[positional[1] + 1 :]]
+        else:
+            return Result(128, "", "labsim: git clone needs an explicit directory\n", "git")
+    gitargs += sub
     if not fs.host(cwd).is_dir():
         return Result(
             128, "", f"fatal: cannot change to '{cwd}': No such file or directory\n", "git"

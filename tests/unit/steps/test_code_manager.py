@@ -126,17 +126,19 @@ KEYGEN = ["ssh-keygen", "-t", "rsa", "-b", "2048", "-N", "", "-C", "pe-dr", "-f"
 
 
 STAT_KEY = ["stat", "-c", "%a %U %G", paths.R10K_KEY]
+# the public key derived from the private one (a promoted replica has the key, not its .pub)
+PUBLIC_OF = ["ssh-keygen", "-y", "-f", paths.R10K_KEY]
 
 
 def test_existing_r10k_key_is_only_read(lab: FakeLab) -> None:
     lab.primary.write(paths.R10K_KEY, "PRIVATE", mode=0o600, owner="pe-puppet", group="pe-puppet")
-    lab.primary.write(paths.R10K_KEY + ".pub", PUBLIC_KEY + "\n")
     lab.primary.on(STAT_KEY, stat_mode_owner)
+    lab.primary.on(PUBLIC_OF, stdout=PUBLIC_KEY + "\n")
     assert code_manager.ensure_r10k_key(lab) == PUBLIC_KEY
     assert lab.primary.calls == [
         Exists(paths.R10K_KEY, root=True),
         Run(STAT_KEY, root=True),
-        Read(paths.R10K_KEY + ".pub", root=True),
+        Run(PUBLIC_OF, root=True),
     ]
 
 
@@ -144,11 +146,15 @@ def test_r10k_key_made_by_a_run_that_died_before_configure_is_configured(lab: Fa
     """A key that `puppet infrastructure configure` has not yet given to pe-puppet (the run that
     made it died first): a Retry runs configure, it does not take the key as done."""
     lab.primary.write(paths.R10K_KEY, "PRIVATE", mode=0o600, owner="root", group="root")
-    lab.primary.write(paths.R10K_KEY + ".pub", PUBLIC_KEY + "\n")
     lab.primary.on(STAT_KEY, stat_mode_owner)
     lab.primary.on(["puppet", "infrastructure", "configure"])
+    lab.primary.on(PUBLIC_OF, stdout=PUBLIC_KEY + "\n")
     assert code_manager.ensure_r10k_key(lab) == PUBLIC_KEY
-    assert lab.primary.commands() == [STAT_KEY, ["puppet", "infrastructure", "configure"]]
+    assert lab.primary.commands() == [
+        STAT_KEY,
+        ["puppet", "infrastructure", "configure"],
+        PUBLIC_OF,
+    ]
 
 
 def test_missing_r10k_key_is_made_then_pe_lets_pe_puppet_read_it(lab: FakeLab) -> None:
@@ -159,13 +165,14 @@ def test_missing_r10k_key_is_made_then_pe_lets_pe_puppet_read_it(lab: FakeLab) -
     lab.primary.on(["mkdir", "-p", "/etc/puppetlabs/puppetserver/ssh"])
     lab.primary.on(KEYGEN, effect=keygen)
     lab.primary.on(["puppet", "infrastructure", "configure"])
+    lab.primary.on(PUBLIC_OF, stdout=PUBLIC_KEY + "\n")
     assert code_manager.ensure_r10k_key(lab) == PUBLIC_KEY
     assert lab.primary.calls == [
         Exists(paths.R10K_KEY, root=True),
         Run(["mkdir", "-p", "/etc/puppetlabs/puppetserver/ssh"], root=True),
         Run(KEYGEN, root=True),
         Run(["puppet", "infrastructure", "configure"], root=True),
-        Read(paths.R10K_KEY + ".pub", root=True),
+        Run(PUBLIC_OF, root=True),
     ]
 
 
@@ -518,10 +525,37 @@ def test_commit_exit_1_without_nothing_to_commit_is_not_retried(lab: FakeLab) ->
     assert not caught.value.transient
 
 
-def test_control_repo_already_on_gitlab_is_only_looked_up(lab: FakeLab) -> None:
+REV_PARSE = ["git", "-C", REPO, "rev-parse", "HEAD"]
+CLONE = ["git", "-c", GIT_SSH, "clone", "--branch", "production", REMOTE, REPO]
+PULL = ["git", "-C", REPO, "-c", GIT_SSH, "pull", "--ff-only", "origin", "production"]
+
+
+def test_control_repo_already_on_gitlab_and_cloned_at_its_head_is_only_looked_up(
+    lab: FakeLab,
+) -> None:
     lab.primary.on(LS_REMOTE, stdout=f"{HEAD}\trefs/heads/production\n")
+    lab.primary.write(f"{REPO}/.git", "")
+    lab.primary.on(REV_PARSE, stdout=HEAD + "\n")
     assert code_manager.ensure_control_repo_pushed(lab) == HEAD
-    assert lab.primary.calls == [Run(LS_REMOTE, root=True)]
+    assert lab.primary.commands() == [LS_REMOTE, REV_PARSE]
+    assert lab.mutations() == []
+
+
+def test_a_new_primary_without_the_clone_clones_the_control_repo(lab: FakeLab) -> None:
+    # after a promotion the clone lived on the lost primary; the replication check commits here
+    lab.primary.on(LS_REMOTE, stdout=f"{HEAD}\trefs/heads/production\n")
+    lab.primary.on(CLONE)
+    assert code_manager.ensure_control_repo_pushed(lab) == HEAD
+    assert lab.primary.commands() == [LS_REMOTE, CLONE]
+
+
+def test_a_clone_behind_gitlab_is_fast_forwarded(lab: FakeLab) -> None:
+    lab.primary.on(LS_REMOTE, stdout=f"{HEAD}\trefs/heads/production\n")
+    lab.primary.write(f"{REPO}/.git", "")
+    lab.primary.on(REV_PARSE, stdout="0" * 40 + "\n")
+    lab.primary.on(PULL)
+    assert code_manager.ensure_control_repo_pushed(lab) == HEAD
+    assert lab.primary.commands() == [LS_REMOTE, REV_PARSE, PULL]
 
 
 def _skeleton() -> dict[str, bytes]:
