@@ -102,7 +102,7 @@ def lab_roles(lab: Lab) -> LabRoles:
             return LabRoles(spec, AS_BUILT, f"{built} is PE's primary (as built)")
         if is_primary(lab, promoted):
             swapped = spec.with_primary(promoted)
-            protected = states.get(built) == "running" and _enabled(swapped)
+            protected = states.get(built) == "running" and _enabled(lab, promoted, built)
             if protected:
                 detail = f"{promoted} is PE's primary since a promotion, {built} its replica"
                 return LabRoles(swapped, SWAPPED, detail)
@@ -126,10 +126,9 @@ def _answers_as_pe(lab: Lab, server: str) -> bool:
         return False
 
 
-def _enabled(spec: LabSpec) -> bool:
-    """PE lists the spec's replica among its enabled replicas (False when it cannot say)."""
+def _enabled(lab: Lab, primary: str, replica: str) -> bool:
+    """PE on `primary` lists `replica` among its enabled replicas (False when it cannot say)."""
     try:
-        with Lab(spec) as lab:
-            return replica_enabled(lab)
+        return replica_enabled(lab, primary=primary, replica=replica)
     except PeDrError:
         return False

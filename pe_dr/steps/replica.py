@@ -33,15 +33,16 @@ def infra_status(lab: Lab, server: str | None = None) -> list[ServiceStatus]:
     return parse_infra_status(out.stdout)
 
 
-def replica_enabled(lab: Lab) -> bool:
-    """PE lists the replica in `ha_enabled_replicas` (PE Infrastructure): `enable replica` ran.
+def replica_enabled(lab: Lab, *, primary: str | None = None, replica: str | None = None) -> bool:
+    """PE (on `primary`, the spec's by default) lists `replica` (the spec's) in
+    `ha_enabled_replicas` (PE Infrastructure): `enable replica` ran.
 
     Not the agents' server_list: that is what the failover checks test, not what enable records.
     """
-    with lab.pe() as pe:
+    with lab.pe(primary) as pe:
         group = pe.group_by_name("PE Infrastructure")
     enabled = group.get("classes", {}).get("puppet_enterprise", {}).get("ha_enabled_replicas")
-    return isinstance(enabled, list) and lab.spec.replica.name in enabled
+    return isinstance(enabled, list) and (replica or lab.spec.replica.name) in enabled
 
 
 def ensure_replica_enabled(lab: Lab, *, wait_timeout: float = 1800) -> str:
