@@ -8,6 +8,7 @@ longer knows, so "already forgotten" is read from PuppetDB.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -218,3 +219,76 @@ def test_a_second_promotion_swaps_the_roles_back_and_reprotects(
         roles = lab_state.lab_roles(live)
     assert (roles.state, roles.spec.primary.name) == (lab_state.AS_BUILT, "primary.vm")
     assert _hooks(handle) == ["https://primary.vm:8170/code-manager/v1/webhook"]
+
+
+# --- nothing piles up: twelve more drills on the same lab --------------------------------------
+
+DRILLS = 12
+# records a drill may add (any one drill adds at most this much) and records no drill may add
+GROWS = ("commits", "reports", "rbac_tokens", "flow_runs", "task_runs", "artifacts")
+FIXED = ("repo_files", "groups", "roles", "users", "hooks", "gitlab_keys", "pats")
+
+
+def _counts(handle: LabHandle) -> dict[str, int]:
+    """What the lab and the Prefect database hold now, store by store."""
+    from prefect.client.orchestration import get_client
+
+    from pe_dr.lab import paths
+    from pe_dr.lab.live import Lab
+    from pe_dr.lab.spec import load_spec
+
+    counts: dict[str, int] = {}
+    with Lab(load_spec(handle.spec_path)) as live:
+        primary = live.host("primary.vm")
+        repo = ["git", "-C", paths.CONTROL_REPO_DIR]
+        files = primary.run([*repo, "ls-files"], root=True).stdout.split()
+        counts["repo_files"] = len(files)
+        counts["commits"] = int(
+            primary.run([*repo, "rev-list", "--count", "HEAD"], root=True).stdout
+        )
+        with live.pe() as pe:
+            counts["groups"] = len(pe.groups())
+            counts["roles"] = len(pe.roles())
+            counts["users"] = len(pe.users())
+            counts["reports"] = len(pe.pdb_query("reports"))
+        with live.gitlab() as gl:
+            project = gl.project("root/control-repo")
+            counts["hooks"] = len(gl.hooks(int(project["id"])))
+            counts["gitlab_keys"] = len(gl.user_keys())
+    kinds = [s["kind"] for s in json.loads(handle._cli("secrets", "--json").stdout)]
+    counts["rbac_tokens"] = kinds.count("rbac-token")
+    counts["pats"] = kinds.count("gitlab-pat")
+    with get_client(sync_client=True) as client:
+        counts["flow_runs"] = client.count_flow_runs()
+        for what in ("task_runs", "artifacts"):  # Prefect's REST API counts them
+            counts[what] = int(client._client.post(f"/{what}/count", json={}).json())
+    return counts
+
+
+def test_a_year_of_drills_after_promotions_leaves_one_drills_worth_per_drill(
+    promoted: tuple[LabHandle, bool, DrillReport], tmp_path: Any, run_drill: Any
+) -> None:
+    """Twelve monthly drills on the lab that was promoted and reprotected twice above: what no
+    drill should add stays as it was, and each drill adds no more than the first one did."""
+    from pe_dr.oracles.checks import MARKER_FILE, MARKER_PREFIX
+
+    handle, ok, _ = promoted
+    assert ok
+    history = []
+    for n in range(DRILLS):
+        done, report = run_drill(tmp_path / f"drill-{n}")
+        assert done, report.to_dict()
+        # counted from the first drill on: primary.vm was just rebuilt, its clone of the control
+        # repo is made by the first drill's set-up
+        history.append(_counts(handle))
+    first = {k: history[1][k] - history[0][k] for k in GROWS}
+    for before, after in itertools.pairwise(history):
+        for key in FIXED:
+            assert after[key] == before[key], (key, history)
+        for key in GROWS:
+            assert 0 <= after[key] - before[key] <= max(first[key] * 2, 2), (key, first, history)
+    assert history[-1]["commits"] - history[0]["commits"] == DRILLS - 1, "a marker commit a drill"
+    control_repo = handle.state_dir / "vms" / "primary.vm" / "fs" / "root/repo/control-repo"
+    assert (control_repo / MARKER_FILE).read_text().count("\n") == 1, "one drill-owned file"
+    puppetfile = (control_repo / "Puppetfile").read_text().splitlines()
+    assert not [line for line in puppetfile if line.startswith(MARKER_PREFIX)], puppetfile
