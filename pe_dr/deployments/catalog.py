@@ -124,9 +124,7 @@ def catalog(spec: LabSpec | None = None) -> list[DeploymentDef]:
                 "destructive:halt-primary",
             ),
             # no human: its consent is the preset `confirm`
-            parameters={
-                "parameters": {"confirm": servers, "promote": False, "approval": "none"}
-            },
+            parameters={"parameters": {"confirm": servers, "promote": False, "approval": "none"}},
             cron=cron,
             timezone=timezone,
         ),
