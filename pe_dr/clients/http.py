@@ -15,7 +15,6 @@ import threading
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any, Self
 
-import httpcore
 import httpx
 
 from pe_dr.errors import ApiError, PeDrError, PermanentError, TransientError
@@ -23,7 +22,6 @@ from pe_dr.secrets import remember, scrub
 
 __all__ = [
     "ApiClient",
-    "LabNetworkBackend",
     "LabTransport",
     "error_message",
     "lab_ssl_context",
@@ -57,53 +55,55 @@ def lab_ssl_context(ca_pem: bytes | None) -> ssl.SSLContext:
         return context
 
 
-class LabNetworkBackend(httpcore.SyncBackend):
-    """Connects TCP to the lab address of a mapped host name; other names resolve normally.
+class LabTransport(httpx.BaseTransport):
+    """Dials the lab address of a mapped host name and keeps the name for TLS: the request goes
+    to the address with httpx's documented `sni_hostname` extension, so SNI and certificate
+    verification use the name, and the Host header (set when the request was built) keeps it
+    too. Other names resolve normally.
 
-    Only the TCP destination changes: httpcore still uses the URL's host for SNI and verification.
-    """
+    One pool per name: httpcore pools connections by address and port, and two names on one
+    address must never share a connection verified for the other."""
 
-    def __init__(self, host_map: Mapping[str, str]) -> None:
+    def __init__(self, host_map: Mapping[str, str], ssl_context: ssl.SSLContext) -> None:
         self._host_map = {name.lower(): address for name, address in host_map.items()}
+        self._ssl_context = ssl_context
+        self._pools: dict[str, httpx.HTTPTransport] = {}
+        self._lock = threading.Lock()
 
     def address_of(self, host: str) -> str:
         return self._host_map.get(host.lower(), host)
 
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.NetworkStream:
-        return super().connect_tcp(
-            self.address_of(host),
-            port,
-            timeout=timeout,
-            local_address=local_address,
-            socket_options=socket_options,
-        )
+    def _pool(self, name: str) -> httpx.HTTPTransport:
+        with self._lock:
+            pool = self._pools.get(name)
+            if pool is None:
+                pool = httpx.HTTPTransport(
+                    verify=self._ssl_context, trust_env=False, limits=_LIMITS
+                )
+                self._pools[name] = pool
+            return pool
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        name = request.url.host.lower()
+        address = self._host_map.get(name)
+        if address is not None:  # (a copy: the caller's request, and its errors, keep the name)
+            request = httpx.Request(
+                request.method,
+                request.url.copy_with(host=address),
+                headers=request.headers,
+                stream=request.stream,
+                extensions={**request.extensions, "sni_hostname": request.url.host},
+            )
+        return self._pool(name).handle_request(request)
+
+    def close(self) -> None:
+        with self._lock:
+            pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            pool.close()
 
 
-class LabTransport(httpx.HTTPTransport):
-    """`httpx.HTTPTransport` whose connection pool dials through a `LabNetworkBackend`."""
-
-    def __init__(self, host_map: Mapping[str, str], ssl_context: ssl.SSLContext) -> None:
-        super().__init__(verify=ssl_context, trust_env=False, limits=_LIMITS)
-        # HTTPTransport has no network_backend parameter: swap in an equivalent pool that has one.
-        # The pool built by the base class holds no connection yet, so closing it costs nothing.
-        self._pool.close()
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=ssl_context,
-            max_connections=_LIMITS.max_connections,
-            max_keepalive_connections=_LIMITS.max_keepalive_connections,
-            keepalive_expiry=_LIMITS.keepalive_expiry,
-            network_backend=LabNetworkBackend(host_map),
-        )
-
-
-def lab_transport(host_map: Mapping[str, str], ca_pem: bytes | None) -> httpx.HTTPTransport:
+def lab_transport(host_map: Mapping[str, str], ca_pem: bytes | None) -> httpx.BaseTransport:
     """A transport that dials `host_map[name]` and verifies TLS for `name` against the lab CA."""
     return LabTransport(host_map, lab_ssl_context(ca_pem))
 

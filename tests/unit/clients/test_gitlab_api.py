@@ -78,8 +78,8 @@ def test_base_url_with_a_port(fake: FakeGitLab) -> None:
 
 def test_default_transport_maps_gitlab_vm() -> None:
     with GitLabClient("http://gitlab.vm", host_map={"gitlab.vm": "192.0.2.7"}) as gitlab:
-        backend = gitlab._http._transport._pool._network_backend  # type: ignore[attr-defined]
-        assert backend.address_of("gitlab.vm") == "192.0.2.7"
+        transport = gitlab._http._transport
+        assert transport.address_of("gitlab.vm") == "192.0.2.7"  # type: ignore[attr-defined]
         assert "PRIVATE-TOKEN" not in gitlab._http.headers
 
 

@@ -206,6 +206,18 @@ def test_a_name_the_certificate_does_not_cover_fails_verification(tls_lab: TlsLa
     )
 
 
+def test_two_names_on_one_address_never_share_a_verified_connection(tls_lab: TlsLab) -> None:
+    # httpcore pools by address and port: a connection verified for primary.vm must not carry a
+    # request for replica.vm, whose name the certificate does not cover
+    both = {"primary.vm": "127.0.0.1", "replica.vm": "127.0.0.1"}
+    with httpx.Client(transport=lab_transport(both, tls_lab.ca_pem), timeout=5) as client:
+        ok = send(client, "GET", f"https://primary.vm:{tls_lab.port}/", service="status API")
+        assert ok.text == "running"
+        assert ok.request.url.host == "primary.vm"  # what errors and the journal name
+        with pytest.raises(PermanentError, match="not valid for 'replica.vm'"):
+            send(client, "GET", f"https://replica.vm:{tls_lab.port}/", service="status API")
+
+
 def test_connection_refused_is_transient_and_names_the_host() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

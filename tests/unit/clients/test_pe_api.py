@@ -92,15 +92,13 @@ def test_every_request_is_bounded_by_the_timeout(fake: FakePE) -> None:
 
 
 def test_default_transport_is_the_lab_transport() -> None:
-    from pe_dr.clients.http import LabNetworkBackend, LabTransport
+    from pe_dr.clients.http import LabTransport
 
     with PEClient(SERVER, host_map={SERVER: "192.0.2.4"}, ca_pem=None) as pe:
         transport = pe._http._transport
         assert isinstance(transport, LabTransport)
-        backend = transport._pool._network_backend
-        assert isinstance(backend, LabNetworkBackend)
-        assert backend.address_of("primary.vm") == "192.0.2.4"
-        assert backend.address_of("gitlab.vm") == "gitlab.vm"
+        assert transport.address_of("primary.vm") == "192.0.2.4"
+        assert transport.address_of("gitlab.vm") == "gitlab.vm"
 
 
 # --- RBAC --------------------------------------------------------------------------------------
