@@ -165,14 +165,17 @@ def local(spec: LabSpec, needs: Needs, *, secret_blocks: bool = True) -> Outcome
         if problem:
             out.problems.append(problem)
     for name in needs.secrets:
-        if not secret_blocks:
-            if not os.environ.get(ENV_NAMES.get(name, name)):
-                out.notes.append(f"{ENV_NAMES.get(name, name)} is not set: looking for the block")
+        if not secret_blocks and not os.environ.get(ENV_NAMES.get(name, name)):
+            out.notes.append(f"{ENV_NAMES.get(name, name)} is not set: looking for the block")
             continue
-        try:
+        try:  # (also refuses a secret with a line break)
             get_secret(name)
         except ConfigError as exc:
             out.problems.append(str(exc))
+    if spec.vagrant_root and not Path(spec.vagrant_root).is_dir():
+        out.problems.append(
+            f"the lab's vagrant_root {spec.vagrant_root} is not a folder (it holds the Vagrantfile)"
+        )
     try:
         find_vagrant()
     except ConfigError as exc:

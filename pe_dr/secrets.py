@@ -37,18 +37,28 @@ def register_provider(provider: Provider) -> None:
 
 def get_secret(name: str) -> str:
     """The secret called `name`, from a provider or the environment; ConfigError when unset."""
+    env = ENV_NAMES.get(name, name.upper().replace("-", "_"))
     for provider in list(_providers):
         value = provider(name)
         if value:
-            return remember(value)
-    env = ENV_NAMES.get(name, name.upper().replace("-", "_"))
+            return _one_line(name, remember(value), f"the Prefect Secret block {name!r}")
     value = os.environ.get(env, "")
     if value:
-        return remember(value)
+        return _one_line(name, remember(value), f"the environment variable {env}")
     raise ConfigError(
         f"the secret {name!r} is not set: create the Prefect Secret block {name!r} "
         f"or set the environment variable {env}"
     )
+
+
+def _one_line(name: str, value: str, where: str) -> str:
+    """A secret goes into headers, files and command input whole: a line break (a pasted
+    password with its newline) would split it, or smuggle a second header or command."""
+    if "\n" in value or "\r" in value or "\0" in value:
+        raise ConfigError(
+            f"the secret {name!r} ({where}) contains a line break or NUL: set it without one"
+        )
+    return value
 
 
 def remember(value: str) -> str:

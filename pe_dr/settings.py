@@ -15,10 +15,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from pe_dr.errors import ConfigError
 
 PREFIX = "PE_DR_"
+DAY = 24 * 3600.0
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=PREFIX, env_ignore_empty=True, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX, env_ignore_empty=True, extra="ignore", allow_inf_nan=False
+    )
 
     lab_spec: Path | None = Field(
         default=None,
@@ -26,27 +29,31 @@ class Settings(BaseSettings):
         "without either, the tutorial's lab.",
     )
     max_parallel_agents: int = Field(
-        default=64, ge=1, description="How many agents a check runs Puppet on at once."
+        default=64, ge=1, le=1024, description="How many agents a check runs Puppet on at once."
     )
     lab_lock_wait_seconds: float = Field(
         default=1800.0,
         gt=0,
+        le=DAY,
         description="How long a drill waits for another drill of the same lab.",
     )
     stop_grace_seconds: float = Field(
         default=25.0,
-        gt=0,
+        ge=1,
+        le=600,
         description="After Ctrl-C or SIGTERM, how long `pe-dr drill` may take to start the "
         "primary again and write the journal before it leaves anyway.",
     )
     retry_delay_scale: float = Field(
         default=1.0,
-        gt=0,
+        ge=0.001,
+        le=100,
         description="Multiplier on every step's retry back-off: above 1 for a slow lab; "
         "labsim's drill sets 0.01.",
     )
     drill_cron: str = Field(
-        default="0 3 1 * *", description="When the monthly drill deployment runs (cron)."
+        default="0 3 1 * *",
+        description="When the monthly drill deployment runs (cron: five fields, minute first).",
     )
     drill_timezone: str = Field(default="UTC", description="The time zone of `drill_cron`.")
     work_pool: str = Field(

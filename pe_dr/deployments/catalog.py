@@ -74,6 +74,11 @@ def _schedule() -> tuple[str, str]:
     from prefect.client.schemas.schedules import CronSchedule
     from pydantic import ValidationError
 
+    if len(cron.split()) != 5:  # croniter takes a sixth field, seconds: every second of a minute
+        raise ConfigError(
+            f"the drill schedule {CRON_ENV}={cron!r}: a cron needs exactly five fields "
+            "(minute hour day-of-month month day-of-week)"
+        )
     try:
         CronSchedule(cron=cron, timezone=timezone)
     except ValidationError as exc:

@@ -14,16 +14,17 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from pe_dr import interrupts
 from pe_dr import preflight as checks_first
 from pe_dr.deployments import commands as deployment_commands
 from pe_dr.errors import ConfigError
-from pe_dr.flows.params import Budgets
+from pe_dr.flows.params import BUDGET_MAX_SECONDS, POLL_MAX_SECONDS, POLL_MIN_SECONDS, Budgets
 from pe_dr.lab.spec import LabSpec, load_spec
 from pe_dr.report import FIGURE_NAMES
 from pe_dr.secrets import scrub
+from pe_dr.settings import settings
 
 EXIT_PASSED, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -32,8 +33,17 @@ class UsageError(Exception):
     pass
 
 
+class _Parser(argparse.ArgumentParser):
+    """A bad option is one line naming it and the rule, exit 2 (argparse's usage block would
+    bury the line that matters); `--help` shows the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pe-dr", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="pe-dr", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
     drill = sub.add_parser("drill", help="run the DR drill (building the lab when needed)")
@@ -50,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         metavar="SECONDS",
-        help="seconds between looks at the lab, more than 0 and at most 60 (default 2)",
+        help="seconds between looks at the lab, 0.1 to 60 (default 2)",
     )
     drill.add_argument(
         "--budget",
@@ -100,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:
         return EXIT_USAGE if exc.code not in (0, None) else EXIT_PASSED
     try:
+        settings()  # every PE_DR_ variable checked before anything starts
         if args.command == "drill":
             return drill(args)
         if args.command == "reprotect":
@@ -210,7 +221,8 @@ def parse_budgets(items: Sequence[str]) -> Any:
     except ValidationError as exc:
         first = exc.errors()[0]
         raise UsageError(
-            f"--budget {first['loc'][0]}={first['input']}: must be more than 0 seconds"
+            f"--budget {first['loc'][0]}={first['input']}: must be a finite number of seconds, "
+            f"more than 0 and at most {BUDGET_MAX_SECONDS / 86400:g} days"
         ) from None
 
 
@@ -225,7 +237,8 @@ def parse_poll_interval(value: float | None) -> float:
         return float(TypeAdapter(PollField).validate_python(value))
     except ValidationError:
         raise UsageError(
-            f"--poll-interval {value:g}: must be more than 0 and at most 60 seconds"
+            f"--poll-interval {value:g}: must be at least {POLL_MIN_SECONDS:g} and at most "
+            f"{POLL_MAX_SECONDS:g} seconds"
         ) from None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
 from pe_dr.errors import ConfigError
 from pe_dr.lab.spec import load_spec
@@ -12,13 +13,28 @@ from pe_dr.lab.spec import load_spec
 COMMANDS = ("serve", "setup", "deployments")
 
 
-def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _at_least_one(text: str) -> int:
+    """A concurrency limit: 0 would serve nothing, forever."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"{value} must be between 1 and 1000")
+    return value
+
+
+def add_parsers(sub: argparse._SubParsersAction[Any]) -> None:
     serve = sub.add_parser(
         "serve", help="serve every deployment from this process (a workstation; Ctrl-C stops)"
     )
     serve.add_argument("--spec", metavar="FILE", help="lab spec TOML (default: $PE_DR_LAB_SPEC)")
     serve.add_argument(
-        "--limit", type=int, default=None, metavar="N", help="at most N flow runs at once"
+        "--limit",
+        type=_at_least_one,
+        default=None,
+        metavar="N",
+        help="at most N flow runs at once (1 or more)",
     )
 
     setup = sub.add_parser(

@@ -20,11 +20,14 @@ LabField = Annotated[
         "in the environment of the process that runs the flow (or the tutorial's lab).",
     ),
 ]
+POLL_MIN_SECONDS, POLL_MAX_SECONDS = 0.1, 60.0
+BUDGET_MAX_SECONDS = 7 * 24 * 3600.0  # a DR drill's figure is minutes or hours, never weeks
 PollField = Annotated[
     float,
     Field(
-        gt=0,
-        le=60,
+        ge=POLL_MIN_SECONDS,
+        le=POLL_MAX_SECONDS,
+        allow_inf_nan=False,
         title="Poll interval (s)",
         description="Seconds between two looks at the lab while waiting.",
     ),
@@ -73,12 +76,13 @@ ApprovalTimeoutField = Annotated[
 class Budgets(BaseModel):
     """Longest acceptable times; exceeding one fails its check."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", title="Budgets")
+    model_config = ConfigDict(frozen=True, extra="forbid", title="Budgets", allow_inf_nan=False)
 
     rto_seconds: Annotated[
         float,
         Field(
             gt=0,
+            le=BUDGET_MAX_SECONDS,
             title="RTO budget (s)",
             description="Primary down → first agent run served by the replica.",
         ),
@@ -87,6 +91,7 @@ class Budgets(BaseModel):
         float,
         Field(
             gt=0,
+            le=BUDGET_MAX_SECONDS,
             title="Replication lag budget (s)",
             description="Push to the control repo → change live on the replica.",
         ),
@@ -95,6 +100,7 @@ class Budgets(BaseModel):
         float,
         Field(
             gt=0,
+            le=BUDGET_MAX_SECONDS,
             title="Failback budget (s)",
             description="Primary back → first agent run served by it again.",
         ),
@@ -103,6 +109,7 @@ class Budgets(BaseModel):
         float,
         Field(
             gt=0,
+            le=BUDGET_MAX_SECONDS,
             title="Steady-state budget (s)",
             description="After failback → every PE service running, no error alert.",
         ),
@@ -111,6 +118,7 @@ class Budgets(BaseModel):
         float,
         Field(
             gt=0,
+            le=BUDGET_MAX_SECONDS,
             title="RPO budget (s)",
             description="Worst database-replicated store (classifier, RBAC): the primary goes "
             "down → the newest write the replica serves was acknowledged this long before (what "
@@ -121,6 +129,7 @@ class Budgets(BaseModel):
         float,
         Field(
             gt=0,
+            le=BUDGET_MAX_SECONDS,
             title="Replication latency budget (s)",
             description="Both servers up: a write on the primary → served by the replica "
             "(classifier, RBAC).",
@@ -130,6 +139,7 @@ class Budgets(BaseModel):
         float,
         Field(
             gt=0,
+            le=BUDGET_MAX_SECONDS,
             title="PuppetDB sync budget (s)",
             description="Age of the replica PuppetDB's last successful sync when the primary "
             "goes down (PE syncs every 2 minutes by default).",
@@ -139,6 +149,7 @@ class Budgets(BaseModel):
         float,
         Field(
             gt=0,
+            le=BUDGET_MAX_SECONDS,
             title="Promotion budget (s)",
             description="The old primary destroyed → every agent compiles from the promoted "
             "replica.",
@@ -148,6 +159,7 @@ class Budgets(BaseModel):
         float,
         Field(
             gt=0,
+            le=BUDGET_MAX_SECONDS,
             title="Reprotect budget (s)",
             description="After a promotion: the lost VM rebuilt → it is the new primary's "
             "enabled replica and agents name it.",

@@ -24,6 +24,10 @@ _HOSTNAME = re.compile(
 )
 
 
+# a PE login: no spaces or control characters (it goes on command lines and in API paths)
+_LOGIN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"
+
+
 class Role(StrEnum):
     PRIMARY = "primary"
     REPLICA = "replica"
@@ -59,13 +63,33 @@ class HostSpec(BaseModel):
     @classmethod
     def _ip(cls, value: str) -> str:
         try:
-            return str(ipaddress.ip_address(value))
+            ip = ipaddress.ip_address(value)
         except ValueError:
             raise ValueError(f"{value!r} is not an IP address") from None
+        problem = _not_a_vm(ip)
+        if problem:
+            raise ValueError(f"{value!r} {problem}")
+        return str(ip)
 
     @property
     def short_name(self) -> str:
         return self.name.split(".", 1)[0]
+
+
+def _not_a_vm(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """Why no VM can be reached at `ip`, or None. Loopback aliases other than the controller's
+    own address stay allowed: a simulated lab (labsim) gives each VM one on this machine."""
+    if ip.is_unspecified:
+        return "is the unspecified address, not a VM's"
+    if ip.is_multicast:
+        return "is a multicast address, not a VM's"
+    if ip in (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")):
+        return "is this machine itself, not a VM"
+    if ip.is_link_local:
+        return "is a link-local address, which a VM's private network does not use"
+    if ip.version == 4 and (ip.is_reserved or ip == ipaddress.ip_address("255.255.255.255")):
+        return "is a reserved address, not a VM's"
+    return None
 
 
 def _tutorial_hosts() -> list[HostSpec]:
@@ -91,7 +115,12 @@ class LabSpec(BaseModel):
         ),
     ] = "puppet-upandrun"
     pe_version: Annotated[
-        str, Field(title="PE version", description="Puppet Enterprise version installed.")
+        str,
+        Field(
+            title="PE version",
+            description="Puppet Enterprise version installed, e.g. 2025.8.0.",
+            pattern=r"^20\d\d\.\d{1,2}\.\d{1,3}$",
+        ),
     ] = "2025.8.0"
     vagrant_root: Annotated[
         str | None,
@@ -105,6 +134,7 @@ class LabSpec(BaseModel):
         Field(
             title="Vagrant box",
             description="Vagrant box of the lab's VMs; fetched once before VMs start in parallel.",
+            pattern=r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$",
         ),
     ] = "ubuntu/jammy64"
     hosts: Annotated[
@@ -129,14 +159,26 @@ class LabSpec(BaseModel):
         str,
         Field(
             title="Puppet environment",
-            description="Puppet environment the drill deploys and checks.",
+            description="Puppet environment the drill deploys and checks (a branch of the "
+            "control repo): lowercase letters, digits and underscores, as Puppet requires.",
+            pattern=r"^[a-z0-9_]{1,64}$",
         ),
     ] = "production"
     console_admin: Annotated[
-        str, Field(title="Console admin", description="PE console administrator login.")
+        str,
+        Field(
+            title="Console admin",
+            description="PE console administrator login.",
+            pattern=_LOGIN,
+        ),
     ] = "admin"
     deploy_user: Annotated[
-        str, Field(title="Deploy user", description="PE user that deploys code (Code Deployers).")
+        str,
+        Field(
+            title="Deploy user",
+            description="PE user that deploys code (Code Deployers).",
+            pattern=_LOGIN,
+        ),
     ] = "deploy"
 
     @model_validator(mode="after")
@@ -145,6 +187,14 @@ class LabSpec(BaseModel):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"host {dupes[0]!r} is listed twice")
+        seen: dict[str, str] = {}
+        for h in self.hosts:
+            if h.address in seen:
+                raise ValueError(
+                    f"hosts {seen[h.address]!r} and {h.name!r} have the same address "
+                    f"{h.address}: each VM needs its own"
+                )
+            seen[h.address] = h.name
         for role in (Role.PRIMARY, Role.REPLICA, Role.GITLAB):
             count = sum(h.role is role for h in self.hosts)
             if count != 1:
@@ -224,19 +274,34 @@ def load_spec(path: str | os.PathLike[str] | None = None) -> LabSpec:
         return LabSpec()
     file = Path(chosen)
     try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
+        text = file.read_text(encoding="utf-8")
+        data = tomllib.loads(text)
     except FileNotFoundError:
         raise ConfigError(f"lab spec {file} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"lab spec {file} is a folder, not a TOML file") from None
     except OSError as exc:
         raise ConfigError(f"lab spec {file} cannot be read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"lab spec {file} is not UTF-8 text (a TOML file is)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"lab spec {file} is not valid TOML: {exc}") from None
+    if not data:  # an empty file would silently be the tutorial's lab, whatever lab is running
+        raise ConfigError(
+            f"lab spec {file} is empty: name the lab's hosts (or leave --spec and "
+            f"{SPEC_ENV} unset for the tutorial's lab)"
+        )
     try:
         spec = LabSpec.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"lab spec {file}: {_describe(exc)}") from None
     if spec.vagrant_root and not Path(spec.vagrant_root).is_absolute():
         spec = spec.model_copy(update={"vagrant_root": str(file.parent / spec.vagrant_root)})
+    if spec.vagrant_root and not Path(spec.vagrant_root).is_dir():
+        raise ConfigError(
+            f"lab spec {file}: vagrant_root {spec.vagrant_root} is not a folder "
+            "(it holds the lab's Vagrantfile)"
+        )
     return spec
 
 

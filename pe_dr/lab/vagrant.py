@@ -37,6 +37,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import IO, Any
 
 import vagrant as pyvagrant
@@ -184,6 +185,10 @@ class _BoundedVagrant(pyvagrant.Vagrant):
                     start_new_session=True,
                 )
             except FileNotFoundError:
+                if not Path(self.root).is_dir():  # Popen names neither: say which is missing
+                    raise ConfigError(
+                        f"the lab's Vagrant folder {self.root} does not exist"
+                    ) from None
                 raise ConfigError("vagrant is not installed or not on PATH") from None
             with _running_lock:
                 _running.add(proc)

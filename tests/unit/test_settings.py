@@ -34,7 +34,12 @@ def test_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         ("PE_DR_MAX_PARALLEL_AGENTS", "many", "valid integer"),
         ("PE_DR_LAB_LOCK_WAIT_SECONDS", "-5", "greater than 0"),
         ("PE_DR_STOP_GRACE_SECONDS", "soon", "valid number"),
-        ("PE_DR_RETRY_DELAY_SCALE", "0", "greater than 0"),
+        ("PE_DR_RETRY_DELAY_SCALE", "0", "greater than or equal to 0.001"),
+        ("PE_DR_LAB_LOCK_WAIT_SECONDS", "inf", "finite number"),
+        ("PE_DR_LAB_LOCK_WAIT_SECONDS", "1e308", "less than or equal to 86400"),
+        ("PE_DR_STOP_GRACE_SECONDS", "nan", "finite number"),
+        ("PE_DR_STOP_GRACE_SECONDS", "0.001", "greater than or equal to 1"),
+        ("PE_DR_MAX_PARALLEL_AGENTS", "100000", "less than or equal to 1024"),
     ],
 )
 def test_a_bad_value_is_one_sentence_naming_the_variable(

@@ -214,7 +214,7 @@ def test_two_names_on_one_address_never_share_a_verified_connection(tls_lab: Tls
         ok = send(client, "GET", f"https://primary.vm:{tls_lab.port}/", service="status API")
         assert ok.text == "running"
         assert ok.request.url.host == "primary.vm"  # what errors and the journal name
-        with pytest.raises(PermanentError, match="not valid for 'replica.vm'"):
+        with pytest.raises(PermanentError, match=r"not valid for 'replica\.vm'"):
             send(client, "GET", f"https://replica.vm:{tls_lab.port}/", service="status API")
 
 

@@ -54,6 +54,7 @@ def test_environment_variable_names_the_file(
 def test_relative_vagrant_root_is_relative_to_the_file(tmp_path: Path) -> None:
     path = tmp_path / "lab.toml"
     path.write_text('vagrant_root = "lab"\n')
+    (tmp_path / "lab").mkdir()
     assert load_spec(path).vagrant_root == str(tmp_path / "lab")
 
 
