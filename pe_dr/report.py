@@ -67,6 +67,8 @@ class DrillReport:
     cancelled: str | None = None
     # the budgets the run was given, by figure (rto_seconds: 900.0, ...)
     budgets: dict[str, float] = field(default_factory=dict)
+    # the PE version the primary reported at the start (None: not read), beside the spec's
+    pe_version_reported: str | None = None
 
     def failure(self) -> dict[str, object] | None:
         """What failed, for the reader who has a minute: the check and what it saw, the step,
@@ -156,6 +158,10 @@ class DrillReport:
             "interrupted": self.interrupted,
             "cancelled": self.cancelled,
             "lab": self.lab,
+            "pe_version": {
+                "spec": self.lab.get("pe_version"),
+                "reported_by_primary": self.pe_version_reported,
+            },
             "versions": versions(),
         }
 
@@ -184,6 +190,12 @@ class DrillReport:
             f"{self.started_at} → {self.ended_at or 'running'}",
             "",
         ]
+        if self.pe_version_reported:
+            spec = self.lab.get("pe_version")
+            differs = (
+                f" (the lab spec says {spec})" if spec and spec != self.pe_version_reported else ""
+            )
+            lines += [f"PE {self.pe_version_reported} on the primary{differs}", ""]
         failure = self.failure()
         if failure is not None:
             what = f"check **{failure['check']}**" if failure["check"] else "a step"

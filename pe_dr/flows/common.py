@@ -132,6 +132,7 @@ def _run_root(
     if history:
         drill_history.warm_up()
     error: BaseException | None = None
+    pe_version: str | None = None
     try:
         with (
             errors_as_stops(),
@@ -145,6 +146,7 @@ def _run_root(
                 watch_parent(run_id)
             # the roles as PE has them now: a promotion swaps the spec's primary and replica
             roles = lab_roles(spec)
+            pe_version = roles.pe_version
             if roles.spec != spec:
                 spec = roles.spec
                 note(f"the lab's roles: {roles.detail}")
@@ -165,7 +167,9 @@ def _run_root(
         raise
     finally:
         with interrupts.shielded():
-            record = _close(flow_name, spec, run_id, attempt_started, report_dir, error, tracker)
+            record = _close(
+                flow_name, spec, run_id, attempt_started, report_dir, error, tracker, pe_version
+            )
             if history:
                 for line in drill_history.publish_quietly(
                     record, lab=spec.name, flow_run=str(flow_run.name)
@@ -215,6 +219,7 @@ def _close(
     report_dir: str | None,
     error: BaseException | None,
     tracker: Tracker,
+    pe_version: str | None = None,
 ) -> DrillReport:
     """The record from Prefect, written as the journal and the run's report artifact."""
     stop = interrupts.current()
@@ -241,6 +246,7 @@ def _close(
             record.error = "the drill's steps could not be read back from Prefect"
     if isinstance(error, CalledOff):
         record.cancelled = scrub(str(error))
+    record.pe_version_reported = pe_version
     record.ended_at = utc_now()
     path = write_journal(record, report_dir) if report_dir else None
     with contextlib.suppress(Exception):

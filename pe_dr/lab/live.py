@@ -66,7 +66,7 @@ atexit.register(close_connections)  # a clean SSH disconnect rather than a dropp
 class Lab:
     def __init__(self, spec: LabSpec) -> None:
         self.spec = spec
-        self.vagrant = VagrantLab(spec.vagrant_root)
+        self.vagrant = VagrantLab(spec.vagrant_root, spec=spec)
         self._hosts: dict[str, Host] = {}
         self._ca: dict[str, bytes] = {}
         self._lock = threading.Lock()

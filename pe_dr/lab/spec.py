@@ -52,6 +52,34 @@ class HostSpec(BaseModel):
         ),
     ]
 
+    memory_mb: Annotated[
+        int | None,
+        Field(
+            title="Memory (MiB)",
+            description="The VM's memory; empty: by role (PE servers 8192, GitLab 6144, agents "
+            "2048).",
+            ge=512,
+            le=262144,
+        ),
+    ] = None
+    cpus: Annotated[
+        int | None,
+        Field(
+            title="CPUs",
+            description="The VM's CPUs; empty: by role (2, agents 1).",
+            ge=1,
+            le=64,
+        ),
+    ] = None
+
+    @property
+    def memory(self) -> int:
+        return self.memory_mb or _MEMORY[self.role]
+
+    @property
+    def cpu_count(self) -> int:
+        return self.cpus or (1 if self.role is Role.AGENT else 2)
+
     @field_validator("name")
     @classmethod
     def _hostname(cls, value: str) -> str:
@@ -74,6 +102,10 @@ class HostSpec(BaseModel):
     @property
     def short_name(self) -> str:
         return self.name.split(".", 1)[0]
+
+
+# PE needs 8 GB on its servers (PE's hardware requirements; the tutorial's Vagrantfile)
+_MEMORY = {Role.PRIMARY: 8192, Role.REPLICA: 8192, Role.GITLAB: 6144, Role.AGENT: 2048}
 
 
 def _not_a_vm(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
@@ -122,6 +154,15 @@ class LabSpec(BaseModel):
             pattern=r"^20\d\d\.\d{1,2}\.\d{1,3}$",
         ),
     ] = "2025.8.0"
+    pe_download_url: Annotated[
+        str,
+        Field(
+            title="PE download URL",
+            description="The PE tarball for Ubuntu 22.04 the primary installs; empty: Puppet's "
+            "download site for `pe_version`.",
+            pattern=r"^(https://\S+)?$",
+        ),
+    ] = ""
     vagrant_root: Annotated[
         str | None,
         Field(
@@ -306,30 +347,19 @@ def load_spec(path: str | os.PathLike[str] | None = None) -> LabSpec:
 
 
 def dump_spec(spec: LabSpec) -> str:
-    """TOML text that `load_spec` reads back to an equal spec."""
-    lines = []
-    for key in (
-        "name",
-        "pe_version",
-        "vagrant_root",
-        "box",
-        "gitlab_http_port",
-        "control_repo",
-        "environment",
-        "console_admin",
-        "deploy_user",
-    ):
-        value = getattr(spec, key)
-        if value is None:
-            continue
-        lines.append(f"{key} = {_toml_value(value)}")
+    """TOML text that `load_spec` reads back to an equal spec (and provision/lab_spec.rb reads:
+    `key = "string" | integer`, comments and `[[hosts]]` tables only)."""
+    lines = [
+        f"{key} = {_toml_value(value)}"
+        for key, value in spec.model_dump(mode="json", exclude={"hosts"}).items()
+        if value is not None
+    ]
     for h in spec.hosts:
+        lines += ["", "[[hosts]]"]
         lines += [
-            "",
-            "[[hosts]]",
-            f"name = {_toml_value(h.name)}",
-            f"role = {_toml_value(h.role.value)}",
-            f"address = {_toml_value(h.address)}",
+            f"{key} = {_toml_value(value)}"
+            for key, value in h.model_dump(mode="json").items()
+            if value is not None
         ]
     return "\n".join(lines) + "\n"
 

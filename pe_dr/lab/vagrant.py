@@ -44,6 +44,7 @@ import vagrant as pyvagrant
 
 from pe_dr import interrupts
 from pe_dr.errors import ConfigError, PeDrError, PermanentError, VagrantError
+from pe_dr.lab.spec import LabSpec, dump_spec
 from pe_dr.oracles.parsers import (
     SSHParams,
     parse_snapshot_list,
@@ -68,6 +69,9 @@ _TRANSIENT_MARKERS = (
     "SSHNotReady",
     "is not yet ready for SSH",
 )
+
+
+LAB_TOML_ENV = "PE_DR_LAB_TOML"  # the spec's TOML, for provision/lab_spec.rb
 
 
 def find_vagrant() -> str:
@@ -146,15 +150,16 @@ interrupts.on_stop(_on_stop)
 class _BoundedVagrant(pyvagrant.Vagrant):
     """python-vagrant's Vagrant with runners that are bounded in time and killable."""
 
-    def __init__(self, root: str, timeout: float) -> None:
+    def __init__(self, root: str, timeout: float, lab_env: dict[str, str]) -> None:
         super().__init__(root=root, env=dict(os.environ), err_cm=_temp_stderr)
         self.timeout = timeout
+        self.lab_env = lab_env
         self.next_timeout: float | None = None
         self.next_env: dict[str, str] = {}  # for the next command only
 
     def _make_vagrant_command(self, args: Sequence[str | None]) -> list[str]:
         self._vagrant_exe = find_vagrant()  # at call time, on os.environ["PATH"]
-        self.env = dict(os.environ) | self.next_env
+        self.env = dict(os.environ) | self.lab_env | self.next_env
         self.next_env = {}
         return list(super()._make_vagrant_command(list(args)))
 
@@ -228,11 +233,17 @@ class VagrantLab:
     """The lab's Vagrant project (the folder with the Vagrantfile)."""
 
     def __init__(
-        self, root: str | os.PathLike[str] | None = None, *, timeout: float = 3600.0
+        self,
+        root: str | os.PathLike[str] | None = None,
+        *,
+        timeout: float = 3600.0,
+        spec: LabSpec | None = None,
     ) -> None:
         self.root = os.path.abspath(os.fspath(root)) if root is not None else os.getcwd()
         self.timeout = timeout
-        self._vagrant = _BoundedVagrant(self.root, timeout)
+        # the Vagrantfile builds the lab this spec describes (provision/lab_spec.rb)
+        lab_env = {LAB_TOML_ENV: dump_spec(spec)} if spec is not None else {}
+        self._vagrant = _BoundedVagrant(self.root, timeout, lab_env)
         # The last `vagrant status`, until this object starts, halts, destroys or restores a VM.
         # A VagrantLab lives in one Lab, so in one task: a step that reads the state twice (the
         # halt's own guard, then the action's) pays one vagrant start-up, not two.

@@ -5,7 +5,7 @@ Plain Python over a Lab: look, act only if needed; pe_dr.tasks makes a Prefect t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pe_dr.errors import PeDrError, PreconditionError
 from pe_dr.lab.live import Lab
@@ -29,6 +29,8 @@ class LabRoles:
     spec: LabSpec  # the lab with its roles as they are now
     state: str
     detail: str
+    # what PE on the primary says it is (/opt/puppetlabs/server/pe_version), beside the spec's
+    pe_version: str | None = None
 
     def refusal(self, flow: str) -> str | None:
         """One sentence: why `flow` must not run on the lab as it is, and what to run instead."""
@@ -88,6 +90,32 @@ def restore_primary(lab: Lab) -> str | None:
 
 
 def lab_roles(lab: Lab) -> LabRoles:
+    """The lab's roles as PE has them now (see _roles), and the PE version its primary reports."""
+    try:  # every running VM's SSH settings in one `vagrant ssh-config`, as pre-flight would
+        states = lab.vagrant.status()
+        lab.prefetch_hosts([h.name for h in lab.spec.hosts if states.get(h.name) == "running"])
+    except PeDrError:
+        pass  # the roles say why they could not be read
+    roles = _roles(lab)
+    return replace(roles, pe_version=pe_version_of(lab, roles.spec.primary.name))
+
+
+PE_VERSION_FILE = "/opt/puppetlabs/server/pe_version"  # PE's own record; peadm reads it too
+
+
+def pe_version_of(lab: Lab, server: str) -> str | None:
+    """The PE version `server` reports, or None when it cannot say (not running, not PE yet)."""
+    try:
+        if lab.vagrant.status().get(server) != "running":
+            return None
+        out = lab.host(server).run(["cat", PE_VERSION_FILE], ok_codes=(0, 1), timeout=30)
+    except PeDrError:
+        return None
+    version = out.stdout.strip()
+    return version if out.exit_code == 0 and version else None
+
+
+def _roles(lab: Lab) -> LabRoles:
     """The lab's roles as PE has them now. The spec names the roles the lab was built with; a
     promotion swaps them, and only PE knows it has happened (not a file the controller keeps):
     the primary is the server whose Puppet Server runs file sync storage (pe_dr.steps.promotion

@@ -45,6 +45,7 @@ CA_PATH = f"{SSLDIR}/certs/ca.pem"
 PUPPET_CONF = "/etc/puppetlabs/puppet/puppet.conf"
 REPO_REL = "var/opt/gitlab/git-data/repositories"
 
+PE_VERSION = "2025.8.0"  # the PE labsim models (the tutorial's; findings §4 are of 2025.x)
 DURATIONS = {
     "install.primary": 1200.0,
     "install.replica": 480.0,
@@ -689,7 +690,7 @@ class Lab:
         n = vm.name
         installs_pe = vm.name == primary if primary else vm.role == "primary"
         if installs_pe:
-            emit("out", f"    {n}: Installing Puppet Enterprise 2025.8.0 ...\n")
+            emit("out", f"    {n}: Installing Puppet Enterprise {PE_VERSION} ...\n")
             await self.sleep(self.dur("install.primary"))
             self.install_pe_primary(vm)
             emit("out", f"    {n}: Puppet Enterprise installed. Console: https://{n}\n")
@@ -755,6 +756,9 @@ class Lab:
     def install_pe_primary(self, vm: VM) -> None:
         self.pe = PEState.install(vm.name, self.console_password)
         self.install_pe_files(vm)
+        # PE's installer records its version here (peadm's upgrade plan reads it with
+        # peadm::read_file: puppetlabs-peadm spec/plans/upgrade_spec.rb)
+        vm.fs.write("/opt/puppetlabs/server/pe_version", f"{PE_VERSION}\n")
         fs = vm.fs
         for path, owner in zip(KEY_FILES, KEY_OWNERS, strict=True):
             content = json.dumps(

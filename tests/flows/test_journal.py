@@ -133,6 +133,7 @@ def test_a_passing_run_returns_its_record_read_from_prefect(
     assert record.status == "passed"
     steps = [(s.chapter, s.name, s.status, s.attempts) for s in record.steps]
     assert steps == [
+        ("journal-drill", "lab-roles", "completed", 1),
         ("journal-drill", "pre-flight", "completed", 1),
         ("journal-setup", "look-primary", "completed", 1),
         ("journal-setup", "look-gitlab", "completed", 1),
@@ -145,7 +146,7 @@ def test_a_passing_run_returns_its_record_read_from_prefect(
     written = list(tmp_path.glob("drill-*.json"))
     assert len(written) == 1 and '"status": "passed"' in written[0].read_text()
     assert progress_of(record.flow_run_id)[0] == 100.0
-    assert journal.last_step_count("journal-drill", promote=False) == 4
+    assert journal.last_step_count("journal-drill", promote=False) == 5
     with get_client(sync_client=True) as client:  # what the wait for unfinished steps reads
         own = journal._task_runs(client, [UUID(record.flow_run_id)])
         asked = [r.id for r in own[:2]]
@@ -171,7 +172,7 @@ def test_a_failed_check_is_journaled_with_its_evidence_and_a_retry_reuses_what_w
     # a failed run's progress is not 100 %, and says where it failed
     share, said = progress_of(first.flow_run_id)
     assert share < 100.0, "every step finished, but the run failed: not 100 %"
-    assert "4 steps finished" in said and "failed at judge" in said, said
+    assert "5 steps finished" in said and "failed at judge" in said, said
 
     # the Retry, as `pe-dr retry` and the UI make it: the same run, from the top
     monkeypatch.setitem(BROKEN, "replica", False)
@@ -193,7 +194,7 @@ def test_a_failed_check_is_journaled_with_its_evidence_and_a_retry_reuses_what_w
     assert by_step[("journal-setup", "look-primary")].status == "cached"
     assert by_step[("journal-setup", "look-primary")].attempts == 0
     assert by_step[("journal-drill", "judge")].status == "completed"
-    assert len(by_step) == 4, "one row per step: the failed attempt's row is replaced"
+    assert len(by_step) == 5, "one row per step: the failed attempt's row is replaced"
     assert second.checks[0]["passed"] is True
     assert "attempt 2 of this flow run" in second.notes
     _history_of_three_drills(spec, lab[2], first, tmp_path, monkeypatch, capsys)

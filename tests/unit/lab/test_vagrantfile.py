@@ -7,53 +7,161 @@ reports that no provider is usable, which must reach us as a VagrantError with i
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pe_dr.errors import VagrantError
-from pe_dr.lab.spec import LabSpec, Role
-from pe_dr.lab.vagrant import VagrantLab, find_vagrant
+from pe_dr.lab.spec import HostSpec, LabSpec, Role, dump_spec
+from pe_dr.lab.vagrant import LAB_TOML_ENV, VagrantLab, find_vagrant
 
 REPO = Path(__file__).resolve().parents[3]
 VAGRANTFILE = REPO / "Vagrantfile"
-_ENTRY = re.compile(
-    r'\{\s*name:\s*"(?P<name>[^"]+)",\s*ip:\s*"(?P<ip>[^"]+)",\s*memory:\s*(?P<memory>\d+),'
-    r'\s*cpus:\s*(?P<cpus>\d+),\s*script:\s*"(?P<script>[^"]+)"\s*\}'
-)
-MIN_MEMORY = {Role.PRIMARY: 8192, Role.REPLICA: 8192, Role.GITLAB: 6144, Role.AGENT: 1024}
+PROBE = Path(__file__).with_name("vagrantfile_probe.rb")
+needs_ruby = pytest.mark.skipif(shutil.which("ruby") is None, reason="ruby is not installed")
 
 
-def _entries() -> dict[str, dict[str, str]]:
-    return {m["name"]: m.groupdict() for m in _ENTRY.finditer(VAGRANTFILE.read_text())}
+def defined(env: dict[str, str] | None = None) -> dict[str, Any]:
+    """What the Vagrantfile defines under `env` (read by Ruby itself, with a stand-in for
+    Vagrant's configuration DSL): the box and, per machine, address, resources, provisioners."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PE_DR_")}
+    done = subprocess.run(
+        ["ruby", str(PROBE), str(REPO)],
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if done.returncode != 0:
+        raise AssertionError(next(ln for ln in done.stderr.splitlines() if "lab spec" in ln))
+    raw = json.loads(done.stdout)
+    machines = {}
+    for name, m in raw["machines"].items():
+        vm = m["vm"]
+        hosts, install = (c["kwargs"] for c in vm["provision:calls"])
+        (vbox,) = vm["provider:blocks"]
+        machines[name] = {
+            "ip": vm["network:calls"][0]["kwargs"]["ip"],
+            "memory": vbox["calls"]["memory"],
+            "cpus": vbox["calls"]["cpus"],
+            "script": install["path"],
+            "env": install.get("env", {}),
+            "hosts_args": hosts["args"],
+        }
+    return {"box": raw["box"], "machines": machines}
 
 
-def test_vagrantfile_matches_the_default_lab_spec() -> None:
+@needs_ruby
+def test_vagrantfile_is_the_default_lab_spec() -> None:
     spec = LabSpec()
-    entries = _entries()
-    assert set(entries) == {h.name for h in spec.hosts}
+    lab = defined()
+    assert lab["box"] == spec.box
+    machines = lab["machines"]
+    assert list(machines) == [h.name for h in spec.hosts]
     for host in spec.hosts:
-        entry = entries[host.name]
+        entry = machines[host.name]
         assert entry["ip"] == host.address, host.name
-        assert int(entry["memory"]) >= MIN_MEMORY[host.role], host.name
+        assert (entry["memory"], entry["cpus"]) == (host.memory, host.cpu_count), host.name
         assert (REPO / entry["script"]).is_file(), entry["script"]
-    assert int(entries[spec.primary.name]["memory"]) == 8192  # PE needs >= 8 GB
-    assert entries[spec.primary.name]["script"] == "provision/primary.sh"
-    assert entries[spec.gitlab.name]["script"] == "provision/gitlab.sh"
+    assert machines[spec.primary.name]["memory"] == 8192  # PE needs >= 8 GB
+    assert machines[spec.primary.name]["script"] == "provision/primary.sh"
+    assert machines[spec.primary.name]["env"]["PE_VERSION"] == spec.pe_version
+    assert machines[spec.gitlab.name]["script"] == "provision/gitlab.sh"
+    assert machines[spec.gitlab.name]["env"]["GITLAB_EXTERNAL_URL"] == "http://192.168.50.7"
     for agent in [spec.replica, *spec.agents]:
-        assert entries[agent.name]["script"] == "provision/agent.sh"
+        assert machines[agent.name]["script"] == "provision/agent.sh"
+        assert machines[agent.name]["env"] == {"PE_PRIMARY": spec.primary.name}
+
+
+def edited_spec() -> LabSpec:
+    """The tutorial's lab moved to VirtualBox's allowed range, with a second agent, its own box,
+    PE version, download URL, GitLab port and resources."""
+    hosts = [
+        HostSpec(name="pe1.lab", role=Role.PRIMARY, address="192.168.56.10", memory_mb=12288),
+        HostSpec(name="pe2.lab", role=Role.REPLICA, address="192.168.56.11", cpus=4),
+        HostSpec(name="web1.lab", role=Role.AGENT, address="192.168.56.20"),
+        HostSpec(name="web2.lab", role=Role.AGENT, address="192.168.56.21", memory_mb=1024),
+        HostSpec(name="git.lab", role=Role.GITLAB, address="192.168.56.30"),
+    ]
+    return LabSpec(
+        name="moved",
+        pe_version="2023.8.1",
+        pe_download_url="https://mirror.example/pe.tar.gz",
+        box="generic/ubuntu2204",
+        gitlab_http_port=8080,
+        hosts=hosts,
+    )
+
+
+@needs_ruby
+@pytest.mark.parametrize("how", ["toml-from-pe-dr", "spec-file"])
+def test_vagrantfile_follows_an_edited_spec(how: str, tmp_path: Path) -> None:
+    spec = edited_spec()
+    if how == "toml-from-pe-dr":  # what VagrantLab passes to every vagrant command
+        env = {LAB_TOML_ENV: dump_spec(spec)}
+    else:  # an admin running vagrant by hand
+        (tmp_path / "lab.toml").write_text(dump_spec(spec))
+        env = {"PE_DR_LAB_SPEC": str(tmp_path / "lab.toml")}
+    lab = defined(env)
+    assert lab["box"] == "generic/ubuntu2204"
+    machines = lab["machines"]
+    assert list(machines) == [h.name for h in spec.hosts]
+    for host in spec.hosts:
+        entry = machines[host.name]
+        assert entry["ip"] == host.address
+        assert (entry["memory"], entry["cpus"]) == (host.memory, host.cpu_count)
+        assert entry["hosts_args"] == [host.name, *(f"{h.address}={h.name}" for h in spec.hosts)]
+    assert machines["pe1.lab"]["memory"] == 12288 and machines["pe2.lab"]["cpus"] == 4
+    assert machines["pe1.lab"]["env"]["PE_VERSION"] == "2023.8.1"
+    assert machines["pe1.lab"]["env"]["PE_DOWNLOAD_URL"] == "https://mirror.example/pe.tar.gz"
+    assert machines["git.lab"]["env"]["GITLAB_EXTERNAL_URL"] == "http://192.168.56.30:8080"
+    assert machines["web2.lab"]["env"] == {"PE_PRIMARY": "pe1.lab"}
+
+
+@needs_ruby
+def test_after_a_promotion_the_lost_primary_is_rebuilt_as_an_agent_of_the_promoted_one() -> None:
+    spec = LabSpec()
+    machines = defined({LAB_TOML_ENV: dump_spec(spec), "PE_DR_PRIMARY": "replica.vm"})["machines"]
+    assert machines["primary.vm"]["script"] == "provision/agent.sh"
+    assert machines["primary.vm"]["env"] == {"PE_PRIMARY": "replica.vm"}
+    assert machines["replica.vm"]["script"] == "provision/primary.sh"
+    assert machines["linux.vm"]["env"] == {"PE_PRIMARY": "replica.vm"}
+
+
+@needs_ruby
+def test_the_ruby_defaults_are_the_specs(tmp_path: Path) -> None:
+    # a spec without resources: the Ruby reader fills them in as pe_dr/lab/spec.py does
+    spec = LabSpec()
+    lab = defined({LAB_TOML_ENV: dump_spec(spec)})
+    assert {n: (m["memory"], m["cpus"]) for n, m in lab["machines"].items()} == {
+        h.name: (h.memory, h.cpu_count) for h in spec.hosts
+    }
+
+
+@needs_ruby
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ('hosts = [{name = "p"}]\n', "line 1: not a string or number"),
+        ("[lab]\n", "line 1: not understood: [lab]"),
+        ('[[hosts]]\nname = "a.vm"\nrole = "agent"\n', "a host has no address"),
+    ],
+)
+def test_the_ruby_reader_refuses_what_it_does_not_understand(text: str, words: str) -> None:
+    with pytest.raises(AssertionError, match=re.escape(words)):
+        defined({LAB_TOML_ENV: text})
 
 
 def test_vagrantfile_passes_secrets_by_env_only() -> None:
     text = VAGRANTFILE.read_text()
     assert '"PE_CONSOLE_PASSWORD" => ENV.fetch("PE_CONSOLE_PASSWORD", "")' in text
     assert '"GITLAB_ROOT_PASSWORD" => ENV.fetch("GITLAB_ROOT_PASSWORD", "")' in text
-    assert '"PE_VERSION" => ENV.fetch("PE_VERSION", "2025.8.0")' in text
-    assert f'config.vm.box = "{LabSpec().box}"' in text
     for script in (REPO / "provision").glob("*.sh"):
         body = script.read_text()
         assert body.startswith("#!/usr/bin/env bash\n"), script.name
@@ -81,15 +189,27 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @needs_vagrant
-def test_vagrant_validates_the_vagrantfile(project: Path) -> None:
-    lab = VagrantLab(project, timeout=120)
+@pytest.mark.parametrize("spec", [LabSpec(), edited_spec()], ids=["tutorial", "edited"])
+def test_vagrant_validates_the_vagrantfile(project: Path, spec: LabSpec) -> None:
+    lab = VagrantLab(project, timeout=120, spec=spec)
     assert re.match(r"^\d+\.\d+", lab.version())
     lab.validate(ignore_provider=True)
 
 
 @needs_vagrant
-def test_vagrant_status_lists_the_lab(project: Path) -> None:
-    lab = VagrantLab(project, timeout=120)
+def test_real_vagrant_reads_the_spec_it_is_given(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a spec the reader refuses makes vagrant itself fail naming it: the Vagrantfile read it
+    monkeypatch.setenv(LAB_TOML_ENV, "[lab]\n")
+    with pytest.raises(VagrantError, match="not understood"):
+        VagrantLab(project, timeout=120).validate(ignore_provider=True)
+
+
+@needs_vagrant
+@pytest.mark.parametrize("spec", [LabSpec(), edited_spec()], ids=["tutorial", "edited"])
+def test_vagrant_status_lists_the_lab(project: Path, spec: LabSpec) -> None:
+    lab = VagrantLab(project, timeout=120, spec=spec)
     try:
         states = lab.status()
     except VagrantError as e:
@@ -97,7 +217,7 @@ def test_vagrant_status_lists_the_lab(project: Path) -> None:
         assert shutil.which("VBoxManage") is None, e
         assert "provider" in str(e)
         pytest.skip(f"vagrant has no usable provider here: {str(e).splitlines()[0]}")
-    assert set(states) == {h.name for h in LabSpec().hosts}
+    assert set(states) == {h.name for h in spec.hosts}
     assert set(states.values()) <= {"not_created", "running", "poweroff", "saved", "aborted"}
 
 
@@ -135,4 +255,4 @@ def test_primary_script_downloads_from_the_tutorial_host_and_installs_without_pr
     assert "https://pm.puppetlabs.com/puppet-enterprise/${PE_VERSION}/${name}.tar.gz" in body
     assert re.search(r"puppet-enterprise-installer\" -y -c ", body)
     # the hosts provisioner runs on every boot, since Vagrant re-adds its line on every boot
-    assert 'args: [vm[:name], *HOSTS_ARGS], run: "always"' in VAGRANTFILE.read_text()
+    assert 'args: [vm["name"], *HOSTS_ARGS], run: "always"' in VAGRANTFILE.read_text()

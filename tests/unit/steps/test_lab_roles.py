@@ -32,6 +32,20 @@ def infrastructure(replicas: list[str]) -> list[dict[str, object]]:
     ]
 
 
+@pytest.fixture(autouse=True)
+def pe_versions(lab: FakeLab) -> None:
+    """Each PE server says which PE it runs (two versions, to tell which one was asked)."""
+    lab.primary.on(["cat", lab_state.PE_VERSION_FILE], stdout="2025.8.0\n")
+    lab.replica.on(["cat", lab_state.PE_VERSION_FILE], stdout="2023.8.1\n")
+
+
+def test_the_pe_version_is_read_from_the_primary_pe_runs_now(lab: FakeLab) -> None:
+    lab.http.on("GET", services(PRIMARY), json=AS_PRIMARY)
+    assert lab_state.lab_roles(lab).pe_version == "2025.8.0"
+    lab.primary.on(["cat", lab_state.PE_VERSION_FILE], exit_code=1, stderr="No such file")
+    assert lab_state.lab_roles(lab).pe_version is None  # not PE (yet): nothing is claimed
+
+
 def test_the_spec_can_swap_its_two_pe_servers() -> None:
     spec = LabSpec()
     swapped = spec.with_primary(REPLICA)
@@ -60,6 +74,7 @@ def test_a_promoted_and_reprotected_lab_is_swapped_and_drills_run_on_it(lab: Fak
                 json=infrastructure([PRIMARY]))  # fmt: skip
     roles = lab_state.lab_roles(lab)
     assert roles.state == lab_state.SWAPPED
+    assert roles.pe_version == "2023.8.1"  # asked of the promoted server, the primary now
     assert (roles.spec.primary.name, roles.spec.replica.name) == (REPLICA, PRIMARY)
     assert roles.refusal("dr-drill") is None
     assert lab.mutations() == []
