@@ -12,7 +12,7 @@ $(BIN)/.synced: pyproject.toml sim/pyproject.toml uv.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	test -x $(BIN)/uv || $(BIN)/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/uv sync --frozen --inexact --active --quiet --compile-bytecode
-	$(BIN)/python -m compileall -q -j 0 pe_dr sim/labsim
+	$(BIN)/python -m compileall -q -j 0 pe_dr tasks flows deployments pe_dr_cli sim/labsim
 	touch $@
 
 venv: $(BIN)/.synced
@@ -33,7 +33,7 @@ check: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest -q -p no:cacheprovider tests/test_layers.py  # pe_dr: deployments -> flows -> tasks -> core
+	$(BIN)/lint-imports  # the layers: pyproject.toml [tool.importlinter]
 
 bench: venv
 	$(BIN)/python -m benchmarks.task_overhead

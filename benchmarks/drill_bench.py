@@ -97,9 +97,9 @@ def lab_env(handle: Any) -> Iterator[None]:
 
 def drill_child(report_dir: str) -> None:
     """Run one drill in this process (lab and Prefect API from the environment); print JSON."""
-    from pe_dr.flows import journal
-    from pe_dr.flows.dr_drill import dr_drill
-    from pe_dr.flows.params import Budgets, DrillParameters
+    from flows import journal
+    from flows.dr_drill import dr_drill
+    from flows.params import Budgets, DrillParameters
 
     params = DrillParameters(
         confirm=["primary.vm"],
@@ -305,9 +305,9 @@ def _fan_out_once(spec: Any, bound: int) -> tuple[float, float, bool, float, flo
 
 
 def bench_fan_out(tmp: Path, agents: int, bounds: tuple[int, ...]) -> dict[str, Any]:
+    from flows.params import CodeManagerParameters, LabSetupParameters
+    from flows.setup import code_manager_setup, lab_setup
     from labsim.testing import running_lab
-    from pe_dr.flows.params import CodeManagerParameters, LabSetupParameters
-    from pe_dr.flows.setup import code_manager_setup, lab_setup
     from pe_dr.lab.spec import load_spec
 
     with (

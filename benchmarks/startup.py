@@ -16,8 +16,8 @@ import sysconfig
 import tempfile
 
 PROCESSES = {
-    "pe-dr command": "import pe_dr.deployments.cli",
-    "flow run (drill tasks)": "import pe_dr.flows.dr_drill",
+    "pe-dr command": "import pe_dr_cli.main",
+    "flow run (drill tasks)": "import flows.dr_drill",
     "Prefect server": "import prefect.server.api.server",
     "labsim command": "import labsim.cli",
 }

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from pe_dr.lab.live import Lab
     from pe_dr.lab.spec import load_spec
-    from pe_dr.tasks.common import action_task
+    from tasks.common import action_task
 
     def look(lab: Lab, n: int) -> int:
         return n + len(lab.spec.primary.name)

@@ -2,7 +2,7 @@
 history table, how the latest drill compares with the last and with its budget, and the trend
 chart of RTO, replication lag and failback (drawn by matplotlib, imported only to draw).
 
-Plain data in, plain data out: where the rows are kept is pe_dr.flows.history's business.
+Plain data in, plain data out: where the rows are kept is flows.history's business.
 """
 
 from __future__ import annotations

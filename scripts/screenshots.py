@@ -163,7 +163,7 @@ def run_form_page(scene: Scene) -> str:
     """The form a person fills in to run the drill by hand: the catalog's deployments registered
     as `pe-dr deployments apply` does, without a work pool."""
     register = (
-        "from pe_dr.deployments.catalog import catalog\n"
+        "from deployments.catalog import catalog\n"
         "for d in catalog():\n"
         "    d.to_deployment().apply()\n"
     )

@@ -32,13 +32,16 @@ def product(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
 
 def test_the_product_wheel_ships_no_labsim(product: zipfile.ZipFile) -> None:
     tops = {name.split("/", 1)[0] for name in product.namelist()}
-    assert tops == {"pe_dr", "pe_dr_drill-0.1.0.dist-info"}
+    # the core and the design card's top-level layers, the CLI's home
+    layers = {"pe_dr", "tasks", "flows", "deployments", "pe_dr_cli"}
+    assert tops == {*layers, "pe_dr_drill-0.1.0.dist-info"}
+    assert {"flows/dr_drill.py", "deployments/flow_process.py"} <= set(product.namelist())
     assert not [n for n in product.namelist() if "labsim" in n.lower()]
     metadata = Parser().parsestr(_info(product, "METADATA"))
     assert not [r for r in metadata.get_all("Requires-Dist") or [] if "labsim" in r]
     assert metadata.get_all("Provides-Extra") is None
     assert "labsim" not in _info(product, "entry_points.txt")
-    assert "pe_dr/deployments/cli.py" in product.namelist()
+    assert "pe_dr_cli/main.py" in product.namelist()
 
 
 def test_labsim_is_a_distribution_of_its_own_on_top_of_the_product(tmp_path: Path) -> None:

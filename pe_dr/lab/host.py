@@ -40,7 +40,7 @@ from paramiko.common import cMSG_CHANNEL_REQUEST
 from paramiko.message import Message
 
 from pe_dr.errors import CommandFailed, ConfigError, PeDrError, TransientError
-from pe_dr.oracles.parsers import SSHParams
+from pe_dr.parsing.vagrant import SSHParams
 from pe_dr.secrets import scrub
 
 ROOT_PREFIX = ("sudo", "-n", "-i")

@@ -23,7 +23,7 @@ from pe_dr.lab.host import Host
 from pe_dr.lab.on_host import HostCurlTransport
 from pe_dr.lab.spec import LabSpec
 from pe_dr.lab.vagrant import VagrantLab
-from pe_dr.oracles.parsers import SSHParams
+from pe_dr.parsing.vagrant import SSHParams
 from pe_dr.secrets import remember
 
 # (vagrant root, VM) -> its `vagrant ssh-config` settings, shared by the Labs of this process: every

@@ -45,7 +45,7 @@ import vagrant as pyvagrant
 from pe_dr import interrupts
 from pe_dr.errors import ConfigError, PeDrError, PermanentError, VagrantError
 from pe_dr.lab.spec import LabSpec, dump_spec
-from pe_dr.oracles.parsers import (
+from pe_dr.parsing.vagrant import (
     SSHParams,
     parse_snapshot_list,
     parse_ssh_config,

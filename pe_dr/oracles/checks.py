@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pe_dr.errors import CommandFailed, PeDrError, TransientError
 from pe_dr.lab import paths
 from pe_dr.lab.live import Lab
-from pe_dr.oracles.parsers import AgentRun, ServiceStatus, parse_agent_run, unhealthy
+from pe_dr.parsing.agent import AgentRun, parse_agent_run
+from pe_dr.parsing.pe import ServiceStatus, unhealthy
 from pe_dr.polling import Pacer
 from pe_dr.settings import Settings, env_name, settings
 from pe_dr.steps.code_manager import GIT_IDENTITY, _git, push_control_repo

@@ -34,7 +34,7 @@ from pe_dr.clients.pe_api import PUPPETDB_PORT, RBAC_PORT, PEClient
 from pe_dr.errors import ApiError, PeDrError
 from pe_dr.lab.live import Lab
 from pe_dr.oracles.checks import CheckResult
-from pe_dr.oracles.parsers import last_sync_age
+from pe_dr.parsing.pe import last_sync_age
 from pe_dr.steps.markers import (
     FACT,
     FAILOVER_TOKEN,

@@ -2,7 +2,7 @@
 GitLab's token, settings, CA trust, deploy key and project, the control repo, PE Master's
 parameters, the deploy user and token, code deploys and the push webhook.
 
-Plain Python over a Lab: look, act only if needed; pe_dr.tasks makes a Prefect task of each.
+Plain Python over a Lab: look, act only if needed; tasks makes a Prefect task of each.
 """
 
 from __future__ import annotations
@@ -18,11 +18,7 @@ from pe_dr.errors import (
 )
 from pe_dr.lab import paths
 from pe_dr.lab.live import Lab
-from pe_dr.oracles.parsers import (
-    KnownHost,
-    parse_code_deploy,
-    parse_ssh_keyscan,
-)
+from pe_dr.parsing.pe import KnownHost, parse_code_deploy, parse_ssh_keyscan
 from pe_dr.polling import wait_until
 from pe_dr.secrets import remember
 from pe_dr.steps.primary_settings import _token_valid, puppet_access_login

@@ -1,6 +1,6 @@
 """Whether the lab is in the state a flow needs, and whole (a primary a crash left halted).
 
-Plain Python over a Lab: look, act only if needed; pe_dr.tasks makes a Prefect task of each.
+Plain Python over a Lab: look, act only if needed; tasks makes a Prefect task of each.
 """
 
 from __future__ import annotations

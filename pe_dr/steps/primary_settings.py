@@ -1,7 +1,7 @@
 """The tutorial's step 2, settings for primary and replica: the admin's token and the agent
 profile's server settings.
 
-Plain Python over a Lab: look, act only if needed; pe_dr.tasks makes a Prefect task of each.
+Plain Python over a Lab: look, act only if needed; tasks makes a Prefect task of each.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The tutorial's step 5, promote the replica: promote, re-point the client tools, forget the old
 primary.
 
-Plain Python over a Lab: look, act only if needed; pe_dr.tasks makes a Prefect task of each.
+Plain Python over a Lab: look, act only if needed; tasks makes a Prefect task of each.
 """
 
 from __future__ import annotations

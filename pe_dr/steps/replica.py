@@ -1,7 +1,7 @@
 """The tutorial's step 3, activate the replica: provision and enable it, copy PE's secret keys,
 push the agents' configuration.
 
-Plain Python over a Lab: look, act only if needed; pe_dr.tasks makes a Prefect task of each.
+Plain Python over a Lab: look, act only if needed; tasks makes a Prefect task of each.
 """
 
 from __future__ import annotations
@@ -15,10 +15,7 @@ from pe_dr.errors import (
 )
 from pe_dr.lab import paths
 from pe_dr.lab.live import Lab
-from pe_dr.oracles.parsers import (
-    ServiceStatus,
-    parse_infra_status,
-)
+from pe_dr.parsing.pe import ServiceStatus, parse_infra_status
 from pe_dr.polling import wait_until
 from pe_dr.secrets import remember
 

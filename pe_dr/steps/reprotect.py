@@ -5,7 +5,7 @@ real-world-findings §4.3).
 
 The lab spec given here has its roles as they are now (pe_dr.steps.lab_state.lab_roles): its
 primary is the promoted server, its replica the VM to rebuild. Plain Python over a Lab: look, act
-only if needed; pe_dr.tasks makes a Prefect task of each.
+only if needed; tasks makes a Prefect task of each.
 """
 
 from __future__ import annotations

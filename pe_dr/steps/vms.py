@@ -1,6 +1,6 @@
 """The lab's VMs (the tutorial's start of the virtual machines): the box, up, halt, start, destroy.
 
-Plain Python over a Lab: look, act only if needed; pe_dr.tasks makes a Prefect task of each.
+Plain Python over a Lab: look, act only if needed; tasks makes a Prefect task of each.
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ def _pe_dr_drill(spec: Path, options: list[str]) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "pe_dr.deployments.cli",
+        "pe_dr_cli.main",
         "drill",
         "--spec",
         str(spec),

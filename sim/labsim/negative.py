@@ -21,11 +21,9 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, ConfigDict, Field
 
-from labsim import control
-from pe_dr.errors import CheckFailed, ConfigError
-from pe_dr.flows.common import note, resolve_lab, run_chapter
-from pe_dr.flows.dr_drill import drill_every_chapter
-from pe_dr.flows.params import (
+from flows.common import note, resolve_lab, run_chapter
+from flows.dr_drill import drill_every_chapter
+from flows.params import (
     Budgets,
     BudgetsField,
     ConfirmField,
@@ -33,6 +31,8 @@ from pe_dr.flows.params import (
     LabField,
     PollField,
 )
+from labsim import control
+from pe_dr.errors import CheckFailed, ConfigError
 from pe_dr.lab.live import Lab
 from pe_dr.lab.spec import LabSpec
 from pe_dr.report import DrillReport
@@ -217,7 +217,7 @@ def deployment(spec: LabSpec | None = None) -> Any:
     spec in use (PE_DR_LAB_SPEC: labsim up's)."""
     from prefect.schedules import Cron
 
-    from pe_dr.deployments.catalog import find
+    from deployments.catalog import find
     from pe_dr.lab.spec import load_spec
 
     spec = spec or load_spec()

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
-from pe_dr.deployments import catalog as cat
-from pe_dr.deployments.cli import main
+from deployments import catalog as cat
 from pe_dr.errors import ConfigError
+from pe_dr_cli.main import main
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET_WORDS = ("password", "passwd", "token", "secret", "key", "credential")

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
+from deployments.catalog import catalog
 from labsim.testing import LabHandle
-from pe_dr.deployments.catalog import catalog
 
 from .conftest import (
     BIN,

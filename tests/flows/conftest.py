@@ -30,14 +30,14 @@ Ops = Callable[..., list[dict[str, Any]]]
 
 def drill(tmp: Path, flow: str = "dr_drill", **overrides: Any) -> tuple[bool, DrillReport]:
     """Run a flow in this process; (completed?, its journal)."""
-    from pe_dr.flows import journal
-    from pe_dr.flows.params import (
+    from flows import journal
+    from flows.params import (
         Budgets,
         DrillParameters,
         FailoverParameters,
         ReprotectParameters,
     )
-    from pe_dr.flows.registry import FLOWS
+    from flows.registry import FLOWS
 
     budgets = Budgets(**{**FAST, **overrides.pop("budgets", {})})
     if flow == "dr_drill":

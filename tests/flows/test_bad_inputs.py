@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from pe_dr.deployments import cli
-from pe_dr.deployments.cli import EXIT_USAGE, main
+from pe_dr_cli import main as cli
+from pe_dr_cli.main import EXIT_USAGE, main
 
 TUTORIAL_HOSTS = [
     ("primary.vm", "primary", "192.168.56.4"),

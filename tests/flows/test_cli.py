@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pe_dr.deployments.cli import EXIT_USAGE, main
+from pe_dr_cli.main import EXIT_USAGE, main
 
 
 @pytest.mark.parametrize(

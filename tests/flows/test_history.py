@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 from uuid import uuid4
 
-from pe_dr.flows import history as drill_history
+from flows import history as drill_history
 from pe_dr.history import Drill, latest_per_run
 
 KEY = drill_history.table_key("lab-a")

@@ -24,18 +24,18 @@ from prefect.client.schemas.filters import (
 from prefect.flow_engine import run_flow
 from prefect.states import Scheduled
 
+from flows import history as drill_history
+from flows import journal
+from flows.common import note, run_chapter
 from labsim.testing import LabHandle
 from pe_dr import interrupts
-from pe_dr.deployments import cli
-from pe_dr.flows import history as drill_history
-from pe_dr.flows import journal
-from pe_dr.flows.common import note, run_chapter
 from pe_dr.lab.live import Lab
 from pe_dr.lab.spec import LabSpec, load_spec
 from pe_dr.oracles.checks import CheckResult
 from pe_dr.report import DrillReport
-from pe_dr.tasks.checks import verdict
-from pe_dr.tasks.common import action_task, named
+from pe_dr_cli import main as cli
+from tasks.checks import verdict
+from tasks.common import action_task, named
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ import pytest
 from prefect.client.schemas.objects import TaskRun
 from prefect.states import Completed, Running
 
-from pe_dr.flows import journal
+from flows import journal
 
 ROOT = uuid4()
 

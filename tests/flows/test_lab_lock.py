@@ -19,8 +19,8 @@ from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 from prefect.client.schemas.objects import ConcurrencyLeaseHolder
 from prefect.states import Crashed, Running
 
+from flows import lab_lock
 from pe_dr import polling, processes
-from pe_dr.flows import lab_lock
 from pe_dr.lab.spec import LabSpec
 
 pytestmark = pytest.mark.slow

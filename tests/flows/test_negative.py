@@ -22,8 +22,8 @@ FAST = {"rto_seconds": 10.0, "replication_lag_seconds": 5.0, "failback_seconds":
 
 
 def _run(tmp_path: Path, fault: str, tags: list[str] | None = None) -> Any:
+    from flows.params import Budgets
     from labsim.negative import NegativeParameters, negative_drill
-    from pe_dr.flows.params import Budgets
 
     parameters = NegativeParameters(
         fault=fault,  # type: ignore[arg-type]
@@ -61,7 +61,7 @@ def _server_list(handle: LabHandle) -> str:
 def test_the_negative_drill_passes_when_the_drill_fails_at_the_check_meant_to_catch_its_fault(
     built: LabHandle, tmp_path: Path, journal_ops: Ops
 ) -> None:
-    from pe_dr.flows import journal
+    from flows import journal
 
     mark = len(built.journal())
     planned = journal.last_step_count("dr-drill", promote=False)

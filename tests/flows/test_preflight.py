@@ -39,7 +39,7 @@ CHANGES = {
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pe_dr.deployments.cli", *args],
+        [sys.executable, "-m", "pe_dr_cli.main", *args],
         capture_output=True,
         text=True,
         env=env,
@@ -69,9 +69,9 @@ def test_the_command_line_refuses_in_a_second_before_prefect_starts(tmp_path: Pa
 
 
 def _run(tmp_path: Path, flow: str = "dr-drill", **parameters: Any) -> tuple[bool, DrillReport]:
-    from pe_dr.flows import journal
-    from pe_dr.flows.params import CodeManagerParameters, DrillParameters, TeardownParameters
-    from pe_dr.flows.registry import FLOWS
+    from flows import journal
+    from flows.params import CodeManagerParameters, DrillParameters, TeardownParameters
+    from flows.registry import FLOWS
 
     models: dict[str, Any] = {
         "dr-drill": DrillParameters,
@@ -88,8 +88,10 @@ def _run(tmp_path: Path, flow: str = "dr-drill", **parameters: Any) -> tuple[boo
 
 
 def _preflight_problem(report: DrillReport) -> str:
-    assert [(s.name, s.status) for s in report.steps] == [("pre-flight", "failed")], report.steps
-    return report.steps[0].detail
+    # the roles are read first (PE's own state, read-only), then pre-flight refuses
+    steps = [(s.name, s.status) for s in report.steps]
+    assert steps == [("lab-roles", "completed"), ("pre-flight", "failed")], report.steps
+    return report.steps[-1].detail
 
 
 @pytest.mark.slow
@@ -125,7 +127,7 @@ def test_a_missing_secret_and_an_inactive_lab_lock_fail_at_once(
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 
-    from pe_dr.flows.lab_lock import ensure_lab_limit, limit_name
+    from flows.lab_lock import ensure_lab_limit, limit_name
 
     spec = load_spec(built.spec_path)
     ensure_lab_limit(spec)
@@ -201,7 +203,7 @@ def test_refused_tokens_with_the_right_password_are_noted_and_renewed(
     mark = len(built.journal())
     ok, report = _run(tmp_path, "code-manager-setup")
     assert ok, [(s.name, s.status, s.detail) for s in report.steps if s.status != "completed"]
-    assert report.steps[0].name == "pre-flight" and report.steps[0].status == "completed"
+    assert report.steps[1].name == "pre-flight" and report.steps[1].status == "completed"
     assert "the stored admin token on primary.vm is refused; the drill renews it" in report.notes
     assert "the stored GitLab API token on gitlab.vm is refused; the drill renews it" in (
         report.notes
@@ -238,7 +240,7 @@ def test_a_journal_that_cannot_be_written_goes_to_stdout_with_the_reason(
     start = out.index('{\n  "status"')
     journal = json.loads(out[start : out.index("\n}\n", start) + 2])
     assert journal["flow_run_id"] == report.flow_run_id
-    assert journal["steps"][0]["name"] == "pre-flight"
+    assert [s["name"] for s in journal["steps"][:2]] == ["lab-roles", "pre-flight"]
     reason = f"journal NOT written ({tmp_path}: No space left on device)"
     assert any(reason in line for line in said), said
     assert any("could not be written" in n for n in journal["notes"])

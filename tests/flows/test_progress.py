@@ -21,9 +21,9 @@ def test_a_long_replication_wait_says_so_on_the_command_line_and_in_the_run_log(
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
-    from pe_dr.flows import journal
-    from pe_dr.flows.params import Budgets, ReplicationCheckParameters
-    from pe_dr.flows.registry import FLOWS
+    from flows import journal
+    from flows.params import Budgets, ReplicationCheckParameters
+    from flows.registry import FLOWS
 
     said: list[str] = []
     handler = logging.Handler()

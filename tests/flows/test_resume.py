@@ -37,8 +37,8 @@ ACTING = {
 def test_retry_runs_only_the_failed_step_and_those_after_it(
     built: LabHandle, tmp_path: Path, run_drill: Drill, journal_ops: Ops
 ) -> None:
-    from pe_dr.deployments.cli import main
-    from pe_dr.flows import journal
+    from flows import journal
+    from pe_dr_cli.main import main
 
     built.fault_add("fail:git.push")
     ok, first = run_drill(tmp_path)
@@ -81,9 +81,9 @@ def test_a_retry_after_a_failed_replication_check_measures_a_push_of_its_own(
     from prefect.states import Scheduled
     from prefect.utilities.callables import get_call_parameters, parameters_to_args_kwargs
 
-    from pe_dr.deployments.cli import main
-    from pe_dr.flows import journal
-    from pe_dr.flows.registry import FLOWS
+    from flows import journal
+    from flows.registry import FLOWS
+    from pe_dr_cli.main import main
 
     built.fault_add("replication:broken")
     ok, first = run_drill(tmp_path)
@@ -164,7 +164,7 @@ def test_a_drill_killed_mid_failover_is_retried_and_restores_the_primary_first(
 ) -> None:
     env = {**os.environ, **built.env, "PREFECT_HOME": str(prefect_home)}
     env.pop("PREFECT_API_URL", None)
-    cli = [sys.executable, "-m", "pe_dr.deployments.cli"]
+    cli = [sys.executable, "-m", "pe_dr_cli.main"]
     # The halt takes 3 s more: time for this test to read the line that precedes it and break
     # the failover wait before the drill gets there (a loaded machine once let it finish first).
     built.fault_add("slow:vagrant.halt=3000")
@@ -248,7 +248,7 @@ def test_a_signal_to_the_drill_mid_failover_stops_it_cleanly_and_retry_completes
 
     env = {**os.environ, **built.env, "PREFECT_HOME": str(prefect_home)}
     env.pop("PREFECT_API_URL", None)
-    cli = [sys.executable, "-m", "pe_dr.deployments.cli"]
+    cli = [sys.executable, "-m", "pe_dr_cli.main"]
     reports = tmp_path / "r"
     mark = len(built.journal())
     # The halt (or the restart) takes 3 s more, and the agent fault goes in once it began: with a
@@ -369,7 +369,7 @@ def test_a_signal_to_the_drill_mid_failover_stops_it_cleanly_and_retry_completes
 
 
 def test_retry_usage_errors(capsys: pytest.CaptureFixture[str], prefect_server: None) -> None:
-    from pe_dr.deployments.cli import main
+    from pe_dr_cli.main import main
 
     assert main(["retry", "not-a-uuid"]) == 2
     assert "is not a flow run id" in capsys.readouterr().err

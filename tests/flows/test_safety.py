@@ -48,7 +48,7 @@ def _everything_prefect_kept() -> list[str]:
 def test_no_secret_reaches_logs_artifacts_journals_results_or_command_lines(
     built: LabHandle, tmp_path: Path, run_drill: Drill
 ) -> None:
-    from pe_dr.deployments.cli import main
+    from pe_dr_cli.main import main
 
     # A failed drill, then its resumed Retry, on top of the full drills of this session.
     built.fault_add("fail:git.push")
@@ -101,7 +101,7 @@ def test_a_wrong_console_password_is_one_sentence_exit_2_without_retries(
     capsys: pytest.CaptureFixture[str],
     journal_ops: Ops,
 ) -> None:
-    from pe_dr.deployments.cli import main
+    from pe_dr_cli.main import main
 
     with Lab(load_spec(built.spec_path)) as lab:  # force a new login
         kept = lab.host("primary.vm").read(paths.ADMIN_TOKEN, root=True)
@@ -128,7 +128,7 @@ def test_missing_vagrant_is_a_configuration_error(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from pe_dr.deployments.cli import main
+    from pe_dr_cli.main import main
 
     empty = tmp_path / "bin"
     empty.mkdir()
@@ -152,8 +152,8 @@ def test_a_fault_spec_that_does_not_parse_is_exit_2(capsys: pytest.CaptureFixtur
 def test_a_vm_the_vagrantfile_does_not_have_is_a_configuration_error(
     built: LabHandle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from pe_dr.deployments.cli import main
     from pe_dr.lab.spec import HostSpec, Role, dump_spec
+    from pe_dr_cli.main import main
 
     spec = load_spec(built.spec_path)
     ghost = HostSpec(name="ghost.vm", role=Role.AGENT, address="127.0.0.9")
@@ -167,8 +167,8 @@ def test_a_vm_the_vagrantfile_does_not_have_is_a_configuration_error(
 
 
 def test_teardown_refuses_without_named_vms(built: LabHandle, journal_ops: Ops) -> None:
-    from pe_dr.flows.drills import teardown
-    from pe_dr.flows.params import TeardownParameters
+    from flows.drills import teardown
+    from flows.params import TeardownParameters
 
     mark = len(built.journal())
     state = teardown(TeardownParameters(confirm=[]), return_state=True)
@@ -187,6 +187,6 @@ def test_a_run_outside_a_deployment_that_asks_for_approval_is_refused_before_the
     ok, report = run_drill(tmp_path, approval="ask")
     assert not ok and report.status == "failed"
     assert "approval 'ask' needs a run from a deployment" in str(report.error)
-    assert [s.name for s in report.steps] == ["pre-flight"]
+    assert [s.name for s in report.steps] == ["lab-roles", "pre-flight"]  # both only read
     acted = {e["op"] for e in built.journal()[mark:]} & {"vagrant.up", "vagrant.halt", "git.push"}
     assert not acted, acted

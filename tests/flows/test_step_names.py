@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from pe_dr.flows.journal import step_name
+from flows.journal import step_name
 
 
 def _run(name: str, dynamic_key: str) -> Any:

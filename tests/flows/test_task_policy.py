@@ -9,22 +9,22 @@ import pytest
 from prefect import Task
 from prefect.cache_policies import CompoundCachePolicy
 
-import pe_dr.tasks.checks
-import pe_dr.tasks.code_manager
-import pe_dr.tasks.lab
-import pe_dr.tasks.replica
-import pe_dr.tasks.vms
+import tasks.checks
+import tasks.code_manager
+import tasks.lab
+import tasks.replica
+import tasks.vms
 from pe_dr.errors import ApiError, CheckFailed, TransientError
 from pe_dr.oracles.checks import CheckResult
-from pe_dr.tasks.checks import CheckFailedError, verdict
-from pe_dr.tasks.common import backoff, transient_only
+from tasks.checks import CheckFailedError, verdict
+from tasks.common import backoff, transient_only
 
 MODULES = [
-    pe_dr.tasks.checks,
-    pe_dr.tasks.code_manager,
-    pe_dr.tasks.lab,
-    pe_dr.tasks.replica,
-    pe_dr.tasks.vms,
+    tasks.checks,
+    tasks.code_manager,
+    tasks.lab,
+    tasks.replica,
+    tasks.vms,
 ]
 ALL_TASKS = list(
     {id(o): o for m in MODULES for o in vars(m).values() if isinstance(o, Task)}.values()
@@ -56,7 +56,7 @@ def test_cached_tasks_are_keyed_on_inputs_source_and_root_run() -> None:
 
 
 def test_lab_state_checks_are_never_cached() -> None:
-    for t in (pe_dr.tasks.lab.restore_primary, pe_dr.tasks.vms.start_primary_again):
+    for t in (tasks.lab.restore_primary, tasks.vms.start_primary_again):
         assert not t.persist_result, t.name
 
 

@@ -22,7 +22,7 @@ from labsim.drill import child_environment
 from labsim.testing import alive, process_tree
 
 LABSIM = [sys.executable, "-m", "labsim.cli"]
-PE_DR = [sys.executable, "-m", "pe_dr.deployments.cli"]
+PE_DR = [sys.executable, "-m", "pe_dr_cli.main"]
 
 
 @pytest.fixture

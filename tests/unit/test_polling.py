@@ -15,7 +15,7 @@ from pe_dr import polling
 from pe_dr.errors import ConfigError, TransientError
 from pe_dr.lab.spec import LabSpec
 from pe_dr.oracles import checks
-from pe_dr.oracles.parsers import AgentRun
+from pe_dr.parsing.agent import AgentRun
 
 
 class FakeClock:

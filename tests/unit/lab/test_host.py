@@ -24,7 +24,7 @@ import pytest
 from pe_dr.errors import CommandFailed, PermanentError, TransientError
 from pe_dr.lab import host as host_module
 from pe_dr.lab.host import UPLOAD_PREFIX, Host, command_line
-from pe_dr.oracles.parsers import SSHParams
+from pe_dr.parsing.vagrant import SSHParams
 from pe_dr.secrets import remember
 
 SSHD = "/usr/sbin/sshd"

@@ -9,7 +9,7 @@ import pytest
 
 from pe_dr.errors import ConfigError, is_transient
 from pe_dr.lab.host import Host
-from pe_dr.oracles.parsers import SSHParams
+from pe_dr.parsing.vagrant import SSHParams
 
 
 def test_a_missing_key_file_is_a_configuration_error_not_a_retry() -> None:

@@ -13,7 +13,7 @@ from pe_dr.lab import live as lab_module
 from pe_dr.lab.host import Host
 from pe_dr.lab.live import Lab
 from pe_dr.lab.spec import HostSpec, LabSpec, Role
-from pe_dr.oracles.parsers import SSHParams
+from pe_dr.parsing.vagrant import SSHParams
 
 
 class FakeVagrant:

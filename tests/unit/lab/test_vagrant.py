@@ -13,7 +13,7 @@ import pytest
 
 from pe_dr.errors import ConfigError, PermanentError, VagrantError
 from pe_dr.lab.vagrant import VagrantLab
-from pe_dr.oracles.parsers import SSHParams
+from pe_dr.parsing.vagrant import SSHParams
 from pe_dr.secrets import MASK, remember
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden"

@@ -110,7 +110,7 @@ def test_the_drill_refuses_in_its_first_seconds_with_exit_2(tmp_path: Path) -> N
         [
             sys.executable,
             "-m",
-            "pe_dr.deployments.cli",
+            "pe_dr_cli.main",
             "drill",
             "--yes",
             "--report-dir",

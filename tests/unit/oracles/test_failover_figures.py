@@ -12,7 +12,7 @@ import pytest
 
 from pe_dr.lab.spec import load_spec
 from pe_dr.oracles import checks
-from pe_dr.oracles.parsers import parse_agent_run
+from pe_dr.parsing.agent import parse_agent_run
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden"
 

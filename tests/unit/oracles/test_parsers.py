@@ -8,23 +8,23 @@ from pathlib import Path
 import pytest
 
 from pe_dr.errors import PermanentError
-from pe_dr.oracles.parsers import (
-    AgentRun,
+from pe_dr.parsing.agent import AgentRun, DownKind, parse_agent_run
+from pe_dr.parsing.pe import (
     Alert,
     DeployResult,
-    DownKind,
     KnownHost,
-    SSHParams,
     parse_access_login,
-    parse_agent_run,
     parse_code_deploy,
     parse_infra_status,
-    parse_snapshot_list,
-    parse_ssh_config,
     parse_ssh_keyscan,
-    parse_vagrant_status,
     servers,
     unhealthy,
+)
+from pe_dr.parsing.vagrant import (
+    SSHParams,
+    parse_snapshot_list,
+    parse_ssh_config,
+    parse_vagrant_status,
     vagrant_error_exit,
 )
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pe_dr.oracles.parsers import AgentRun, DownKind, parse_agent_run
+from pe_dr.parsing.agent import AgentRun, DownKind, parse_agent_run
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden"
 SANDBOX_ERROR = "Error: Facter: Permission denied @ rb_sysopen - /proc/1/environ"

@@ -12,7 +12,7 @@ import pytest
 import pe_dr
 from pe_dr.errors import ApiError, CommandFailed, PreconditionError, TransientError
 from pe_dr.lab import paths
-from pe_dr.oracles.parsers import KnownHost
+from pe_dr.parsing.pe import KnownHost
 from pe_dr.steps import code_manager, primary_settings
 
 from ..fakes import (

@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from prefect.cache_policies import CacheKeyFnPolicy
 
-import pe_dr.tasks.common
+import tasks.common
 from pe_dr.lab.live import Lab
 from pe_dr.lab.spec import LabSpec
-from pe_dr.tasks.checks import check_health
-from pe_dr.tasks.code_manager import ensure_admin_token, ensure_code_deployed
-from pe_dr.tasks.common import action_task
+from tasks.checks import check_health
+from tasks.code_manager import ensure_admin_token, ensure_code_deployed
+from tasks.common import action_task
 
 
 def _key_fn(t: Any) -> Any:
@@ -30,7 +30,7 @@ def _key(t: Any, name: str | None = None) -> str:
 
 @pytest.fixture(autouse=True)
 def _root(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pe_dr.tasks.common, "root_flow_run_id", lambda: "run-1")
+    monkeypatch.setattr(tasks.common, "root_flow_run_id", lambda: "run-1")
 
 
 def test_the_task_keeps_the_actions_signature_with_the_lab_spec_first() -> None:
@@ -51,7 +51,7 @@ def test_the_key_changes_with_the_step_name_the_source_and_the_root_run(
     assert key == _key(ensure_code_deployed)
     assert "run-1" in key
     assert _key(ensure_code_deployed, "code-deploy-on-new-primary") != key
-    monkeypatch.setattr(pe_dr.tasks.common, "root_flow_run_id", lambda: "run-2")
+    monkeypatch.setattr(tasks.common, "root_flow_run_id", lambda: "run-2")
     assert _key(ensure_code_deployed) != key
 
     def one(lab: Lab) -> str:
@@ -81,7 +81,7 @@ def test_the_action_runs_on_a_live_lab_and_its_result_passes_through_then(
         def __exit__(self, *exc: object) -> None:
             seen.append("closed")
 
-    monkeypatch.setattr(pe_dr.tasks.common, "Lab", FakeLab)
+    monkeypatch.setattr(tasks.common, "Lab", FakeLab)
 
     def probe(lab: Lab, vm: str, *, deep: bool = False) -> str:
         seen.append((type(lab).__name__, vm, deep))
@@ -94,7 +94,7 @@ def test_the_action_runs_on_a_live_lab_and_its_result_passes_through_then(
 
 
 def test_checks_are_tagged_so_the_journal_reads_only_their_results() -> None:
-    from pe_dr.tasks.common import CHECK_TAG, named
+    from tasks.common import CHECK_TAG, named
 
     assert CHECK_TAG in check_health.tags
     assert CHECK_TAG in named(check_health, "health-gate").tags

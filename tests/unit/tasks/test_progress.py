@@ -9,7 +9,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from pe_dr.tasks import progress
+from tasks import progress
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 the journal), and the lines shown to the person waiting.
 
 A chapter flow run as a subflow only runs its body: the root run has checked, holds the lab, and
-reads the whole record from Prefect when it ends (pe_dr.flows.journal).
+reads the whole record from Prefect when it ends (flows.journal).
 """
 
 from __future__ import annotations
@@ -23,19 +23,19 @@ from prefect.runtime import deployment, flow_run
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.states import Cancelled, State
 
+from flows import history as drill_history
+from flows import journal
+from flows.journal import note
+from flows.lab_lock import holding_lab
 from pe_dr import interrupts, polling
 from pe_dr.errors import CalledOff, PeDrError, PreconditionError
-from pe_dr.flows import history as drill_history
-from pe_dr.flows import journal
-from pe_dr.flows.journal import note
-from pe_dr.flows.lab_lock import holding_lab
 from pe_dr.lab.spec import LabSpec, load_spec
 from pe_dr.report import DrillReport, utc_now
 from pe_dr.secrets import scrub
 from pe_dr.stdio import survive_closed_output
-from pe_dr.tasks.common import named, root_flow_run_id
-from pe_dr.tasks.lab import lab_roles
-from pe_dr.tasks.progress import Tracker, progress_log, tracking
+from tasks.common import named, root_flow_run_id
+from tasks.lab import lab_roles
+from tasks.progress import Tracker, progress_log, tracking
 
 __all__ = ["DrillFailed", "note", "resolve_lab", "run_chapter", "say", "watch_parent"]
 
@@ -104,7 +104,7 @@ def run_chapter(
     Prefect at the end, written as the journal and returned (or attached, as `record`, to what
     the run raises; a run called off before it acted returns a Cancelled state with it). With
     `history`, the root run also publishes the lab's drill history and trend
-    (pe_dr.flows.history)."""
+    (flows.history)."""
     spec = resolve_lab(lab)
     if root_flow_run_id() != str(flow_run.id):
         with errors_as_stops():
@@ -121,7 +121,7 @@ def _run_root(
     promote: bool,
     history: bool = False,
 ) -> DrillReport | State[Any]:
-    from pe_dr.flows import preflight
+    from flows import preflight
 
     run_id = str(flow_run.id)
     attempt_started = utc_now()

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from prefect.runtime import flow_run
 
+from flows.lab_lock import lock_outlook
 from pe_dr import preflight as core
-from pe_dr.flows.lab_lock import lock_outlook
 from pe_dr.lab.spec import LabSpec
 from pe_dr.preflight import Needs, Outcome, PreflightFailed, needs_for
-from pe_dr.tasks.common import lab_task
+from tasks.common import lab_task
 
 __all__ = ["Needs", "PreflightFailed", "check", "needs_for", "preflight", "refuse_passed_retry"]
 

@@ -4,7 +4,7 @@ promote it."""
 from __future__ import annotations
 
 from pe_dr.steps import promotion, replica, reprotect, vms
-from pe_dr.tasks.common import action_task
+from tasks.common import action_task
 
 ensure_replica_enabled = action_task(
     replica.ensure_replica_enabled, timeout=7200, delays=(30, 60, 120)

@@ -15,8 +15,8 @@ from pe_dr.lab.live import Lab
 from pe_dr.lab.spec import LabSpec
 from pe_dr.oracles import rpo
 from pe_dr.steps import markers
-from pe_dr.tasks.checks import verdict
-from pe_dr.tasks.common import action_task, lab_task
+from tasks.checks import verdict
+from tasks.common import action_task, lab_task
 
 write_markers = action_task(markers.write_markers, timeout=3600, cache=False)
 

@@ -1,4 +1,4 @@
-"""`python -m pe_dr.deployments.die_with_parent PID COMMAND...`: run COMMAND so that it gets
+"""`python -m deployments.die_with_parent PID COMMAND...`: run COMMAND so that it gets
 SIGTERM the moment process PID (its parent) dies, however it dies (even `kill -9`).
 
 pe-dr starts Prefect's temporary API server through this, in a process group of its own so that a
@@ -21,7 +21,7 @@ PR_SET_PDEATHSIG = 1
 
 def main(argv: list[str]) -> int:
     if len(argv) < 2 or not argv[0].isdigit():
-        sys.stderr.write("usage: python -m pe_dr.deployments.die_with_parent PID COMMAND...\n")
+        sys.stderr.write("usage: python -m deployments.die_with_parent PID COMMAND...\n")
         return 2
     parent, command = int(argv[0]), argv[1:]
     with contextlib.suppress(OSError, AttributeError):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pe_dr.steps import vms
-from pe_dr.tasks.common import action_task
+from tasks.common import action_task
 
 ensure_box = action_task(vms.ensure_box, timeout=3600, delays=(30, 60, 120))
 bring_up_order = action_task(vms.bring_up_order, timeout=300)

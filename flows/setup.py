@@ -8,16 +8,16 @@ from typing import Any
 from prefect import flow
 from prefect.futures import wait
 
-from pe_dr.flows.common import run_chapter
-from pe_dr.flows.params import (
+from flows.common import run_chapter
+from flows.params import (
     CodeManagerParameters,
     LabSetupParameters,
     ReplicaActivationParameters,
 )
 from pe_dr.lab.spec import LabSpec
-from pe_dr.tasks import checks, code_manager, replica, vms
-from pe_dr.tasks.common import named
-from pe_dr.tasks.lab import require_lab_state
+from tasks import checks, code_manager, replica, vms
+from tasks.common import named
+from tasks.lab import require_lab_state
 
 
 def bring_up(spec: LabSpec) -> dict[str, str]:

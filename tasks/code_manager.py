@@ -5,7 +5,7 @@ Chapter 2 (the admin token and the agent profile) and chapter 3 (Code Manager ag
 from __future__ import annotations
 
 from pe_dr.steps import code_manager, primary_settings
-from pe_dr.tasks.common import action_task
+from tasks.common import action_task
 
 # chapter 2: the admin token and the agent profile
 ensure_admin_token = action_task(primary_settings.ensure_admin_token, timeout=300)

@@ -2,7 +2,7 @@
 destroys anything, and the flow run's Resume form asks for a decision, approve or reject, and a
 reason, which goes in the journal. Rejected, or unanswered within the approval timeout, the run
 raises CalledOff: nothing is halted and the run ends Cancelled with the reason
-(pe_dr.flows.common).
+(flows.common).
 
 Prefect 3.9 fails a run whose pause times out (the server turns every later state of it into
 Failed, "The flow was paused and never resumed"), so the timeout is ours: at its end this process
@@ -30,10 +30,10 @@ from prefect.input import RunInput
 from prefect.runtime import deployment, flow_run
 from pydantic import Field
 
+from flows.common import note, say
 from pe_dr.errors import CalledOff, ConfigError
-from pe_dr.flows.common import note, say
 from pe_dr.secrets import scrub
-from pe_dr.tasks.common import root_flow_run_id
+from tasks.common import root_flow_run_id
 
 # Prefect's own pause timeout is ours plus this: our resume lands first.
 BACKSTOP_SECONDS = 30

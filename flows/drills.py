@@ -10,11 +10,9 @@ from prefect import flow
 from prefect.runtime import flow_run
 from prefect.transactions import transaction
 
-from pe_dr import interrupts
-from pe_dr.errors import PreconditionError
-from pe_dr.flows.approval import Ask
-from pe_dr.flows.common import note, run_chapter
-from pe_dr.flows.params import (
+from flows.approval import Ask
+from flows.common import note, run_chapter
+from flows.params import (
     Budgets,
     FailoverParameters,
     PromotionParameters,
@@ -23,13 +21,15 @@ from pe_dr.flows.params import (
     ReprotectParameters,
     TeardownParameters,
 )
-from pe_dr.flows.setup import replica_activation
+from flows.setup import replica_activation
+from pe_dr import interrupts
+from pe_dr.errors import PreconditionError
 from pe_dr.lab.spec import LabSpec
 from pe_dr.secrets import scrub
 from pe_dr.steps import vms as vms_steps
-from pe_dr.tasks import checks, code_manager, markers, replica, vms
-from pe_dr.tasks.common import named
-from pe_dr.tasks.lab import require_lab_state, restore_primary
+from tasks import checks, code_manager, markers, replica, vms
+from tasks.common import named
+from tasks.lab import require_lab_state, restore_primary
 
 
 def marker_id() -> str:

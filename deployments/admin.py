@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from uuid import UUID
 
+from flows.lab_lock import ensure_lab_limit, limit_name
 from pe_dr.errors import ConfigError
-from pe_dr.flows.lab_lock import ensure_lab_limit, limit_name
 from pe_dr.lab.spec import LabSpec
 
 AUTOMATION_NAME = "pe-dr: notify when a DR drill fails"

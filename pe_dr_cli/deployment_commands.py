@@ -81,7 +81,7 @@ def _require_server(command: str) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from pe_dr.deployments.serving import serve_all
+    from deployments.serving import serve_all
 
     _require_server("serve")
     spec = load_spec(args.spec) if args.spec else None
@@ -90,7 +90,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def setup(args: argparse.Namespace) -> int:
-    from pe_dr.deployments.admin import setup as do_setup
+    from deployments.admin import setup as do_setup
 
     _require_server("setup")
     spec = load_spec(args.lab_spec)
@@ -106,7 +106,7 @@ def setup(args: argparse.Namespace) -> int:
 
 
 def deployments(args: argparse.Namespace) -> int:
-    from pe_dr.deployments.catalog import catalog, prefect_yaml
+    from deployments.catalog import catalog, prefect_yaml
 
     if args.deployments_command == "yaml":
         sys.stdout.write(prefect_yaml(args.work_pool, args.lab_spec))

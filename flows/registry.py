@@ -6,9 +6,9 @@ from typing import Any
 
 from prefect import Flow
 
-from pe_dr.flows.dr_drill import dr_drill
-from pe_dr.flows.drills import failover_drill, promotion, replication_check, reprotect, teardown
-from pe_dr.flows.setup import (
+from flows.dr_drill import dr_drill
+from flows.drills import failover_drill, promotion, replication_check, reprotect, teardown
+from flows.setup import (
     code_manager_setup,
     lab_setup,
     primary_and_replica_settings,

@@ -36,12 +36,12 @@ from prefect.client.schemas.objects import FlowRun, StateType, TaskRun
 from prefect.client.schemas.sorting import FlowRunSort, LogSort
 from prefect.logging.handlers import APILogWorker
 
-from pe_dr.flows.params import Budgets
+from flows.params import Budgets
 from pe_dr.oracles.checks import CheckResult
 from pe_dr.report import MEASUREMENTS, DrillReport, StepRecord
 from pe_dr.secrets import scrub
-from pe_dr.tasks.common import CHECK_TAG
-from pe_dr.tasks.progress import failure_detail, progress_log, step_status
+from tasks.common import CHECK_TAG
+from tasks.progress import failure_detail, progress_log, step_status
 
 NOTE = "note: "
 EARLIER = "completed in an earlier attempt of this run"

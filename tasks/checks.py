@@ -5,7 +5,7 @@ from __future__ import annotations
 from pe_dr.errors import CheckFailed
 from pe_dr.oracles import checks
 from pe_dr.oracles.checks import CheckResult
-from pe_dr.tasks.common import action_task
+from tasks.common import action_task
 
 
 class CheckFailedError(CheckFailed):

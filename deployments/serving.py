@@ -7,7 +7,7 @@ progress are cancelled (a Retry resumes them), and the process exits 0.
 
 from __future__ import annotations
 
-from pe_dr.deployments.catalog import catalog
+from deployments.catalog import catalog
 from pe_dr.lab.spec import LabSpec
 
 

@@ -1,6 +1,6 @@
 """The monthly DR drill, chapter by chapter: set-up (ensured, so a built lab passes quickly),
 a health gate, replication, failover and failback, optionally promotion; the record it returns
-is read from Prefect (pe_dr.flows.journal)."""
+is read from Prefect (flows.journal)."""
 
 from __future__ import annotations
 
@@ -8,16 +8,16 @@ from typing import Any
 
 from prefect import flow
 
-from pe_dr.flows import approval
-from pe_dr.flows.common import run_chapter
-from pe_dr.flows.drills import (
+from flows import approval
+from flows.common import run_chapter
+from flows.drills import (
     failover_drill,
     promotion,
     replication_check,
     reprotect,
     restore_primary_first,
 )
-from pe_dr.flows.params import (
+from flows.params import (
     CodeManagerParameters,
     DrillParameters,
     FailoverParameters,
@@ -27,7 +27,7 @@ from pe_dr.flows.params import (
     ReplicationCheckParameters,
     ReprotectParameters,
 )
-from pe_dr.flows.setup import (
+from flows.setup import (
     code_manager_setup,
     lab_setup,
     primary_and_replica_settings,
@@ -35,8 +35,8 @@ from pe_dr.flows.setup import (
 )
 from pe_dr.lab.spec import LabSpec
 from pe_dr.steps import vms
-from pe_dr.tasks import checks
-from pe_dr.tasks.common import named
+from tasks import checks
+from tasks.common import named
 
 
 def drill_every_chapter(spec: LabSpec, p: DrillParameters) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pe_dr.steps import lab_state
-from pe_dr.tasks.common import action_task
+from tasks.common import action_task
 
 require_lab_state = action_task(
     lab_state.require_lab_state, timeout=300, retries=2, delays=(5, 15), name="lab-ready"

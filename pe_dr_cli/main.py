@@ -16,15 +16,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from flows.params import BUDGET_MAX_SECONDS, POLL_MAX_SECONDS, POLL_MIN_SECONDS, Budgets
 from pe_dr import interrupts
 from pe_dr import preflight as checks_first
-from pe_dr.deployments import commands as deployment_commands
 from pe_dr.errors import ConfigError
-from pe_dr.flows.params import BUDGET_MAX_SECONDS, POLL_MAX_SECONDS, POLL_MIN_SECONDS, Budgets
 from pe_dr.lab.spec import LabSpec, load_spec
 from pe_dr.report import FIGURE_NAMES
 from pe_dr.secrets import scrub
 from pe_dr.settings import settings
+from pe_dr_cli import deployment_commands
 
 EXIT_PASSED, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -182,8 +182,8 @@ def reprotect(args: argparse.Namespace) -> int:
     if first.problems:
         raise checks_first.PreflightFailed(first.problems)
     _quiet_prefect_console(args.debug)
-    from pe_dr.flows.drills import reprotect as reprotect_flow
-    from pe_dr.flows.params import ReprotectParameters
+    from flows.drills import reprotect as reprotect_flow
+    from flows.params import ReprotectParameters
 
     _show_progress()
     parameters = ReprotectParameters(
@@ -229,7 +229,7 @@ def parse_budgets(items: Sequence[str]) -> Any:
 def parse_poll_interval(value: float | None) -> float:
     from pydantic import TypeAdapter, ValidationError
 
-    from pe_dr.flows.params import PollField
+    from flows.params import PollField
 
     if value is None:
         return 2.0
@@ -275,8 +275,8 @@ def _run_drill(args: argparse.Namespace, spec: LabSpec, budgets: Any, poll: floa
         raise checks_first.PreflightFailed(first.problems)
     # Imported here: the retry pacing and the lab's environment must be in place first.
     _quiet_prefect_console(args.debug)
-    from pe_dr.flows.dr_drill import dr_drill
-    from pe_dr.flows.params import DrillParameters
+    from flows.dr_drill import dr_drill
+    from flows.params import DrillParameters
 
     _show_progress()
     parameters = DrillParameters(
@@ -296,11 +296,11 @@ def _run_drill(args: argparse.Namespace, spec: LabSpec, budgets: Any, poll: floa
 
 
 def _run_flow(args: argparse.Namespace, report_dir: str | None, run: Any) -> int:
-    """Run a flow in this process, stoppable by Ctrl-C and SIGTERM (pe_dr.deployments.stopping).
+    """Run a flow in this process, stoppable by Ctrl-C and SIGTERM (pe_dr_cli.stopping).
 
     `run(on_running)` starts the flow with `on_running` among its state hooks: the command line
     learns the root run's id from Prefect, to settle the run after a stop."""
-    from pe_dr.deployments import stopping
+    from pe_dr_cli import stopping
 
     roots: list[str] = []
 
@@ -329,7 +329,7 @@ def _run_flow(args: argparse.Namespace, report_dir: str | None, run: Any) -> int
 
 
 def _run_ids(root: str) -> list[str]:
-    from pe_dr.flows import journal
+    from flows import journal
 
     try:
         return journal.run_ids(root)
@@ -339,7 +339,7 @@ def _run_ids(root: str) -> list[str]:
 
 def _write_stopped_journal(root: str, stop: interrupts.Stop, report_dir: str | None) -> None:
     """The last resort when a stop did not finish in time: the record as Prefect has it."""
-    from pe_dr.flows import journal
+    from flows import journal
 
     with contextlib.suppress(Exception):
         record = journal.read(root, interrupted=stop.name)
@@ -349,7 +349,7 @@ def _write_stopped_journal(root: str, stop: interrupts.Stop, report_dir: str | N
 
 def _stopped(stop: interrupts.Stop, elapsed: float, roots: list[str], record: Any) -> int:
     """The closing lines of a drill stopped by a signal; no run of it is left Running."""
-    from pe_dr.deployments import stopping
+    from pe_dr_cli import stopping
 
     for root in roots:
         with contextlib.suppress(Exception):
@@ -381,7 +381,7 @@ SHOWN_FIELDS = 12  # of a failed check's evidence, on the command line (all are 
 
 def _summarize(args: argparse.Namespace, state: Any, elapsed: float) -> int:
     """The closing lines: verdict, the three figures, the flow run; the exit code."""
-    from pe_dr.flows import journal
+    from flows import journal
 
     report = journal.record_of(state)
     passed = state.is_completed() and report is not None and report.status == "passed"
@@ -448,8 +448,8 @@ def show_history(args: argparse.Namespace) -> int:
     _quiet_prefect_console(args.debug)
     from prefect.settings import get_current_settings
 
-    from pe_dr.deployments import stopping
-    from pe_dr.flows import history as drill_history
+    from flows import history as drill_history
+    from pe_dr_cli import stopping
 
     stopping.start_local_server()
     where = get_current_settings().api.url or "the local Prefect database"
@@ -494,8 +494,8 @@ def retry(args: argparse.Namespace) -> int:
     from prefect.states import Scheduled
     from prefect.utilities.callables import get_call_parameters, parameters_to_args_kwargs
 
-    from pe_dr.deployments import stopping
-    from pe_dr.flows.registry import FLOWS
+    from flows.registry import FLOWS
+    from pe_dr_cli import stopping
 
     _show_progress()
     try:
@@ -533,7 +533,7 @@ def retry(args: argparse.Namespace) -> int:
         root = lab.get("vagrant_root")
         if root and not Path(root).exists():
             raise UsageError(f"the lab of run {run_id} ({root}) is gone: it cannot be retried")
-        # A lab lock the killed attempt held is freed by the new attempt (pe_dr.flows.lab_lock).
+        # A lab lock the killed attempt held is freed by the new attempt (flows.lab_lock).
         client.set_flow_run_state(run_id, Scheduled(message="Retried via pe-dr retry"), force=True)
         run = client.read_flow_run(run_id)
     call_args, call_kwargs = parameters_to_args_kwargs(flow.fn, run.parameters)

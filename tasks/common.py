@@ -21,7 +21,7 @@ from pe_dr.lab.live import Lab
 from pe_dr.lab.spec import LabSpec
 from pe_dr.secrets import register_provider
 from pe_dr.settings import settings
-from pe_dr.tasks.progress import ON_FINISHED, ON_RUNNING
+from tasks.progress import ON_FINISHED, ON_RUNNING
 
 P = ParamSpec("P")
 R = TypeVar("R")

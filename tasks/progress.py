@@ -191,7 +191,7 @@ def _on_finished(task: Any, task_run: TaskRun, state: State[Any]) -> None:
         tracker.finished()
 
 
-# every drill task's state hooks (pe_dr.tasks.common)
+# every drill task's state hooks (tasks.common)
 ON_RUNNING: list[StateHookCallable] = [_on_running]
 ON_FINISHED: list[StateHookCallable] = [_on_finished]
 

@@ -3,7 +3,7 @@ SIGTERM, within `PE_DR_STOP_GRACE_SECONDS` (25 s):
 
 1. Prefect's temporary API server runs in a process group of its own (`local_server`), so the
    signal does not take it away while the run still has to record how it ended; it stops when
-   pe-dr exits, and with it if pe-dr is killed (pe_dr.deployments.die_with_parent).
+   pe-dr exits, and with it if pe-dr is killed (deployments.die_with_parent).
 2. The first signal interrupts the drill where it is (KeyboardInterrupt for SIGINT; Prefect's
    engine turns SIGTERM into its TerminationSignal while a flow runs), and every `vagrant`
    command in flight is stopped. The failover drill's clean-up starts a halted primary again,
@@ -149,7 +149,7 @@ class _OwnGroup:
         return getattr(self._real, name)
 
     def Popen(self, args: list[str], **kwargs: Any) -> Any:  # the name Prefect calls
-        guard = [sys.executable, "-m", "pe_dr.deployments.die_with_parent", str(os.getpid())]
+        guard = [sys.executable, "-m", "deployments.die_with_parent", str(os.getpid())]
         return self._real.Popen([*guard, *args], process_group=0, **kwargs)
 
 
