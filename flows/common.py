@@ -8,24 +8,30 @@ reads the whole record from Prefect when it ends (flows.journal).
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import inspect
 import os
 import signal
 import sys
 import threading
 import time
+import typing
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
-from prefect import get_run_logger
+from prefect import Flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
 from prefect.exceptions import TerminationSignal
 from prefect.runtime import deployment, flow_run
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.states import Cancelled, State
+from pydantic import BaseModel
 
 from flows import history as drill_history
 from flows import journal
-from flows.journal import note
+from flows.journal import CHAPTER_MARK, note
 from flows.lab_lock import holding_lab
 from pe_dr import interrupts, polling
 from pe_dr.errors import CalledOff, PeDrError, PreconditionError
@@ -33,11 +39,21 @@ from pe_dr.lab.spec import LabSpec, load_spec
 from pe_dr.report import DrillReport, utc_now
 from pe_dr.secrets import scrub
 from pe_dr.stdio import survive_closed_output
+from tasks import progress
 from tasks.common import named, root_flow_run_id
 from tasks.lab import lab_roles
 from tasks.progress import Tracker, progress_log, tracking
 
-__all__ = ["DrillFailed", "note", "resolve_lab", "run_chapter", "say", "watch_parent"]
+__all__ = [
+    "Chapter",
+    "DrillFailed",
+    "chapter",
+    "note",
+    "resolve_lab",
+    "run_chapter",
+    "say",
+    "watch_parent",
+]
 
 R = TypeVar("R")
 
@@ -89,6 +105,99 @@ def watch_parent(run_id: str) -> None:
     threading.Thread(target=watch, name="pe-dr-parent-watch", daemon=True).start()
 
 
+# a log line: where a chapter begins in its run (the journal groups steps by it)
+_chapter: contextvars.ContextVar[str | None] = contextvars.ContextVar("chapter", default=None)
+
+
+@task(name="chapter", task_run_name=CHAPTER_MARK + "{name}", cache_policy=NO_CACHE)
+def _chapter_begins(name: str) -> None:
+    """A mark in the run, not a step: the journal groups the steps that start after it under
+    `name` (a task run, so that it reaches Prefect whatever the logging level)."""
+
+
+def mark_chapter(name: str) -> None:
+    """The steps that start from now on are chapter `name`'s."""
+    _chapter.set(name)
+    state = _chapter_begins(name, return_state=True)
+    progress.started(state.state_details.task_run_id)
+
+
+P = TypeVar("P", bound=BaseModel)
+
+
+class Chapter(Flow[[P], Any], Generic[P]):
+    """A chapter of the tutorial as a Prefect flow. Run alone (a deployment, `pe-dr`, a test) it
+    is a root run: pre-flight, the lab's lock around its body, the journal at its end. Called
+    from inside a run (the drill's chapters, or reprotect's replica activation) its body runs in
+    that run, its steps marked as the chapter's: no flow run of its own, which would cost 0.7 to
+    2 s to open and close (more than most steps), and nothing the drill's Retry depends on."""
+
+    def __init__(
+        self,
+        body: Callable[[LabSpec, P], Any],
+        name: str,
+        model: type[P],
+        *,
+        history: bool = False,
+    ) -> None:
+        self.body, self.model = body, model
+
+        def run(parameters: P) -> Any:
+            return run_chapter(
+                name,
+                parameters.lab,  # type: ignore[attr-defined]
+                lambda spec: body(spec, parameters),
+                report_dir=getattr(parameters, "report_dir", "reports"),
+                confirm=getattr(parameters, "confirm", ()),
+                promote=getattr(parameters, "promote", False),
+                history=history,
+            )
+
+        # what Prefect reads for the form, the entrypoint and the docs: the body's module and
+        # name, one parameter of the chapter's model
+        run.__name__, run.__qualname__ = body.__name__, body.__qualname__
+        run.__module__, run.__doc__ = body.__module__, body.__doc__
+        run.__annotations__ = {"parameters": model, "return": Any}
+        run.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [inspect.Parameter("parameters", _POSITIONAL, default=model(), annotation=model)],
+            return_annotation=Any,
+        )
+        super().__init__(fn=run, name=name, persist_result=True, log_prints=True)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if FlowRunContext.get() is None or kwargs.get("return_state"):
+            return super().__call__(*args, **kwargs)
+        (parameters,) = [*args, *kwargs.values()]
+        return self.inline(parameters)
+
+    def inline(self, parameters: P) -> Any:
+        """The chapter's body in the current run, its steps marked as the chapter's."""
+        enclosing = _chapter.get() or str(flow_run.flow_name)
+        mark_chapter(self.name)
+        try:
+            with errors_as_stops():
+                return self.body(resolve_lab(parameters.lab), parameters)  # type: ignore[attr-defined]
+        finally:
+            mark_chapter(enclosing)
+
+
+_POSITIONAL = inspect.Parameter.POSITIONAL_OR_KEYWORD
+
+
+def chapter(
+    name: str, *, history: bool = False
+) -> Callable[[Callable[[LabSpec, P], Any]], Chapter[P]]:
+    """`@chapter("failover-drill")` over `def failover_drill(spec, parameters: Model)`: the
+    chapter as a flow named once, its form the model's (see Chapter)."""
+
+    def wrap(body: Callable[[LabSpec, P], Any]) -> Chapter[P]:
+        hints = typing.get_type_hints(body)
+        model = hints[list(inspect.signature(body).parameters)[1]]
+        return Chapter(body, name, model, history=history)
+
+    return wrap
+
+
 def run_chapter(
     flow_name: str,
     lab: LabSpec | None,
@@ -126,6 +235,8 @@ def _run_root(
     run_id = str(flow_run.id)
     attempt_started = utc_now()
     interrupts.reset()
+    _chapter.set(None)  # (a process runs many flows: no chapter of an earlier one)
+    progress.started_runs(reset=True)
     progress_log.info("flow run  %s (resume it with: pe-dr retry %s)", run_id, run_id)
     tracker = Tracker(flow_name, planned=_planned(str(flow_run.flow_name), promote))
     tracker.start()
@@ -233,6 +344,7 @@ def _close(
             attempt_started=attempt_started,
             interrupted=stop.name if stop else None,
             error=reason,
+            expect=progress.started_runs(),
         )
         if not record.lab:  # a run that took its lab from PE_DR_LAB_SPEC has none in its parameters
             record.lab = spec.model_dump(mode="json")
@@ -258,8 +370,8 @@ def _close(
     failed = [s.name for s in record.steps if s.status in {"failed", "interrupted"}]
     tracker.end(record.status, failed[0] if failed else None)
     reused: dict[str, int] = {}
-    for step in record.steps:
-        if step.detail == journal.EARLIER:
+    for step in record.steps:  # not run again, or a cache hit: done in an earlier attempt
+        if step.status == "cached":
             reused[step.chapter] = reused.get(step.chapter, 0) + 1
     for chapter, count in reused.items():
         progress_log.info("   cached  %s: %d steps done in an earlier attempt", chapter, count)

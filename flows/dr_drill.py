@@ -6,10 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow
-
 from flows import approval
-from flows.common import run_chapter
+from flows.common import chapter
 from flows.drills import (
     failover_drill,
     promotion,
@@ -70,16 +68,8 @@ def drill_every_chapter(spec: LabSpec, p: DrillParameters) -> None:
             reprotect(ReprotectParameters(confirm=p.confirm, **swapped))
 
 
-@flow(name="dr-drill", persist_result=True, log_prints=True)
-def dr_drill(parameters: DrillParameters = DrillParameters()) -> Any:
+@chapter("dr-drill", history=True)
+def dr_drill(spec: LabSpec, parameters: DrillParameters) -> None:
     """The DR drill: ensure the lab is built, gate on health, prove replication, failover and
     failback (and promotion when asked); returns the drill's record and writes the journal."""
-    return run_chapter(
-        "dr-drill",
-        parameters.lab,
-        lambda spec: drill_every_chapter(spec, parameters),
-        report_dir=parameters.report_dir,
-        confirm=parameters.confirm,
-        promote=parameters.promote,
-        history=True,
-    )
+    drill_every_chapter(spec, parameters)

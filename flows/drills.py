@@ -4,14 +4,12 @@ promotion (step 5), teardown (clean-up)."""
 from __future__ import annotations
 
 import sys
-from typing import Any
 
-from prefect import flow
 from prefect.runtime import flow_run
 from prefect.transactions import transaction
 
 from flows.approval import Ask
-from flows.common import note, run_chapter
+from flows.common import chapter, note
 from flows.params import (
     Budgets,
     FailoverParameters,
@@ -51,16 +49,10 @@ def prove_replication(spec: LabSpec, budgets: Budgets, poll: float) -> dict[str,
     return {"commit": commit, "replication_lag_seconds": result.seconds}
 
 
-@flow(name="replication-check", persist_result=True, log_prints=True)
-def replication_check(
-    parameters: ReplicationCheckParameters = ReplicationCheckParameters(),
-) -> Any:
+@chapter("replication-check")
+def replication_check(spec: LabSpec, parameters: ReplicationCheckParameters) -> dict[str, object]:
     """Commit a marker to the control repo and prove it reaches the replica; measure the lag."""
-    return run_chapter(
-        "replication-check",
-        parameters.lab,
-        lambda spec: prove_replication(spec, parameters.budgets, parameters.poll_interval_seconds),
-    )
+    return prove_replication(spec, parameters.budgets, parameters.poll_interval_seconds)
 
 
 def restore_primary_first(spec: LabSpec) -> None:
@@ -172,20 +164,15 @@ def bring_primary_back(spec: LabSpec) -> None:
         note(f"the failover drill {why} while {primary} was down; started it again")
 
 
-@flow(name="failover-drill", persist_result=True, log_prints=True)
-def failover_drill(parameters: FailoverParameters = FailoverParameters()) -> Any:
+@chapter("failover-drill")
+def failover_drill(spec: LabSpec, parameters: FailoverParameters) -> dict[str, object]:
     """Halt the primary, prove agents fail over to the replica; start it, prove they fail back."""
-    return run_chapter(
-        "failover-drill",
-        parameters.lab,
-        lambda spec: fail_over_and_back(
-            spec,
-            list(parameters.confirm),
-            parameters.budgets,
-            parameters.poll_interval_seconds,
-            Ask.of(parameters),
-        ),
-        confirm=parameters.confirm,
+    return fail_over_and_back(
+        spec,
+        list(parameters.confirm),
+        parameters.budgets,
+        parameters.poll_interval_seconds,
+        Ask.of(parameters),
     )
 
 
@@ -235,33 +222,23 @@ def reprotect_the_lab(
     return {"primary": primary, "replica": lost, "reprotect_seconds": result.seconds}
 
 
-@flow(name="reprotect", persist_result=True, log_prints=True)
-def reprotect(parameters: ReprotectParameters = ReprotectParameters()) -> Any:
+@chapter("reprotect")
+def reprotect(spec: LabSpec, parameters: ReprotectParameters) -> dict[str, object]:
     """After a promotion, rebuild the lost primary's VM as the new primary's replica."""
-    return run_chapter(
-        "reprotect",
-        parameters.lab,
-        lambda spec: reprotect_the_lab(
-            spec, list(parameters.confirm), parameters.budgets, parameters.poll_interval_seconds
-        ),
-        confirm=parameters.confirm,
+    return reprotect_the_lab(
+        spec, list(parameters.confirm), parameters.budgets, parameters.poll_interval_seconds
     )
 
 
-@flow(name="promotion", persist_result=True, log_prints=True)
-def promotion(parameters: PromotionParameters = PromotionParameters()) -> Any:
+@chapter("promotion")
+def promotion(spec: LabSpec, parameters: PromotionParameters) -> dict[str, object]:
     """Destroy the primary and promote the replica, then re-point tokens, webhook and agents."""
-    return run_chapter(
-        "promotion",
-        parameters.lab,
-        lambda spec: promote_the_replica(
-            spec,
-            list(parameters.confirm),
-            parameters.budgets,
-            parameters.poll_interval_seconds,
-            Ask.of(parameters),
-        ),
-        confirm=parameters.confirm,
+    return promote_the_replica(
+        spec,
+        list(parameters.confirm),
+        parameters.budgets,
+        parameters.poll_interval_seconds,
+        Ask.of(parameters),
     )
 
 
@@ -278,12 +255,7 @@ def tear_down(spec: LabSpec, confirm: list[str], approve: Ask = Ask()) -> dict[s
     return done
 
 
-@flow(name="teardown", persist_result=True, log_prints=True)
-def teardown(parameters: TeardownParameters = TeardownParameters()) -> Any:
+@chapter("teardown")
+def teardown(spec: LabSpec, parameters: TeardownParameters) -> dict[str, str]:
     """Destroy the lab's VMs named in `confirm`."""
-    return run_chapter(
-        "teardown",
-        parameters.lab,
-        lambda spec: tear_down(spec, list(parameters.confirm), Ask.of(parameters)),
-        confirm=parameters.confirm,
-    )
+    return tear_down(spec, list(parameters.confirm), Ask.of(parameters))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
 from datetime import datetime
 from typing import Any, cast
 from uuid import UUID
@@ -34,6 +34,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import FlowRun, StateType, TaskRun
 from prefect.client.schemas.sorting import FlowRunSort, LogSort
+from prefect.events.worker import EventsWorker
 from prefect.logging.handlers import APILogWorker
 
 from flows.params import Budgets
@@ -44,6 +45,7 @@ from tasks.common import CHECK_TAG
 from tasks.progress import failure_detail, progress_log, step_status
 
 NOTE = "note: "
+CHAPTER_MARK = "chapter: "  # the task run flows.common.mark_chapter makes: a mark, not a step
 EARLIER = "completed in an earlier attempt of this run"
 # which check measures which of the drill's figures
 FIGURES = {
@@ -121,6 +123,25 @@ def _settled(client: SyncPrefectClient, task_runs: list[TaskRun], root: UUID) ->
         task_runs = [fresh.get(r.id, r) for r in task_runs]
 
 
+def _arrived(
+    client: SyncPrefectClient,
+    task_runs: list[TaskRun],
+    expect: Collection[UUID],
+    flow_runs: list[UUID],
+    seconds: float,
+) -> list[TaskRun]:
+    """The task runs once every one this process started (`expect`) is on the server, waiting at
+    most `seconds`: the server learns of task runs from events, in batches, so the last steps
+    of a run may not be there yet when it ends."""
+    deadline = time.monotonic() + seconds
+    while not {r.id for r in task_runs} >= set(expect) and time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            EventsWorker.drain_all(timeout=2)
+        time.sleep(0.1)
+        task_runs = _task_runs(client, flow_runs)
+    return task_runs
+
+
 def _task_runs_by_id(client: SyncPrefectClient, ids: list[UUID]) -> list[TaskRun]:
     return client.read_task_runs(
         task_run_filter=TaskRunFilter(id=TaskRunFilterId(any_=ids)), limit=len(ids)
@@ -153,19 +174,26 @@ def step_name(run: TaskRun) -> str:
     return run.name
 
 
-def _latest(task_runs: list[TaskRun], root: UUID) -> list[TaskRun]:
-    """The latest run of each step, in the order they started; a subflow's place in its parent
-    is not a step (its own steps are)."""
+Chapters = Callable[[TaskRun], str | None]
+
+
+def _latest(
+    task_runs: list[TaskRun], root: UUID, chapter: Chapters = lambda run: None
+) -> list[TaskRun]:
+    """The latest run of each step of each chapter, in the order they started; a subflow's place
+    in its parent is not a step (its own steps are)."""
     # a subflow re-created by a Retry: its parent's task run points at the current one
     current = {r.state.state_details.child_flow_run_id for r in task_runs if r.state} - {None}
     standing = {root} | current
-    latest: dict[tuple[UUID, str], TaskRun] = {}
+    latest: dict[tuple[UUID, str | None, str], TaskRun] = {}
     for run in task_runs:
         if run.flow_run_id not in standing or run.state is None:
             continue
         if run.state.state_details.child_flow_run_id is not None:
             continue
-        key = (run.flow_run_id or root, step_name(run))
+        if run.name.startswith(CHAPTER_MARK):  # a mark, not a step
+            continue
+        key = (run.flow_run_id or root, chapter(run), step_name(run))
         if key not in latest or _when(run) >= _when(latest[key]):
             latest[key] = run
     return sorted(latest.values(), key=_when)
@@ -191,6 +219,7 @@ def read(
     attempt_started: str | None = None,
     interrupted: str | None = None,
     error: str | None = None,
+    expect: Collection[UUID] = (),
 ) -> DrillReport:
     """The record of root run `root_id`: its steps by chapter (the latest run of each), checks,
     figures and notes. Steps done in an earlier attempt of the run, and not run again in this
@@ -202,9 +231,14 @@ def read(
         flow_names = {f: client.read_flow(f).name for f in {r.flow_id for r in runs}}
         chapter_of = {r.id: flow_names[r.flow_id] for r in runs}
         task_runs = _task_runs(client, list(chapter_of))
+        # under a stop the grace is short: what has not arrived in a few seconds is left out
+        task_runs = _arrived(
+            client, task_runs, expect, list(chapter_of), 5.0 if interrupted else SETTLE_SECONDS
+        )
         if interrupted is None:  # (under a stop, a step may really have been cut off Running)
             task_runs = _settled(client, task_runs, root)
         notes = _notes(client, list(chapter_of), attempt_started)
+        chapter = _chapters(task_runs, chapter_of)
     top = runs[0]
     lab = (top.parameters.get("parameters") or {}).get("lab") or {}
     report = DrillReport(
@@ -214,7 +248,7 @@ def read(
         started_at=attempt_started or _iso(top.start_time),
         budgets=_budgets(top),
     )
-    for run in _latest(task_runs, root):
+    for run in _latest(task_runs, root, chapter):
         assert run.state is not None and run.flow_run_id is not None
         status = step_status(run.state)
         earlier = attempt_started is not None and _iso(run.end_time or _when(run)) < attempt_started
@@ -244,7 +278,7 @@ def read(
                 ended_at=_iso(run.end_time) or _iso(_when(run)),
                 attempts=0 if status == "cached" else max(1, run.run_count),
                 detail=detail,
-                chapter=chapter_of[run.flow_run_id],
+                chapter=chapter(run) or chapter_of[run.flow_run_id],
             )
         )
     report.notes = [f"attempt {top.run_count or 1} of this flow run", *notes]
@@ -255,6 +289,24 @@ def read(
     elif error is not None:
         report.error = scrub(error)
     return report
+
+
+def _chapters(task_runs: list[TaskRun], flow_names: dict[UUID, str]) -> Chapters:
+    """Which chapter each step is: the last chapter mark its run made before the step started
+    (flows.common.mark_chapter, every attempt's), else the flow that ran it."""
+    marks: dict[UUID, list[tuple[datetime, str]]] = {}
+    for run in sorted(task_runs, key=_when):
+        if run.flow_run_id is not None and run.name.startswith(CHAPTER_MARK):
+            marks.setdefault(run.flow_run_id, []).append(
+                (_when(run), run.name[len(CHAPTER_MARK) :])
+            )
+
+    def chapter(run: TaskRun) -> str | None:
+        assert run.flow_run_id is not None
+        before = [name for at, name in marks.get(run.flow_run_id, []) if at <= _when(run)]
+        return before[-1] if before else flow_names.get(run.flow_run_id)
+
+    return chapter
 
 
 def _notes(client: SyncPrefectClient, ids: Iterable[UUID], since: str | None) -> list[str]:

@@ -3,12 +3,9 @@ the settings for primary and replica (step 2), activate the replica (step 3)."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from prefect import flow
 from prefect.futures import wait
 
-from flows.common import run_chapter
+from flows.common import chapter
 from flows.params import (
     CodeManagerParameters,
     LabSetupParameters,
@@ -33,10 +30,10 @@ def bring_up(spec: LabSpec) -> dict[str, str]:
     return states
 
 
-@flow(name="lab-setup", persist_result=True, log_prints=True)
-def lab_setup(parameters: LabSetupParameters = LabSetupParameters()) -> Any:
+@chapter("lab-setup")
+def lab_setup(spec: LabSpec, parameters: LabSetupParameters) -> dict[str, str]:
     """Bring the lab's VMs up in dependency order (the primary and GitLab first)."""
-    return run_chapter("lab-setup", parameters.lab, bring_up)
+    return bring_up(spec)
 
 
 def configure_code_manager(spec: LabSpec) -> dict[str, object]:
@@ -58,10 +55,10 @@ def configure_code_manager(spec: LabSpec) -> dict[str, object]:
     return {"project_id": project_id, "commit": commit, "deployed": deployed}
 
 
-@flow(name="code-manager-setup", persist_result=True, log_prints=True)
-def code_manager_setup(parameters: CodeManagerParameters = CodeManagerParameters()) -> Any:
+@chapter("code-manager-setup")
+def code_manager_setup(spec: LabSpec, parameters: CodeManagerParameters) -> dict[str, object]:
     """Configure Code Manager against the GitLab control repo (the tutorial's step 1)."""
-    return run_chapter("code-manager-setup", parameters.lab, configure_code_manager)
+    return configure_code_manager(spec)
 
 
 def settle_primary_and_replica(spec: LabSpec) -> dict[str, object]:
@@ -71,12 +68,12 @@ def settle_primary_and_replica(spec: LabSpec) -> dict[str, object]:
     return {"agent_profile": profile}
 
 
-@flow(name="primary-and-replica-settings", persist_result=True, log_prints=True)
+@chapter("primary-and-replica-settings")
 def primary_and_replica_settings(
-    parameters: CodeManagerParameters = CodeManagerParameters(),
-) -> Any:
+    spec: LabSpec, parameters: CodeManagerParameters
+) -> dict[str, object]:
     """The admin's token and the agent profile's server settings (the tutorial's step 2)."""
-    return run_chapter("primary-and-replica-settings", parameters.lab, settle_primary_and_replica)
+    return settle_primary_and_replica(spec)
 
 
 def activate_replica(spec: LabSpec, poll_interval: float) -> dict[str, object]:
@@ -94,14 +91,8 @@ def activate_replica(spec: LabSpec, poll_interval: float) -> dict[str, object]:
     return {"replica": enabled, "keys": {k.path: k.sha256_prefix for k in keys}}
 
 
-@flow(name="replica-activation", persist_result=True, log_prints=True)
-def replica_activation(
-    parameters: ReplicaActivationParameters = ReplicaActivationParameters(),
-) -> Any:
+@chapter("replica-activation")
+def replica_activation(spec: LabSpec, parameters: ReplicaActivationParameters) -> dict[str, object]:
     """Provision and enable the replica, copy PE's secret keys to it, push agent configuration
     (the tutorial's step 3)."""
-    return run_chapter(
-        "replica-activation",
-        parameters.lab,
-        lambda spec: activate_replica(spec, parameters.poll_interval_seconds),
-    )
+    return activate_replica(spec, parameters.poll_interval_seconds)

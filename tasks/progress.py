@@ -176,13 +176,35 @@ def say_step(status: str, name: str, attempts: int, detail: str) -> None:
     progress_log.info(line)
 
 
+# The task runs this process started since the root run began: the journal waits until Prefect's
+# server has recorded each (it learns of them from events, in batches, after the fact).
+_started: set[UUID] = set()
+_started_lock = threading.Lock()
+
+
+def started_runs(*, reset: bool = False) -> set[UUID]:
+    with _started_lock:
+        runs = set(_started)
+        if reset:
+            _started.clear()
+        return runs
+
+
+def started(task_run_id: UUID | None) -> None:
+    if task_run_id is not None:
+        with _started_lock:
+            _started.add(task_run_id)
+
+
 def _on_running(task: Any, task_run: TaskRun, state: State[Any]) -> None:
+    started(task_run.id)
     tracker = _tracker.get()
     if tracker is not None:
         tracker.running(task_run.name)
 
 
 def _on_finished(task: Any, task_run: TaskRun, state: State[Any]) -> None:
+    started(task_run.id)  # (a cached step is never Running)
     status = step_status(state)
     detail = failure_detail(state) if status == "failed" else ""
     say_step(status, task_run.name, task_run.run_count or 1, detail)
