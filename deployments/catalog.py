@@ -68,7 +68,8 @@ class DeploymentDef:
         return cast("RunnerDeployment", deployment)  # sync call: not a coroutine
 
 
-def _schedule() -> tuple[str, str]:
+def schedule() -> tuple[str, str]:
+    """The monthly drill's cron and time zone, checked (ConfigError naming the variables)."""
     current = settings()
     cron, timezone = current.drill_cron.strip(), current.drill_timezone.strip()
     from prefect.client.schemas.schedules import CronSchedule
@@ -95,7 +96,7 @@ def catalog(spec: LabSpec | None = None) -> list[DeploymentDef]:
     swaps which one is the primary, and the drill halts whichever is now."""
     lab = spec or load_spec()
     servers = [lab.primary.name, lab.replica.name]
-    cron, timezone = _schedule()
+    cron, timezone = schedule()
 
     def manual(
         entrypoint: str, flow_name: str, name: str, description: str, *tags: str

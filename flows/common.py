@@ -75,6 +75,10 @@ class DrillFailed(PeDrError):
     """The drill ran and a check or a step failed; its `record` says which."""
 
 
+class JournalNotWritten(PeDrError):
+    """The drill's journal could not be written (a full disk, a folder gone): the run fails."""
+
+
 def resolve_lab(lab: LabSpec | None) -> LabSpec:
     return lab if lab is not None else load_spec()
 
@@ -294,6 +298,14 @@ def _run_root(
         failed = DrillFailed(journal.failure_sentence(record))
         failed.record = record  # type: ignore[attr-defined]
         raise failed
+    if report_dir and record.journal_path is None:
+        # the record auditors read is lost: a passed drill without it is not a pass
+        lost = JournalNotWritten(
+            f"the drill passed, but its journal could not be written to {report_dir} (it was "
+            "printed on standard output): free the space or fix the folder, then drill again"
+        )
+        lost.record = record  # type: ignore[attr-defined]
+        raise lost
     return record
 
 
@@ -361,6 +373,7 @@ def _close(
     record.pe_version_reported = pe_version
     record.ended_at = utc_now()
     path = write_journal(record, report_dir) if report_dir else None
+    record.journal_path = str(path) if path is not None else None
     with contextlib.suppress(Exception):
         create_markdown_artifact(
             key="dr-drill-report",

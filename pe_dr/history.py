@@ -163,7 +163,9 @@ def comparison(drills: Sequence[Drill]) -> list[str]:
         name = FIGURE_NAMES[key]
         value = latest.figures.get(key)
         if value is None:
-            why = f" (the drill failed at {latest.failed})" if latest.failed else ""
+            how = "was interrupted" if latest.verdict == "interrupted" else "failed"
+            at = latest.failed if latest.failed != latest.verdict else ""
+            why = f" (the drill {how}{' at ' + at if at else ''})" if latest.failed else ""
             lines.append(f"{name} not measured{why}")
             continue
         parts = [f"{name} {seconds(value)} s"]

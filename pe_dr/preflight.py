@@ -117,6 +117,9 @@ class PreflightFailed(ConfigError):
         return (PreflightFailed, (self.problems,))
 
 
+JOURNAL_BYTES = 256 * 1024  # a long drill's journal (with a retry's steps) is under 100 KiB
+
+
 def report_dir_problem(directory: str) -> str | None:
     """Why the journal could not be written to `directory` (created when missing), or None."""
     folder = Path(directory)
@@ -126,9 +129,12 @@ def report_dir_problem(directory: str) -> str | None:
     try:
         if not existing.is_dir():
             return f"the report directory {directory} cannot be created: {existing} is not a folder"
-        # a real write: a read-only mount or a full disk shows here, even to root
-        probe = Path(tempfile.mkdtemp(prefix=".pe-dr-preflight-", dir=existing))
-        probe.rmdir()
+        # a real journal's worth of bytes, flushed to the disk: a read-only mount or a full disk
+        # shows here, even to root (creating an empty file or folder needs no free block)
+        with tempfile.TemporaryFile(prefix=".pe-dr-preflight-", dir=existing) as probe:
+            probe.write(b"\0" * JOURNAL_BYTES)
+            probe.flush()
+            os.fsync(probe.fileno())
     except OSError as exc:
         return f"the report directory {directory} is not writable ({exc.strerror or exc})"
     return None

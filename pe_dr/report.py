@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -69,6 +70,8 @@ class DrillReport:
     budgets: dict[str, float] = field(default_factory=dict)
     # the PE version the primary reported at the start (None: not read), beside the spec's
     pe_version_reported: str | None = None
+    # where the journal was written (None: not written); not part of the journal itself
+    journal_path: str | None = None
 
     def failure(self) -> dict[str, object] | None:
         """What failed, for the reader who has a minute: the check and what it saw, the step,
@@ -175,9 +178,16 @@ class DrillReport:
         stamp = self.started_at.replace(":", "").replace("-", "").replace(".", "")
         target = folder / f"drill-{stamp}.json"
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".drill-", suffix=".json")
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(self.to_json())
-        os.replace(tmp, target)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(self.to_json())
+                out.flush()
+                os.fsync(out.fileno())  # a full disk shows here, not after the rename
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):  # no half-written file left behind
+                os.unlink(tmp)
+            raise
         return target
 
     def to_markdown(self) -> str:

@@ -24,6 +24,39 @@ def _at_least_one(text: str) -> int:
     return value
 
 
+API_CHECK_SECONDS = 3.0
+
+
+def require_prefect_api() -> None:
+    """A PREFECT_API_URL that does not answer as a Prefect server stops the command in its first
+    seconds, naming the URL (unset: the commands use a local server of their own). Asked of
+    Prefect's own health endpoint, with a short timeout."""
+    url = (os.environ.get("PREFECT_API_URL") or "").strip()
+    if not url:
+        from prefect.settings import PREFECT_API_URL
+
+        url = str(PREFECT_API_URL.value() or "").strip()
+    if not url:
+        return
+    import httpx
+
+    health = url.rstrip("/") + "/health"
+    try:
+        answer = httpx.get(health, timeout=API_CHECK_SECONDS, follow_redirects=False)
+    except httpx.HTTPError as exc:
+        reason = str(exc) or type(exc).__name__
+        raise ConfigError(f"PREFECT_API_URL {url} does not answer ({reason})") from None
+    try:
+        healthy = answer.status_code == 200 and answer.json() is True
+    except ValueError:
+        healthy = False
+    if not healthy:
+        raise ConfigError(
+            f"PREFECT_API_URL {url} is not a Prefect server's API ({health} answered "
+            f"{answer.status_code}); it ends in /api, e.g. http://127.0.0.1:4200/api"
+        )
+
+
 def add_parsers(sub: argparse._SubParsersAction[Any]) -> None:
     serve = sub.add_parser(
         "serve", help="serve every deployment from this process (a workstation; Ctrl-C stops)"
@@ -78,13 +111,16 @@ def _require_server(command: str) -> None:
                 f"pe-dr {command} needs a Prefect server: start one (`prefect server start`) "
                 "and set PREFECT_API_URL (e.g. http://127.0.0.1:4200/api)"
             )
+    require_prefect_api()
 
 
 def serve(args: argparse.Namespace) -> int:
+    from deployments.catalog import schedule
     from deployments.serving import serve_all
 
-    _require_server("serve")
     spec = load_spec(args.spec) if args.spec else None
+    schedule()  # a bad cron is the admin's input: named before the server is asked
+    _require_server("serve")
     serve_all(spec, limit=args.limit)
     return 0
 

@@ -181,7 +181,7 @@ def reprotect(args: argparse.Namespace) -> int:
     first = checks_first.local(spec, needs, secret_blocks=False)
     if first.problems:
         raise checks_first.PreflightFailed(first.problems)
-    _quiet_prefect_console(args.debug)
+    _prefect_ready(args.debug)
     from flows.drills import reprotect as reprotect_flow
     from flows.params import ReprotectParameters
 
@@ -242,6 +242,13 @@ def parse_poll_interval(value: float | None) -> float:
         ) from None
 
 
+def _prefect_ready(debug: bool) -> None:
+    """Before the first thing that needs Prefect (the command's own checks are done): its API
+    answers, and its console is quiet."""
+    deployment_commands.require_prefect_api()
+    _quiet_prefect_console(debug)
+
+
 def _quiet_prefect_console(debug: bool) -> None:
     """Prefect's console log would drown the one-line-per-step output; the API keeps it all."""
     level = "INFO" if debug else "CRITICAL"
@@ -274,7 +281,7 @@ def _run_drill(args: argparse.Namespace, spec: LabSpec, budgets: Any, poll: floa
     if first.problems:
         raise checks_first.PreflightFailed(first.problems)
     # Imported here: the retry pacing and the lab's environment must be in place first.
-    _quiet_prefect_console(args.debug)
+    _prefect_ready(args.debug)
     from flows.dr_drill import dr_drill
     from flows.params import DrillParameters
 
@@ -445,7 +452,11 @@ def show_history(args: argparse.Namespace) -> int:
     chart = Path(args.chart) if args.chart else None
     if chart is not None and not chart.parent.is_dir():
         raise UsageError(f"--chart {args.chart}: {chart.parent} is not a folder")
-    _quiet_prefect_console(args.debug)
+    if chart is not None and chart.is_dir():
+        raise UsageError(f"--chart {args.chart}: is a folder; name the SVG file to write")
+    if chart is not None and chart.suffix.lower() != ".svg":
+        raise UsageError(f"--chart {args.chart}: the chart is SVG; name a .svg file")
+    _prefect_ready(args.debug)
     from prefect.settings import get_current_settings
 
     from flows import history as drill_history
@@ -453,9 +464,9 @@ def show_history(args: argparse.Namespace) -> int:
 
     stopping.start_local_server()
     where = get_current_settings().api.url or "the local Prefect database"
-    drills = drill_history.read(args.lab)
-    if args.limit is not None:
-        drills = drills[-args.limit :]
+    every = drill_history.read(args.lab)
+    # --limit shortens the table and the chart; the trend still compares with every drill
+    drills = every[-args.limit :] if args.limit is not None else every
     if not drills:
         whose = f"of lab {args.lab} " if args.lab else ""
         print(f"  history  no drills {whose}on record at {where}")
@@ -471,7 +482,7 @@ def show_history(args: argparse.Namespace) -> int:
         print(f"  {line}")
     if len(labs) == 1:
         print("")
-        for line in history.comparison(drills):
+        for line in history.comparison([d for d in every if d.lab == labs[0]]):
             print(f"    trend  {line}")
     if chart is not None:
         chart.write_bytes(history.chart_svg(drills, title=f"DR drills of lab {labs[0]}"))
@@ -486,7 +497,7 @@ TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
 
 def retry(args: argparse.Namespace) -> int:
     """Retry a run in this process, as Prefect's own local retry does: same run, same parameters."""
-    _quiet_prefect_console(args.debug)
+    _prefect_ready(args.debug)
     from uuid import UUID
 
     from prefect.client.orchestration import get_client

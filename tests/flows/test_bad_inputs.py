@@ -3,6 +3,9 @@ exit 2, no vagrant run, no flow run, nothing served."""
 
 from __future__ import annotations
 
+import http.server
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +205,8 @@ def test_a_bad_drill_input_is_refused_before_anything_starts(
         (["reprotect", "--poll-interval", "0", "--yes"], {}, "--poll-interval 0: must be"),
         (["reprotect", "--budget", "reprotect_seconds=inf", "--yes"], {}, "must be a finite"),
         (["history", "--limit", "0"], {}, "--limit 0: must be 1 or more"),
+        (["history", "--chart", "/tmp"], {}, "--chart /tmp: is a folder"),
+        (["history", "--chart", "/tmp/trend.png"], {}, "the chart is SVG; name a .svg file"),
         (["drill", "--yes", "--spec", "/no/such/lab.toml"], {}, "/no/such/lab.toml does not exist"),
         (["drill", "--yes"], {"PE_DR_LAB_SPEC": "/no/such/lab.toml"}, "does not exist"),
     ],
@@ -218,3 +223,39 @@ def test_a_bad_option_or_setting_elsewhere_is_refused_too(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     _assert_refused(argv, words, untouched, capsys)
+
+
+class _Quiet(http.server.BaseHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def not_prefect() -> Iterator[str]:
+    """A web server on loopback that is not Prefect's API (answers 404 to everything)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Quiet)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/api"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.mark.parametrize("argv", [["drill", "--yes"], ["history"], ["serve"], ["retry", "x"]])
+@pytest.mark.parametrize("api", ["dead", "not-prefect"])
+def test_a_prefect_api_that_does_not_answer_is_named_with_exit_2(
+    argv: list[str],
+    api: str,
+    not_prefect: str,
+    monkeypatch: pytest.MonkeyPatch,
+    untouched: list[str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = "http://127.0.0.1:9/api" if api == "dead" else not_prefect
+    monkeypatch.setenv("PREFECT_API_URL", url)
+    words = "does not answer" if api == "dead" else "is not a Prefect server's API"
+    line = _assert_refused(argv, f"PREFECT_API_URL {url} {words}", untouched, capsys)
+    assert "Errno" not in line or "Connection refused" in line

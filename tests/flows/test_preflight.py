@@ -244,3 +244,18 @@ def test_a_journal_that_cannot_be_written_goes_to_stdout_with_the_reason(
     reason = f"journal NOT written ({tmp_path}: No space left on device)"
     assert any(reason in line for line in said), said
     assert any("could not be written" in n for n in journal["notes"])
+
+
+@pytest.mark.slow
+def test_a_passed_run_whose_journal_cannot_be_written_fails_saying_so(
+    built: LabHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(self: DrillReport, directory: Any) -> Path:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(DrillReport, "write", full)
+    ok, report = _run(tmp_path, "code-manager-setup")  # a set-up that passes on a built lab
+    assert not ok, "a passed drill without its journal is not a pass"
+    assert report.status == "passed"  # what the drill proved stays true
+    assert report.journal_path is None
+    assert any("could not be written" in n for n in report.notes)

@@ -256,3 +256,14 @@ def test_the_chart_of_one_drill_or_of_drills_minutes_apart_draws_without_warning
         for drills in (one, apart, closer):
             assert b'id="series-rto_seconds"' in history.chart_svg(drills)
         assert b"not measured yet" in history.chart_svg(unmeasured)
+
+
+def test_a_stopped_drill_was_interrupted_not_failed() -> None:
+    stopped = _drill(
+        "r2", "2026-12-02", "interrupted", failback=None, failed_step="measure-failback"
+    )
+    rto, _lag, failback, *_ = history.comparison([_drill("r1", "2026-12-01"), stopped])
+    assert rto.startswith("RTO 40 s, the same as the last drill")  # what it measured, it keeps
+    assert failback == "failback not measured (the drill was interrupted at step measure-failback)"
+    plain = _drill("r3", "2026-12-03", "interrupted", failback=None)
+    assert history.comparison([plain])[2] == "failback not measured (the drill was interrupted)"
