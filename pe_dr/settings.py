@@ -57,7 +57,8 @@ class Settings(BaseSettings):
     )
     drill_timezone: str = Field(default="UTC", description="The time zone of `drill_cron`.")
     work_pool: str = Field(
-        default="pe-dr-lab", description="The process work pool `pe-dr deploy` deploys to."
+        default="pe-dr-lab",
+        description="The process work pool of the deployments (prefect.yaml, `prefect deploy`).",
     )
     # Read by a worker's shell through prefect.yaml, never by pe-dr itself; listed to be described.
     home: Path | None = Field(
