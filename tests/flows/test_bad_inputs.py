@@ -120,6 +120,76 @@ CASES: list[tuple[str, list[str], str | bytes | None, dict[str, str], str]] = [
     ),
 ]
 
+EXTRA = [
+    (
+        "address-mapped-loopback",
+        [],
+        spec_text(change={"linux.vm": "::ffff:127.0.0.1"}),
+        {},
+        "'::ffff:127.0.0.1' is this machine",
+    ),
+    ("address-v6-unspecified", [], spec_text(change={"linux.vm": "::"}), {}, "unspecified"),
+    ("address-v6-multicast", [], spec_text(change={"linux.vm": "ff02::1"}), {}, "multicast"),
+    ("address-v6-link-local", [], spec_text(change={"linux.vm": "fe80::1"}), {}, "link-local"),
+    (
+        "address-mapped-duplicate",
+        [],
+        spec_text(change={"linux.vm": "::ffff:192.168.56.4"}),
+        {},
+        "same address",
+    ),
+    ("host-name-duplicate", [], spec_text().replace("linux.vm", "replica.vm"), {}, "replica.vm"),
+    ("env-lock", [], spec_text(top='environment = "x.lock"'), {}, "environment"),
+    ("env-dash-start", [], spec_text(top='environment = "-x"'), {}, "environment"),
+    (
+        "secret-unicode-ls",
+        ["--promote"],
+        None,
+        {"PE_CONSOLE_PASSWORD": "abc\u2028def"},
+        "PE_CONSOLE_PASSWORD",
+    ),
+    ("spec-whitespace", [], "   \n\n", {}, "is empty"),
+    ("spec-bom-binary", [], b"\xff\xfe\x00h\x00o", {}, "lab.toml"),
+    ("vagrant-root-file", [], spec_text(top='vagrant_root = "/etc/hostname"'), {}, "vagrant_root"),
+    ("gitlab-port-huge", [], spec_text(top="gitlab_http_port = 70000"), {}, "gitlab_http_port"),
+    (
+        "memory-zero",
+        [],
+        spec_text().replace('role = "agent"', 'role = "agent"\nmemory_mb = 0'),
+        {},
+        "memory_mb",
+    ),
+    (
+        "cpus-huge",
+        [],
+        spec_text().replace('role = "agent"', 'role = "agent"\ncpus = 100000'),
+        {},
+        "cpus",
+    ),
+    (
+        "download-url-http",
+        [],
+        spec_text(top='pe_download_url = "file:///etc/passwd"'),
+        {},
+        "pe_download_url",
+    ),
+    (
+        "download-url-newline",
+        [],
+        spec_text(top='pe_download_url = "https://a/b\\nc"'),
+        {},
+        "pe_download_url",
+    ),
+    (
+        "stop-grace-negative",
+        [],
+        None,
+        {"PE_DR_STOP_GRACE_SECONDS": "-1"},
+        "PE_DR_STOP_GRACE_SECONDS",
+    ),
+]
+CASES += EXTRA
+
 
 @pytest.fixture
 def untouched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
