@@ -288,3 +288,26 @@ def test_a_bad_option_or_setting_elsewhere_is_refused_too(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     _assert_refused(argv, words, untouched, capsys)
+
+
+def test_a_six_field_cron_is_refused_without_importing_prefect() -> None:
+    """Importing Prefect takes seconds on a loaded machine: the refusal must come before it
+    (a stand-in for "in under 2 s" that does not time anything)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pe_dr_cli.main import main; rc = main(['serve']); "
+        "print(rc, 'prefect' in sys.modules)"
+    )
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PE_DR_DRILL_CRON": "0 3 1 * * *",
+        "PREFECT_API_URL": "http://127.0.0.1:9/api",  # never reached
+        "HOME": str(Path.home()),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert "exactly five fields" in done.stderr
+    assert done.stdout.split() == ["2", "False"], done.stdout
