@@ -72,14 +72,15 @@ def schedule() -> tuple[str, str]:
     """The monthly drill's cron and time zone, checked (ConfigError naming the variables)."""
     current = settings()
     cron, timezone = current.drill_cron.strip(), current.drill_timezone.strip()
-    from prefect.client.schemas.schedules import CronSchedule
-    from pydantic import ValidationError
-
     if len(cron.split()) != 5:  # croniter takes a sixth field, seconds: every second of a minute
         raise ConfigError(
             f"the drill schedule {CRON_ENV}={cron!r}: a cron needs exactly five fields "
             "(minute hour day-of-month month day-of-week)"
         )
+    # after the shape check: importing Prefect's schedules takes seconds, a refusal must not
+    from prefect.client.schemas.schedules import CronSchedule
+    from pydantic import ValidationError
+
     try:
         CronSchedule(cron=cron, timezone=timezone)
     except ValidationError as exc:

@@ -13,7 +13,8 @@ from pe_dr.lab.spec import LabSpec
 
 def serve_all(spec: LabSpec | None = None, limit: int | None = None) -> None:
     """Serve the catalog until SIGINT or SIGTERM (Prefect's runner handles both)."""
+    defs = catalog(spec)  # validates the schedule before Prefect's seconds-long import
     from prefect import serve
 
-    deployments = [d.to_deployment() for d in catalog(spec)]
+    deployments = [d.to_deployment() for d in defs]
     serve(*deployments, pause_on_shutdown=False, limit=limit)

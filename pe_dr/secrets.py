@@ -51,10 +51,14 @@ def get_secret(name: str) -> str:
     )
 
 
+# every character str.splitlines() breaks at (a pasted password can carry U+2028 too)
+_LINE_BREAKS = frozenset("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")
+
+
 def _one_line(name: str, value: str, where: str) -> str:
     """A secret goes into headers, files and command input whole: a line break (a pasted
     password with its newline) would split it, or smuggle a second header or command."""
-    if "\n" in value or "\r" in value or "\0" in value:
+    if "\0" in value or any(ch in _LINE_BREAKS for ch in value):
         raise ConfigError(
             f"the secret {name!r} ({where}) contains a line break or NUL: set it without one"
         )

@@ -94,6 +94,8 @@ class HostSpec(BaseModel):
             ip = ipaddress.ip_address(value)
         except ValueError:
             raise ValueError(f"{value!r} is not an IP address") from None
+        if ip.version == 6 and ip.ipv4_mapped:  # ::ffff:a.b.c.d is a.b.c.d, loopback included
+            ip = ip.ipv4_mapped
         problem = _not_a_vm(ip)
         if problem:
             raise ValueError(f"{value!r} {problem}")

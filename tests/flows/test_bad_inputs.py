@@ -123,6 +123,76 @@ CASES: list[tuple[str, list[str], str | bytes | None, dict[str, str], str]] = [
     ),
 ]
 
+EXTRA = [
+    (
+        "address-mapped-loopback",
+        [],
+        spec_text(change={"linux.vm": "::ffff:127.0.0.1"}),
+        {},
+        "'::ffff:127.0.0.1' is this machine",
+    ),
+    ("address-v6-unspecified", [], spec_text(change={"linux.vm": "::"}), {}, "unspecified"),
+    ("address-v6-multicast", [], spec_text(change={"linux.vm": "ff02::1"}), {}, "multicast"),
+    ("address-v6-link-local", [], spec_text(change={"linux.vm": "fe80::1"}), {}, "link-local"),
+    (
+        "address-mapped-duplicate",
+        [],
+        spec_text(change={"linux.vm": "::ffff:192.168.56.4"}),
+        {},
+        "same address",
+    ),
+    ("host-name-duplicate", [], spec_text().replace("linux.vm", "replica.vm"), {}, "replica.vm"),
+    ("env-lock", [], spec_text(top='environment = "x.lock"'), {}, "environment"),
+    ("env-dash-start", [], spec_text(top='environment = "-x"'), {}, "environment"),
+    (
+        "secret-unicode-ls",
+        ["--promote"],
+        None,
+        {"PE_CONSOLE_PASSWORD": "abc\u2028def"},
+        "PE_CONSOLE_PASSWORD",
+    ),
+    ("spec-whitespace", [], "   \n\n", {}, "is empty"),
+    ("spec-bom-binary", [], b"\xff\xfe\x00h\x00o", {}, "lab.toml"),
+    ("vagrant-root-file", [], spec_text(top='vagrant_root = "/etc/hostname"'), {}, "vagrant_root"),
+    ("gitlab-port-huge", [], spec_text(top="gitlab_http_port = 70000"), {}, "gitlab_http_port"),
+    (
+        "memory-zero",
+        [],
+        spec_text().replace('role = "agent"', 'role = "agent"\nmemory_mb = 0'),
+        {},
+        "memory_mb",
+    ),
+    (
+        "cpus-huge",
+        [],
+        spec_text().replace('role = "agent"', 'role = "agent"\ncpus = 100000'),
+        {},
+        "cpus",
+    ),
+    (
+        "download-url-http",
+        [],
+        spec_text(top='pe_download_url = "file:///etc/passwd"'),
+        {},
+        "pe_download_url",
+    ),
+    (
+        "download-url-newline",
+        [],
+        spec_text(top='pe_download_url = "https://a/b\\nc"'),
+        {},
+        "pe_download_url",
+    ),
+    (
+        "stop-grace-negative",
+        [],
+        None,
+        {"PE_DR_STOP_GRACE_SECONDS": "-1"},
+        "PE_DR_STOP_GRACE_SECONDS",
+    ),
+]
+CASES += EXTRA
+
 
 @pytest.fixture
 def untouched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -259,3 +329,26 @@ def test_a_prefect_api_that_does_not_answer_is_named_with_exit_2(
     words = "does not answer" if api == "dead" else "is not a Prefect server's API"
     line = _assert_refused(argv, f"PREFECT_API_URL {url} {words}", untouched, capsys)
     assert "Errno" not in line or "Connection refused" in line
+
+
+def test_a_six_field_cron_is_refused_without_importing_prefect() -> None:
+    """Importing Prefect takes seconds on a loaded machine: the refusal must come before it
+    (a stand-in for "in under 2 s" that does not time anything)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pe_dr_cli.main import main; rc = main(['serve']); "
+        "print(rc, 'prefect' in sys.modules)"
+    )
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PE_DR_DRILL_CRON": "0 3 1 * * *",
+        "PREFECT_API_URL": "http://127.0.0.1:9/api",  # never reached
+        "HOME": str(Path.home()),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert "exactly five fields" in done.stderr
+    assert done.stdout.split() == ["2", "False"], done.stdout

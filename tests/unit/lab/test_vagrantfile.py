@@ -256,3 +256,25 @@ def test_primary_script_downloads_from_the_tutorial_host_and_installs_without_pr
     assert re.search(r"puppet-enterprise-installer\" -y -c ", body)
     # the hosts provisioner runs on every boot, since Vagrant re-adds its line on every boot
     assert 'args: [vm["name"], *HOSTS_ARGS], run: "always"' in VAGRANTFILE.read_text()
+
+
+STAND_IN_PROVIDER = Path(__file__).with_name("stand_in_provider.rb")
+
+
+@needs_vagrant
+@pytest.mark.parametrize("spec", [LabSpec(), edited_spec()], ids=["tutorial", "edited"])
+def test_vagrant_status_lists_the_specs_hosts_with_a_stand_in_provider(
+    project: Path, spec: LabSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`vagrant status` without VirtualBox: a provider that answers `not_created` for every VM is
+    defined in a Vagrantfile of a throw-away VAGRANT_HOME (vagrant loads that file before the
+    project's), so the project's Vagrantfile is read unchanged by the real vagrant."""
+    home = tmp_path / "vagrant-home"
+    home.mkdir()
+    shutil.copy(STAND_IN_PROVIDER, home / "Vagrantfile")
+    monkeypatch.setenv("VAGRANT_HOME", str(home))
+    monkeypatch.setenv("VAGRANT_DEFAULT_PROVIDER", "pedrtest")
+    monkeypatch.setenv("VAGRANT_CHECKPOINT_DISABLE", "1")
+    states = VagrantLab(project, timeout=120, spec=spec).status()
+    assert list(states) == [h.name for h in spec.hosts]
+    assert set(states.values()) == {"not_created"}
