@@ -453,7 +453,8 @@ def show_history(args: argparse.Namespace) -> int:
 
     stopping.start_local_server()
     where = get_current_settings().api.url or "the local Prefect database"
-    drills = drill_history.read(args.lab)
+    runs = drill_history.read(args.lab)
+    drills, apart = history.drills_only(runs), history.not_begun(runs)
     if args.limit is not None:
         drills = drills[-args.limit :]
     if not drills:
@@ -469,6 +470,11 @@ def show_history(args: argparse.Namespace) -> int:
     print("")
     for line in history.table(drills):
         print(f"  {line}")
+    if apart:
+        print("")
+        print(f"  not drills ({len(apart)}: refused at pre-flight or called off before it began)")
+        for line in history.table(apart):
+            print(f"  {line}")
     if len(labs) == 1:
         print("")
         for line in history.comparison(drills):

@@ -256,3 +256,34 @@ def test_the_chart_of_one_drill_or_of_drills_minutes_apart_draws_without_warning
         for drills in (one, apart, closer):
             assert b'id="series-rto_seconds"' in history.chart_svg(drills)
         assert b"not measured yet" in history.chart_svg(unmeasured)
+
+
+def _run(run_id: str, *steps: StepRecord, cancelled: str | None = None) -> Drill:
+    record = DrillReport(flow="dr-drill", flow_run_id=run_id, lab={}, budgets=BUDGETS)
+    record.started_at = "2026-11-01T03:00:00.000Z"
+    record.steps.extend(steps)
+    record.cancelled = cancelled
+    return history.drill_of(record, lab="lab-a", flow_run=run_id)
+
+
+def test_a_refused_run_and_a_rejected_approval_are_listed_apart_not_as_drills() -> None:
+    refused = _run("refused", StepRecord("pre-flight", "failed", "t0", "t1", 1, "no route"))
+    rejected = _run(
+        "rejected",
+        StepRecord("pre-flight", "completed", "t0", "t1", 1),
+        StepRecord("check-health", "completed", "t1", "t2", 1),
+        cancelled="rejected in the Prefect UI: not today",
+    )
+    passed = _run(
+        "passed",
+        StepRecord("pre-flight", "completed", "t0", "t1", 1),
+        StepRecord("check-health", "completed", "t1", "t2", 1),
+    )
+    runs = [refused, rejected, passed]
+    assert [d.flow_run_id for d in history.drills_only(runs)] == ["passed"]
+    assert [d.flow_run_id for d in history.not_begun(runs)] == ["refused", "rejected"]
+    assert history.summary(history.drills_only(runs)).startswith("1 drill of lab lab-a")
+    assert Drill.from_row(refused.to_row()) == refused, "began reads back"
+    old_row = passed.to_row()
+    del old_row["began"]
+    assert Drill.from_row(old_row) == passed, "a row from before began is a drill"
