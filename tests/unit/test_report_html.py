@@ -1,0 +1,40 @@
+"""The auditors' HTML page of one drill: self-contained, every text escaped."""
+
+from __future__ import annotations
+
+import re
+
+from pe_dr import report_html
+from pe_dr.oracles.checks import CheckResult
+from pe_dr.report import DrillReport, StepRecord
+
+
+def _record() -> DrillReport:
+    record = DrillReport(
+        flow="dr-drill", flow_run_id="run-1", lab={"name": "lab-a"}, budgets={"rto_seconds": 900.0}
+    )
+    record.steps.append(
+        StepRecord("measure-failover", "failed", "2026-11-01T03:00:00Z", "2026-11-01T03:00:41Z", 2)
+    )
+    record.add_check(CheckResult("failover", False, "<script>alert(1)</script> saw", {"x": "<b>"}))
+    record.measurements["rto_seconds"] = 41.0
+    record.notes.append("approved in the Prefect UI to halt primary.vm: monthly drill")
+    return record
+
+
+def test_the_page_has_the_verdict_figures_steps_and_approval() -> None:
+    page = report_html.render(_record())
+    assert "<p id='verdict' class='failed'><strong>FAILED</strong>" in page
+    assert "<td>RTO</td><td>41 s</td><td>900 s</td><td>859 s</td>" in page
+    assert "<td>measure-failover</td><td>failed</td><td>41</td><td>2</td>" in page
+    assert "approved in the Prefect UI to halt primary.vm" in page
+    assert "none on record" in page
+
+
+def test_text_from_the_lab_is_escaped_and_nothing_is_loaded_from_outside() -> None:
+    page = report_html.render(_record(), chart_svg=b"<?xml version='1.0'?>\n<svg></svg>")
+    assert "<script" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; saw" in page
+    assert "&lt;b&gt;" in page
+    assert "<h2>Trend</h2><svg></svg>" in page, "the chart inline, without its XML prolog"
+    assert not re.search(r"(src|href)=|url\(|@import", page)
