@@ -84,10 +84,10 @@ def render(
             f"<td>{e(step.detail)}</td></tr>"
         )
     out.append("</table><h2>Lab and versions</h2><table>")
-    lab = dict(record.lab)
+    lab: dict[str, object] = dict(record.lab)
     lab["pe_version_reported"] = record.pe_version_reported
-    for name, value in lab.items():
-        out.append(f"<tr><th>{e(str(name))}</th><td>{e(str(value))}</td></tr>")
+    for name, said in lab.items():
+        out.append(f"<tr><th>{e(str(name))}</th><td>{e(str(said))}</td></tr>")
     out.append("</table><h2>Approvals</h2><ul>")
     approvals = [n for n in record.notes if "approv" in n or "reject" in n]
     out += [f"<li>{e(n)}</li>" for n in approvals] or ["<li>none asked</li>"]
