@@ -38,3 +38,12 @@ def test_text_from_the_lab_is_escaped_and_nothing_is_loaded_from_outside() -> No
     assert "&lt;b&gt;" in page
     assert "<h2>Trend</h2><svg></svg>" in page, "the chart inline, without its XML prolog"
     assert not re.search(r"(src|href)=|url\(|@import", page)
+
+
+def test_report_html_to_a_missing_folder_is_refused_in_one_line(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from pe_dr_cli.main import EXIT_USAGE, main
+
+    for where in (tmp_path / "no" / "x.html", tmp_path):
+        assert main(["report", "some-run", "--html", str(where)]) == EXIT_USAGE
+        said = capsys.readouterr().err.splitlines()
+        assert said == [f"pe-dr: --html {where}: not a file in an existing folder"]
