@@ -47,3 +47,33 @@ def test_report_html_to_a_missing_folder_is_refused_in_one_line(tmp_path, capsys
         assert main(["report", "some-run", "--html", str(where)]) == EXIT_USAGE
         said = capsys.readouterr().err.splitlines()
         assert said == [f"pe-dr: --html {where}: not a file in an existing folder"]
+
+
+def test_the_page_renders_in_headless_chromium(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+    import subprocess
+
+    import pytest
+
+    browser = shutil.which("chromium")
+    if browser is None:
+        pytest.skip("chromium is not installed (scripts/install-test-packages.sh installs it)")
+    page = tmp_path / "drill.html"
+    page.write_text(report_html.render(_record(), chart_svg=b"<svg></svg>"), encoding="utf-8")
+    argv = [browser, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path}/p"]
+    dom = subprocess.run(
+        [*argv, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120
+    ).stdout
+    assert 'id="verdict" class="failed"><strong>FAILED</strong>' in dom
+    assert "<script" not in dom, "the check's markup stayed text"
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [*argv, "--window-size=800,1200", f"--screenshot={shot}", page.as_uri()],
+        capture_output=True,
+        timeout=120,
+    )
+    from matplotlib.image import imread
+
+    pixels = imread(shot)
+    dark = (pixels[..., :3].mean(axis=2) < 0.5).mean()
+    assert 0.005 < dark < 0.5, f"the screenshot is blank or black ({dark:.1%} dark pixels)"
