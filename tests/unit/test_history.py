@@ -287,3 +287,14 @@ def test_a_refused_run_and_a_rejected_approval_are_listed_apart_not_as_drills() 
     old_row = passed.to_row()
     del old_row["began"]
     assert Drill.from_row(old_row) == passed, "a row from before began is a drill"
+
+
+def test_the_chart_draws_a_stopped_drill_as_stopped_not_as_a_failure() -> None:
+    drills = [
+        _drill("r0", "2026-10-01"),
+        _drill("r1", "2026-11-01", verdict="interrupted"),
+        _drill("r2", "2026-12-01", verdict="cancelled"),
+    ]
+    svg = history.chart_svg(drills).decode()
+    assert "stopped" in svg, "a stop or cancellation has its own marker"
+    assert ">failed<" not in svg, "no red cross without a failed drill"
