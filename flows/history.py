@@ -106,18 +106,19 @@ def publish(record: DrillReport, *, lab: str, flow_run: str) -> list[Drill]:
         [*read(lab), history.drill_of(record, lab=lab, flow_run=flow_run)]
     )
     latest = drills[-1]
+    counted = history.drills_only(drills) or [latest]
     create_table_artifact(
         key=table_key(lab),
         table=[d.to_row() for d in reversed(drills[-SHOWN_ROWS:])],
-        description=f"Every DR drill of lab {lab}, newest first. {history.summary(drills)}.",
+        description=f"Every DR drill of lab {lab}, newest first. {history.summary(counted)}.",
     )
-    svg = history.chart_svg(drills, title=f"DR drills of lab {lab}")
+    svg = history.chart_svg(counted, title=f"DR drills of lab {lab}")
     create_markdown_artifact(
         key=trend_key(lab),
-        markdown=history.trend_markdown(drills, svg, table_key=table_key(lab)),
-        description=(f"lab {lab}: {latest.verdict}; " + "; ".join(history.comparison(drills)[:1])),
+        markdown=history.trend_markdown(counted, svg, table_key=table_key(lab)),
+        description=(f"lab {lab}: {latest.verdict}; " + "; ".join(history.comparison(counted)[:1])),
     )
-    return drills
+    return counted
 
 
 def publish_quietly(record: DrillReport, *, lab: str, flow_run: str) -> Sequence[str]:

@@ -34,6 +34,9 @@ class Drill:
     budgets: dict[str, float | None] = field(default_factory=dict)
     failed_check: str | None = None
     failed_step: str | None = None
+    # False: the run never began the drill (refused at pre-flight, approval rejected or not
+    # given): listed apart, never counted as a failed drill nor drawn in the trend
+    began: bool = True
 
     def to_row(self) -> dict[str, object]:
         row: dict[str, object] = {
@@ -47,6 +50,7 @@ class Drill:
         row.update({_budget_column(key): self.budgets.get(key) for key in MEASUREMENTS})
         row["lab"] = self.lab
         row["flow_run_id"] = self.flow_run_id
+        row["began"] = self.began
         return row
 
     @classmethod
@@ -68,6 +72,7 @@ class Drill:
                 budgets={key: _number(row.get(_budget_column(key))) for key in MEASUREMENTS},
                 failed_check=_text(row.get("failed_check")),
                 failed_step=_text(row.get("failed_step")),
+                began=row.get("began") is not False,  # rows written before it: drills
             )
         except (KeyError, TypeError, ValueError):
             return None
@@ -100,6 +105,28 @@ def _moment(iso: str) -> datetime:
     return datetime.fromisoformat(iso.replace("Z", "+00:00"))
 
 
+# steps before the drill proper: a run that ran nothing else never began the drill
+BEFORE_THE_DRILL = frozenset({"pre-flight", "lab-roles"})
+
+
+def began(record: DrillReport) -> bool:
+    """Whether the run began the drill: not called off (approval rejected or not given) and
+    past pre-flight (some step other than the ones before the drill ran)."""
+    if record.cancelled:
+        return False
+    return any(s.name not in BEFORE_THE_DRILL for s in record.steps)
+
+
+def drills_only(drills: Iterable[Drill]) -> list[Drill]:
+    """The runs that began the drill: what the history counts and the trend draws."""
+    return [d for d in drills if d.began]
+
+
+def not_begun(drills: Iterable[Drill]) -> list[Drill]:
+    """The runs that never began the drill, listed apart."""
+    return [d for d in drills if not d.began]
+
+
 def drill_of(record: DrillReport, *, lab: str, flow_run: str) -> Drill:
     """The history's row of a drill's record."""
     failure = record.failure() or {}
@@ -117,6 +144,7 @@ def drill_of(record: DrillReport, *, lab: str, flow_run: str) -> Drill:
         budgets={key: record.budgets.get(key) for key in MEASUREMENTS},
         failed_check=str(check) if check else None,
         failed_step=str(step) if step else None,
+        began=began(record),
     )
 
 
@@ -278,10 +306,17 @@ def _panel(ax: Any, key: str, drills: Sequence[Drill], dates: list[datetime]) ->
     failed = [
         (t, v)
         for t, v, d in zip(dates, values, drills, strict=True)
-        if v is not None and d.verdict != "passed"
+        if v is not None and d.verdict == "failed"
     ]
     if failed:
         ax.plot(*zip(*failed, strict=True), "x", color="tab:red", markersize=9, label="failed")
+    stopped = [  # a stop or a cancellation is not a failure: drawn as such, not as a red cross
+        (t, v)
+        for t, v, d in zip(dates, values, drills, strict=True)
+        if v is not None and d.verdict not in ("passed", "failed")
+    ]
+    if stopped:
+        ax.plot(*zip(*stopped, strict=True), "s", color="tab:orange", markersize=7, label="stopped")
     if budgets:
         times, limits = zip(*budgets, strict=True)
         ax.step(

@@ -24,7 +24,7 @@ from pe_dr.lab.spec import LabSpec, load_spec
 from pe_dr.report import FIGURE_NAMES
 from pe_dr.secrets import scrub
 from pe_dr.settings import settings
-from pe_dr_cli import deployment_commands
+from pe_dr_cli import deployment_commands, report_cmd
 
 EXIT_PASSED, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -99,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     past.add_argument("--lab", metavar="NAME", help="the drills of this lab only")
     past.add_argument("--chart", metavar="PATH", help="write the chart there (SVG)")
     past.add_argument("--limit", type=int, default=None, metavar="N", help="the last N drills only")
+    report_cmd.add_parser(sub)
     deployment_commands.add_parsers(sub)
     return parser
 
@@ -121,7 +122,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return retry(args)
         if args.command == "history":
             return show_history(args)
-    except (UsageError, ConfigError) as exc:
+        if args.command == "report":
+            return report_cmd.run(args)
+    except (UsageError, ConfigError, report_cmd.ReportUsageError) as exc:
         for problem in getattr(exc, "problems", None) or [str(exc)]:
             print(f"pe-dr: {scrub(problem)}", file=sys.stderr)
         if args.debug:
@@ -464,7 +467,8 @@ def show_history(args: argparse.Namespace) -> int:
 
     stopping.start_local_server()
     where = get_current_settings().api.url or "the local Prefect database"
-    every = drill_history.read(args.lab)
+    runs = drill_history.read(args.lab)
+    every, apart = history.drills_only(runs), history.not_begun(runs)
     # --limit shortens the table and the chart; the trend still compares with every drill
     drills = every[-args.limit :] if args.limit is not None else every
     if not drills:
@@ -480,6 +484,11 @@ def show_history(args: argparse.Namespace) -> int:
     print("")
     for line in history.table(drills):
         print(f"  {line}")
+    if apart:
+        print("")
+        print(f"  not drills ({len(apart)}: refused at pre-flight or called off before it began)")
+        for line in history.table(apart):
+            print(f"  {line}")
     if len(labs) == 1:
         print("")
         for line in history.comparison([d for d in every if d.lab == labs[0]]):

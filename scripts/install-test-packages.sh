@@ -13,8 +13,9 @@ set -euo pipefail
 #   its Java runtime); ruby runs the control repo's config_version script as PE's ruby would
 # util-linux: unshare, for the real-Puppet tier's private namespaces (essential on Debian)
 # vagrant: the real Vagrant (2.3.4) validates the project's Vagrantfile (no VirtualBox here)
+# chromium: the auditors' HTML report (`pe-dr report --html`) is rendered headless and checked
 packages=(openssh-server openssh-client sudo git postgresql puppet-agent puppetserver ruby util-linux
-    vagrant)
+    vagrant chromium)
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
     echo "install-test-packages: not a Debian system; the tiers that need ${packages[*]} will skip"

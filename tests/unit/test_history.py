@@ -267,3 +267,45 @@ def test_a_stopped_drill_was_interrupted_not_failed() -> None:
     assert failback == "failback not measured (the drill was interrupted at step measure-failback)"
     plain = _drill("r3", "2026-12-03", "interrupted", failback=None)
     assert history.comparison([plain])[2] == "failback not measured (the drill was interrupted)"
+
+
+def _run(run_id: str, *steps: StepRecord, cancelled: str | None = None) -> Drill:
+    record = DrillReport(flow="dr-drill", flow_run_id=run_id, lab={}, budgets=BUDGETS)
+    record.started_at = "2026-11-01T03:00:00.000Z"
+    record.steps.extend(steps)
+    record.cancelled = cancelled
+    return history.drill_of(record, lab="lab-a", flow_run=run_id)
+
+
+def test_a_refused_run_and_a_rejected_approval_are_listed_apart_not_as_drills() -> None:
+    refused = _run("refused", StepRecord("pre-flight", "failed", "t0", "t1", 1, "no route"))
+    rejected = _run(
+        "rejected",
+        StepRecord("pre-flight", "completed", "t0", "t1", 1),
+        StepRecord("check-health", "completed", "t1", "t2", 1),
+        cancelled="rejected in the Prefect UI: not today",
+    )
+    passed = _run(
+        "passed",
+        StepRecord("pre-flight", "completed", "t0", "t1", 1),
+        StepRecord("check-health", "completed", "t1", "t2", 1),
+    )
+    runs = [refused, rejected, passed]
+    assert [d.flow_run_id for d in history.drills_only(runs)] == ["passed"]
+    assert [d.flow_run_id for d in history.not_begun(runs)] == ["refused", "rejected"]
+    assert history.summary(history.drills_only(runs)).startswith("1 drill of lab lab-a")
+    assert Drill.from_row(refused.to_row()) == refused, "began reads back"
+    old_row = passed.to_row()
+    del old_row["began"]
+    assert Drill.from_row(old_row) == passed, "a row from before began is a drill"
+
+
+def test_the_chart_draws_a_stopped_drill_as_stopped_not_as_a_failure() -> None:
+    drills = [
+        _drill("r0", "2026-10-01"),
+        _drill("r1", "2026-11-01", verdict="interrupted"),
+        _drill("r2", "2026-12-01", verdict="cancelled"),
+    ]
+    svg = history.chart_svg(drills).decode()
+    assert "stopped" in svg, "a stop or cancellation has its own marker"
+    assert ">failed<" not in svg, "no red cross without a failed drill"
