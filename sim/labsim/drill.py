@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from labsim.cli import UsageError, check_up_options, start_lab, stop_lab
+from labsim.launch import UsageError, check_up_options, start_lab, stop_lab
 
 POLL_SECONDS = 0.2  # a simulated lab answers at once: look often
 TIME_SCALE = 0.001  # `labsim up`'s default

@@ -18,8 +18,8 @@ import httpx
 import pytest
 import vagrant
 
-from labsim.cli import _session_pids
 from labsim.faults import OPERATIONS, FaultSpecError, parse_fault
+from labsim.launch import _session_pids
 from labsim.testing import running_lab
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -695,9 +695,9 @@ def test_a_vm_reconciled_twice_at_once_binds_its_listeners_once(tmp_path: Path) 
     add` died so, `address already in use`, and the lab daemon closed the connection)."""
     import asyncio
 
-    from labsim.cli import _hosts
     from labsim.daemon import Daemon
     from labsim.lab import write_keys
+    from labsim.launch import _hosts
 
     _, hosts = _hosts(1)
     cfg = {"name": "labsim-race", "time_scale": 0.001, "faults": [], "hosts": hosts}
