@@ -129,3 +129,37 @@ def test_block_expires_by_itself_with_no_process(pair: tuple[str, str], tmp_path
     finally:
         server.kill()
         server.wait(timeout=10)
+
+
+def test_block_of_a_killed_drill_expires_within_its_ttl(
+    pair: tuple[str, str], tmp_path: Path
+) -> None:
+    canary, primary = pair
+    server = _listen(primary, 8140)
+    path = tmp_path / "canary.nft"
+    path.write_text(ruleset(Block(PRIMARY_IP, mode="drop", ttl_seconds=3)))
+    # A stand-in drill: applies the block, says so, then would wait to remove it; it is SIGKILLed.
+    code = (
+        f"import subprocess,time;subprocess.run(['nft','-f','{path}'],check=True);"
+        "print('on',flush=True);time.sleep(600)"
+    )
+    drill = subprocess.Popen(
+        ["ip", "netns", "exec", canary, "python3", "-c", code], stdout=subprocess.PIPE
+    )
+    try:
+        assert drill.stdout is not None and drill.stdout.readline().strip() == b"on"
+        start = time.monotonic()
+        drill.kill()
+        drill.wait(timeout=10)
+        assert _connect(canary, 8140) == "timeout"
+        deadline = start + 10
+        while _connect(canary, 8140) != "ok":
+            assert time.monotonic() < deadline, "a killed drill's block outlived its TTL by 7 s"
+            time.sleep(0.2)
+        print(f"killed drill's block gone {time.monotonic() - start:.2f} s after SIGKILL (TTL 3 s)")
+    finally:
+        if drill.poll() is None:
+            drill.kill()
+            drill.wait(timeout=10)
+        server.kill()
+        server.wait(timeout=10)
