@@ -14,8 +14,10 @@ set -euo pipefail
 # util-linux: unshare, for the real-Puppet tier's private namespaces (essential on Debian)
 # vagrant: the real Vagrant (2.3.4) validates the project's Vagrantfile (no VirtualBox here)
 # chromium: the auditors' HTML report (`pe-dr report --html`) is rendered headless and checked
+# nftables, iproute2: the canary drill's firewall block, applied for real in network namespaces the
+#   tests make (`nft`, `ip netns`)
 packages=(openssh-server openssh-client sudo git postgresql puppet-agent puppetserver ruby util-linux
-    vagrant chromium)
+    vagrant chromium nftables iproute2)
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
     echo "install-test-packages: not a Debian system; the tiers that need ${packages[*]} will skip"

@@ -29,6 +29,7 @@ TIERS = {
     "flows": "labsim drill",
     "deployments": "deployments (Prefect server)",
     "real_puppet": "real Puppet",
+    "netns": "network namespaces (nftables)",
 }
 
 # tier folder (or test module, by its path below tests/) -> the xdist group of its tests (the
@@ -45,6 +46,7 @@ GROUPS = {
     "flows": "labsim-drill",
     "deployments": "prefect-servers",
     "real_puppet": "system",
+    "netns": "system",  # namespaces of its own: never beside the check that nothing changed
     "unit/lab/test_host.py": "system",
     "labsim/test_drill_command.py": "labsim-drill-command",
     "labsim": "labsim",
