@@ -4,7 +4,8 @@ A drill on a fresh lab spends an hour building it before the failover drill refu
 that does not name the primary; a report directory that cannot be written loses the journal at
 the very end. Pre-flight checks, in seconds and reading only:
 
-* the report directory can be written (a file is created there and removed);
+* the report directory can take a journal: a real journal's worth of bytes (`PROBE_BYTES`) is
+  written there, synced and removed, so a full disk fails here, before the primary is halted;
 * the secrets the flow needs exist (the environment now; the Prefect Secret block too, when run
   as the flow's first step);
 * vagrant is installed, and VirtualBox would accept the lab's host-only addresses;
@@ -117,6 +118,11 @@ class PreflightFailed(ConfigError):
         return (PreflightFailed, (self.problems,))
 
 
+# a drill's journal and its Markdown report are about 35 kB each (measured on a labsim drill);
+# four times that leaves room for retries and long check details
+PROBE_BYTES = 256 * 1024
+
+
 def report_dir_problem(directory: str) -> str | None:
     """Why the journal could not be written to `directory` (created when missing), or None."""
     folder = Path(directory)
@@ -126,9 +132,16 @@ def report_dir_problem(directory: str) -> str | None:
     try:
         if not existing.is_dir():
             return f"the report directory {directory} cannot be created: {existing} is not a folder"
-        # a real write: a read-only mount or a full disk shows here, even to root
-        probe = Path(tempfile.mkdtemp(prefix=".pe-dr-preflight-", dir=existing))
-        probe.rmdir()
+        # a real write of a journal's size, synced: a read-only mount or a disk too full for the
+        # journal shows here, even to root (an empty file fits on a full disk)
+        fd, name = tempfile.mkstemp(prefix=".pe-dr-preflight-", dir=existing)
+        try:
+            with os.fdopen(fd, "wb") as probe:
+                probe.write(b"\0" * PROBE_BYTES)
+                probe.flush()
+                os.fsync(probe.fileno())
+        finally:
+            Path(name).unlink(missing_ok=True)
     except OSError as exc:
         return f"the report directory {directory} is not writable ({exc.strerror or exc})"
     return None
