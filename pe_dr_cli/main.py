@@ -445,6 +445,10 @@ def show_history(args: argparse.Namespace) -> int:
     chart = Path(args.chart) if args.chart else None
     if chart is not None and not chart.parent.is_dir():
         raise UsageError(f"--chart {args.chart}: {chart.parent} is not a folder")
+    if chart is not None and chart.is_dir():
+        raise UsageError(f"--chart {args.chart}: is a folder; name the file to write")
+    if chart is not None and chart.suffix.lower() != ".svg":
+        raise UsageError(f"--chart {args.chart}: the chart is SVG; name a file ending in .svg")
     _quiet_prefect_console(args.debug)
     from prefect.settings import get_current_settings
 
@@ -453,9 +457,9 @@ def show_history(args: argparse.Namespace) -> int:
 
     stopping.start_local_server()
     where = get_current_settings().api.url or "the local Prefect database"
-    drills = drill_history.read(args.lab)
-    if args.limit is not None:
-        drills = drills[-args.limit :]
+    on_record = drill_history.read(args.lab)
+    # --limit shortens the table, not the record the latest drill is compared with
+    drills = on_record[-args.limit :] if args.limit is not None else on_record
     if not drills:
         whose = f"of lab {args.lab} " if args.lab else ""
         print(f"  history  no drills {whose}on record at {where}")
@@ -465,16 +469,18 @@ def show_history(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--chart: drills of {len(labs)} labs ({', '.join(labs)}): name one with --lab"
         )
+    if chart is not None:
+        # written before the table, so a chart that cannot be written prints nothing else
+        chart.write_bytes(history.chart_svg(drills, title=f"DR drills of lab {labs[0]}"))
     print(f"  history  {history.summary(drills)} (from {where})")
     print("")
     for line in history.table(drills):
         print(f"  {line}")
     if len(labs) == 1:
         print("")
-        for line in history.comparison(drills):
+        for line in history.comparison([d for d in on_record if d.lab == labs[0]]):
             print(f"    trend  {line}")
     if chart is not None:
-        chart.write_bytes(history.chart_svg(drills, title=f"DR drills of lab {labs[0]}"))
         print(f"    chart  {chart}")
     return EXIT_PASSED
 
