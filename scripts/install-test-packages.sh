@@ -13,8 +13,10 @@ set -euo pipefail
 #   its Java runtime); ruby runs the control repo's config_version script as PE's ruby would
 # util-linux: unshare, for the real-Puppet tier's private namespaces (essential on Debian)
 # vagrant: the real Vagrant (2.3.4) validates the project's Vagrantfile (no VirtualBox here)
+# iproute2, nftables: a packet-dropping host (a test's own network namespace, veth pair, nftables
+#   drop) for pre-flight's connect check and the stop bound while an SSH connect hangs
 packages=(openssh-server openssh-client sudo git postgresql puppet-agent puppetserver ruby util-linux
-    vagrant)
+    vagrant iproute2 nftables)
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
     echo "install-test-packages: not a Debian system; the tiers that need ${packages[*]} will skip"
