@@ -138,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         signum = interrupts.signal_of(exc)
         if signum is None:
             raise
-        stop = interrupts.begin(signum)
+        stop = interrupts.seen(signum)
         print(f"pe-dr: stopped by {stop.name}", file=sys.stderr)
         return stop.exit_code
     return EXIT_USAGE
@@ -322,7 +322,7 @@ def _run_flow(args: argparse.Namespace, report_dir: str | None, run: Any) -> int
             signum = interrupts.signal_of(exc)
             if signum is None:
                 raise
-            stop = interrupts.begin(signum)
+            stop = interrupts.seen(signum)
             record = getattr(exc, "record", None)
             return _stopped(stop, time.monotonic() - started_at, roots, record)
         return _summarize(args, state, time.monotonic() - started_at)
