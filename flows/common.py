@@ -348,7 +348,7 @@ def _close(
     stop = interrupts.current()
     signum = interrupts.signal_of(error) if error is not None else None
     if signum is not None:
-        stop = interrupts.begin(signum)
+        stop = interrupts.seen(signum)
     reason = None if error is None or stop else (scrub(str(error)) or type(error).__name__)
     try:
         record = journal.read(

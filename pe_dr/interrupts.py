@@ -76,6 +76,14 @@ def begin(signum: int) -> Stop:
     return stop
 
 
+def seen(signum: int) -> Stop:
+    """Report a stop met as an exception (KeyboardInterrupt, Prefect's TerminationSignal): the
+    stop already recorded when the signal handler saw it first, else a new one. Not a second
+    signal: one Ctrl-C once printed "already stopping" twice, from the two places that met it."""
+    stop = current()
+    return stop if stop is not None else begin(signum)
+
+
 def _absorb(signum: int, frame: object) -> None:
     begin(signum)
 

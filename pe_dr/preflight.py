@@ -4,7 +4,8 @@ A drill on a fresh lab spends an hour building it before the failover drill refu
 that does not name the primary; a report directory that cannot be written loses the journal at
 the very end. Pre-flight checks, in seconds and reading only:
 
-* the report directory can be written (a file is created there and removed);
+* the report directory can take a journal: a real journal's worth of bytes (`PROBE_BYTES`) is
+  written there, synced and removed, so a full disk fails here, before the primary is halted;
 * the secrets the flow needs exist (the environment now; the Prefect Secret block too, when run
   as the flow's first step);
 * vagrant is installed, and VirtualBox would accept the lab's host-only addresses;
@@ -23,8 +24,10 @@ The lab lock (free, or held by a live run) is checked by the flows layer, which 
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -219,17 +222,56 @@ def on_the_lab(spec: LabSpec, needs: Needs) -> Outcome:
                         f"{host.name} is not created yet and its provisioning reads {env} from "
                         "the environment, which does not set it"
                     )
+        up = [h.name for h in spec.hosts if states.get(h.name) == "running"]
+        # every running VM's SSH settings from this one vagrant call: the steps after find them
+        # remembered (pe_dr.lab.live) rather than starting vagrant once per VM
+        lab.prefetch_hosts(up)
+        silent = _not_answering(lab, up)
+        if silent:
+            out.problems += silent
+            return out
         if needs.credentials:
             primary, gitlab = spec.primary.name, spec.gitlab.name
             running = [vm for vm in (primary, gitlab) if states.get(vm) == "running"]
-            # every running VM's SSH settings from this one vagrant call: the steps after find them
-            # remembered (pe_dr.lab.live) rather than starting vagrant once per VM
-            lab.prefetch_hosts([h.name for h in spec.hosts if states.get(h.name) == "running"])
             if primary in running:
                 out.extend(_admin_token(lab))
             if gitlab in running:
                 out.extend(_gitlab_token(lab))
     return out
+
+
+# a VM on a host-only network answers a TCP connect in milliseconds; one that drops packets
+# would otherwise cost every later step its full SSH timeout
+CONNECT_SECONDS = 5.0
+
+
+def _not_answering(lab: Lab, names: list[str]) -> list[str]:
+    """One sentence per running VM whose SSH port does not take a TCP connection within
+    CONNECT_SECONDS, all tried at once (so the check takes CONNECT_SECONDS at most)."""
+
+    def reach(name: str) -> str | None:
+        try:
+            ssh = lab.host(name).ssh
+        except PeDrError as exc:
+            return f"{name}: vagrant gives no SSH settings for it ({exc})"
+        try:
+            socket.create_connection((ssh.host, ssh.port), timeout=CONNECT_SECONDS).close()
+        except TimeoutError:
+            return (
+                f"{name} is running but its SSH port {ssh.host}:{ssh.port} did not answer "
+                f"within {CONNECT_SECONDS:g} s (packets dropped?)"
+            )
+        except OSError as exc:
+            return (
+                f"{name} is running but its SSH port {ssh.host}:{ssh.port} cannot be reached "
+                f"({exc.strerror or exc})"
+            )
+        return None
+
+    if not names:
+        return []
+    with ThreadPoolExecutor(max_workers=min(16, len(names))) as pool:
+        return [p for p in pool.map(reach, names) if p is not None]
 
 
 def _admin_token(lab: Lab) -> Outcome:

@@ -141,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         signum = interrupts.signal_of(exc)
         if signum is None:
             raise
-        stop = interrupts.begin(signum)
+        stop = interrupts.seen(signum)
         print(f"pe-dr: stopped by {stop.name}", file=sys.stderr)
         return stop.exit_code
     return EXIT_USAGE
@@ -332,7 +332,7 @@ def _run_flow(args: argparse.Namespace, report_dir: str | None, run: Any) -> int
             signum = interrupts.signal_of(exc)
             if signum is None:
                 raise
-            stop = interrupts.begin(signum)
+            stop = interrupts.seen(signum)
             record = getattr(exc, "record", None)
             return _stopped(stop, time.monotonic() - started_at, roots, record)
         return _summarize(args, state, time.monotonic() - started_at)
@@ -480,6 +480,9 @@ def show_history(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--chart: drills of {len(labs)} labs ({', '.join(labs)}): name one with --lab"
         )
+    if chart is not None:
+        # written before the table, so a chart that cannot be written prints nothing else
+        chart.write_bytes(history.chart_svg(drills, title=f"DR drills of lab {labs[0]}"))
     print(f"  history  {history.summary(drills)} (from {where})")
     print("")
     for line in history.table(drills):
@@ -494,7 +497,6 @@ def show_history(args: argparse.Namespace) -> int:
         for line in history.comparison([d for d in every if d.lab == labs[0]]):
             print(f"    trend  {line}")
     if chart is not None:
-        chart.write_bytes(history.chart_svg(drills, title=f"DR drills of lab {labs[0]}"))
         print(f"    chart  {chart}")
     return EXIT_PASSED
 

@@ -14,8 +14,8 @@ set -euo pipefail
 # util-linux: unshare, for the real-Puppet tier's private namespaces (essential on Debian)
 # vagrant: the real Vagrant (2.3.4) validates the project's Vagrantfile (no VirtualBox here)
 # chromium: the auditors' HTML report (`pe-dr report --html`) is rendered headless and checked
-# nftables, iproute2: the canary drill's firewall block, applied for real in network namespaces the
-#   tests make (`nft`, `ip netns`)
+# nftables, iproute2: the canary drill's firewall block and a packet-dropping host for pre-flight's
+#   connect check, both in network namespaces the tests make (`nft`, `ip netns`)
 packages=(openssh-server openssh-client sudo git postgresql puppet-agent puppetserver ruby util-linux
     vagrant chromium nftables iproute2)
 

@@ -23,6 +23,9 @@ from pe_dr_cli.main import EXIT_USAGE, main
         (["history", "--limit", "0"], "--limit 0: must be 1 or more"),
         (["history", "--lab", "Lab_A"], "--lab 'Lab_A' is not a lab name"),
         (["history", "--chart", "/nonexistent/trend.svg"], "/nonexistent is not a folder"),
+        # a folder failed only after the table was printed; a .png got SVG bytes (issue 24.4)
+        (["history", "--chart", "/tmp"], "--chart /tmp: is a folder"),
+        (["history", "--chart", "trend.png"], "the chart is SVG; name a .svg file"),
     ],
 )
 def test_usage_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -53,3 +56,21 @@ def test_the_drill_drills_the_lab_the_spec_names_and_nothing_else(
     assert "--spec FILE" in usage and "--yes" in usage
     assert "--lab" not in usage and "--fault" not in usage
     assert main(["drill", "--lab", "sim", "--yes"]) == EXIT_USAGE
+
+
+def test_history_limit_shortens_the_table_not_the_comparison(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--limit 1` said "the first drill on record" of a lab with earlier drills (issue 24.4)."""
+    from flows import history as drill_history
+    from pe_dr_cli import stopping
+    from tests.unit.test_history import _drill
+
+    drills = [_drill("a1", "2026-11-01"), _drill("b2", "2026-12-01")]
+    monkeypatch.setattr(drill_history, "read", lambda lab=None: list(drills))
+    monkeypatch.setattr(stopping, "start_local_server", lambda: None)
+    assert main(["history", "--limit", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "1 drill of lab" in out
+    assert "first drill on record" not in out
+    assert "the same as the last drill (2026-11-01)" in out

@@ -1,5 +1,5 @@
-"""A report folder on a full disk: pre-flight says so before anything acts, and a journal that
-cannot be written leaves no half-written file. A real full file system (a 64 KiB tmpfs, filled),
+"""A journal that does not fit on its disk leaves no half-written file (pre-flight's own check of
+the report folder: test_preflight_report_dir.py). A real full file system (a 64 KiB tmpfs, filled),
 not an imitation; root only (mount)."""
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from pe_dr.preflight import report_dir_problem
 from pe_dr.report import DrillReport
 
 
@@ -40,18 +39,6 @@ def full_disk(tmp_path: Path) -> Iterator[Path]:
         yield mount
     finally:
         subprocess.run(["umount", str(mount)], capture_output=True, timeout=30, check=False)
-
-
-def test_preflight_finds_a_full_report_disk(full_disk: Path) -> None:
-    problem = report_dir_problem(str(full_disk / "reports"))
-    assert problem == (
-        f"the report directory {full_disk / 'reports'} is not writable (No space left on device)"
-    )
-
-
-def test_preflight_passes_a_folder_with_room(tmp_path: Path) -> None:
-    assert report_dir_problem(str(tmp_path / "reports")) is None
-    assert list(tmp_path.iterdir()) == []  # the probe leaves nothing behind
 
 
 def test_a_journal_that_does_not_fit_leaves_no_half_written_file(full_disk: Path) -> None:

@@ -42,3 +42,54 @@ def test_an_ordinary_error_is_no_signal() -> None:
     error_with_a_number = OSError(4, "interrupted system call")
     error_with_a_number.signal = 15  # type: ignore[attr-defined]
     assert signal_of(error_with_a_number) is None, "an Exception is never a stop"
+
+
+def test_one_signal_met_again_as_an_exception_is_not_a_repeat() -> None:
+    """One Ctrl-C printed "already stopping" twice: the flows' recorder and the CLI, meeting the
+    KeyboardInterrupt the handler raised, reported it as two more signals (issue 24.4)."""
+    from pe_dr import interrupts
+
+    handlers = _handlers()
+    repeats: list[int] = []
+    interrupts.on_repeat(repeats.append)
+    interrupts.reset()
+    try:
+        with interrupts.shielded():  # (the first stop makes later signals absorbed: restore them)
+            first = interrupts.begin(signal.SIGINT)  # the signal handler
+            assert interrupts.seen(signal.SIGINT) is first  # the flows' recorder
+            assert interrupts.seen(signal.SIGINT) is first  # the CLI
+            assert repeats == []
+            interrupts.begin(signal.SIGINT)  # a real second Ctrl-C is one repeat
+            assert repeats == [signal.SIGINT]
+    except KeyboardInterrupt:
+        pass  # shielded() raises the stop that began inside it, once the block is done
+    finally:
+        interrupts.off_repeat(repeats.append)
+        interrupts.reset()
+        _restore(handlers)
+
+
+def test_a_stop_first_met_as_an_exception_begins_it() -> None:
+    from pe_dr import interrupts
+
+    handlers = _handlers()
+    interrupts.reset()
+    try:
+        with interrupts.shielded():
+            stop = interrupts.seen(signal.SIGTERM)
+            assert interrupts.current() is stop and stop.signum == signal.SIGTERM
+    except SystemExit as exc:  # shielded() raises the stop it saw begin (the core's default)
+        assert exc.code == 128 + signal.SIGTERM
+    finally:
+        interrupts.reset()
+        _restore(handlers)
+
+
+def _handlers() -> dict[int, object]:
+    return {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore(handlers: dict[int, object]) -> None:
+    """A stop leaves later signals absorbed to the process's end: not this test process's."""
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)  # type: ignore[arg-type]
