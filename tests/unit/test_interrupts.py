@@ -78,8 +78,11 @@ def test_a_stop_first_met_as_an_exception_begins_it() -> None:
         with interrupts.shielded():
             stop = interrupts.seen(signal.SIGTERM)
             assert interrupts.current() is stop and stop.signum == signal.SIGTERM
-    except SystemExit as exc:  # shielded() raises the stop it saw begin (the core's default)
-        assert exc.code == 128 + signal.SIGTERM
+    except BaseException as exc:  # shielded() raises the stop it saw begin
+        if isinstance(exc, SystemExit):  # the core's default
+            assert exc.code == 128 + signal.SIGTERM
+        else:  # as Prefect raises it, once flows.common is imported (a test process may have)
+            assert type(exc).__name__ == "TerminationSignal", exc
     finally:
         interrupts.reset()
         _restore(handlers)
