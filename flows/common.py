@@ -178,11 +178,11 @@ class Chapter(Flow[[P], Any], Generic[P]):
         """The chapter's body in the current run, its steps marked as the chapter's."""
         enclosing = _chapter.get() or str(flow_run.flow_name)
         mark_chapter(self.name)
-        try:
-            with errors_as_stops():
-                return self.body(resolve_lab(parameters.lab), parameters)  # type: ignore[attr-defined]
-        finally:
-            mark_chapter(enclosing)
+        with errors_as_stops():
+            result = self.body(resolve_lab(parameters.lab), parameters)  # type: ignore[attr-defined]
+        # (no mark while an error unwinds: no step of the enclosing chapter follows it)
+        mark_chapter(enclosing)
+        return result
 
 
 _POSITIONAL = inspect.Parameter.POSITIONAL_OR_KEYWORD

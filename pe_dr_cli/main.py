@@ -180,10 +180,7 @@ def reprotect(args: argparse.Namespace) -> int:
         )
     report_dir = str(Path("reports").resolve())  # where a chapter flow writes its journal
     confirm = pe_servers(spec)
-    needs = checks_first.needs_for("reprotect", spec, confirm=confirm, report_dir=report_dir)
-    first = checks_first.local(spec, needs, secret_blocks=False)
-    if first.problems:
-        raise checks_first.PreflightFailed(first.problems)
+    _local_preflight("reprotect", spec, confirm, report_dir)
     _prefect_ready(args.debug)
     from flows.drills import reprotect as reprotect_flow
     from flows.params import ReprotectParameters
@@ -245,6 +242,19 @@ def parse_poll_interval(value: float | None) -> float:
         ) from None
 
 
+def _local_preflight(
+    flow: str, spec: LabSpec, confirm: list[str], report_dir: str, *, promote: bool = False
+) -> None:
+    """Pre-flight's local half, before Prefect starts: a bad setting costs a second, not an hour.
+    The flow's own first step repeats it and adds the lab's credentials and lock."""
+    needs = checks_first.needs_for(
+        flow, spec, confirm=confirm, promote=promote, report_dir=report_dir
+    )
+    first = checks_first.local(spec, needs, secret_blocks=False)
+    if first.problems:
+        raise checks_first.PreflightFailed(first.problems)
+
+
 def _prefect_ready(debug: bool) -> None:
     """Before the first thing that needs Prefect (the command's own checks are done): its API
     answers, and its console is quiet."""
@@ -275,14 +285,7 @@ def _show_progress() -> None:
 def _run_drill(args: argparse.Namespace, spec: LabSpec, budgets: Any, poll: float) -> int:
     report_dir = str(Path(args.report_dir).resolve())
     confirm = pe_servers(spec)
-    # Pre-flight's local half, before Prefect starts: a bad setting costs a second, not an hour.
-    # The flow's own first step repeats it and adds the lab's credentials and lock.
-    needs = checks_first.needs_for(
-        "dr-drill", spec, confirm=confirm, promote=bool(args.promote), report_dir=report_dir
-    )
-    first = checks_first.local(spec, needs, secret_blocks=False)
-    if first.problems:
-        raise checks_first.PreflightFailed(first.problems)
+    _local_preflight("dr-drill", spec, confirm, report_dir, promote=bool(args.promote))
     # Imported here: the retry pacing and the lab's environment must be in place first.
     _prefect_ready(args.debug)
     from flows.dr_drill import dr_drill
