@@ -9,7 +9,9 @@ from tasks import code_manager
 from tasks.lab import require_lab_state
 
 
-def configure_code_manager(spec: LabSpec) -> dict[str, object]:
+@chapter()
+def code_manager_setup(spec: LabSpec, parameters: CodeManagerParameters) -> dict[str, object]:
+    """Configure Code Manager against the GitLab control repo (the tutorial's step 1)."""
     require_lab_state(spec, "code_manager_setup", running=(spec.primary.name, spec.gitlab.name))
     code_manager.ensure_admin_token(spec)  # its RBAC calls need one
     public_key = code_manager.ensure_r10k_key(spec)
@@ -26,9 +28,3 @@ def configure_code_manager(spec: LabSpec) -> dict[str, object]:
     deployed = code_manager.ensure_code_deployed(spec)
     code_manager.ensure_webhook(spec, project_id)
     return {"project_id": project_id, "commit": commit, "deployed": deployed}
-
-
-@chapter()
-def code_manager_setup(spec: LabSpec, parameters: CodeManagerParameters) -> dict[str, object]:
-    """Configure Code Manager against the GitLab control repo (the tutorial's step 1)."""
-    return configure_code_manager(spec)

@@ -9,7 +9,7 @@ from prefect.transactions import transaction
 
 from flows.approval import Ask
 from flows.common import chapter, note
-from flows.params import Budgets, FailoverParameters
+from flows.params import FailoverParameters
 from flows.replication_check import marker_id
 from pe_dr import interrupts
 from pe_dr.lab.spec import LabSpec
@@ -27,9 +27,56 @@ def restore_primary_first(spec: LabSpec) -> None:
         note(str(outcome))
 
 
-def fail_over_and_back(
-    spec: LabSpec, confirm: list[str], budgets: Budgets, poll: float, approve: Ask = Ask()
-) -> dict[str, object]:
+def remove_the_markers(spec: LabSpec) -> None:
+    """Clean-up on success and failure (under a stop signal it is left to the next attempt, whose
+    write-markers removes what this one left). Never raises: what stopped the drill is the story."""
+    if interrupts.current() is not None:
+        note("the failover drill was stopped: its markers are removed by the next drill or Retry")
+        return
+    try:
+        removed = markers.remove_markers(spec)
+    except Exception as exc:
+        note(f"removing the failover drill's markers failed: {exc} (the next drill removes them)")
+        return
+    if removed:
+        note("removed the failover drill's markers: " + ", ".join(removed))
+
+
+def bring_primary_back(spec: LabSpec) -> None:
+    """The failover transaction's rollback: the task that starts the primary again, whatever
+    stopped the drill. Under a stop signal it runs while the interrupt unwinds, once (no back-off:
+    `pe-dr drill` gives it a bounded time), and pe_dr.interrupts keeps a second signal from
+    cutting it short. It never raises: what stopped the drill is the story."""
+    primary = spec.primary.name
+    stop = interrupts.current()
+    unwinding = sys.exc_info()[1]  # the rollback runs while what stopped the drill unwinds
+    signum = interrupts.signal_of(unwinding) if unwinding is not None else None
+    if stop is None and signum is not None:  # a SIGTERM Prefect turned into TerminationSignal
+        stop = interrupts.begin(signum)
+    why = f"was stopped by {stop.name}" if stop else "failed"
+    start = vms.start_primary_again.with_options(retries=0) if stop else vms.start_primary_again
+    with interrupts.shielded():
+        try:
+            outcome = start(spec)
+        except BaseException as exc:
+            note(
+                f"the failover drill {why} while {primary} was down, and starting it again "
+                f"failed: {type(exc).__name__}: {scrub(str(exc))} (the next drill or Retry starts "
+                "it first)"
+            )
+            return
+    if outcome == "already running":
+        note(f"the failover drill {why}; {primary} was running, nothing to start")
+    else:
+        note(f"the failover drill {why} while {primary} was down; started it again")
+
+
+@chapter()
+def failover_drill(spec: LabSpec, parameters: FailoverParameters) -> dict[str, object]:
+    """Halt the primary, prove agents fail over to the replica; start it, prove they fail back."""
+    confirm = list(parameters.confirm)
+    budgets, poll = parameters.budgets, parameters.poll_interval_seconds
+    approve = Ask.of(parameters)
     primary = spec.primary.name
     vms_steps.require_confirmation(primary, confirm, "halt")
     restore_primary_first(spec)
@@ -83,59 +130,3 @@ def fail_over_and_back(
         "rpo_seconds": served.seconds,
         **served.figures,
     }
-
-
-def remove_the_markers(spec: LabSpec) -> None:
-    """Clean-up on success and failure (under a stop signal it is left to the next attempt, whose
-    write-markers removes what this one left). Never raises: what stopped the drill is the story."""
-    if interrupts.current() is not None:
-        note("the failover drill was stopped: its markers are removed by the next drill or Retry")
-        return
-    try:
-        removed = markers.remove_markers(spec)
-    except Exception as exc:
-        note(f"removing the failover drill's markers failed: {exc} (the next drill removes them)")
-        return
-    if removed:
-        note("removed the failover drill's markers: " + ", ".join(removed))
-
-
-def bring_primary_back(spec: LabSpec) -> None:
-    """The failover transaction's rollback: the task that starts the primary again, whatever
-    stopped the drill. Under a stop signal it runs while the interrupt unwinds, once (no back-off:
-    `pe-dr drill` gives it a bounded time), and pe_dr.interrupts keeps a second signal from
-    cutting it short. It never raises: what stopped the drill is the story."""
-    primary = spec.primary.name
-    stop = interrupts.current()
-    unwinding = sys.exc_info()[1]  # the rollback runs while what stopped the drill unwinds
-    signum = interrupts.signal_of(unwinding) if unwinding is not None else None
-    if stop is None and signum is not None:  # a SIGTERM Prefect turned into TerminationSignal
-        stop = interrupts.begin(signum)
-    why = f"was stopped by {stop.name}" if stop else "failed"
-    start = vms.start_primary_again.with_options(retries=0) if stop else vms.start_primary_again
-    with interrupts.shielded():
-        try:
-            outcome = start(spec)
-        except BaseException as exc:
-            note(
-                f"the failover drill {why} while {primary} was down, and starting it again "
-                f"failed: {type(exc).__name__}: {scrub(str(exc))} (the next drill or Retry starts "
-                "it first)"
-            )
-            return
-    if outcome == "already running":
-        note(f"the failover drill {why}; {primary} was running, nothing to start")
-    else:
-        note(f"the failover drill {why} while {primary} was down; started it again")
-
-
-@chapter()
-def failover_drill(spec: LabSpec, parameters: FailoverParameters) -> dict[str, object]:
-    """Halt the primary, prove agents fail over to the replica; start it, prove they fail back."""
-    return fail_over_and_back(
-        spec,
-        list(parameters.confirm),
-        parameters.budgets,
-        parameters.poll_interval_seconds,
-        Ask.of(parameters),
-    )

@@ -11,9 +11,10 @@ from tasks import vms
 from tasks.common import named
 
 
-def bring_up(spec: LabSpec) -> dict[str, str]:
-    """The box first (parallel first runs race on its import); then the VMs in waves
-    (pe_dr.steps.vms.bring_up_order: on a first run the primary alone)."""
+@chapter()
+def lab_setup(spec: LabSpec, parameters: LabSetupParameters) -> dict[str, str]:
+    """Bring the lab's VMs up: the box first (parallel first runs race on its import), then the
+    VMs in waves (pe_dr.steps.vms.bring_up_order: on a first run the primary alone)."""
     vms.ensure_box(spec)
     states: dict[str, str] = {}
     for wave in vms.bring_up_order(spec):
@@ -22,9 +23,3 @@ def bring_up(spec: LabSpec) -> dict[str, str]:
         for name, up in zip(wave, ups, strict=True):
             states[name] = up.result()
     return states
-
-
-@chapter()
-def lab_setup(spec: LabSpec, parameters: LabSetupParameters) -> dict[str, str]:
-    """Bring the lab's VMs up in dependency order (the primary and GitLab first)."""
-    return bring_up(spec)

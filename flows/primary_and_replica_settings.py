@@ -9,16 +9,12 @@ from tasks import code_manager
 from tasks.lab import require_lab_state
 
 
-def settle_primary_and_replica(spec: LabSpec) -> dict[str, object]:
-    require_lab_state(spec, "code_manager_setup", running=(spec.primary.name,))
-    code_manager.ensure_admin_token(spec)
-    profile = code_manager.check_agent_profile(spec)
-    return {"agent_profile": profile}
-
-
 @chapter()
 def primary_and_replica_settings(
     spec: LabSpec, parameters: CodeManagerParameters
 ) -> dict[str, object]:
     """The admin's token and the agent profile's server settings (the tutorial's step 2)."""
-    return settle_primary_and_replica(spec)
+    require_lab_state(spec, "code_manager_setup", running=(spec.primary.name,))
+    code_manager.ensure_admin_token(spec)
+    profile = code_manager.check_agent_profile(spec)
+    return {"agent_profile": profile}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flows.approval import Ask
 from flows.common import chapter
-from flows.params import Budgets, PromotionParameters
+from flows.params import PromotionParameters
 from pe_dr.lab.spec import LabSpec
 from pe_dr.steps import vms as vms_steps
 from tasks import checks, code_manager, replica, vms
@@ -13,9 +13,12 @@ from tasks.common import named
 from tasks.lab import require_lab_state
 
 
-def promote_the_replica(
-    spec: LabSpec, confirm: list[str], budgets: Budgets, poll: float, approve: Ask = Ask()
-) -> dict[str, object]:
+@chapter()
+def promotion(spec: LabSpec, parameters: PromotionParameters) -> dict[str, object]:
+    """Destroy the primary and promote the replica, then re-point tokens, webhook and agents."""
+    confirm = list(parameters.confirm)
+    budgets, poll = parameters.budgets, parameters.poll_interval_seconds
+    approve = Ask.of(parameters)
     primary, new_primary = spec.primary.name, spec.replica.name
     vms_steps.require_confirmation(primary, confirm, "destroy")
     require_lab_state(spec, "promotion", running=(new_primary,))
@@ -39,15 +42,3 @@ def promote_the_replica(
     )
     named(code_manager.deploy_code, "code-deploy-on-new-primary")(spec, new_primary)
     return {"primary": new_primary}
-
-
-@chapter()
-def promotion(spec: LabSpec, parameters: PromotionParameters) -> dict[str, object]:
-    """Destroy the primary and promote the replica, then re-point tokens, webhook and agents."""
-    return promote_the_replica(
-        spec,
-        list(parameters.confirm),
-        parameters.budgets,
-        parameters.poll_interval_seconds,
-        Ask.of(parameters),
-    )

@@ -10,7 +10,11 @@ from tasks import checks, code_manager, replica
 from tasks.lab import require_lab_state
 
 
-def activate_replica(spec: LabSpec, poll_interval: float) -> dict[str, object]:
+@chapter()
+def replica_activation(spec: LabSpec, parameters: ReplicaActivationParameters) -> dict[str, object]:
+    """Provision and enable the replica, copy PE's secret keys to it, push agent configuration
+    (the tutorial's step 3)."""
+    poll_interval = parameters.poll_interval_seconds
     require_lab_state(
         spec,
         "replica_activation",
@@ -23,10 +27,3 @@ def activate_replica(spec: LabSpec, poll_interval: float) -> dict[str, object]:
     replica.ensure_agent_config_pushed(spec, interval=poll_interval)
     checks.check_health(spec, expect_replica=True)
     return {"replica": enabled, "keys": {k.path: k.sha256_prefix for k in keys}}
-
-
-@chapter()
-def replica_activation(spec: LabSpec, parameters: ReplicaActivationParameters) -> dict[str, object]:
-    """Provision and enable the replica, copy PE's secret keys to it, push agent configuration
-    (the tutorial's step 3)."""
-    return activate_replica(spec, parameters.poll_interval_seconds)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect.runtime import flow_run
 
 from flows.common import chapter
-from flows.params import Budgets, ReplicationCheckParameters
+from flows.params import ReplicationCheckParameters
 from pe_dr.lab.spec import LabSpec
 from tasks import checks
 from tasks.lab import require_lab_state
@@ -16,7 +16,10 @@ def marker_id() -> str:
     return str(flow_run.root_flow_run_id or flow_run.id)
 
 
-def prove_replication(spec: LabSpec, budgets: Budgets, poll: float) -> dict[str, object]:
+@chapter()
+def replication_check(spec: LabSpec, parameters: ReplicationCheckParameters) -> dict[str, object]:
+    """Commit a marker to the control repo and prove it reaches the replica; measure the lag."""
+    budgets, poll = parameters.budgets, parameters.poll_interval_seconds
     both = (spec.primary.name, spec.replica.name)
     require_lab_state(spec, "replication_check", running=both, code_manager=True, replica=True)
     result = checks.check_replication(
@@ -28,9 +31,3 @@ def prove_replication(spec: LabSpec, budgets: Budgets, poll: float) -> dict[str,
     commit = str(result.evidence.get("commit", ""))
     checks.check_agent_on_both(spec, commit=commit)
     return {"commit": commit, "replication_lag_seconds": result.seconds}
-
-
-@chapter()
-def replication_check(spec: LabSpec, parameters: ReplicationCheckParameters) -> dict[str, object]:
-    """Commit a marker to the control repo and prove it reaches the replica; measure the lag."""
-    return prove_replication(spec, parameters.budgets, parameters.poll_interval_seconds)

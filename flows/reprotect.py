@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from flows.common import chapter, note
-from flows.params import Budgets, ReplicaActivationParameters, ReprotectParameters
+from flows.params import ReplicaActivationParameters, ReprotectParameters
 from flows.replica_activation import replica_activation
 from pe_dr.lab.spec import LabSpec
 from tasks import checks, replica, vms
 from tasks.common import named
 
 
-def reprotect_the_lab(
-    spec: LabSpec, confirm: list[str], budgets: Budgets, poll: float
-) -> dict[str, object]:
-    """`spec` has the roles of the promoted lab: its primary is the promoted server, its replica
-    the VM to rebuild as that server's replica."""
+@chapter()
+def reprotect(spec: LabSpec, parameters: ReprotectParameters) -> dict[str, object]:
+    """After a promotion, rebuild the lost primary's VM as the new primary's replica. `spec` has
+    the roles of the promoted lab: its primary is the promoted server, its replica the VM to
+    rebuild as that server's replica."""
+    confirm = list(parameters.confirm)
+    budgets, poll = parameters.budgets, parameters.poll_interval_seconds
     primary, lost = spec.primary.name, spec.replica.name
     began = named(replica.began, "reprotect-begins")(spec)
     if replica.require_promoted(spec) == "already protected":
@@ -26,11 +28,3 @@ def reprotect_the_lab(
     replica_activation(ReplicaActivationParameters(lab=spec, poll_interval_seconds=poll))
     result = checks.check_reprotected(spec, began=began, budget_seconds=budgets.reprotect_seconds)
     return {"primary": primary, "replica": lost, "reprotect_seconds": result.seconds}
-
-
-@chapter()
-def reprotect(spec: LabSpec, parameters: ReprotectParameters) -> dict[str, object]:
-    """After a promotion, rebuild the lost primary's VM as the new primary's replica."""
-    return reprotect_the_lab(
-        spec, list(parameters.confirm), parameters.budgets, parameters.poll_interval_seconds
-    )

@@ -11,7 +11,10 @@ from tasks import vms
 from tasks.common import named
 
 
-def tear_down(spec: LabSpec, confirm: list[str], approve: Ask = Ask()) -> dict[str, str]:
+@chapter()
+def teardown(spec: LabSpec, parameters: TeardownParameters) -> dict[str, str]:
+    """Destroy the lab's VMs named in `confirm`."""
+    confirm, approve = list(parameters.confirm), Ask.of(parameters)
     if not confirm:
         raise PreconditionError("teardown destroys VMs: name them in `confirm` (--yes)")
     order = [*spec.agents, spec.replica, spec.gitlab, spec.primary]
@@ -22,9 +25,3 @@ def tear_down(spec: LabSpec, confirm: list[str], approve: Ask = Ask()) -> dict[s
             named(vms.destroy_vm, f"destroy {host.name}")(spec, host.name, confirm)
             done[host.name] = "destroyed"
     return done
-
-
-@chapter()
-def teardown(spec: LabSpec, parameters: TeardownParameters) -> dict[str, str]:
-    """Destroy the lab's VMs named in `confirm`."""
-    return tear_down(spec, list(parameters.confirm), Ask.of(parameters))
