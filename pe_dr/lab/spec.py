@@ -77,7 +77,8 @@ class HostSpec(BaseModel):
         str | None,
         Field(
             title="SSH user",
-            description="Installation only: the login user (root, or a user with sudo).",
+            description="Installation only: the login user; it becomes root with `sudo -n -i` "
+            "(passwordless sudo, which pre-flight proves), as on the lab's VMs.",
             pattern=_LOGIN,
         ),
     ] = None
@@ -101,13 +102,6 @@ class HostSpec(BaseModel):
             pattern=r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,63}@)?[A-Za-z0-9][A-Za-z0-9.-]{0,252}(:\d{1,5})?$",
         ),
     ] = None
-    sudo: Annotated[
-        bool,
-        Field(
-            title="sudo",
-            description="Installation only: the user becomes root with `sudo -n` (no password).",
-        ),
-    ] = True
     canary: Annotated[
         bool,
         Field(
