@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.state == "on":
         print(f"   switch  ON: {kill_switch.turn_on(reason)}")
-        print("           every running canary drill removes its block and ends aborted")
+        print("           no canary drill starts while it is on")
     elif args.state == "off":
         was = kill_switch.turn_off()
         print(f"   switch  off{'' if was else ' (it was not on)'}: canary drills may start again")
