@@ -222,7 +222,7 @@ def reprotect_the_lab(
     return {"primary": primary, "replica": lost, "reprotect_seconds": result.seconds}
 
 
-@chapter("reprotect")
+@chapter("reprotect", history=True)
 def reprotect(spec: LabSpec, parameters: ReprotectParameters) -> dict[str, object]:
     """After a promotion, rebuild the lost primary's VM as the new primary's replica."""
     return reprotect_the_lab(
@@ -230,7 +230,7 @@ def reprotect(spec: LabSpec, parameters: ReprotectParameters) -> dict[str, objec
     )
 
 
-@chapter("promotion")
+@chapter("promotion", history=True)
 def promotion(spec: LabSpec, parameters: PromotionParameters) -> dict[str, object]:
     """Destroy the primary and promote the replica, then re-point tokens, webhook and agents."""
     return promote_the_replica(

@@ -42,6 +42,8 @@ from pe_dr.history import Drill
 from pe_dr.report import DrillReport
 
 TABLE_PREFIX = "dr-drill-history-"
+# emitted when a drill of a lab passes: what the overdue automation expects (deployments.admin)
+PASSED_EVENT = "pe-dr.drill.passed"
 TREND_PREFIX = "dr-drill-trend-"
 PAGE = 200
 SHOWN_ROWS = 120  # in the table artifact, newest first: ten years of monthly drills
@@ -130,6 +132,30 @@ def publish_quietly(record: DrillReport, *, lab: str, flow_run: str) -> Sequence
         with contextlib.suppress(Exception):
             get_run_logger().warning("the drill history of lab %s was not published: %s", lab, exc)
         return []
+
+
+def lab_resource(lab: str) -> str:
+    return f"pe-dr.lab.{lab}"
+
+
+def announce_pass(record: DrillReport, *, lab: str) -> bool:
+    """Emit PASSED_EVENT for a drill that passed (a reprotect alone is not a drill); True when
+    emitted. Never fails the drill: a lost event is said in the run's log."""
+    if record.status != "passed" or history.kind_of(record) == "reprotect":
+        return False
+    try:
+        from prefect.events import emit_event
+
+        emit_event(
+            event=PASSED_EVENT,
+            resource={"prefect.resource.id": lab_resource(lab), "prefect.resource.name": lab},
+            payload={"flow_run_id": record.flow_run_id, "kind": history.kind_of(record)},
+        )
+    except Exception as exc:
+        with contextlib.suppress(Exception):
+            get_run_logger().warning("the pass of lab %s was not announced: %s", lab, exc)
+        return False
+    return True
 
 
 def warm_up() -> None:
