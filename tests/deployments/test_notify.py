@@ -73,7 +73,8 @@ BLOCK = (
     "from prefect.blocks.notifications import CustomWebhookNotificationBlock as B\n"
     "import sys\n"
     "B(name='pe-dr-test', url=sys.argv[1], "
-    "json_data={'subject': '{{subject}}', 'text': '{{body}}'}).save('drill-alerts', overwrite=True)\n"
+    "json_data={'subject': '{{subject}}', 'text': '{{body}}'})"
+    ".save('drill-alerts', overwrite=True)\n"
 )
 # what a passed drill does at its close (flows.common): the product's own announcement
 ANNOUNCE = (
