@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any
 
 
+PAUSE_PREFIX = "paused-approval-"  # Prefect's keyset of a Paused state's key (flows.approval)
+
+
 class ReportUsageError(ValueError):
     """A bad --html path: said in one line, exit 2."""
 
@@ -63,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
 
 def approvals(flow_run_id: str) -> list[Any]:
     """The run's approvals as its Resume forms recorded them on the server (flows.approval keys
-    each pause `approval-<hex>`: the question under `-description`, the answer `-response`)."""
+    each pause `approval-<hex>`; Prefect keeps its inputs under `paused-<key>`: the question as
+    `-description`, the answer as `-response`)."""
     from uuid import UUID
 
     from prefect.client.orchestration import get_client
@@ -73,7 +77,7 @@ def approvals(flow_run_id: str) -> list[Any]:
 
     with get_client(sync_client=True) as client:
         inputs = client.filter_flow_run_input(
-            UUID(flow_run_id), key_prefix="approval-", limit=1000, exclude_keys=set()
+            UUID(flow_run_id), key_prefix=PAUSE_PREFIX, limit=1000, exclude_keys=set()
         )
     asked: dict[str, Any] = {}
     answered: dict[str, Any] = {}
