@@ -8,7 +8,6 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-
 PAUSE_PREFIX = "paused-approval-"  # Prefect's keyset of a Paused state's key (flows.approval)
 
 
