@@ -44,6 +44,7 @@ from pe_dr.report import DrillReport
 TABLE_PREFIX = "dr-drill-history-"
 # emitted when a drill of a lab passes: what the overdue automation expects (deployments.admin)
 PASSED_EVENT = "pe-dr.drill.passed"
+DRILL_FLOW = "dr-drill"
 TREND_PREFIX = "dr-drill-trend-"
 PAGE = 200
 SHOWN_ROWS = 120  # in the table artifact, newest first: ten years of monthly drills
@@ -139,9 +140,10 @@ def lab_resource(lab: str) -> str:
 
 
 def announce_pass(record: DrillReport, *, lab: str) -> bool:
-    """Emit PASSED_EVENT for a drill that passed (a reprotect alone is not a drill); True when
-    emitted. Never fails the drill: a lost event is said in the run's log."""
-    if record.status != "passed" or history.kind_of(record) == "reprotect":
+    """Emit PASSED_EVENT for a drill (`dr-drill`, promoting or not) that passed; True when
+    emitted. A promotion or reprotect run alone is not a drill. Never fails the drill: a lost
+    event is said in the run's log."""
+    if record.status != "passed" or record.flow != DRILL_FLOW:
         return False
     try:
         from prefect.events import emit_event
