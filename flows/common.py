@@ -284,6 +284,8 @@ def _run_root(
                     record, lab=spec.name, flow_run=str(flow_run.name)
                 ):
                     progress_log.info("    trend  %s", line)
+                if not report_dir or record.journal_path is not None:  # (else not a pass)
+                    drill_history.announce_pass(record, lab=spec.name)
             if error is not None:
                 error.record = record  # type: ignore[attr-defined]
     if isinstance(error, CalledOff):

@@ -42,6 +42,9 @@ from pe_dr.history import Drill
 from pe_dr.report import DrillReport
 
 TABLE_PREFIX = "dr-drill-history-"
+# emitted when a drill of a lab passes: what the overdue automation expects (deployments.admin)
+PASSED_EVENT = "pe-dr.drill.passed"
+DRILL_FLOW = "dr-drill"
 TREND_PREFIX = "dr-drill-trend-"
 PAGE = 200
 SHOWN_ROWS = 120  # in the table artifact, newest first: ten years of monthly drills
@@ -130,6 +133,31 @@ def publish_quietly(record: DrillReport, *, lab: str, flow_run: str) -> Sequence
         with contextlib.suppress(Exception):
             get_run_logger().warning("the drill history of lab %s was not published: %s", lab, exc)
         return []
+
+
+def lab_resource(lab: str) -> str:
+    return f"pe-dr.lab.{lab}"
+
+
+def announce_pass(record: DrillReport, *, lab: str) -> bool:
+    """Emit PASSED_EVENT for a drill (`dr-drill`, promoting or not) that passed; True when
+    emitted. A promotion or reprotect run alone is not a drill. Never fails the drill: a lost
+    event is said in the run's log."""
+    if record.status != "passed" or record.flow != DRILL_FLOW:
+        return False
+    try:
+        from prefect.events import emit_event
+
+        emit_event(
+            event=PASSED_EVENT,
+            resource={"prefect.resource.id": lab_resource(lab), "prefect.resource.name": lab},
+            payload={"flow_run_id": record.flow_run_id, "kind": history.kind_of(record)},
+        )
+    except Exception as exc:
+        with contextlib.suppress(Exception):
+            get_run_logger().warning("the pass of lab %s was not announced: %s", lab, exc)
+        return False
+    return True
 
 
 def warm_up() -> None:

@@ -1,10 +1,11 @@
 """The canary drill's kill switch: one Prefect variable, read by every canary drill.
 
 While it is on, a canary drill refuses at pre-flight (and a running one is to remove its block at
-once and end `aborted`: the canary flow polls it while its block is on). It is turned on by `pe-dr kill-switch on` or, in the Prefect UI, by creating the
-variable `pe-dr-kill-switch` (Variables page) with any value but `off` or `false`; off by
-`pe-dr kill-switch off` or by deleting it. A variable, not a deployment or a flag file: every
-worker and every `pe-dr` that talks to this Prefect server sees the same one.
+once and end `aborted`: the canary flow polls it while its block is on). It is turned on by
+`pe-dr kill-switch on` or, in the Prefect UI, by creating the variable `pe-dr-kill-switch`
+(Variables page) with any value but `off` or `false`; off by `pe-dr kill-switch off` or by
+deleting it. A variable, not a deployment or a flag file: every worker and every `pe-dr` that talks
+to this Prefect server sees the same one.
 """
 
 from __future__ import annotations

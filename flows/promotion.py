@@ -13,7 +13,7 @@ from tasks.common import named
 from tasks.lab import require_lab_state
 
 
-@chapter()
+@chapter(history=True)
 def promotion(spec: LabSpec, parameters: PromotionParameters) -> dict[str, object]:
     """Destroy the primary and promote the replica, then re-point tokens, webhook and agents."""
     confirm = list(parameters.confirm)

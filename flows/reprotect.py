@@ -10,7 +10,7 @@ from tasks import checks, replica, vms
 from tasks.common import named
 
 
-@chapter()
+@chapter(history=True)
 def reprotect(spec: LabSpec, parameters: ReprotectParameters) -> dict[str, object]:
     """After a promotion, rebuild the lost primary's VM as the new primary's replica. `spec` has
     the roles of the promoted lab: its primary is the promoted server, its replica the VM to

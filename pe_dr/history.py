@@ -37,6 +37,8 @@ class Drill:
     # False: the run never began the drill (refused at pre-flight, approval rejected or not
     # given): listed apart, never counted as a failed drill nor drawn in the trend
     began: bool = True
+    # drill | promotion (a drill that went on to promote the replica) | reprotect
+    kind: str = "drill"
 
     def to_row(self) -> dict[str, object]:
         row: dict[str, object] = {
@@ -51,6 +53,7 @@ class Drill:
         row["lab"] = self.lab
         row["flow_run_id"] = self.flow_run_id
         row["began"] = self.began
+        row["kind"] = self.kind
         return row
 
     @classmethod
@@ -73,6 +76,7 @@ class Drill:
                 failed_check=_text(row.get("failed_check")),
                 failed_step=_text(row.get("failed_step")),
                 began=row.get("began") is not False,  # rows written before it: drills
+                kind=_kind(row.get("kind", "drill")),  # rows written before it: drills
             )
         except (KeyError, TypeError, ValueError):
             return None
@@ -97,12 +101,37 @@ def _number(value: object) -> float | None:
     return float(value)
 
 
+def _kind(value: object) -> str:
+    if value not in KINDS:
+        raise ValueError(value)
+    return str(value)
+
+
 def _text(value: object) -> str | None:
     return None if value in (None, "") else str(value)
 
 
 def _moment(iso: str) -> datetime:
     return datetime.fromisoformat(iso.replace("Z", "+00:00"))
+
+
+KINDS = ("drill", "promotion", "reprotect")
+# the figures each kind of run measures (a promotion is a drill that went on to promote)
+KIND_FIGURES = {
+    "drill": tuple(k for k in MEASUREMENTS if k not in ("promotion_seconds", "reprotect_seconds")),
+    "promotion": MEASUREMENTS,
+    "reprotect": ("reprotect_seconds",),
+}
+
+
+def kind_of(record: DrillReport) -> str:
+    """What the run was: a reprotect, a promotion (alone, or a drill that reached its promotion
+    chapter), else a drill."""
+    if record.flow == "reprotect":
+        return "reprotect"
+    if record.flow == "promotion" or any(s.chapter == "promotion" for s in record.steps):
+        return "promotion"
+    return "drill"
 
 
 # steps before the drill proper: a run that ran nothing else never began the drill
@@ -145,6 +174,7 @@ def drill_of(record: DrillReport, *, lab: str, flow_run: str) -> Drill:
         failed_check=str(check) if check else None,
         failed_step=str(step) if step else None,
         began=began(record),
+        kind=kind_of(record),
     )
 
 
@@ -180,31 +210,38 @@ def day(iso: str) -> str:
 
 
 def comparison(drills: Sequence[Drill]) -> list[str]:
-    """How the latest drill's figures compare with the last drill that measured each, and with
-    its budget: one line per figure ("RTO 41 s, 3 s slower than the last drill (2026-11-01),
-    859 s inside its 900 s budget")."""
+    """How the latest row's figures (those its kind measures) compare with the last row that
+    measured each, and with its budget: one line per figure ("RTO 41 s, 3 s slower than the
+    last drill (2026-11-01), 859 s inside its 900 s budget")."""
     if not drills:
         return []
     latest, earlier = drills[-1], list(drills[:-1])
     lines = []
-    for key in MEASUREMENTS:
+    for key in KIND_FIGURES.get(latest.kind, MEASUREMENTS):
         name = FIGURE_NAMES[key]
+        # promotion and reprotect times compare with the last run that measured them
+        noun = {"promotion_seconds": "promotion", "reprotect_seconds": "reprotect"}.get(key)
         value = latest.figures.get(key)
         if value is None:
             how = "was interrupted" if latest.verdict == "interrupted" else "failed"
             at = latest.failed if latest.failed != latest.verdict else ""
-            why = f" (the drill {how}{' at ' + at if at else ''})" if latest.failed else ""
+            why = f" (the {latest.kind} {how}{' at ' + at if at else ''})" if latest.failed else ""
             lines.append(f"{name} not measured{why}")
             continue
         parts = [f"{name} {seconds(value)} s"]
         before = [d for d in earlier if d.figures.get(key) is not None]
         if not before:
-            parts.append("the first drill on record to measure it")
+            parts.append(f"the first {noun or 'drill'} on record to measure it")
         else:
             last = before[-1]
             then = last.figures[key]
             assert then is not None
-            which = "the last drill" if last is earlier[-1] else "the last drill that measured it"
+            if noun:
+                which = f"the last {noun}"
+            elif last is earlier[-1]:
+                which = "the last drill"
+            else:
+                which = "the last drill that measured it"
             change = seconds(abs(value - then))
             if float(change) == 0:
                 parts.append(f"the same as {which} ({day(last.date)})")
@@ -223,28 +260,37 @@ def comparison(drills: Sequence[Drill]) -> list[str]:
 
 
 def summary(drills: Sequence[Drill]) -> str:
-    """'5 drills of lab x since 2026-08-01: 4 passed, 1 failed.'"""
+    """'5 drills of lab x since 2026-08-01: 4 passed, 1 failed; 1 promotion; 1 reprotect'
+    (a promotion is a drill that went on to promote: counted among the drills too)."""
     if not drills:
         return "no drills on record"
+    runs = [d for d in drills if d.kind != "reprotect"]
     counts: dict[str, int] = {}
-    for d in drills:
+    for d in runs:
         counts[d.verdict] = counts.get(d.verdict, 0) + 1
     labs = sorted({d.lab for d in drills})
     where = f"lab {labs[0]}" if len(labs) == 1 else f"{len(labs)} labs"
     said = ", ".join(f"{n} {verdict}" for verdict, n in sorted(counts.items()))
-    many = "drill" if len(drills) == 1 else "drills"
-    return f"{len(drills)} {many} of {where} since {day(drills[0].date)}: {said}"
+    many = "drill" if len(runs) == 1 else "drills"
+    line = f"{len(runs)} {many} of {where} since {day(drills[0].date)}" + (
+        f": {said}" if said else ""
+    )
+    for kind in ("promotion", "reprotect"):
+        n = sum(d.kind == kind for d in drills)
+        if n:
+            line += f"; {n} {kind}{'s' if n > 1 else ''}"
+    return line
 
 
 def table(drills: Sequence[Drill]) -> list[str]:
     """The history as aligned lines, oldest first (the lab's column when there are several)."""
     labs = len({d.lab for d in drills}) > 1
-    head = ["date", *(["lab"] if labs else []), "flow run", "verdict"]
+    head = ["date", *(["lab"] if labs else []), "flow run", "kind", "verdict"]
     head += [FIGURE_NAMES[key] for key in MEASUREMENTS] + ["failed"]
     rows = [head]
     for d in drills:
         cells = [_moment(d.date).strftime("%Y-%m-%d %H:%M"), *([d.lab] if labs else [])]
-        cells += [f"{d.flow_run} {d.flow_run_id[:8]}".strip(), d.verdict]
+        cells += [f"{d.flow_run} {d.flow_run_id[:8]}".strip(), d.kind, d.verdict]
         for key in MEASUREMENTS:
             value = d.figures.get(key)
             cells.append("—" if value is None else f"{seconds(value)} s")
@@ -317,6 +363,10 @@ def _panel(ax: Any, key: str, drills: Sequence[Drill], dates: list[datetime]) ->
     ]
     if stopped:
         ax.plot(*zip(*stopped, strict=True), "s", color="tab:orange", markersize=7, label="stopped")
+    promoted = [t for t, d in zip(dates, drills, strict=True) if d.kind == "promotion"]
+    for n, t in enumerate(promoted):  # the roles swapped here: a line across every panel
+        label = "promotion" if n == 0 else None
+        ax.axvline(t, linestyle=":", color="tab:purple", label=label, gid=f"promotion-{key}-{n}")
     if budgets:
         times, limits = zip(*budgets, strict=True)
         ax.step(
@@ -353,7 +403,7 @@ def trend_markdown(drills: Sequence[Drill], svg: bytes, *, table_key: str) -> st
     lines = [
         f"# DR drill trend: lab `{latest.lab}`",
         "",
-        f"**This drill** ({day(latest.date)}, flow run `{latest.flow_run}`): "
+        f"**This {latest.kind}** ({day(latest.date)}, flow run `{latest.flow_run}`): "
         f"**{latest.verdict.upper()}**" + (f" at {latest.failed}" if latest.failed else ""),
         "",
         *(f"- {line}" for line in comparison(drills)),

@@ -7,9 +7,11 @@ comes from the lab and may hold markup)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from html import escape
 
-from pe_dr.history import seconds
+from pe_dr.history import Drill, seconds
 from pe_dr.report import FIGURE_NAMES, MEASUREMENTS, DrillReport
 
 STYLE = (
@@ -18,6 +20,17 @@ STYLE = (
     "text-align:left;vertical-align:top;white-space:pre-wrap}"
     ".passed{color:#070}.failed{color:#b00}.other{color:#a60}"
 )
+
+
+@dataclass(frozen=True)
+class Approval:
+    """One approval the run asked for, as its Resume form recorded it (not its log's words)."""
+
+    asked: str  # the question the form showed
+    decision: str | None  # approve | reject; None: never answered
+    reason: str = ""
+    at: str | None = None  # when the answer was recorded, ISO 8601
+    by: str | None = None  # who sent it, when the server recorded a sender
 
 
 def _verdict_class(status: str) -> str:
@@ -32,9 +45,12 @@ def render(
     record: DrillReport,
     *,
     chart_svg: bytes | None = None,
-    negative: DrillReport | None = None,
+    negative: Drill | None = None,
+    negative_record: DrillReport | None = None,
+    approvals: Sequence[Approval] = (),
 ) -> str:
-    """The page; `chart_svg` the trend chart, `negative` the latest negative drill's record."""
+    """The page; `chart_svg` the trend chart, `negative` the lab's latest negative drill (its
+    history row, and its record when it could be read), `approvals` the run's approvals."""
     e = escape
     status = record.status
     out = [
@@ -88,16 +104,65 @@ def render(
     lab["pe_version_reported"] = record.pe_version_reported
     for name, said in lab.items():
         out.append(f"<tr><th>{e(str(name))}</th><td>{e(str(said))}</td></tr>")
-    out.append("</table><h2>Approvals</h2><ul>")
-    approvals = [n for n in record.notes if "approv" in n or "reject" in n]
-    out += [f"<li>{e(n)}</li>" for n in approvals] or ["<li>none asked</li>"]
-    out.append("</ul><h2>Latest negative drill</h2>")
-    if negative is None:
-        out.append("<p>none on record</p>")
-    else:
-        out.append(
-            f"<p><code>{e(negative.flow_run_id)}</code> ({e(negative.started_at)}): "
-            f"<strong>{e(negative.status.upper())}</strong></p>"
-        )
+    out.append("</table>")
+    out += _approvals(approvals)
+    out += _negative(negative, negative_record)
     out.append("</body></html>")
     return "\n".join(out) + "\n"
+
+
+def _approvals(approvals: Sequence[Approval]) -> list[str]:
+    e = escape
+    if not approvals:
+        return [
+            "<h2>Approvals</h2><p id='approvals'>none asked (a run from the command line is "
+            "approved by its --yes)</p>"
+        ]
+    out = [
+        "<h2>Approvals</h2><table id='approvals'><tr><th>asked</th><th>decision</th>"
+        "<th>reason</th><th>answered</th><th>by</th></tr>"
+    ]
+    for a in approvals:
+        decision = a.decision or "unanswered"
+        at = f"<time datetime='{e(a.at)}'>{e(a.at)}</time>" if a.at else ""
+        by = e(a.by) if a.by else "not recorded (the Prefect server keeps no user for a Resume)"
+        out.append(
+            f"<tr data-decision='{e(decision)}'><td>{e(a.asked)}</td><td>{e(decision)}</td>"
+            f"<td>{e(a.reason)}</td><td>{at}</td><td>{by}</td></tr>"
+        )
+    out.append("</table>")
+    return out
+
+
+def _negative(row: Drill | None, record: DrillReport | None) -> list[str]:
+    e = escape
+    out = ["<h2>Latest negative drill</h2>"]
+    if row is None:
+        return [*out, "<p id='negative'>none on record</p>"]
+    out.append(
+        f"<p id='negative'><code>{e(row.flow_run_id)}</code> ({e(row.flow_run)}, {e(row.kind)}, "
+        f"began {e(row.date)}): <strong class='{_verdict_class(row.verdict)}'>"
+        f"{e(row.verdict.upper())}</strong>{' at ' + e(row.failed) if row.failed else ''}</p>"
+    )
+    failure = record.failure() if record is not None else None
+    if failure:
+        saw = str(failure.get("detail") or "")
+        evidence = failure.get("evidence")
+        if evidence:
+            saw += "\n" + json.dumps(evidence, indent=1, sort_keys=True, default=str)
+        out.append(
+            "<table><tr><th>check</th><th>step</th><th>attempts</th><th>what it saw</th></tr>"
+            f"<tr><td>{e(str(failure.get('check') or ''))}</td>"
+            f"<td>{e(str(failure.get('step') or ''))}</td>"
+            f"<td>{e(str(failure.get('attempts') or ''))}</td><td>{e(saw)}</td></tr></table>"
+        )
+    measured = [(k, v) for k, v in row.figures.items() if v is not None]
+    if measured:
+        out.append(
+            "<p>measured: "
+            + e(", ".join(f"{FIGURE_NAMES[k]} {seconds(v)} s" for k, v in measured))
+            + "</p>"
+        )
+    if record is not None and record.next_step():
+        out.append(f"<p>next: {e(record.next_step() or '')}</p>")
+    return out

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pe_dr.errors import ConfigError
 
 PREFIX = "PE_DR_"
 DAY = 24 * 3600.0
+# Prefect's shortest window for a proactive trigger is 10 s (a test's window; a lab's is weeks)
+OVERDUE_MIN_DAYS = 10 / DAY
+OVERDUE_MAX_DAYS = 366.0
 
 
 class Settings(BaseSettings):
@@ -56,6 +59,11 @@ class Settings(BaseSettings):
         description="When the monthly drill deployment runs (cron: five fields, minute first).",
     )
     drill_timezone: str = Field(default="UTC", description="The time zone of `drill_cron`.")
+    overdue_days: float = Field(
+        default=35.0,
+        description="`pe-dr setup --notify`: notify when no drill of the lab has passed for this "
+        "many days (a monthly drill plus a few days' grace; fractions allowed).",
+    )
     work_pool: str = Field(
         default="pe-dr-lab",
         description="The process work pool of the deployments (prefect.yaml, `prefect deploy`).",
@@ -71,6 +79,16 @@ class Settings(BaseSettings):
         description="On a worker host: the Python that runs flow runs, when it is not "
         "`$PE_DR_HOME/.venv/bin/python`.",
     )
+
+    @field_validator("overdue_days")
+    @classmethod
+    def _overdue_window(cls, days: float) -> float:
+        if not OVERDUE_MIN_DAYS <= days <= OVERDUE_MAX_DAYS:
+            raise ValueError(
+                f"must be a number of days from {OVERDUE_MIN_DAYS:.6f} (10 s, the shortest window "
+                f"a proactive trigger takes) to {OVERDUE_MAX_DAYS:g}"
+            )
+        return days
 
 
 def env_name(field: str) -> str:

@@ -81,7 +81,9 @@ def add_parsers(sub: argparse._SubParsersAction[Any]) -> None:
     setup.add_argument(
         "--notify",
         metavar="BLOCK",
-        help="notification block (NAME or TYPE/NAME) to notify when a drill fails or crashes",
+        help="notification block (NAME or TYPE/NAME) to notify when a drill fails or crashes, "
+        "when a run waits for approval, and when no drill has passed for $PE_DR_OVERDUE_DAYS "
+        "(35)",
     )
 
     deployments = sub.add_parser("deployments", help="the deployment catalog")
@@ -138,6 +140,10 @@ def setup(args: argparse.Namespace) -> int:
     if outcome.automation:
         state = "created" if outcome.automation_created else "updated"
         print(f"automation {outcome.automation!r}: {state}, notifies {args.notify!r}")
+    for name, created in outcome.more.items():
+        print(
+            f"automation {name!r}: {'created' if created else 'updated'}, notifies {args.notify!r}"
+        )
     return 0
 
 

@@ -106,6 +106,7 @@ CASES: list[tuple[str, list[str], str | bytes | None, dict[str, str], str]] = [
         "PE_DR_LAB_LOCK_WAIT_SECONDS",
     ),
     ("env-retry-zero", [], None, {"PE_DR_RETRY_DELAY_SCALE": "0"}, "PE_DR_RETRY_DELAY_SCALE"),
+    ("env-overdue-zero", [], None, {"PE_DR_OVERDUE_DAYS": "0"}, "PE_DR_OVERDUE_DAYS='0': must be"),
     # secrets without line breaks (the value itself is never shown)
     (
         "secret-newline",
@@ -275,6 +276,12 @@ def test_a_bad_drill_input_is_refused_before_anything_starts(
         (["reprotect", "--poll-interval", "0", "--yes"], {}, "--poll-interval 0: must be"),
         (["reprotect", "--budget", "reprotect_seconds=inf", "--yes"], {}, "must be a finite"),
         (["history", "--limit", "0"], {}, "--limit 0: must be 1 or more"),
+        (
+            ["setup", "--notify", "alerts"],
+            {"PE_DR_OVERDUE_DAYS": "400"},
+            "PE_DR_OVERDUE_DAYS='400': must be a number of days from",
+        ),
+        (["setup", "--notify", "alerts"], {"PE_DR_OVERDUE_DAYS": "nan"}, "PE_DR_OVERDUE_DAYS"),
         (["history", "--chart", "/tmp"], {}, "--chart /tmp: is a folder"),
         (["history", "--chart", "/tmp/trend.png"], {}, "the chart is SVG; name a .svg file"),
         (["drill", "--yes", "--spec", "/no/such/lab.toml"], {}, "/no/such/lab.toml does not exist"),

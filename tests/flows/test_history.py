@@ -9,6 +9,8 @@ from types import SimpleNamespace
 from typing import Any
 from uuid import uuid4
 
+import pytest
+
 from flows import history as drill_history
 from pe_dr.history import Drill, latest_per_run
 
@@ -56,3 +58,36 @@ def test_a_version_without_its_own_row_or_of_another_lab_or_unreadable_gives_non
     assert drill_history._own_row(broken) is None
     no_run = SimpleNamespace(id=uuid4(), key=KEY, flow_run_id=None, data="[]")
     assert drill_history._own_row(no_run) is None
+
+
+def test_only_a_drill_that_passed_announces_its_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the overdue automation waits for: a passed dr-drill (promoting or not), never a
+    failed one, nor a promotion or reprotect run alone."""
+    from pe_dr.report import DrillReport, StepRecord
+
+    sent: list[dict[str, object]] = []
+    monkeypatch.setattr("prefect.events.emit_event", lambda **event: sent.append(event))
+
+    def record(flow: str, status: str = "completed") -> DrillReport:
+        r = DrillReport(flow=flow, flow_run_id="run-1", lab={})
+        r.steps.append(StepRecord("measure-failover", status, "t0", "t1", 1, chapter=flow))
+        return r
+
+    assert drill_history.announce_pass(record("dr-drill"), lab="lab-a")
+    assert sent == [
+        {
+            "event": "pe-dr.drill.passed",
+            "resource": {
+                "prefect.resource.id": "pe-dr.lab.lab-a",
+                "prefect.resource.name": "lab-a",
+            },
+            "payload": {"flow_run_id": "run-1", "kind": "drill"},
+        }
+    ]
+    for flow, status in (
+        ("dr-drill", "failed"),
+        ("promotion", "completed"),
+        ("reprotect", "completed"),
+    ):
+        assert not drill_history.announce_pass(record(flow, status), lab="lab-a")
+    assert len(sent) == 1

@@ -254,9 +254,10 @@ def _history_of_three_drills(
     assert cli.main(["history", "--lab", spec.name, "--chart", str(chart)]) == cli.EXIT_PASSED
     out = capsys.readouterr().out
     lines = {line.split()[3]: line.split() for line in out.splitlines() if "-" in line[:8]}
-    assert lines[built.flow_run_id[:8]][4] == "passed"
+    assert lines[built.flow_run_id[:8]][4:6] == ["drill", "passed"]
     # RTO, lag, failback, RPO, replication latency, PuppetDB sync age, the failed check
     assert lines[failed.flow_run_id[:8]][4:] == [
+        "drill",
         "failed",
         "—",
         "1.5",
@@ -269,7 +270,7 @@ def _history_of_three_drills(
         "—",
         "replication",
     ]
-    assert lines[retried.flow_run_id[:8]][4] == "passed"
+    assert lines[retried.flow_run_id[:8]][5] == "passed"
     assert "trend  RTO not measured (the drill failed at replication)" in out
     assert f"chart  {chart}" in out
     svg = chart.read_text()

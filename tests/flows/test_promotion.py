@@ -221,6 +221,47 @@ def test_a_second_promotion_swaps_the_roles_back_and_reprotects(
     assert _hooks(handle) == ["https://primary.vm:8170/code-manager/v1/webhook"]
 
 
+def test_the_history_has_the_promotions_and_the_reprotect_as_rows_with_their_figures(
+    promoted: tuple[LabHandle, bool, DrillReport],
+) -> None:
+    """After the runs above: promotion, refused drill, reprotect, drill, promotion (with its
+    reprotect). Each promotion and the reprotect is a row of its own kind with its own figures;
+    the refused drill is listed apart."""
+    from datetime import datetime
+
+    from flows import history as drill_history
+    from pe_dr import history
+    from pe_dr.lab.spec import load_spec
+
+    handle, ok, first = promoted
+    assert ok
+
+    def moment(iso: str) -> datetime:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).replace(microsecond=0)
+
+    since = moment(first.started_at)  # (other modules may drill a lab of the same name)
+    rows = [
+        d for d in drill_history.read(load_spec(handle.spec_path).name) if moment(d.date) >= since
+    ]
+    began = history.drills_only(rows)
+    assert [(d.kind, d.verdict) for d in began] == [
+        ("promotion", "passed"),
+        ("reprotect", "passed"),
+        ("drill", "passed"),
+        ("promotion", "passed"),
+    ], rows
+    promotion, reprotect, drill, again = began
+    assert promotion.flow_run_id == first.flow_run_id
+    assert promotion.figures["promotion_seconds"] and promotion.figures["rto_seconds"]
+    assert promotion.figures["reprotect_seconds"] is None, "the first was left promoted"
+    assert reprotect.figures["reprotect_seconds"]
+    assert [k for k, v in reprotect.figures.items() if v is not None] == ["reprotect_seconds"]
+    assert drill.figures["promotion_seconds"] is None and drill.figures["rto_seconds"]
+    assert again.figures["promotion_seconds"] and again.figures["reprotect_seconds"]
+    assert [(d.kind, d.verdict) for d in history.not_begun(rows)] == [("drill", "failed")]
+    assert history.summary(began).endswith(": 3 passed; 2 promotions; 1 reprotect"), began
+
+
 # --- nothing piles up: twelve more drills on the same lab --------------------------------------
 
 DRILLS = 12

@@ -191,11 +191,11 @@ def test_the_table_has_one_line_per_drill_and_the_lab_only_when_there_are_severa
     ]
     head, first, second = history.table(drills)
     assert words(head) == (
-        "date flow run verdict RTO replication lag failback RPO replication latency "
+        "date flow run kind verdict RTO replication lag failback RPO replication latency "
         "PuppetDB sync age promotion reprotect failed"
     )
     assert words(first) == (
-        "2026-11-01 03:00 name-aaaaaaaa-1111 aaaaaaaa passed 40 s 12 s 50 s 0.50 s — — — —"
+        "2026-11-01 03:00 name-aaaaaaaa-1111 aaaaaaaa drill passed 40 s 12 s 50 s 0.50 s — — — —"
     )
     assert words(second).endswith("failed — 12 s 50 s 0.50 s — — — — failover")
     other = dataclasses.replace(drills[0], lab="lab-b", flow_run_id="c")
@@ -309,3 +309,90 @@ def test_the_chart_draws_a_stopped_drill_as_stopped_not_as_a_failure() -> None:
     svg = history.chart_svg(drills).decode()
     assert "stopped" in svg, "a stop or cancellation has its own marker"
     assert ">failed<" not in svg, "no red cross without a failed drill"
+
+
+def _record(flow: str, run_id: str, date: str, *chapters: str, **figures: float) -> DrillReport:
+    record = DrillReport(flow=flow, flow_run_id=run_id, lab={}, budgets=BUDGETS)
+    record.started_at = f"{date}T03:00:00.000Z"
+    record.steps.append(StepRecord("pre-flight", "completed", "t0", "t1", 1, chapter=flow))
+    for chapter in chapters:
+        record.steps.append(StepRecord(f"{chapter}-step", "completed", "t1", "t2", 1, "", chapter))
+    record.measurements.update(figures)
+    return record
+
+
+def test_promotions_and_reprotects_are_rows_of_their_own_with_their_own_figures() -> None:
+    rows = [
+        history.drill_of(
+            _record("dr-drill", "d1", "2026-09-01", "failover-drill", rto_seconds=40.0),
+            lab="lab-a",
+            flow_run="calm-fox",
+        ),
+        history.drill_of(
+            _record(
+                "dr-drill",
+                "p1",
+                "2026-10-01",
+                "failover-drill",
+                "promotion",
+                rto_seconds=41.0,
+                promotion_seconds=120.0,
+            ),
+            lab="lab-a",
+            flow_run="bold-owl",
+        ),
+        history.drill_of(
+            _record("reprotect", "r1", "2026-10-02", "reprotect", reprotect_seconds=300.0),
+            lab="lab-a",
+            flow_run="wise-elk",
+        ),
+    ]
+    assert [d.kind for d in rows] == ["drill", "promotion", "reprotect"]
+    assert all(Drill.from_row(d.to_row()) == d for d in rows), "the kind reads back"
+    old_row = rows[0].to_row()
+    del old_row["kind"]
+    assert Drill.from_row(old_row) == rows[0], "a row from before kinds is a drill"
+    assert Drill.from_row({**rows[0].to_row(), "kind": "picnic"}) is None, "not guessed at"
+    # a promotion alone is one too
+    alone = _record("promotion", "p2", "2026-10-03", "promotion", promotion_seconds=1.0)
+    assert history.kind_of(alone) == "promotion"
+
+    assert history.summary(rows) == (
+        "2 drills of lab lab-a since 2026-09-01: 2 passed; 1 promotion; 1 reprotect"
+    )
+    lines = [words(line) for line in history.table(rows)]
+    assert lines[2].startswith("2026-10-01 03:00 bold-owl p1 promotion passed 41 s")
+    assert lines[2].endswith("120 s —")
+    assert lines[3].startswith("2026-10-02 03:00 wise-elk r1 reprotect passed — —")
+    assert lines[3].endswith("— 300 s")
+    # the reprotect's trend speaks of its own figure only, the promotion's of every figure
+    assert history.comparison(rows) == [
+        "reprotect 300 s, the first reprotect on record to measure it"
+    ]
+    promoted = history.comparison(rows[:2])
+    assert promoted[0].startswith("RTO 41 s, 1 s slower than the last drill (2026-09-01)")
+    assert promoted[-2] == "promotion 120 s, the first promotion on record to measure it"
+    assert promoted[-1] == "reprotect not measured"
+    # a plain drill says nothing of promotion or reprotect
+    assert not [line for line in history.comparison(rows[:1]) if "promotion" in line]
+    again = dataclasses.replace(
+        rows[1],
+        flow_run_id="p3",
+        date="2026-11-01T03:00:00.000Z",
+        figures={**rows[1].figures, "promotion_seconds": 100.0},
+    )
+    assert "promotion 100 s, 20 s faster than the last promotion (2026-10-01)" in (
+        history.comparison([*rows, again])
+    )
+    markdown = history.trend_markdown(rows, b"<svg/>", table_key="k")
+    assert "**This reprotect** (2026-10-02, flow run `wise-elk`): **PASSED**" in markdown
+
+
+def test_the_chart_marks_a_promotion_across_the_panels() -> None:
+    drills = [
+        _drill("r0", "2026-10-01"),
+        dataclasses.replace(_drill("r1", "2026-11-01"), kind="promotion"),
+    ]
+    svg = history.chart_svg(drills).decode()
+    assert svg.count('id="promotion-') == len(history.MEASUREMENTS), "one line in every panel"
+    assert 'id="promotion-' not in history.chart_svg(drills[:1]).decode()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from pe_dr import report_html
+from pe_dr.history import Drill
 from pe_dr.oracles.checks import CheckResult
 from pe_dr.report import DrillReport, StepRecord
 
@@ -22,13 +23,62 @@ def _record() -> DrillReport:
     return record
 
 
+APPROVED = report_html.Approval(
+    asked="Approve this run to halt primary.vm?",
+    decision="approve",
+    reason="monthly <drill>",
+    at="2026-11-01T03:00:02+00:00",
+    by="ops@example.com",
+)
+
+
 def test_the_page_has_the_verdict_figures_steps_and_approval() -> None:
-    page = report_html.render(_record())
+    page = report_html.render(_record(), approvals=[APPROVED])
     assert "<p id='verdict' class='failed'><strong>FAILED</strong>" in page
     assert "<td>RTO</td><td>41 s</td><td>900 s</td><td>859 s</td>" in page
     assert "<td>measure-failover</td><td>failed</td><td>41</td><td>2</td>" in page
-    assert "approved in the Prefect UI to halt primary.vm" in page
-    assert "none on record" in page
+    assert (
+        "<tr data-decision='approve'><td>Approve this run to halt primary.vm?</td><td>approve</td>"
+        "<td>monthly &lt;drill&gt;</td><td><time datetime='2026-11-01T03:00:02+00:00'>"
+        "2026-11-01T03:00:02+00:00</time></td><td>ops@example.com</td></tr>"
+    ) in page, "who and when from the recorded answer"
+    assert "<p id='negative'>none on record</p>" in page
+
+
+def test_approvals_come_from_the_recorded_answers_not_from_the_notes() -> None:
+    record = _record()  # its notes say it was approved: the page does not take their word
+    page = report_html.render(record)
+    assert "none asked" in page and "data-decision" not in page
+    unanswered = report_html.Approval(asked="Approve this run to halt primary.vm?", decision=None)
+    page = report_html.render(record, approvals=[unanswered])
+    assert "<tr data-decision='unanswered'>" in page
+    assert "not recorded (the Prefect server keeps no user for a Resume)" in page
+
+
+def test_the_latest_negative_drill_shows_what_failed_and_what_it_saw() -> None:
+    earlier = _record()
+    earlier.flow_run_id = "run-0"
+    row = Drill(
+        lab="lab-a",
+        flow_run_id="run-0",
+        flow_run="calm-fox",
+        date="2026-10-01T03:00:00Z",
+        verdict="failed",
+        figures={"rto_seconds": 41.0, "failback_seconds": None},
+        failed_check="failover",
+        failed_step="measure-failover",
+    )
+    page = report_html.render(_record(), negative=row, negative_record=earlier)
+    assert (
+        "<p id='negative'><code>run-0</code> (calm-fox, drill, began 2026-10-01T03:00:00Z): "
+        "<strong class='failed'>FAILED</strong> at failover</p>"
+    ) in page
+    assert "<td>failover</td><td>measure-failover</td><td>2</td><td>&lt;script&gt;" in page
+    assert "<p>measured: RTO 41 s</p>" in page
+    assert "next: clear the cause above, then Retry this run: pe-dr retry run-0" in page
+    # its record unreadable: the history's row still says what failed
+    alone = report_html.render(_record(), negative=row)
+    assert "<strong class='failed'>FAILED</strong> at failover</p>" in alone
 
 
 def test_text_from_the_lab_is_escaped_and_nothing_is_loaded_from_outside() -> None:
