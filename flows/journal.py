@@ -38,7 +38,7 @@ from prefect.events.worker import EventsWorker
 from prefect.logging.handlers import APILogWorker
 
 from flows.params import Budgets
-from pe_dr.oracles.checks import CheckResult
+from pe_dr.checks.result import CheckResult
 from pe_dr.report import MEASUREMENTS, DrillReport, StepRecord
 from pe_dr.secrets import scrub
 from tasks.common import CHECK_TAG

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pe_dr import __version__
-from pe_dr.oracles.checks import CheckResult
+from pe_dr.checks.result import CheckResult
 from pe_dr.secrets import scrub
 
 MEASUREMENTS = (

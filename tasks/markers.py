@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import time
 
+from pe_dr.checks import rpo
 from pe_dr.errors import PreconditionError
 from pe_dr.lab.live import Lab
 from pe_dr.lab.spec import LabSpec
-from pe_dr.oracles import rpo
 from pe_dr.steps import markers
 from tasks.checks import verdict
 from tasks.common import action_task, lab_task

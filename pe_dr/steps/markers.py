@@ -23,7 +23,6 @@ objects with both are ever removed, so nothing an admin made is touched.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import threading
@@ -31,16 +30,15 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import httpx
 
 from pe_dr.clients.pe_api import PEClient
 from pe_dr.errors import CommandFailed, PeDrError, TransientError
-from pe_dr.lab import paths
 from pe_dr.lab.live import Lab
 from pe_dr.polling import Pacer
 from pe_dr.steps import vms
+from pe_dr.steps.code_manager import live_commit
 
 ALL_NODES_ID = "00000000-0000-4000-8000-000000000000"
 MARKER_TAG = "[pe-dr-drill marker: safe to delete]"
@@ -151,22 +149,6 @@ def remove_markers(lab: Lab, *, replica_too: bool = True) -> list[str]:
     return removed
 
 
-def deployed(lab: Lab, vm: str) -> tuple[str | None, float | None]:
-    """The commit deployed in the live code of `vm` and when (.r10k-deploy.json, reference §4.6)."""
-    path = f"{paths.LIVE_CODE}/{lab.spec.environment}/.r10k-deploy.json"
-    out = lab.host(vm).run(["cat", path], root=True, ok_codes=(0, 1))
-    if out.exit_code != 0:
-        return None, None
-    try:
-        data = json.loads(out.stdout)
-    except ValueError:
-        return None, None
-    when = None
-    with contextlib.suppress(ValueError):
-        when = datetime.fromisoformat(str(data.get("finished_at")).replace("Z", "+00:00"))
-    return (str(data.get("signature") or "") or None), (when.timestamp() if when else None)
-
-
 def _write_fact(lab: Lab, pe: PEClient, agent: str, marker: str, poll: float) -> StoreMarker:
     """The fact file on the agent, then an agent run against the primary that sends it; written
     when the primary's PuppetDB returns the fact and the run's report, a report it received after
@@ -232,7 +214,7 @@ def write_markers(lab: Lab, *, run_id: str, budget_seconds: float, poll_interval
         role_id = pe.create_role(name, f"{description}: {numbered(marker, 0)}")
         written["rbac"] = StoreMarker("rbac", ref=str(role_id), written_at=time.time())
         token = pe.token or ""
-    commit, deployed_at = deployed(lab, primary)
+    commit, deployed_at = live_commit(lab, primary)
     written["code"] = StoreMarker(
         "code",
         ref=commit or "",

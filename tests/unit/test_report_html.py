@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from pe_dr import report_html
-from pe_dr.oracles.checks import CheckResult
+from pe_dr.checks.result import CheckResult
 from pe_dr.report import DrillReport, StepRecord
 
 

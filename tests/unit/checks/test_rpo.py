@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from pe_dr.checks.rpo import Budgets, StoreSeen, judge, probe_read_only
 from pe_dr.errors import ApiError, TransientError
-from pe_dr.oracles.rpo import Budgets, StoreSeen, judge, probe_read_only
 from pe_dr.steps.markers import (
     MARKER_TAG,
     NAME_PREFIX,

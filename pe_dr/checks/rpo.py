@@ -30,11 +30,12 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from pe_dr.checks.result import CheckResult
 from pe_dr.clients.pe_api import PUPPETDB_PORT, RBAC_PORT, PEClient
 from pe_dr.errors import ApiError, PeDrError
 from pe_dr.lab.live import Lab
-from pe_dr.oracles.checks import CheckResult
 from pe_dr.parsing.pe import last_sync_age
+from pe_dr.steps.code_manager import live_commit
 from pe_dr.steps.markers import (
     FACT,
     FAILOVER_TOKEN,
@@ -42,7 +43,6 @@ from pe_dr.steps.markers import (
     Markers,
     Outage,
     StoreMarker,
-    deployed,
     fact_values,
     group_marker,
     number_in,
@@ -356,7 +356,7 @@ def _see_code(lab: Lab, mark: StoreMarker) -> StoreSeen:
     file sync has no API on the replica)."""
     replica = lab.spec.replica.name
     try:
-        commit, _ = deployed(lab, replica)
+        commit, _ = live_commit(lab, replica)
     except PeDrError as exc:
         return StoreSeen("code", None, {"ssh": str(exc)}, False, unwritten=mark.unwritten)
     return StoreSeen(
