@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 from html import escape
 
+from pe_dr.figures import FIGURE_NAMES, MEASUREMENTS
 from pe_dr.history import seconds
-from pe_dr.report import FIGURE_NAMES, MEASUREMENTS, DrillReport
+from pe_dr.report import DrillReport
 
 STYLE = (
     "body{font:14px sans-serif;margin:2em;max-width:60em}"
