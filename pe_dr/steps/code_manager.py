@@ -24,8 +24,8 @@ from pe_dr.lab.live import Lab
 from pe_dr.parsing.pe import KnownHost, parse_code_deploy, parse_ssh_keyscan
 from pe_dr.polling import wait_until
 from pe_dr.secrets import remember
-from pe_dr.steps.primary_settings import _token_valid, puppet_access_login
-from pe_dr.steps.replica import _remote_owner
+from pe_dr.steps.primary_settings import puppet_access_login, token_valid
+from pe_dr.steps.replica import remote_owner
 from pe_dr.steps.vms import run_puppet
 
 MASTER_PROFILE = "puppet_enterprise::profile::master"
@@ -67,7 +67,7 @@ def ensure_deploy_user(lab: Lab, server: str | None = None) -> str:
 def ensure_deploy_token(lab: Lab, server: str | None = None) -> str:
     """A deploy-user token in its own token file; a fresh password is set through a reset token."""
     server = server or lab.spec.primary.name
-    if _token_valid(lab, server, paths.DEPLOY_TOKEN):
+    if token_valid(lab, server, paths.DEPLOY_TOKEN):
         return "valid"
     password = _strong_password()
     with lab.pe(server) as pe:
@@ -104,7 +104,7 @@ def ensure_r10k_key(lab: Lab) -> str:
             timeout=120,
         )
         primary.run(["puppet", "infrastructure", "configure"], root=True, timeout=1800)
-    elif _remote_owner(lab, lab.spec.primary.name, paths.R10K_KEY).split()[1:2] != ["pe-puppet"]:
+    elif remote_owner(lab, lab.spec.primary.name, paths.R10K_KEY).split()[1:2] != ["pe-puppet"]:
         primary.run(["puppet", "infrastructure", "configure"], root=True, timeout=1800)
     # derived from the private key: a promoted replica got the key copied, not its .pub
     return primary.run(["ssh-keygen", "-y", "-f", paths.R10K_KEY], root=True).stdout.strip()
