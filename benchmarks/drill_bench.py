@@ -305,8 +305,9 @@ def _fan_out_once(spec: Any, bound: int) -> tuple[float, float, bool, float, flo
 
 
 def bench_fan_out(tmp: Path, agents: int, bounds: tuple[int, ...]) -> dict[str, Any]:
+    from flows.code_manager_setup import code_manager_setup
+    from flows.lab_setup import lab_setup
     from flows.params import CodeManagerParameters, LabSetupParameters
-    from flows.setup import code_manager_setup, lab_setup
     from labsim.testing import running_lab
     from pe_dr.lab.spec import load_spec
 

@@ -147,21 +147,21 @@ def catalog(spec: LabSpec | None = None) -> list[DeploymentDef]:
             "needs:confirm",
         ),
         manual(
-            "flows/setup.py:lab_setup",
+            "flows/lab_setup.py:lab_setup",
             "lab-setup",
             "bring-up",
             "Bring the lab's VMs up in dependency order (builds them on a fresh lab).",
             "creates:vms",
         ),
         manual(
-            "flows/setup.py:code_manager_setup",
+            "flows/code_manager_setup.py:code_manager_setup",
             "code-manager-setup",
             "configure",
             "Configure Code Manager against the GitLab control repo. Needs the lab up.",
             "needs:lab-up",
         ),
         manual(
-            "flows/setup.py:replica_activation",
+            "flows/replica_activation.py:replica_activation",
             "replica-activation",
             "enable-replica",
             "Provision and enable the replica, copy the secret keys, push agent configuration. "
@@ -169,7 +169,7 @@ def catalog(spec: LabSpec | None = None) -> list[DeploymentDef]:
             "needs:code-manager",
         ),
         manual(
-            "flows/drills.py:replication_check",
+            "flows/replication_check.py:replication_check",
             "replication-check",
             "measure-lag",
             "Prove that a commit to the control repo reaches the replica; measure the lag. "
@@ -177,7 +177,7 @@ def catalog(spec: LabSpec | None = None) -> list[DeploymentDef]:
             "needs:replica-enabled",
         ),
         manual(
-            "flows/drills.py:failover_drill",
+            "flows/failover_drill.py:failover_drill",
             "failover-drill",
             "halt-primary",
             "Halt the primary, prove agents fail over to the replica, start it, prove they fail "
@@ -188,7 +188,7 @@ def catalog(spec: LabSpec | None = None) -> list[DeploymentDef]:
             "needs:confirm",
         ),
         manual(
-            "flows/drills.py:promotion",
+            "flows/promotion.py:promotion",
             "promotion",
             "promote-replica",
             "Destroy the primary and promote the replica (irreversible). Pick the primary in "
@@ -198,7 +198,7 @@ def catalog(spec: LabSpec | None = None) -> list[DeploymentDef]:
             "needs:confirm",
         ),
         manual(
-            "flows/drills.py:reprotect",
+            "flows/reprotect.py:reprotect",
             "reprotect",
             "rebuild-replica",
             "After a promotion: rebuild the lost primary's VM as the new primary's replica, so "
@@ -208,7 +208,7 @@ def catalog(spec: LabSpec | None = None) -> list[DeploymentDef]:
             "creates:vms",
         ),
         manual(
-            "flows/drills.py:teardown",
+            "flows/teardown.py:teardown",
             "teardown",
             "destroy-vms",
             "Destroy every VM of the lab picked in `confirm` (irreversible); asks for approval in "

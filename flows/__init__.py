@@ -1,1 +1,1 @@
-"""flows"""
+"""The tutorial's chapters as Prefect flows, one module per chapter."""

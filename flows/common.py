@@ -33,7 +33,8 @@ from flows import history as drill_history
 from flows import journal
 from flows.journal import CHAPTER_MARK, note
 from flows.lab_lock import holding_lab
-from pe_dr import interrupts, polling
+from flows.wiring import wire
+from pe_dr import interrupts
 from pe_dr.errors import CalledOff, PeDrError, PreconditionError
 from pe_dr.lab.spec import LabSpec, load_spec
 from pe_dr.report import DrillReport, utc_now
@@ -63,12 +64,6 @@ def say(line: str) -> None:
     progress_log.info("  %s", line)
     with contextlib.suppress(Exception):  # (a fan-out thread has no run context)
         get_run_logger().info(line)
-
-
-# Long waits in the core (pe_dr.polling) report their progress here.
-polling.add_progress_sink(say)
-# A SIGTERM that arrived inside a shielded clean-up is raised afterwards as Prefect raises it.
-interrupts.terminated = lambda signum: TerminationSignal(signal=signum)
 
 
 class DrillFailed(PeDrError):
@@ -188,16 +183,14 @@ class Chapter(Flow[[P], Any], Generic[P]):
 _POSITIONAL = inspect.Parameter.POSITIONAL_OR_KEYWORD
 
 
-def chapter(
-    name: str, *, history: bool = False
-) -> Callable[[Callable[[LabSpec, P], Any]], Chapter[P]]:
-    """`@chapter("failover-drill")` over `def failover_drill(spec, parameters: Model)`: the
-    chapter as a flow named once, its form the model's (see Chapter)."""
+def chapter(*, history: bool = False) -> Callable[[Callable[[LabSpec, P], Any]], Chapter[P]]:
+    """`@chapter()` over `def failover_drill(spec, parameters: Model)`: the chapter as a flow
+    named after its function (`failover-drill`), its form the model's (see Chapter)."""
 
     def wrap(body: Callable[[LabSpec, P], Any]) -> Chapter[P]:
         hints = typing.get_type_hints(body)
         model = hints[list(inspect.signature(body).parameters)[1]]
-        return Chapter(body, name, model, history=history)
+        return Chapter(body, body.__name__.replace("_", "-"), model, history=history)
 
     return wrap
 
@@ -236,6 +229,7 @@ def _run_root(
 ) -> DrillReport | State[Any]:
     from flows import preflight
 
+    wire()
     run_id = str(flow_run.id)
     attempt_started = utc_now()
     interrupts.reset()

@@ -7,14 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 from flows import approval
+from flows.code_manager_setup import code_manager_setup
 from flows.common import chapter
-from flows.drills import (
-    failover_drill,
-    promotion,
-    replication_check,
-    reprotect,
-    restore_primary_first,
-)
+from flows.failover_drill import failover_drill, restore_primary_first
+from flows.lab_setup import lab_setup
 from flows.params import (
     CodeManagerParameters,
     DrillParameters,
@@ -25,12 +21,11 @@ from flows.params import (
     ReplicationCheckParameters,
     ReprotectParameters,
 )
-from flows.setup import (
-    code_manager_setup,
-    lab_setup,
-    primary_and_replica_settings,
-    replica_activation,
-)
+from flows.primary_and_replica_settings import primary_and_replica_settings
+from flows.promotion import promotion
+from flows.replica_activation import replica_activation
+from flows.replication_check import replication_check
+from flows.reprotect import reprotect
 from pe_dr.lab.spec import LabSpec
 from pe_dr.steps import vms
 from tasks import checks
@@ -68,7 +63,7 @@ def drill_every_chapter(spec: LabSpec, p: DrillParameters) -> None:
             reprotect(ReprotectParameters(confirm=p.confirm, **swapped))
 
 
-@chapter("dr-drill", history=True)
+@chapter(history=True)
 def dr_drill(spec: LabSpec, parameters: DrillParameters) -> None:
     """The DR drill: ensure the lab is built, gate on health, prove replication, failover and
     failback (and promotion when asked); returns the drill's record and writes the journal."""

@@ -182,8 +182,8 @@ def reprotect(args: argparse.Namespace) -> int:
     confirm = pe_servers(spec)
     _local_preflight("reprotect", spec, confirm, report_dir)
     _prefect_ready(args.debug)
-    from flows.drills import reprotect as reprotect_flow
     from flows.params import ReprotectParameters
+    from flows.reprotect import reprotect as reprotect_flow
 
     _show_progress()
     parameters = ReprotectParameters(

@@ -19,7 +19,6 @@ from prefect.client.schemas.objects import State, TaskRun
 from pe_dr.errors import is_transient
 from pe_dr.lab.live import Lab
 from pe_dr.lab.spec import LabSpec
-from pe_dr.secrets import register_provider
 from pe_dr.settings import settings
 from tasks.progress import ON_FINISHED, ON_RUNNING
 
@@ -161,15 +160,3 @@ def named(step: T, name: str) -> T:
     if step.name == name:
         return step
     return step.with_options(name=name, task_run_name=name)  # type: ignore[return-value]
-
-
-def _prefect_secret_block(name: str) -> str | None:
-    from prefect.blocks.system import Secret
-
-    try:
-        return str(Secret.load(name).get())  # type: ignore[union-attr]
-    except ValueError:
-        return None
-
-
-register_provider(_prefect_secret_block)

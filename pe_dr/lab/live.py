@@ -60,9 +60,6 @@ def close_connections() -> None:
         host.close()
 
 
-atexit.register(close_connections)  # a clean SSH disconnect rather than a dropped socket
-
-
 class Lab:
     def __init__(self, spec: LabSpec) -> None:
         self.spec = spec
@@ -115,6 +112,9 @@ class Lab:
             if host is None or host.ssh != params:
                 stale = host
                 host = Host(vm, params, on_unreachable=lambda: _forget_params(key, params))
+                if not _pooled:  # the first kept connection: a clean disconnect at exit
+                    atexit.unregister(close_connections)
+                    atexit.register(close_connections)
                 _pooled[key] = host
         if stale is not None:
             stale.close()

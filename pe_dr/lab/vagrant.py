@@ -144,9 +144,6 @@ def _on_stop(stop: interrupts.Stop) -> None:
     stop_running_commands()
 
 
-interrupts.on_stop(_on_stop)
-
-
 class _BoundedVagrant(pyvagrant.Vagrant):
     """python-vagrant's Vagrant with runners that are bounded in time and killable."""
 
@@ -174,6 +171,7 @@ class _BoundedVagrant(pyvagrant.Vagrant):
         shown = "vagrant " + " ".join(a for a in args if a is not None)
         timeout = self.next_timeout if self.next_timeout is not None else self.timeout
         self.next_timeout = None
+        interrupts.on_stop(_on_stop)  # a stop ends vagrant's children too (kept once)
         with (
             self.err_cm() as err_fh,
             tempfile.TemporaryFile(mode="w+b", prefix="pe-dr-vagrant-out-") as out_fh,

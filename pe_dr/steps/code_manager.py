@@ -13,12 +13,7 @@ import secrets as pysecrets
 from datetime import datetime
 from importlib import resources
 
-from pe_dr.errors import (
-    ApiError,
-    CommandFailed,
-    PreconditionError,
-    TransientError,
-)
+from pe_dr.errors import ApiError, CommandFailed, PreconditionError, TransientError
 from pe_dr.lab import paths
 from pe_dr.lab.live import Lab
 from pe_dr.parsing.pe import KnownHost, parse_code_deploy, parse_ssh_keyscan

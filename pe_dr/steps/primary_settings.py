@@ -6,12 +6,7 @@ Plain Python over a Lab: look, act only if needed; tasks makes a Prefect task of
 
 from __future__ import annotations
 
-from pe_dr.errors import (
-    ApiError,
-    CommandFailed,
-    ConfigError,
-    PreconditionError,
-)
+from pe_dr.errors import ApiError, CommandFailed, ConfigError, PreconditionError
 from pe_dr.lab import paths
 from pe_dr.lab.live import Lab
 from pe_dr.secrets import PE_CONSOLE_PASSWORD, get_secret

@@ -167,8 +167,8 @@ def test_a_vm_the_vagrantfile_does_not_have_is_a_configuration_error(
 
 
 def test_teardown_refuses_without_named_vms(built: LabHandle, journal_ops: Ops) -> None:
-    from flows.drills import teardown
     from flows.params import TeardownParameters
+    from flows.teardown import teardown
 
     mark = len(built.journal())
     state = teardown(TeardownParameters(confirm=[]), return_state=True)

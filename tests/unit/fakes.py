@@ -1,6 +1,6 @@
 """Recording fakes of a Lab for unit tests of pe_dr.steps: hosts, vagrant, PE and GitLab.
 
-* `FakeLab` offers what the steps use of `pe_dr.lab.live.Lab`, built from `LabSpec()` (the
+* `FakeLab` is `pe_dr.lab.live.Lab` with its I/O replaced, built from `LabSpec()` (the
   tutorial's lab). Token files, the CA and the GitLab token are read from the fake hosts' file
   trees, as the real Lab reads them over SSH; `accepts_tcp` and `probe_puppetserver` answer from
   scripts.
@@ -28,9 +28,10 @@ import httpx
 
 from pe_dr.clients.gitlab_api import GitLabClient
 from pe_dr.clients.pe_api import PEClient
-from pe_dr.errors import CommandFailed, ConfigError, TransientError
+from pe_dr.errors import CommandFailed, ConfigError
 from pe_dr.lab import paths
 from pe_dr.lab.host import CommandResult, command_line
+from pe_dr.lab.live import Lab
 from pe_dr.lab.spec import LabSpec
 from pe_dr.secrets import remember
 
@@ -482,10 +483,11 @@ def refused(url: str) -> httpx.ConnectError:
 # --- the lab -----------------------------------------------------------------------------------
 
 
-class FakeLab:
-    """What the actions use of `pe_dr.lab.live.Lab`, over fake hosts, vagrant and HTTP."""
+class FakeLab(Lab):
+    """The real `pe_dr.lab.live.Lab` over fake hosts, vagrant and HTTP: what it reaches through
+    them is replaced (and recorded), what it decides from their answers is its own."""
 
-    def __init__(self, spec: LabSpec | None = None) -> None:
+    def __init__(self, spec: LabSpec | None = None) -> None:  # (no VagrantLab, no SSH pool)
         self.spec = spec or LabSpec()
         self.journal: Journal = []
         self.unexpected: list[str] = []
@@ -578,13 +580,6 @@ class FakeLab:
 
     def forget_host(self, name: str) -> None:
         self._call("forget_host", self.spec.host(name).name)
-
-    def require_running(self, *names: str) -> None:
-        states = self.vagrant.status()
-        for name in names:
-            vm = self.spec.host(name).name
-            if states.get(vm) != "running":
-                raise TransientError(f"{vm} is {states.get(vm, 'unknown')}, not running")
 
     def ca_pem(self, server: str | None = None) -> bytes:
         server = server or self.spec.primary.name

@@ -206,19 +206,32 @@ def test_real_vagrant_reads_the_spec_it_is_given(
         VagrantLab(project, timeout=120).validate(ignore_provider=True)
 
 
+STAND_IN_VBOXMANAGE = """#!/bin/sh
+echo "$*" >> "$(dirname "$0")/calls"
+case "$1" in --version) echo "7.0.14r161095";; *) exit 1;; esac
+"""
+
+
 @needs_vagrant
 @pytest.mark.parametrize("spec", [LabSpec(), edited_spec()], ids=["tutorial", "edited"])
-def test_vagrant_status_lists_the_lab(project: Path, spec: LabSpec) -> None:
-    lab = VagrantLab(project, timeout=120, spec=spec)
-    try:
-        states = lab.status()
-    except VagrantError as e:
-        # without VirtualBox (or another usable provider) vagrant cannot report machine states
-        assert shutil.which("VBoxManage") is None, e
-        assert "provider" in str(e)
-        pytest.skip(f"vagrant has no usable provider here: {str(e).splitlines()[0]}")
-    assert set(states) == {h.name for h in spec.hosts}
-    assert set(states.values()) <= {"not_created", "running", "poweroff", "saved", "aborted"}
+def test_vagrant_status_lists_the_lab(
+    project: Path, spec: LabSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The real vagrant reads the Vagrantfile and lists the machines; without VirtualBox here, a
+    # stand-in VBoxManage answers the one question vagrant asks before it can report machines
+    # that were never created (its version), and any other question fails.
+    calls = None
+    if shutil.which("VBoxManage") is None:
+        stand_in = tmp_path / "virtualbox"
+        stand_in.mkdir()
+        (stand_in / "VBoxManage").write_text(STAND_IN_VBOXMANAGE)
+        (stand_in / "VBoxManage").chmod(0o755)
+        monkeypatch.setenv("PATH", f"{stand_in}{os.pathsep}{os.environ['PATH']}")
+        calls = stand_in / "calls"
+    states = VagrantLab(project, timeout=120, spec=spec).status()
+    assert states == {h.name: "not_created" for h in spec.hosts}
+    if calls is not None:
+        assert set(calls.read_text().split()) == {"--version"}
 
 
 def test_hosts_script_maps_names_and_drops_every_loopback_line_of_its_own_name(

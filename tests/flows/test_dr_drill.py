@@ -156,7 +156,7 @@ def test_on_a_built_lab_setup_only_looks(
             {},
         ),
         # one store's database replication broken: PE says so for that store alone, and the
-        # health check sees it before anything is halted (tests/flows/test_rpo.py: the failover
+        # health check sees it before anything is halted (test_failover_drill.py: the failover
         # drill alone catches it on the replica)
         ("replication:rbac=broken", "health", "'Database replication for RBAC is inactive'", {}),
     ],
