@@ -13,11 +13,11 @@ from pe_dr.steps.replication import PROBE_FILE, commit_probe
 
 
 def check_replication(
-    lab: Lab, *, marker_id: str, budget_seconds: float, poll_interval: float
+    lab: Lab, *, run_id: str, budget_seconds: float, poll_interval: float
 ) -> CheckResult:
     """A probe commit pushed to the control repo reaches the replica's live code; measures the
-    lag. `marker_id` names the run (stable across its Retries; each attempt commits anew)."""
-    probe = commit_probe(lab, marker_id)
+    lag. `run_id` names the run (stable across its Retries; each attempt commits anew)."""
+    probe = commit_probe(lab, run_id)
     sha = probe.sha
     replica = lab.spec.replica.name
     pushed = time.monotonic()

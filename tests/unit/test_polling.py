@@ -225,7 +225,7 @@ def test_replication_poll_is_paced(clock: FakeClock, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(replication, "live_file", lambda lab, vm, name: line + "\n")
     result = replication.check_replication(
         FakeLab(),  # type: ignore[arg-type]
-        marker_id="m1",
+        run_id="m1",
         budget_seconds=60,
         poll_interval=2.0,
     )
@@ -291,7 +291,7 @@ def test_progress_counts_from_since_and_a_failing_sink_does_not_fail_the_wait(
 
 
 class FakePrimary:
-    """The primary's control repo: its files and a git log, as commit_marker sees them."""
+    """The primary's control repo: its files and a git log, as commit_probe sees them."""
 
     def __init__(self, puppetfile: str, log: list[str]) -> None:
         self.files = {"Puppetfile": puppetfile}
@@ -373,7 +373,7 @@ def test_a_failed_replication_check_names_what_the_replica_has_never_none(
     monkeypatch.setattr(replication, "live_commit", lambda lab, vm: (None, None))
     result = replication.check_replication(
         FakeLab(),  # type: ignore[arg-type]
-        marker_id="m",
+        run_id="m",
         budget_seconds=5,
         poll_interval=1.0,
     )
