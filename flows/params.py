@@ -92,6 +92,7 @@ def budgets_model(registry: Registry) -> type[BaseModel]:
     )
 
 
+# Built from the registry when imported; to mypy, a model whose every field is a float.
 if TYPE_CHECKING:
 
     class Budgets(BaseModel):
