@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from prefect.runtime import flow_run
 
+from flows import kill_switch
 from flows.lab_lock import lock_outlook
 from pe_dr import preflight as core
 from pe_dr.lab.spec import LabSpec
@@ -23,6 +24,10 @@ def check(spec: LabSpec, needs: Needs) -> Outcome:
     if not outcome.problems:  # a lab we may not drill is not worth reading
         outcome.extend(core.on_the_lab(spec, needs))
     outcome.extend(lock_outlook(spec))
+    if needs.flow == "canary-drill":
+        stop = kill_switch.engaged()
+        if stop:
+            outcome.problems.append(f"{stop}: no canary drill starts until `pe-dr kill-switch off`")
     return outcome
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
+import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from pathlib import Path
 from pe_dr.errors import ApiError, ConfigError, PeDrError
 from pe_dr.lab import paths
 from pe_dr.lab.live import Lab
-from pe_dr.lab.spec import LabSpec
+from pe_dr.lab.spec import HostSpec, LabSpec
 from pe_dr.lab.vagrant import find_vagrant
 from pe_dr.lab.virtualbox import require_host_only_addresses
 from pe_dr.secrets import ENV_NAMES, GITLAB_ROOT_PASSWORD, PE_CONSOLE_PASSWORD, get_secret
@@ -52,6 +53,7 @@ class Needs:
     confirm: tuple[str, ...] = ()
     halts: tuple[str, ...] = ()
     destroys: tuple[str, ...] = ()
+    blocks: tuple[str, ...] = ()  # canaries whose firewall the run changes
     secrets: tuple[str, ...] = ()
     report_dir: str | None = None
     creates_vms: bool = False
@@ -81,6 +83,7 @@ _FLOWS: dict[str, tuple[bool, bool, bool, bool]] = {
     "reprotect": (False, False, True, True),
     "teardown": (False, False, False, False),
     "dr-drill": (True, False, True, True),
+    "canary-drill": (False, False, False, False),
 }
 
 
@@ -102,6 +105,7 @@ def needs_for(
         confirm=tuple(confirm),
         halts=(primary,) if halts else (),
         destroys=destroyed,
+        blocks=tuple(h.name for h in spec.canaries) if flow == "canary-drill" else (),
         secrets=(PE_CONSOLE_PASSWORD,) if password or promote else (),
         report_dir=report_dir,
         creates_vms=creates,
@@ -148,7 +152,11 @@ def confirm_problems(spec: LabSpec, needs: Needs) -> list[str]:
     if needs.flow == "teardown" and not needs.confirm:
         problems.append("teardown destroys VMs: name them in `confirm` (--yes on the command line)")
     names = {h.name for h in spec.hosts}
-    for action, vms in (("halt", needs.halts), ("destroy", needs.destroys)):
+    for action, vms in (
+        ("halt", needs.halts),
+        ("destroy", needs.destroys),
+        ("block the primary from", needs.blocks),
+    ):
         for vm in vms:
             if vm not in needs.confirm:  # the sentence the step itself would say, an hour later
                 problems.append(
@@ -181,6 +189,9 @@ def local(spec: LabSpec, needs: Needs, *, secret_blocks: bool = True) -> Outcome
             get_secret(name)
         except ConfigError as exc:
             out.problems.append(str(exc))
+    out.problems += confirm_problems(spec, needs)
+    if spec.installation:  # no vagrant, no VirtualBox: nothing is built
+        return out
     if spec.vagrant_root and not Path(spec.vagrant_root).is_dir():
         out.problems.append(
             f"the lab's vagrant_root {spec.vagrant_root} is not a folder (it holds the Vagrantfile)"
@@ -189,7 +200,6 @@ def local(spec: LabSpec, needs: Needs, *, secret_blocks: bool = True) -> Outcome
         find_vagrant()
     except ConfigError as exc:
         out.problems.append(str(exc))
-    out.problems += confirm_problems(spec, needs)
     try:
         require_host_only_addresses(spec)
     except ConfigError as exc:
@@ -199,6 +209,8 @@ def local(spec: LabSpec, needs: Needs, *, secret_blocks: bool = True) -> Outcome
 
 def on_the_lab(spec: LabSpec, needs: Needs) -> Outcome:
     """The checks that read the lab: VM states, provisioning passwords, stored credentials."""
+    if spec.installation:
+        return on_the_installation(spec, needs)
     out = Outcome()
     with Lab(spec) as lab:
         try:
@@ -331,3 +343,62 @@ def _gitlab_token(lab: Lab) -> Outcome:
     except PeDrError as exc:
         out.notes.append(f"could not check the stored GitLab API token on {gitlab}: {exc}")
     return out
+
+
+# The drill compares times taken on the hosts (PuppetDB's report times, a block's start) with the
+# controller's: a skew larger than this would misplace a run before or after the fault.
+MAX_CLOCK_SKEW_SECONDS = 2.0
+
+
+def on_the_installation(spec: LabSpec, needs: Needs) -> Outcome:
+    """An installation's hosts, all at once: each takes an SSH login and `sudo -n`, its clock
+    agrees with the controller's, and each canary has the firewall tool of its block (nft)."""
+    out = Outcome()
+    with Lab(spec) as lab:
+
+        def look(host: HostSpec) -> list[str]:
+            try:
+                skew = _clock_skew(lab, host.name)
+            except PeDrError as exc:
+                return [f"{host.name}: no SSH login ({exc})"]
+            problems = []
+            if skew is not None and abs(skew) > MAX_CLOCK_SKEW_SECONDS:
+                side = "ahead of" if skew > 0 else "behind"
+                problems.append(
+                    f"{host.name}'s clock is {abs(skew):.1f} s {side} the controller's (at most "
+                    f"{MAX_CLOCK_SKEW_SECONDS:g} s: the drill dates the fleet's runs against the "
+                    "fault)"
+                )
+            try:
+                lab.host(host.name).run(["true"], root=True, timeout=30)
+            except PeDrError as exc:
+                return [*problems, f"{host.name}: `sudo -n` refused ({exc})"]
+            if host.canary and host.name in needs.blocks:
+                try:
+                    lab.host(host.name).run(["nft", "--version"], root=True, timeout=30)
+                except PeDrError:
+                    problems.append(
+                        f"{host.name} is a canary without nft (nftables), which its "
+                        "self-expiring block needs"
+                    )
+            return problems
+
+        with ThreadPoolExecutor(max_workers=min(16, len(spec.hosts))) as pool:
+            for problems in pool.map(look, spec.hosts):
+                out.problems += problems
+    return out
+
+
+def _clock_skew(lab: Lab, name: str) -> float | None:
+    """The host's clock minus the controller's, in seconds (None: its answer was not a time)."""
+    before = time.time()
+    answer = lab.host(name).run(["date", "+%s.%N"], timeout=30).stdout.strip()
+    after = time.time()
+    try:
+        remote = float(answer)
+    except ValueError:
+        return None
+    # the host read its clock somewhere between `before` and `after`
+    if before <= remote <= after:
+        return 0.0
+    return remote - (after if remote > after else before)

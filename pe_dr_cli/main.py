@@ -24,7 +24,7 @@ from pe_dr.figures import BUDGET_MAX_SECONDS, FIGURE_NAMES
 from pe_dr.lab.spec import LabSpec, load_spec
 from pe_dr.secrets import scrub
 from pe_dr.settings import settings
-from pe_dr_cli import deployment_commands, report_cmd
+from pe_dr_cli import deployment_commands, kill_switch_cmd, report_cmd
 
 EXIT_PASSED, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -100,6 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     past.add_argument("--chart", metavar="PATH", help="write the chart there (SVG)")
     past.add_argument("--limit", type=int, default=None, metavar="N", help="the last N drills only")
     report_cmd.add_parser(sub)
+    kill_switch_cmd.add_parser(sub)
     deployment_commands.add_parsers(sub)
     return parser
 
@@ -124,7 +125,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return show_history(args)
         if args.command == "report":
             return report_cmd.run(args)
-    except (UsageError, ConfigError, report_cmd.ReportUsageError) as exc:
+        if args.command == "kill-switch":
+            return kill_switch_cmd.run(args)
+    except (
+        UsageError,
+        ConfigError,
+        report_cmd.ReportUsageError,
+        kill_switch_cmd.KillSwitchUsageError,
+    ) as exc:
         for problem in getattr(exc, "problems", None) or [str(exc)]:
             print(f"pe-dr: {scrub(problem)}", file=sys.stderr)
         if args.debug:

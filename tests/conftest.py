@@ -41,6 +41,7 @@ TIERS = {
 GROUPS = {
     "flows/test_cli.py": "labsim-drill-own",
     "flows/test_lab_lock.py": "labsim-drill-own",
+    "flows/test_kill_switch.py": "labsim-drill-own",
     "flows/test_promotion.py": "labsim-drill-own",
     "flows/test_task_policy.py": "labsim-drill-own",
     "flows": "labsim-drill",

@@ -410,6 +410,19 @@ class PEClient(ApiClient):
         rows = self.pdb_query("reports", query)
         return sorted(rows, key=lambda r: str(r.get("receive_time", "")))
 
+    def reports_since(
+        self, producer_time: str, *, excluding: Iterable[str] = ()
+    ) -> list[dict[str, Any]]:
+        """The reports of runs that ended after `producer_time` (ISO 8601), of every node but
+        `excluding`, oldest first: `certname`, `status`, `producer` (the server that compiled
+        the run) and `producer_timestamp` (reports.markdown; `in` an `array`: ast.markdown)."""
+        query: list[Any] = [">", "producer_timestamp", producer_time]
+        names = sorted(set(excluding))
+        if names:
+            query = ["and", query, ["not", ["in", "certname", ["array", names]]]]
+        rows = self.pdb_query("reports", query)
+        return sorted(rows, key=lambda r: str(r.get("producer_timestamp", "")))
+
     def pdb_metric(self, name: str) -> float | None:
         """A `puppetlabs.puppetdb.ha` metric through PuppetDB's metrics v2 (Jolokia) API, e.g.
         `seconds-since-last-successful-sync` (puppetdb documentation/ha.markdown, "Metrics");

@@ -118,21 +118,42 @@ class Host:
     # --- connection ------------------------------------------------------------------------------
 
     def _new_connection(self) -> fabric.Connection:
+        gateway = None
+        if self.ssh.jump:
+            user, _, rest = self.ssh.jump.rpartition("@")
+            host, _, port = rest.partition(":")
+            gateway = self._connect_to(host, int(port or 22), user or self.ssh.user, None)
+        return self._connect_to(self.ssh.host, self.ssh.port, self.ssh.user, gateway)
+
+    def _connect_to(
+        self, host: str, port: int, user: str, gateway: fabric.Connection | None
+    ) -> fabric.Connection:
         config = fabric.Config(ssh_config=paramiko.SSHConfig())  # ignore ~/.ssh/config
-        return fabric.Connection(
-            host=self.ssh.host,
-            user=self.ssh.user,
-            port=self.ssh.port,
+        conn = fabric.Connection(
+            host=host,
+            user=user,
+            port=port,
             config=config,
+            gateway=gateway,
             connect_timeout=max(1, math.ceil(self.connect_timeout)),
             connect_kwargs={
                 "key_filename": [self.ssh.key_file] if self.ssh.key_file else [],
                 "look_for_keys": False,
-                "allow_agent": False,
+                "allow_agent": self.ssh.agent,
                 "banner_timeout": self.connect_timeout,
                 "auth_timeout": self.connect_timeout,
             },
         )
+        if self.ssh.known_hosts:  # only the keys it lists: an unknown or changed key is refused
+            try:
+                conn.client.load_host_keys(self.ssh.known_hosts)
+            except OSError as exc:
+                raise ConfigError(
+                    f"the known_hosts file {self.ssh.known_hosts} for {self.name} cannot be "
+                    f"read: {exc.strerror}"
+                ) from None
+            conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        return conn
 
     def _connection(self) -> fabric.Connection:
         return self._connection_reused()[0]
@@ -152,23 +173,42 @@ class Host:
                 self._drop()
             if self.ssh.key_file and not os.path.isfile(self.ssh.key_file):
                 raise ConfigError(
-                    f"the SSH key {self.ssh.key_file} that `vagrant ssh-config {self.name}` "
+                    f"the SSH key {self.ssh.key_file} that {self._where_settings_come_from()} "
                     "names does not exist"
                 )
             conn = self._new_connection()
             sock: socket.socket | None = None
             try:
-                sock = _tcp_no_delay(self.ssh.host, self.ssh.port, self.connect_timeout)
-                conn.connect_kwargs["sock"] = sock
+                if not self.ssh.jump:  # (through a jump host, the gateway's channel is the socket)
+                    sock = _tcp_no_delay(self.ssh.host, self.ssh.port, self.connect_timeout)
+                    conn.connect_kwargs["sock"] = sock
                 conn.open()
             except paramiko.AuthenticationException:
                 conn.close()
                 self._unreachable()
+                keys = self.ssh.key_file or "the SSH agent's keys"
                 raise ConfigError(
-                    f"{self.name} rejected the SSH key {self.ssh.key_file} for user "
-                    f"{self.ssh.user} (check `vagrant ssh-config {self.name}`)"
+                    f"{self.name} rejected {keys} for user {self.ssh.user} "
+                    f"(check {self._where_settings_come_from()})"
                 ) from None
-            except (OSError, EOFError, paramiko.SSHException) as exc:
+            except paramiko.BadHostKeyException as exc:
+                conn.close()
+                raise ConfigError(
+                    f"{self.name}'s SSH host key is not the one {self.ssh.known_hosts} lists "
+                    f"for {exc.hostname}: the drill does not log in to a host it cannot identify"
+                ) from None
+            except paramiko.SSHException as exc:
+                conn.close()
+                if self.ssh.known_hosts and "known_hosts" in str(exc):
+                    raise ConfigError(
+                        f"{self.name} is not in {self.ssh.known_hosts}: check its host key "
+                        "fingerprint with its admin, then add it (ssh-keyscan)"
+                    ) from None
+                if sock is not None:
+                    sock.close()
+                self._unreachable()
+                raise TransientError(f"cannot reach {self.name} over SSH: {_reason(exc)}") from None
+            except (OSError, EOFError) as exc:
                 conn.close()
                 if sock is not None:
                     sock.close()
@@ -177,6 +217,11 @@ class Host:
             self._conn = conn
             self._last_used = time.monotonic()
             return conn, False
+
+    def _where_settings_come_from(self) -> str:
+        if self.ssh.known_hosts or self.ssh.agent or self.ssh.jump:
+            return f"the lab spec's entry for {self.name}"
+        return f"`vagrant ssh-config {self.name}`"
 
     def _unreachable(self) -> None:
         if self.on_unreachable is not None:

@@ -20,6 +20,7 @@ from pe_dr.clients.pe_api import PEClient
 from pe_dr.errors import PeDrError, TransientError
 from pe_dr.lab import paths
 from pe_dr.lab.host import Host
+from pe_dr.lab.installation import Installation
 from pe_dr.lab.on_host import HostCurlTransport
 from pe_dr.lab.spec import LabSpec
 from pe_dr.lab.vagrant import VagrantLab
@@ -63,7 +64,10 @@ def close_connections() -> None:
 class Lab:
     def __init__(self, spec: LabSpec) -> None:
         self.spec = spec
-        self.vagrant = VagrantLab(spec.vagrant_root, spec=spec)
+        # an installation's hosts stand: never built, halted or destroyed (pe_dr.lab.installation)
+        self.vagrant: VagrantLab | Installation = (
+            Installation(spec) if spec.installation else VagrantLab(spec.vagrant_root, spec=spec)
+        )
         self._hosts: dict[str, Host] = {}
         self._ca: dict[str, bytes] = {}
         self._lock = threading.Lock()

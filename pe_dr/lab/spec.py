@@ -11,7 +11,7 @@ import re
 import tomllib
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -72,6 +72,44 @@ class HostSpec(BaseModel):
         ),
     ] = None
 
+    # An installation's host (target = "installation"): how the controller logs in to it.
+    ssh_user: Annotated[
+        str | None,
+        Field(
+            title="SSH user",
+            description="Installation only: the login user; it becomes root with `sudo -n -i` "
+            "(passwordless sudo, which pre-flight proves), as on the lab's VMs.",
+            pattern=_LOGIN,
+        ),
+    ] = None
+    ssh_port: Annotated[
+        int | None,
+        Field(title="SSH port", description="Installation only: default 22.", ge=1, le=65535),
+    ] = None
+    ssh_key: Annotated[
+        str | None,
+        Field(
+            title="SSH key file",
+            description="Installation only: the private key file; empty: the SSH agent's keys.",
+        ),
+    ] = None
+    jump: Annotated[
+        str | None,
+        Field(
+            title="Jump host",
+            description="Installation only: `[user@]host[:port]` to connect through, as "
+            "OpenSSH's ProxyJump.",
+            pattern=r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,63}@)?[A-Za-z0-9][A-Za-z0-9.-]{0,252}(:\d{1,5})?$",
+        ),
+    ] = None
+    canary: Annotated[
+        bool,
+        Field(
+            title="Canary",
+            description="Installation only: an agent the canary drill cuts from the primary.",
+        ),
+    ] = False
+
     @property
     def memory(self) -> int:
         return self.memory_mb or _MEMORY[self.role]
@@ -126,6 +164,29 @@ def _not_a_vm(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
     return None
 
 
+_INSTALLATION_ONLY = ("ssh_user", "ssh_port", "ssh_key", "jump", "canary")
+_DEFAULTS = {"ssh_user": None, "ssh_port": None, "ssh_key": None, "jump": None, "canary": False}
+
+
+def _installation_hosts(spec: LabSpec) -> None:
+    """An installation's hosts: each has a login, and the canaries are agents, a strict minority
+    of them (the rest are the fleet the drill proves untouched)."""
+    for h in spec.hosts:
+        if h.ssh_user is None:
+            raise ValueError(f"host {h.name!r} needs ssh_user: how the drill logs in to it")
+        if h.canary and h.role is not Role.AGENT:
+            raise ValueError(
+                f"host {h.name!r} is the {h.role.value}: only an agent can be a canary"
+            )
+    if not spec.canaries:
+        raise ValueError("an installation needs at least one agent with canary = true")
+    if len(spec.canaries) * 2 >= len(spec.agents):
+        raise ValueError(
+            f"{len(spec.canaries)} of the {len(spec.agents)} agents are canaries: the canaries "
+            "must be a strict minority, the rest the fleet the drill proves untouched"
+        )
+
+
 def _tutorial_hosts() -> list[HostSpec]:
     return [
         HostSpec(name="primary.vm", role=Role.PRIMARY, address="192.168.50.4"),
@@ -165,6 +226,22 @@ class LabSpec(BaseModel):
             pattern=r"^(https://\S+)?$",
         ),
     ] = ""
+    target: Annotated[
+        Literal["vagrant", "installation"],
+        Field(
+            title="Target",
+            description="vagrant: the lab this tool builds; installation: a standing PE "
+            "installation, reached over SSH, that is never built, halted or destroyed.",
+        ),
+    ] = "vagrant"
+    known_hosts: Annotated[
+        str | None,
+        Field(
+            title="known_hosts file",
+            description="Installation only: the SSH host keys to trust (default "
+            "~/.ssh/known_hosts); a host whose key it does not list is refused.",
+        ),
+    ] = None
     vagrant_root: Annotated[
         str | None,
         Field(
@@ -240,11 +317,32 @@ class LabSpec(BaseModel):
             seen[h.address] = h.name
         for role in (Role.PRIMARY, Role.REPLICA, Role.GITLAB):
             count = sum(h.role is role for h in self.hosts)
-            if count != 1:
+            if count != 1 and not (role is Role.GITLAB and self.installation and count == 0):
                 raise ValueError(f"the lab needs exactly one {role.value} host, found {count}")
         if not self.agents:
             raise ValueError("the lab needs at least one agent host")
+        if self.installation:
+            _installation_hosts(self)
+        else:
+            for h in self.hosts:
+                extra = [f for f in _INSTALLATION_ONLY if getattr(h, f) != _DEFAULTS[f]]
+                if extra:
+                    raise ValueError(
+                        f"host {h.name!r} sets {extra[0]}, which only an installation has "
+                        '(target = "installation"): a Vagrant lab\'s VMs are reached as '
+                        "`vagrant ssh-config` says"
+                    )
+            if self.known_hosts is not None:
+                raise ValueError('known_hosts is for target = "installation" only')
         return self
+
+    @property
+    def installation(self) -> bool:
+        return self.target == "installation"
+
+    @property
+    def canaries(self) -> list[HostSpec]:
+        return [h for h in self.agents if h.canary]
 
     def _one(self, role: Role) -> HostSpec:
         return next(h for h in self.hosts if h.role is role)
@@ -259,6 +357,8 @@ class LabSpec(BaseModel):
 
     @property
     def gitlab(self) -> HostSpec:
+        if self.installation and not any(h.role is Role.GITLAB for h in self.hosts):
+            raise ConfigError(f"installation {self.name!r} names no GitLab host")
         return self._one(Role.GITLAB)
 
     @property
@@ -360,8 +460,7 @@ def dump_spec(spec: LabSpec) -> str:
         lines += ["", "[[hosts]]"]
         lines += [
             f"{key} = {_toml_value(value)}"
-            for key, value in h.model_dump(mode="json").items()
-            if value is not None
+            for key, value in h.model_dump(mode="json", exclude_defaults=True).items()
         ]
     return "\n".join(lines) + "\n"
 

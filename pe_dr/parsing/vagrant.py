@@ -61,12 +61,18 @@ def parse_snapshot_list(text: str) -> list[str]:
 
 @dataclass(frozen=True)
 class SSHParams:
-    """How to reach a VM over SSH, as `vagrant ssh-config` says."""
+    """How to reach a host over SSH: as `vagrant ssh-config` says for a VM, as the spec says for
+    an installation's host (which adds a jump host, the SSH agent and a known_hosts file)."""
 
     host: str
     port: int
     user: str
-    key_file: str
+    key_file: str  # empty: no key file (with `agent`, the SSH agent's keys)
+    jump: str = ""  # `[user@]host[:port]` to connect through (OpenSSH's ProxyJump)
+    agent: bool = False
+    # the host keys to trust, refusing any other; empty: a VM's new key is accepted, as
+    # `vagrant ssh-config` (StrictHostKeyChecking no) does for VMs rebuilt with new keys
+    known_hosts: str = ""
 
 
 def _ssh_value(raw: str) -> str:

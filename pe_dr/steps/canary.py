@@ -13,7 +13,12 @@ import ipaddress
 import json
 from dataclasses import dataclass
 
+from pe_dr.errors import CheckFailed, CommandFailed
+from pe_dr.lab.live import Lab
+
 TABLE = "pe_dr_canary"
+# tmpfs on every systemd host: gone with a reboot, like the block itself
+RULESET_PATH = "/run/pe-dr-canary.nft"
 SET = "blocked4"
 # The primary's ports an agent or a replica uses: puppetserver, PCP broker, orchestrator/Code
 # Manager, PuppetDB, classifier/RBAC (real-world-findings §4.3, pe-dr-interfaces).
@@ -123,3 +128,40 @@ def remaining(list_json: str) -> dict[tuple[str, int], float]:
                 raise CanaryError(f"nft listed an element of {SET} with no timeout: {elem!r}")
             out[(str(val[0]), int(val[1]))] = float(expires)
     return out
+
+
+# --- on a canary, over SSH -------------------------------------------------------------------
+
+
+def install_block(lab: Lab, canary: str, block: Block) -> dict[str, object]:
+    """Cut `canary` from the primary's ports, self-expiring after the block's TTL; the kernel's
+    own listing of the drill's table is the proof that every address . port is blocked."""
+    host = lab.host(canary)
+    host.put(RULESET_PATH, ruleset(block).encode(), mode=0o600)
+    host.run(apply_argv(RULESET_PATH), root=True, timeout=60)
+    left = remaining(host.run(list_argv(), root=True, timeout=60).stdout)
+    wanted = {(block.primary_ip, port) for port in block.ports}
+    if set(left) != wanted:
+        missing = sorted(f"{ip}:{port}" for ip, port in wanted - set(left))
+        raise CheckFailed(
+            f"the block on {canary} lists {len(left)} of its {len(wanted)} address:port pairs "
+            f"after nft applied it (missing: {', '.join(missing) or 'none'})"
+        )
+    return {
+        "canary": lab.spec.host(canary).name,
+        "mode": block.mode,
+        "ports": sorted(block.ports),
+        "expires_in_seconds": round(min(left.values()), 1),
+    }
+
+
+def remove_block(lab: Lab, canary: str) -> str:
+    """Remove the drill's table from `canary`: `removed`, or `already gone` (never there, or a
+    reboot took it; an expired block leaves its empty table, which this removes too)."""
+    argv = remove_argv()
+    result = lab.host(canary).run(argv, root=True, ok_codes=(0, 1), timeout=60)
+    if result.exit_code == 0:
+        return "removed"
+    if is_absent_error(result.stderr):
+        return "already gone"
+    raise CommandFailed(canary, " ".join(argv), result.exit_code, result.stdout, result.stderr)

@@ -10,6 +10,7 @@ otherwise.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import socket
@@ -68,7 +69,8 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], deadline_s: float = 10.
 
 
 class Server:
-    def __init__(self, port: int, key_file: str, log: Path, home: Path) -> None:
+    def __init__(self, port: int, key_file: str, log: Path, home: Path, host_key: str = "") -> None:
+        self.host_key = host_key  # `ssh-ed25519 AAAA…`: what a known_hosts line lists for it
         self.home = home
         self.port = port
         self.key_file = key_file
@@ -131,7 +133,8 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         )
     try:
         _wait_port(port, proc)
-        yield Server(port, str(keydir / "id"), log, home)
+        host_key = " ".join((tmp / "host_ed25519.pub").read_text().split()[:2])
+        yield Server(port, str(keydir / "id"), log, home, host_key)
     finally:
         proc.terminate()
         try:
@@ -323,3 +326,55 @@ def test_wrong_key_is_permanent(sshd: Server, tmp_path: Path) -> None:
     params = SSHParams("127.0.0.1", sshd.port, LOGIN, str(tmp_path / "other"))
     with Host("linux.vm", params, connect_timeout=5) as h, pytest.raises(PermanentError):
         h.run(["true"])
+
+
+# --- an installation's hosts: host keys verified, a jump host ------------------------------------
+
+
+def _known_hosts(tmp_path: Path, sshd: Server, key: str | None = None) -> str:
+    path = tmp_path / "known_hosts"
+    path.write_text(f"[127.0.0.1]:{sshd.port} {key or sshd.host_key}\n" if key != "" else "")
+    return str(path)
+
+
+def _installation_params(sshd: Server, known_hosts: str, jump: str = "") -> SSHParams:
+    return dataclasses.replace(sshd.params(), known_hosts=known_hosts, jump=jump)
+
+
+def test_an_installation_host_whose_key_is_listed_is_reached(sshd: Server, tmp_path: Path) -> None:
+    params = _installation_params(sshd, _known_hosts(tmp_path, sshd))
+    with Host("pe-primary", params, connect_timeout=5) as h:
+        assert h.run(["echo", "ok"]).stdout == "ok\n"
+
+
+def test_an_installation_host_not_in_known_hosts_is_refused(sshd: Server, tmp_path: Path) -> None:
+    known_hosts = _known_hosts(tmp_path, sshd, key="")
+    with (
+        Host("pe-primary", _installation_params(sshd, known_hosts), connect_timeout=5) as h,
+        pytest.raises(PermanentError, match=f"pe-primary is not in {known_hosts}"),
+    ):
+        h.run(["true"])
+
+
+def test_an_installation_host_with_another_key_is_refused(sshd: Server, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    subprocess.run(["ssh-keygen", "-t", "ed25519", "-N", "", "-q", "-f", str(other)], check=True)
+    key = " ".join(other.with_suffix(".pub").read_text().split()[:2])
+    known_hosts = _known_hosts(tmp_path, sshd, key=key)
+    with (
+        Host("pe-primary", _installation_params(sshd, known_hosts), connect_timeout=5) as h,
+        pytest.raises(PermanentError, match=r"SSH host key is not the one .* lists"),
+    ):
+        h.run(["true"])
+
+
+def test_an_installation_host_is_reached_through_its_jump_host(
+    sshd: Server, tmp_path: Path
+) -> None:
+    before = sshd.log.read_text().count("Accepted publickey")
+    jump = f"{LOGIN}@127.0.0.1:{sshd.port}"
+    params = _installation_params(sshd, _known_hosts(tmp_path, sshd), jump=jump)
+    with Host("pe-replica", params, connect_timeout=5) as h:
+        assert h.run(["echo", "through"]).stdout == "through\n"
+    # two logins for one connection: the jump host's, then the target's through its channel
+    assert sshd.log.read_text().count("Accepted publickey") - before == 2

@@ -9,14 +9,20 @@ import subprocess
 
 import pytest
 
+from pe_dr.errors import CheckFailed, CommandFailed
 from pe_dr.steps.canary import (
     PRIMARY_PORTS,
+    RULESET_PATH,
     Block,
     CanaryError,
+    install_block,
+    list_argv,
     remaining,
     remove_argv,
+    remove_block,
     ruleset,
 )
+from tests.unit.fakes import FakeLab, Run
 
 
 def test_reject_ruleset_names_every_port_with_its_ttl_and_resets() -> None:
@@ -111,3 +117,71 @@ def test_nft_accepts_the_ruleset_in_check_mode(mode: str, tmp_path: object) -> N
         fh.write(ruleset(Block("10.20.0.5", mode=mode, ttl_seconds=3)))
     proc = subprocess.run(["nft", "-c", "-f", path], capture_output=True, text=True, timeout=10)
     assert proc.returncode == 0, proc.stderr
+
+
+# --- on a canary, over SSH (FakeLab: the real Lab over fake hosts) ----------------------------
+
+
+CANARY = "linux.vm"
+
+
+def _elements(block: Block, expires: float) -> list[object]:
+    return [
+        {"elem": {"val": {"concat": [block.primary_ip, p]}, "timeout": 90, "expires": expires}}
+        for p in block.ports
+    ]
+
+
+def test_install_block_puts_the_ruleset_applies_it_and_reads_the_kernels_listing() -> None:
+    lab = FakeLab()
+    block = Block("192.168.50.4", mode="drop", ttl_seconds=90)
+    host = lab.host(CANARY)
+    host.on(["nft", "-f", RULESET_PATH])
+    host.on(
+        ["nft", "-j", "list", "table", "inet", "pe_dr_canary"],
+        stdout=_listing(_elements(block, 88.5)),
+    )
+    evidence = install_block(lab, CANARY, block)
+    assert evidence == {
+        "canary": CANARY,
+        "mode": "drop",
+        "ports": sorted(PRIMARY_PORTS),
+        "expires_in_seconds": 88.5,
+    }
+    assert host.content(RULESET_PATH).decode() == ruleset(block)
+    assert host.files[RULESET_PATH].mode == 0o600
+    assert [r.root for r in host.calls if isinstance(r, Run)] == [True, True]
+    assert [p.path for p in host.puts()] == [RULESET_PATH]
+    assert host.commands() == [["nft", "-f", RULESET_PATH], list_argv()]
+    assert all(not lab.host(h).calls for h in ("primary.vm", "replica.vm", "gitlab.vm"))
+
+
+def test_a_block_the_kernel_does_not_list_whole_fails() -> None:
+    lab = FakeLab()
+    block = Block("192.168.50.4")
+    host = lab.host(CANARY)
+    host.on(["nft", "-f", RULESET_PATH])
+    partial = _elements(block, 500)[:2]
+    host.on(["nft", "-j", "list", "table", "inet", "pe_dr_canary"], stdout=_listing(partial))
+    with pytest.raises(
+        CheckFailed, match=r"lists 2 of its 5 address:port pairs .*192.168.50.4:8143"
+    ):
+        install_block(lab, CANARY, block)
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "stderr", "outcome"),
+    [
+        (0, "", "removed"),
+        (1, "Error: Could not process rule: No such file or directory", "already gone"),
+        (1, "Error: Operation not permitted", None),
+    ],
+)
+def test_remove_block_says_what_it_found(exit_code: int, stderr: str, outcome: str | None) -> None:
+    lab = FakeLab()
+    lab.host(CANARY).on(remove_argv(), exit_code=exit_code, stderr=stderr)
+    if outcome is None:
+        with pytest.raises(CommandFailed, match="Operation not permitted"):
+            remove_block(lab, CANARY)
+    else:
+        assert remove_block(lab, CANARY) == outcome
