@@ -281,8 +281,8 @@ def _fan_out_once(spec: Any, bound: int) -> tuple[float, float, bool, float, flo
     (SSH connections opened on the way); warm again (connections open, as a later step of a
     drill finds them: the Labs of a process share them). CPU is
     this process's own (user + sys, every thread; labsim's daemon is another process)."""
+    from pe_dr.checks.agents import wait_for_server
     from pe_dr.lab.live import Lab, close_connections
-    from pe_dr.oracles.checks import wait_for_server
 
     os.environ["PE_DR_MAX_PARALLEL_AGENTS"] = str(bound)
     close_connections()  # cold: no connection kept from an earlier check of this process
@@ -367,7 +367,7 @@ def main() -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    from pe_dr.oracles.checks import max_parallel_agents
+    from pe_dr.checks.result import max_parallel_agents
 
     logging.disable(logging.WARNING)
     default_bound = max_parallel_agents()

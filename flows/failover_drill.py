@@ -10,7 +10,7 @@ from prefect.transactions import transaction
 from flows.approval import Ask
 from flows.common import chapter, note
 from flows.params import FailoverParameters
-from flows.replication_check import marker_id
+from flows.replication_check import root_run_id
 from pe_dr import interrupts
 from pe_dr.lab.spec import LabSpec
 from pe_dr.secrets import scrub
@@ -87,7 +87,7 @@ def failover_drill(spec: LabSpec, parameters: FailoverParameters) -> dict[str, o
     try:
         marks = markers.write_markers(
             spec,
-            run_id=marker_id(),
+            run_id=root_run_id(),
             budget_seconds=budgets.replication_latency_seconds,
             poll_interval=poll,
         )

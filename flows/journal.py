@@ -38,8 +38,9 @@ from prefect.events.worker import EventsWorker
 from prefect.logging.handlers import APILogWorker
 
 from flows.params import Budgets
-from pe_dr.oracles.checks import CheckResult
-from pe_dr.report import MEASUREMENTS, DrillReport, StepRecord
+from pe_dr.checks.result import CheckResult
+from pe_dr.figures import MEASUREMENTS, REGISTRY, Registry
+from pe_dr.report import DrillReport, StepRecord
 from pe_dr.secrets import scrub
 from tasks.common import CHECK_TAG
 from tasks.progress import failure_detail, progress_log, step_status
@@ -47,15 +48,6 @@ from tasks.progress import failure_detail, progress_log, step_status
 NOTE = "note: "
 CHAPTER_MARK = "chapter: "  # the task run flows.common.mark_chapter makes: a mark, not a step
 EARLIER = "completed in an earlier attempt of this run"
-# which check measures which of the drill's figures
-FIGURES = {
-    "replication": "replication_lag_seconds",
-    "failover": "rto_seconds",
-    "failback": "failback_seconds",
-    "replica_serves": "rpo_seconds",
-    "promotion": "promotion_seconds",
-    "reprotect": "reprotect_seconds",
-}
 
 
 def note(text: str) -> None:
@@ -152,6 +144,14 @@ def _when(run: TaskRun) -> datetime:
     moment = run.start_time or run.expected_start_time or run.created
     assert moment is not None
     return moment
+
+
+def record_figures(report: DrillReport, check: CheckResult, registry: Registry = REGISTRY) -> None:
+    """The figures a check measured, by the registry, into the report (one it could not
+    measure stays None)."""
+    for key, value in registry.measured_by(check).items():
+        if value is not None:
+            report.measurements[key] = value
 
 
 def _budgets(run: FlowRun) -> dict[str, float]:
@@ -264,12 +264,7 @@ def read(
         check = _check_of(run)
         if check is not None:
             report.add_check(check)
-            figure = FIGURES.get(check.name)
-            if figure is not None and check.seconds is not None:
-                report.measurements[figure] = check.seconds
-            for name, value in check.figures.items():
-                if name in MEASUREMENTS and value is not None:
-                    report.measurements[name] = value
+            record_figures(report, check)
         report.steps.append(
             StepRecord(
                 name=step_name(run),

@@ -6,10 +6,11 @@ Secrets are never parameters: they come from Prefect Secret blocks or the enviro
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from pe_dr.figures import REGISTRY, Registry
 from pe_dr.lab.spec import LabSpec, load_spec
 
 LabField = Annotated[
@@ -21,7 +22,6 @@ LabField = Annotated[
     ),
 ]
 POLL_MIN_SECONDS, POLL_MAX_SECONDS = 0.1, 60.0
-BUDGET_MAX_SECONDS = 7 * 24 * 3600.0  # a DR drill's figure is minutes or hours, never weeks
 PollField = Annotated[
     float,
     Field(
@@ -73,98 +73,36 @@ ApprovalTimeoutField = Annotated[
 ]
 
 
-class Budgets(BaseModel):
-    """Longest acceptable times; exceeding one fails its check."""
+def budgets_model(registry: Registry) -> type[BaseModel]:
+    """The Budgets form of a registry of figures: a field per figure, its default, title,
+    description and bounds from the registry (pe_dr/figures.py)."""
+    fields: dict[str, Any] = {
+        f.key: (
+            float,
+            Field(f.default, gt=f.above, le=f.at_most, title=f.title, description=f.description),
+        )
+        for f in registry.budgets
+    }
+    return create_model(
+        "Budgets",
+        __config__=ConfigDict(frozen=True, extra="forbid", title="Budgets", allow_inf_nan=False),
+        __doc__="Longest acceptable times; exceeding one fails its check.",
+        __module__=__name__,
+        **fields,
+    )
 
-    model_config = ConfigDict(frozen=True, extra="forbid", title="Budgets", allow_inf_nan=False)
 
-    rto_seconds: Annotated[
-        float,
-        Field(
-            gt=0,
-            le=BUDGET_MAX_SECONDS,
-            title="RTO budget (s)",
-            description="Primary down → first agent run served by the replica.",
-        ),
-    ] = 900.0
-    replication_lag_seconds: Annotated[
-        float,
-        Field(
-            gt=0,
-            le=BUDGET_MAX_SECONDS,
-            title="Replication lag budget (s)",
-            description="Push to the control repo → change live on the replica.",
-        ),
-    ] = 300.0
-    failback_seconds: Annotated[
-        float,
-        Field(
-            gt=0,
-            le=BUDGET_MAX_SECONDS,
-            title="Failback budget (s)",
-            description="Primary back → first agent run served by it again.",
-        ),
-    ] = 900.0
-    steady_state_seconds: Annotated[
-        float,
-        Field(
-            gt=0,
-            le=BUDGET_MAX_SECONDS,
-            title="Steady-state budget (s)",
-            description="After failback → every PE service running, no error alert.",
-        ),
-    ] = 600.0
-    rpo_seconds: Annotated[
-        float,
-        Field(
-            gt=0,
-            le=BUDGET_MAX_SECONDS,
-            title="RPO budget (s)",
-            description="Worst database-replicated store (classifier, RBAC): the primary goes "
-            "down → the newest write the replica serves was acknowledged this long before (what "
-            "a lost primary loses).",
-        ),
-    ] = 300.0
-    replication_latency_seconds: Annotated[
-        float,
-        Field(
-            gt=0,
-            le=BUDGET_MAX_SECONDS,
-            title="Replication latency budget (s)",
-            description="Both servers up: a write on the primary → served by the replica "
-            "(classifier, RBAC).",
-        ),
-    ] = 60.0
-    puppetdb_sync_seconds: Annotated[
-        float,
-        Field(
-            gt=0,
-            le=BUDGET_MAX_SECONDS,
-            title="PuppetDB sync budget (s)",
-            description="Age of the replica PuppetDB's last successful sync when the primary "
-            "goes down (PE syncs every 2 minutes by default).",
-        ),
-    ] = 600.0
-    promotion_seconds: Annotated[
-        float,
-        Field(
-            gt=0,
-            le=BUDGET_MAX_SECONDS,
-            title="Promotion budget (s)",
-            description="The old primary destroyed → every agent compiles from the promoted "
-            "replica.",
-        ),
-    ] = 1800.0
-    reprotect_seconds: Annotated[
-        float,
-        Field(
-            gt=0,
-            le=BUDGET_MAX_SECONDS,
-            title="Reprotect budget (s)",
-            description="After a promotion: the lost VM rebuilt → it is the new primary's "
-            "enabled replica and agents name it.",
-        ),
-    ] = 7200.0
+# Built from the registry when imported; to mypy, a model whose every field is a float.
+if TYPE_CHECKING:
+
+    class Budgets(BaseModel):
+        """Longest acceptable times; exceeding one fails its check."""
+
+        def __init__(self, **seconds: float) -> None: ...
+        def __getattr__(self, key: str) -> float: ...
+
+else:
+    Budgets = budgets_model(REGISTRY)
 
 
 BudgetsField = Annotated[

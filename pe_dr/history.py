@@ -14,7 +14,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from pe_dr.report import FIGURE_NAMES, MEASUREMENTS, DrillReport
+from pe_dr.figures import FIGURE_NAMES, MEASUREMENTS
+from pe_dr.report import DrillReport
 
 
 def _budget_column(key: str) -> str:

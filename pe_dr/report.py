@@ -12,19 +12,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pe_dr import __version__
-from pe_dr.oracles.checks import CheckResult
+from pe_dr.checks.result import CheckResult
+from pe_dr.figures import FIGURE_NAMES, MEASUREMENTS, REGISTRY, Registry
 from pe_dr.secrets import scrub
-
-MEASUREMENTS = (
-    "rto_seconds",
-    "replication_lag_seconds",
-    "failback_seconds",
-    "rpo_seconds",
-    "replication_latency_seconds",
-    "puppetdb_sync_seconds",
-    "promotion_seconds",
-    "reprotect_seconds",
-)
 
 
 def utc_now() -> str:
@@ -108,10 +98,10 @@ class DrillReport:
             )
         return None
 
-    def figures(self) -> list[dict[str, object]]:
+    def figures(self, registry: Registry = REGISTRY) -> list[dict[str, object]]:
         """Each figure beside its budget and the margin left (negative: over budget)."""
         rows: list[dict[str, object]] = []
-        for key in MEASUREMENTS:
+        for key in registry.keys:
             value, budget = self.measurements.get(key), self.budgets.get(key)
             margin = None if value is None or budget is None else round(budget - value, 3)
             rows.append({"figure": key, "seconds": value, "budget": budget, "margin": margin})
@@ -289,18 +279,6 @@ class DrillReport:
         for s in self.steps:
             grouped.setdefault(s.chapter, []).append(s)
         return list(grouped.items())
-
-
-FIGURE_NAMES = {
-    "rto_seconds": "RTO",
-    "replication_lag_seconds": "replication lag",
-    "failback_seconds": "failback",
-    "rpo_seconds": "RPO",
-    "replication_latency_seconds": "replication latency",
-    "puppetdb_sync_seconds": "PuppetDB sync age",
-    "promotion_seconds": "promotion",
-    "reprotect_seconds": "reprotect",
-}
 
 
 def _secs(value: object) -> str:

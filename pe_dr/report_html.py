@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 
+from pe_dr.figures import FIGURE_NAMES, MEASUREMENTS
 from pe_dr.history import Drill, seconds
-from pe_dr.report import FIGURE_NAMES, MEASUREMENTS, DrillReport
+from pe_dr.report import DrillReport
 
 STYLE = (
     "body{font:14px sans-serif;margin:2em;max-width:60em}"

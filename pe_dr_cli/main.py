@@ -16,12 +16,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from flows.params import BUDGET_MAX_SECONDS, POLL_MAX_SECONDS, POLL_MIN_SECONDS, Budgets
+from flows.params import POLL_MAX_SECONDS, POLL_MIN_SECONDS, Budgets
 from pe_dr import interrupts
 from pe_dr import preflight as checks_first
 from pe_dr.errors import ConfigError
+from pe_dr.figures import BUDGET_MAX_SECONDS, FIGURE_NAMES
 from pe_dr.lab.spec import LabSpec, load_spec
-from pe_dr.report import FIGURE_NAMES
 from pe_dr.secrets import scrub
 from pe_dr.settings import settings
 from pe_dr_cli import deployment_commands, kill_switch_cmd, report_cmd

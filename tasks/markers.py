@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import time
 
+from pe_dr.checks import rpo
 from pe_dr.errors import PreconditionError
 from pe_dr.lab.live import Lab
 from pe_dr.lab.spec import LabSpec
-from pe_dr.oracles import rpo
-from pe_dr.steps import markers
+from pe_dr.steps import markers, stores
 from tasks.checks import verdict
 from tasks.common import action_task, lab_task
 
@@ -43,7 +43,7 @@ def halt_primary(
                     "an outage already under way; start it first (a Retry does)"
                 )
             now = time.time()  # the earlier attempt's halt went through
-            return markers.Outage(now, now, now, interval, {s: () for s in markers.STREAMED})
+            return markers.Outage(now, now, now, interval, {s: () for s in stores.streamed()})
         return markers.halt_while_writing(live, vm, confirm, marks, interval)
 
 

@@ -21,7 +21,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.tasks import StateHookCallable
 
-from pe_dr.oracles.checks import CheckResult
+from pe_dr.checks.result import CheckResult
 from pe_dr.secrets import scrub
 
 progress_log = logging.getLogger("pe_dr.progress")

@@ -3,7 +3,7 @@ promote it."""
 
 from __future__ import annotations
 
-from pe_dr.steps import promotion, replica, reprotect, vms
+from pe_dr.steps import promotion, replica, reprotect
 from tasks.common import action_task
 
 ensure_replica_enabled = action_task(
@@ -14,7 +14,6 @@ ensure_agent_config_pushed = action_task(replica.ensure_agent_config_pushed, tim
 promote_replica = action_task(promotion.promote_replica, timeout=7200, retries=1, delays=(60,))
 ensure_client_tools_point_at = action_task(promotion.ensure_client_tools_point_at, timeout=300)
 forget_old_primary = action_task(promotion.forget_old_primary, timeout=1800)
-converge_agents = action_task(vms.converge_agents, timeout=3600)
 
 # reprotect: the lost primary back as the new primary's replica
 began = action_task(reprotect.began, timeout=60)

@@ -7,7 +7,10 @@ Plain Python over a Lab: look, act only if needed; tasks makes a Prefect task of
 
 from __future__ import annotations
 
+import contextlib
+import json
 import secrets as pysecrets
+from datetime import datetime
 from importlib import resources
 
 from pe_dr.errors import ApiError, CommandFailed, PreconditionError, TransientError
@@ -16,8 +19,8 @@ from pe_dr.lab.live import Lab
 from pe_dr.parsing.pe import KnownHost, parse_code_deploy, parse_ssh_keyscan
 from pe_dr.polling import wait_until
 from pe_dr.secrets import remember
-from pe_dr.steps.primary_settings import _token_valid, puppet_access_login
-from pe_dr.steps.replica import _remote_owner
+from pe_dr.steps.primary_settings import puppet_access_login, token_valid
+from pe_dr.steps.replica import remote_owner
 from pe_dr.steps.vms import run_puppet
 
 MASTER_PROFILE = "puppet_enterprise::profile::master"
@@ -59,7 +62,7 @@ def ensure_deploy_user(lab: Lab, server: str | None = None) -> str:
 def ensure_deploy_token(lab: Lab, server: str | None = None) -> str:
     """A deploy-user token in its own token file; a fresh password is set through a reset token."""
     server = server or lab.spec.primary.name
-    if _token_valid(lab, server, paths.DEPLOY_TOKEN):
+    if token_valid(lab, server, paths.DEPLOY_TOKEN):
         return "valid"
     password = _strong_password()
     with lab.pe(server) as pe:
@@ -96,7 +99,7 @@ def ensure_r10k_key(lab: Lab) -> str:
             timeout=120,
         )
         primary.run(["puppet", "infrastructure", "configure"], root=True, timeout=1800)
-    elif _remote_owner(lab, lab.spec.primary.name, paths.R10K_KEY).split()[1:2] != ["pe-puppet"]:
+    elif remote_owner(lab, lab.spec.primary.name, paths.R10K_KEY).split()[1:2] != ["pe-puppet"]:
         primary.run(["puppet", "infrastructure", "configure"], root=True, timeout=1800)
     # derived from the private key: a promoted replica got the key copied, not its .pub
     return primary.run(["ssh-keygen", "-y", "-f", paths.R10K_KEY], root=True).stdout.strip()
@@ -234,7 +237,7 @@ def ensure_control_repo_project(lab: Lab) -> int:
         return int(project["id"])
 
 
-def _git(*args: str) -> list[str]:
+def git(*args: str) -> list[str]:
     return ["git", "-C", paths.CONTROL_REPO_DIR, *args]
 
 
@@ -291,9 +294,9 @@ def ensure_control_repo_pushed(lab: Lab) -> str:
                 root=True,
                 timeout=300,
             )
-        elif primary.run(_git("rev-parse", "HEAD"), root=True).stdout.strip() != sha:
+        elif primary.run(git("rev-parse", "HEAD"), root=True).stdout.strip() != sha:
             primary.run(
-                _git("-c", ssh, "pull", "--ff-only", "origin", lab.spec.environment),
+                git("-c", ssh, "pull", "--ff-only", "origin", lab.spec.environment),
                 root=True,
                 timeout=300,
             )
@@ -302,19 +305,19 @@ def ensure_control_repo_pushed(lab: Lab) -> str:
         for name, content in _skeleton_files().items():
             mode = 0o755 if name.endswith(".sh") else 0o644
             primary.put(f"{paths.CONTROL_REPO_DIR}/{name}", content, mode=mode, owner="root")
-        primary.run(_git("init", "-b", lab.spec.environment), root=True)
-        primary.run(_git("remote", "add", "origin", lab.spec.control_repo_remote), root=True)
-    primary.run(_git("add", "-A"), root=True)
+        primary.run(git("init", "-b", lab.spec.environment), root=True)
+        primary.run(git("remote", "add", "origin", lab.spec.control_repo_remote), root=True)
+    primary.run(git("add", "-A"), root=True)
     git_commit(lab, "Control repo for the DR drill")
     push_control_repo(lab)
-    return primary.run(_git("rev-parse", "HEAD"), root=True).stdout.strip()
+    return primary.run(git("rev-parse", "HEAD"), root=True).stdout.strip()
 
 
 def git_commit(lab: Lab, message: str) -> bool:
     """Commit what is staged in the control repo on the primary; False when there was nothing to
     commit. Exit 1 counts as "nothing to commit" only when git says so."""
     out = lab.host(lab.spec.primary.name).run(
-        _git(*GIT_IDENTITY, "commit", "-m", message), root=True, ok_codes=(0, 1)
+        git(*GIT_IDENTITY, "commit", "-m", message), root=True, ok_codes=(0, 1)
     )
     if out.exit_code == 0:
         return True
@@ -327,7 +330,7 @@ def git_commit(lab: Lab, message: str) -> bool:
 
 def push_control_repo(lab: Lab) -> None:
     lab.host(lab.spec.primary.name).run(
-        _git("-c", f"core.sshCommand={GIT_SSH}", "push", "origin", lab.spec.environment),
+        git("-c", f"core.sshCommand={GIT_SSH}", "push", "origin", lab.spec.environment),
         root=True,
         timeout=300,
     )
@@ -382,6 +385,30 @@ def deployed_signature(lab: Lab, server: str | None = None) -> str | None:
         if isinstance(entry, dict) and entry.get("environment") == lab.spec.environment:
             return str(entry.get("deploy-signature") or "") or None
     return None
+
+
+def live_commit(lab: Lab, vm: str) -> tuple[str | None, float | None]:
+    """The commit deployed in the live code of `vm` and when (.r10k-deploy.json, reference §4.6):
+    what the server compiles from, as opposed to what its file sync storage holds."""
+    path = f"{paths.LIVE_CODE}/{lab.spec.environment}/.r10k-deploy.json"
+    out = lab.host(vm).run(["cat", path], root=True, ok_codes=(0, 1))
+    if out.exit_code != 0:
+        return None, None
+    try:
+        data = json.loads(out.stdout)
+    except ValueError:
+        return None, None
+    when = None
+    with contextlib.suppress(ValueError):
+        when = datetime.fromisoformat(str(data.get("finished_at")).replace("Z", "+00:00"))
+    return (str(data.get("signature") or "") or None), (when.timestamp() if when else None)
+
+
+def live_file(lab: Lab, vm: str, name: str) -> str:
+    """A file of the environment's live code on `vm` ("" when it has none)."""
+    path = f"{paths.LIVE_CODE}/{lab.spec.environment}/{name}"
+    out = lab.host(vm).run(["cat", path], root=True, ok_codes=(0, 1))
+    return out.stdout if out.exit_code == 0 else ""
 
 
 def ensure_code_deployed(lab: Lab, server: str | None = None) -> str:

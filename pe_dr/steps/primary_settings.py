@@ -14,7 +14,7 @@ from pe_dr.secrets import PE_CONSOLE_PASSWORD, get_secret
 AGENT_PROFILE = "puppet_enterprise::profile::agent"
 
 
-def _token_valid(lab: Lab, server: str, token_file: str) -> bool:
+def token_valid(lab: Lab, server: str, token_file: str) -> bool:
     host = lab.host(server)
     if not host.exists(token_file, root=True):
         return False
@@ -51,7 +51,7 @@ def puppet_access_login(lab: Lab, server: str, login: str, password: str, token_
 def ensure_admin_token(lab: Lab, server: str | None = None) -> str:
     """An admin RBAC token in its own token file on `server` (the primary by default)."""
     server = server or lab.spec.primary.name
-    if _token_valid(lab, server, paths.ADMIN_TOKEN):
+    if token_valid(lab, server, paths.ADMIN_TOKEN):
         return "valid"
     password = get_secret(PE_CONSOLE_PASSWORD)
     puppet_access_login(lab, server, lab.spec.console_admin, password, paths.ADMIN_TOKEN)

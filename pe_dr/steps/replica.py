@@ -102,12 +102,12 @@ class KeyCopy:
     action: str
 
 
-def _remote_sha256(lab: Lab, vm: str, path: str) -> str | None:
+def remote_sha256(lab: Lab, vm: str, path: str) -> str | None:
     out = lab.host(vm).run(["sha256sum", path], root=True, ok_codes=(0, 1))
     return out.stdout.split()[0] if out.exit_code == 0 and out.stdout.strip() else None
 
 
-def _remote_owner(lab: Lab, vm: str, path: str) -> str:
+def remote_owner(lab: Lab, vm: str, path: str) -> str:
     return lab.host(vm).run(["stat", "-c", "%a %U %G", path], root=True).stdout.strip()
 
 
@@ -122,15 +122,15 @@ def ensure_secret_keys_copied(lab: Lab) -> list[KeyCopy]:
         remember(content.decode(errors="replace"))
         digest = sha256(content)
         wanted_owner = f"{mode:o} {owner} {owner}"
-        if _remote_sha256(lab, replica, path) == digest and _remote_owner(lab, replica, path) == (
+        if remote_sha256(lab, replica, path) == digest and remote_owner(lab, replica, path) == (
             wanted_owner
         ):
             copies.append(KeyCopy(path, digest[:12], "already in place"))
             continue
         lab.host(replica).put(path, content, mode=mode, owner=owner, group=owner)
-        if _remote_sha256(lab, replica, path) != digest:
+        if remote_sha256(lab, replica, path) != digest:
             raise TransientError(f"{path} on {replica} does not match the primary's after the copy")
-        got = _remote_owner(lab, replica, path)
+        got = remote_owner(lab, replica, path)
         if got != wanted_owner:
             raise TransientError(f"{path} on {replica} is `{got}`, PE needs `{wanted_owner}`")
         copies.append(KeyCopy(path, digest[:12], "copied"))

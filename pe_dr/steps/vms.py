@@ -111,13 +111,6 @@ def start_primary(lab: Lab) -> str:
     return ensure_vm_up(lab, lab.spec.primary.name)
 
 
-def converge_agents(lab: Lab) -> dict[str, str]:
-    """A Puppet run on every agent, so that each takes the new primary's configuration."""
-    for agent in lab.spec.agents:
-        run_puppet(lab, agent.name)
-    return {a.name: "ran" for a in lab.spec.agents}
-
-
 def run_puppet(lab: Lab, vm: str, *, noop: bool = False) -> str:
     argv = ["puppet", "agent", "-t"] + (["--noop"] if noop else [])
     return lab.host(vm).run(argv, root=True, ok_codes=(0, 2), timeout=1800).stdout

@@ -38,7 +38,7 @@ from pe_dr.lab.spec import LabSpec
 from pe_dr.report import DrillReport
 from pe_dr.steps import vms
 
-# The fault -> the drill's check meant to catch it (check names of pe_dr/oracles/checks.py; what
+# The fault -> the drill's check meant to catch it (check names of pe_dr/checks/; what
 # each fault does, and its source, is in labsim/faults.py).
 EXPECTED_CHECK: dict[str, str] = {
     "failover:broken": "failover_ready",  # server_list without the replica, before the halt

@@ -16,7 +16,8 @@ from labsim.testing import LabHandle
 from pe_dr.lab.live import Lab
 from pe_dr.lab.spec import load_spec
 from pe_dr.report import DrillReport
-from pe_dr.steps.markers import ALL_NODES_ID, FACT_FILE, FAILOVER_TOKEN, MARKER_TAG, NAME_PREFIX
+from pe_dr.steps.markers import FAILOVER_TOKEN
+from pe_dr.steps.stores import ALL_NODES_ID, FACT_FILE, MARKER_TAG, NAME_PREFIX
 
 pytestmark = pytest.mark.slow
 

@@ -29,9 +29,9 @@ from flows import journal
 from flows.common import note, run_chapter
 from labsim.testing import LabHandle
 from pe_dr import interrupts
+from pe_dr.checks.result import CheckResult
 from pe_dr.lab.live import Lab
 from pe_dr.lab.spec import LabSpec, load_spec
-from pe_dr.oracles.checks import CheckResult
 from pe_dr.report import DrillReport
 from pe_dr_cli import main as cli
 from tasks.checks import verdict

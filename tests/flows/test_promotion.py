@@ -311,7 +311,7 @@ def test_a_year_of_drills_after_promotions_leaves_one_drills_worth_per_drill(
 ) -> None:
     """Twelve monthly drills on the lab that was promoted and reprotected twice above: what no
     drill should add stays as it was, and each drill adds no more than the first one did."""
-    from pe_dr.oracles.checks import MARKER_FILE, MARKER_PREFIX
+    from pe_dr.steps.replication import PROBE_FILE, PROBE_PREFIX
 
     handle, ok, _ = promoted
     assert ok
@@ -328,8 +328,8 @@ def test_a_year_of_drills_after_promotions_leaves_one_drills_worth_per_drill(
             assert after[key] == before[key], (key, history)
         for key in GROWS:
             assert 0 <= after[key] - before[key] <= max(first[key] * 2, 2), (key, first, history)
-    assert history[-1]["commits"] - history[0]["commits"] == DRILLS - 1, "a marker commit a drill"
+    assert history[-1]["commits"] - history[0]["commits"] == DRILLS - 1, "a probe commit a drill"
     control_repo = handle.state_dir / "vms" / "primary.vm" / "fs" / "root/repo/control-repo"
-    assert (control_repo / MARKER_FILE).read_text().count("\n") == 1, "one drill-owned file"
+    assert (control_repo / PROBE_FILE).read_text().count("\n") == 1, "one drill-owned file"
     puppetfile = (control_repo / "Puppetfile").read_text().splitlines()
-    assert not [line for line in puppetfile if line.startswith(MARKER_PREFIX)], puppetfile
+    assert not [line for line in puppetfile if line.startswith(PROBE_PREFIX)], puppetfile

@@ -14,8 +14,8 @@ import tasks.code_manager
 import tasks.lab
 import tasks.replica
 import tasks.vms
+from pe_dr.checks.result import CheckResult
 from pe_dr.errors import ApiError, CheckFailed, TransientError
-from pe_dr.oracles.checks import CheckResult
 from tasks.checks import CheckFailedError, verdict
 from tasks.common import backoff, transient_only
 

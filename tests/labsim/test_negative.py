@@ -7,8 +7,8 @@ import pytest
 
 from labsim.faults import parse_fault
 from labsim.negative import EXPECTED_CHECK, DrillCannotFail, NegativeParameters, fault_spec, judge
+from pe_dr.checks.result import CheckResult
 from pe_dr.lab.spec import LabSpec
-from pe_dr.oracles.checks import CheckResult
 from pe_dr.report import DrillReport, StepRecord
 
 

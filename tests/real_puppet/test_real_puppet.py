@@ -38,13 +38,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from realpuppet import FIGURES, RealPuppetLab, capture_golden, system_snapshot, why_not_runnable
 
+from pe_dr.checks.agents import wait_for_server
+from pe_dr.checks.result import CheckResult
+from pe_dr.checks.setup import check_agent_on_both, check_agents_server_list
 from pe_dr.lab.live import Lab
-from pe_dr.oracles.checks import (
-    CheckResult,
-    check_agent_on_both,
-    check_agents_server_list,
-    wait_for_server,
-)
 
 REASON = why_not_runnable()
 

@@ -11,8 +11,8 @@ import warnings
 import pytest
 
 from pe_dr import history
+from pe_dr.checks.result import CheckResult
 from pe_dr.history import Drill
-from pe_dr.oracles.checks import CheckResult
 from pe_dr.report import DrillReport, StepRecord
 
 BUDGETS = {

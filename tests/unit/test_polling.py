@@ -12,10 +12,12 @@ from typing import Any
 import pytest
 
 from pe_dr import polling
+from pe_dr.checks import agents, replication
+from pe_dr.checks import result as check_result
 from pe_dr.errors import ConfigError, TransientError
 from pe_dr.lab.spec import LabSpec
-from pe_dr.oracles import checks
 from pe_dr.parsing.agent import AgentRun
+from pe_dr.steps import replication as probe_step
 
 
 class FakeClock:
@@ -40,7 +42,7 @@ class FakeClock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake = FakeClock()
-    for module in (polling, checks):
+    for module in (polling, agents, replication):
         monkeypatch.setattr(module, "time", fake.module())
     return fake
 
@@ -143,8 +145,8 @@ def test_wait_for_server_sees_failover_within_one_interval(
         clock.now += cost
         return _run(server)
 
-    monkeypatch.setattr(checks, "agent_run", agent_run)
-    result = checks.wait_for_server(
+    monkeypatch.setattr(agents, "agent_run", agent_run)
+    result = agents.wait_for_server(
         FakeLab(),  # type: ignore[arg-type]
         name="failover",
         want="replica.vm",
@@ -170,8 +172,8 @@ def test_wait_for_server_rate_is_bounded_per_agent(
         clock.now += 0.2
         return _run(None)
 
-    monkeypatch.setattr(checks, "agent_run", agent_run)
-    result = checks.wait_for_server(
+    monkeypatch.setattr(agents, "agent_run", agent_run)
+    result = agents.wait_for_server(
         FakeLab(),  # type: ignore[arg-type]
         name="failover",
         want="replica.vm",
@@ -190,8 +192,8 @@ def test_wait_for_server_without_forbid_does_not_fail_on_an_unnamed_server(
 ) -> None:
     """A run whose compiling server is unknown is not `forbid` when no server is forbidden."""
     runs = iter([_run(None), _run("primary")])
-    monkeypatch.setattr(checks, "agent_run", lambda lab, agent, **kw: next(runs))
-    result = checks.wait_for_server(
+    monkeypatch.setattr(agents, "agent_run", lambda lab, agent, **kw: next(runs))
+    result = agents.wait_for_server(
         FakeLab(),  # type: ignore[arg-type]
         name="failback",
         want="primary.vm",
@@ -208,20 +210,22 @@ def test_replication_poll_is_paced(clock: FakeClock, monkeypatch: pytest.MonkeyP
     lands = clock.now + 4.5
 
     line = "# pe-dr-drill replication marker m1 attempt 1"
-    monkeypatch.setattr(checks, "commit_marker", lambda lab, mid: checks.Marker(sha, line, 1))
-    monkeypatch.setattr(checks, "push_control_repo", lambda lab: None)
+    monkeypatch.setattr(
+        replication, "commit_probe", lambda lab, mid: probe_step.ProbeCommit(sha, line, 1)
+    )
+    monkeypatch.setattr(replication, "push_control_repo", lambda lab: None)
 
-    def signature(lab: Any, vm: str) -> str | None:
+    def signature(lab: Any, vm: str) -> tuple[str | None, float | None]:
         if vm == lab.spec.replica.name:
             reads.append(clock.now)
-            return sha if clock.now >= lands else "b" * 40
-        return sha
+            return (sha if clock.now >= lands else "b" * 40), None
+        return sha, None
 
-    monkeypatch.setattr(checks, "_deployed_signature", signature)
-    monkeypatch.setattr(checks, "_live_file", lambda lab, vm, name: line + "\n")
-    result = checks.check_replication(
+    monkeypatch.setattr(replication, "live_commit", signature)
+    monkeypatch.setattr(replication, "live_file", lambda lab, vm, name: line + "\n")
+    result = replication.check_replication(
         FakeLab(),  # type: ignore[arg-type]
-        marker_id="m1",
+        run_id="m1",
         budget_seconds=60,
         poll_interval=2.0,
     )
@@ -287,7 +291,7 @@ def test_progress_counts_from_since_and_a_failing_sink_does_not_fail_the_wait(
 
 
 class FakePrimary:
-    """The primary's control repo: its files and a git log, as commit_marker sees them."""
+    """The primary's control repo: its files and a git log, as commit_probe sees them."""
 
     def __init__(self, puppetfile: str, log: list[str]) -> None:
         self.files = {"Puppetfile": puppetfile}
@@ -316,7 +320,7 @@ class FakePrimary:
         return types.SimpleNamespace(stdout="")
 
 
-class MarkerLab(FakeLab):
+class ProbeLab(FakeLab):
     def __init__(self, primary: FakePrimary) -> None:
         super().__init__()
         self.primary = primary
@@ -325,12 +329,12 @@ class MarkerLab(FakeLab):
         return self.primary
 
 
-def test_every_attempt_commits_a_marker_of_its_own_in_one_file_the_drill_owns() -> None:
+def test_every_attempt_commits_a_probe_of_its_own_in_one_file_the_drill_owns() -> None:
     primary = FakePrimary("mod 'x'\n", [f"{0:040d} first commit"])
-    lab = MarkerLab(primary)
-    one = checks.commit_marker(lab, "run-1")  # type: ignore[arg-type]
-    two = checks.commit_marker(lab, "run-1")  # type: ignore[arg-type]  (the Retry's attempt)
-    other = checks.commit_marker(lab, "run-10")  # type: ignore[arg-type]  (a new run)
+    lab = ProbeLab(primary)
+    one = probe_step.commit_probe(lab, "run-1")  # type: ignore[arg-type]
+    two = probe_step.commit_probe(lab, "run-1")  # type: ignore[arg-type]  (the Retry's attempt)
+    other = probe_step.commit_probe(lab, "run-10")  # type: ignore[arg-type]  (a new run)
     assert primary.commits == 3, "each attempt made a commit, so each push sends something"
     assert (one.attempt, two.attempt, other.attempt) == (1, 2, 1)
     assert one.sha != two.sha
@@ -338,24 +342,24 @@ def test_every_attempt_commits_a_marker_of_its_own_in_one_file_the_drill_owns() 
     assert two.earlier == ((1, one.sha),), "the journal names the commit attempt 1 measured"
     assert other.earlier == ()
     # nothing piles up: the marker file holds the latest marker, the Puppetfile is the admin's
-    assert primary.files[checks.MARKER_FILE] == other.text + "\n"
+    assert primary.files[probe_step.PROBE_FILE] == other.text + "\n"
     assert primary.files["Puppetfile"] == "mod 'x'\n"
-    assert primary.added[1:] == [[checks.MARKER_FILE]] * 3
+    assert primary.added[1:] == [[probe_step.PROBE_FILE]] * 3
 
 
-def test_marker_lines_earlier_versions_left_in_the_puppetfile_are_removed_once() -> None:
+def test_probe_lines_earlier_versions_left_in_the_puppetfile_are_removed_once() -> None:
     primary = FakePrimary(
         "mod 'x'\n# pe-dr-drill replication marker run-1\n"
         "# pe-dr-drill replication marker run-0 attempt 3\n",
         [f"{7:040d} pe-dr-drill: pe-dr-drill replication marker run-1"],
     )
-    mark = checks.commit_marker(MarkerLab(primary), "run-1")  # type: ignore[arg-type]
+    mark = probe_step.commit_probe(ProbeLab(primary), "run-1")  # type: ignore[arg-type]
     assert mark.attempt == 2, "a legacy marker of the run counts as its attempt 1"
     assert mark.earlier == ((1, f"{7:040d}"),)
     assert primary.files["Puppetfile"] == "mod 'x'\n"
-    assert primary.added[1] == [checks.MARKER_FILE, "Puppetfile"]
-    checks.commit_marker(MarkerLab(primary), "run-2")  # type: ignore[arg-type]
-    assert primary.added[2] == [checks.MARKER_FILE], "removed once: then there are none"
+    assert primary.added[1] == [probe_step.PROBE_FILE, "Puppetfile"]
+    probe_step.commit_probe(ProbeLab(primary), "run-2")  # type: ignore[arg-type]
+    assert primary.added[2] == [probe_step.PROBE_FILE], "removed once: then there are none"
 
 
 def test_a_failed_replication_check_names_what_the_replica_has_never_none(
@@ -363,13 +367,13 @@ def test_a_failed_replication_check_names_what_the_replica_has_never_none(
 ) -> None:
     sha = "c" * 40
     earlier = ((1, "d" * 40),)
-    mark = checks.Marker(sha, "# pe-dr-drill replication marker m attempt 2", 2, earlier)
-    monkeypatch.setattr(checks, "commit_marker", lambda lab, mid: mark)
-    monkeypatch.setattr(checks, "push_control_repo", lambda lab: None)
-    monkeypatch.setattr(checks, "_deployed_signature", lambda lab, vm: None)
-    result = checks.check_replication(
+    mark = probe_step.ProbeCommit(sha, "# pe-dr-drill replication marker m attempt 2", 2, earlier)
+    monkeypatch.setattr(replication, "commit_probe", lambda lab, mid: mark)
+    monkeypatch.setattr(replication, "push_control_repo", lambda lab: None)
+    monkeypatch.setattr(replication, "live_commit", lambda lab, vm: (None, None))
+    result = replication.check_replication(
         FakeLab(),  # type: ignore[arg-type]
-        marker_id="m",
+        run_id="m",
         budget_seconds=5,
         poll_interval=1.0,
     )
@@ -385,14 +389,14 @@ def test_a_failed_replication_check_names_what_the_replica_has_never_none(
 
 
 def test_fan_out_bound_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(checks.MAX_PARALLEL_ENV, raising=False)
-    assert checks.max_parallel_agents() == checks.MAX_PARALLEL_AGENTS
-    monkeypatch.setenv(checks.MAX_PARALLEL_ENV, "8")
-    assert checks.max_parallel_agents() == 8
+    monkeypatch.delenv(check_result.MAX_PARALLEL_ENV, raising=False)
+    assert check_result.max_parallel_agents() == check_result.MAX_PARALLEL_AGENTS
+    monkeypatch.setenv(check_result.MAX_PARALLEL_ENV, "8")
+    assert check_result.max_parallel_agents() == 8
     for bad in ("0", "lots"):
-        monkeypatch.setenv(checks.MAX_PARALLEL_ENV, bad)
-        with pytest.raises(ConfigError, match=checks.MAX_PARALLEL_ENV):
-            checks.max_parallel_agents()
+        monkeypatch.setenv(check_result.MAX_PARALLEL_ENV, bad)
+        with pytest.raises(ConfigError, match=check_result.MAX_PARALLEL_ENV):
+            check_result.max_parallel_agents()
 
 
 def test_fan_out_keeps_order_and_respects_the_bound() -> None:
@@ -401,7 +405,7 @@ def test_fan_out_keeps_order_and_respects_the_bound() -> None:
     active, peak, lock = 0, 0, threading.Lock()
     gate = threading.Barrier(3, timeout=10)
 
-    def work(agent: str) -> checks.CheckResult:
+    def work(agent: str) -> check_result.CheckResult:
         nonlocal active, peak
         with lock:
             active += 1
@@ -410,9 +414,9 @@ def test_fan_out_keeps_order_and_respects_the_bound() -> None:
             gate.wait()  # the first three run at once: the pool is really parallel
         with lock:
             active -= 1
-        return checks.CheckResult("x", True, agent)
+        return check_result.CheckResult("x", True, agent)
 
     agents = [f"a{i}" for i in range(12)]
-    results = checks.fan_out(agents, work, limit=3)
+    results = check_result.fan_out(agents, work, limit=3)
     assert [r.detail for r in results] == agents
     assert peak == 3

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from pe_dr import secrets
-from pe_dr.oracles.checks import CheckResult
+from pe_dr.checks.result import CheckResult
 from pe_dr.report import DrillReport, StepRecord
 
 

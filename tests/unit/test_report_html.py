@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 from pe_dr import report_html
+from pe_dr.checks.result import CheckResult
 from pe_dr.history import Drill
-from pe_dr.oracles.checks import CheckResult
 from pe_dr.report import DrillReport, StepRecord
 
 

@@ -1,10 +1,11 @@
 """What the replica serves while the primary is down, and what a lost primary loses (RPO).
 
-The replica is read the way PE's own services read it: on the replica, over SSH, with its host
-certificate (pe_dr.lab.on_host), since its PuppetDB checks a token with the primary's RBAC and
-its RBAC may not accept one at all then (real-world-findings §4.1 rows 1-2). The admin token
-copied to the replica is the second path; the evidence says which path answered each store and
-what the other one said.
+Each store is read by its own look (the registry of stores, pe_dr.steps.stores) the way PE's
+own services read it: on the replica, over SSH, with its host certificate (pe_dr.lab.on_host),
+since its PuppetDB checks a token with the primary's RBAC and its RBAC may not accept one at all
+then (real-world-findings §4.1 rows 1-2). The admin token copied to the replica is the second
+path; the evidence says which path answered each store and what the other one said. This module
+judges what the looks saw.
 
 - RPO of the classifier and RBAC (database replication): the marker stream was written up to the
   halt (pe_dr.steps.markers); the newest marker the replica serves, against the moment the
@@ -24,79 +25,32 @@ what the other one said.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from pe_dr.clients.pe_api import PUPPETDB_PORT, RBAC_PORT, PEClient
+from pe_dr.checks.result import CheckResult
+from pe_dr.clients.pe_api import PEClient
 from pe_dr.errors import ApiError, PeDrError
 from pe_dr.lab.live import Lab
-from pe_dr.oracles.checks import CheckResult
-from pe_dr.parsing.pe import last_sync_age
-from pe_dr.steps.markers import (
+from pe_dr.steps import stores as registry
+from pe_dr.steps.markers import FAILOVER_TOKEN
+from pe_dr.steps.stores import (
+    CERTIFICATE,
     FACT,
-    FAILOVER_TOKEN,
-    STREAMED,
+    TOKEN,
+    Looking,
     Markers,
     Outage,
-    StoreMarker,
-    deployed,
-    fact_values,
+    StoreSeen,
     group_marker,
-    number_in,
-    role_marker,
+    replication_reported,
 )
 
 NAME = "replica_serves"
-CERTIFICATE, TOKEN = "certificate", "token"
 READ_ONLY = re.compile(r"read[- ]?only", re.IGNORECASE)
 EDIT = "edited on the replica by pe-dr-drill's read-only probe"
-
-
-@dataclass(frozen=True)
-class StoreSeen:
-    """One store as the drill saw it on the replica during the outage."""
-
-    store: str
-    answered_by: str | None  # the path that answered: certificate, token (code: ssh)
-    paths: dict[str, str]  # each path tried: "answered" or what it said instead
-    has_marker: bool
-    seen: dict[str, Any] = field(default_factory=dict)
-    latency: float | None = None  # first marker: written -> served by the replica, both up
-    rpo: float | None = None  # streamed stores: down -> acknowledgement of the newest served
-    newest_written: int | None = None
-    newest_served: int | None = None
-    sync_age: float | None = None  # PuppetDB: its last sync's age when the primary went down
-    replication: dict[str, Any] | None = None  # what the replica's status API says of it
-    unwritten: str = ""  # no marker could be written: served data is not judged
-
-    @property
-    def lost_writes(self) -> int | None:
-        if self.newest_written is None or self.newest_served is None:
-            return None
-        return max(0, self.newest_written - self.newest_served)
-
-    @property
-    def judged(self) -> bool:
-        return not self.unwritten
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "answered_by": self.answered_by,
-            "paths": dict(self.paths),
-            "marker_on_replica": self.has_marker,
-            "replication_latency_s": self.latency,
-            "rpo_seconds": self.rpo,
-            "newest_written": self.newest_written,
-            "newest_served": self.newest_served,
-            "lost_writes": self.lost_writes,
-            "sync_age_at_halt_s": self.sync_age,
-            "replication_reported": self.replication,
-            "seen": dict(self.seen),
-            "not_measured": self.unwritten or None,
-        }
 
 
 @dataclass(frozen=True)
@@ -149,7 +103,7 @@ def judge(
         "stores": {s.store: s.to_json() for s in stores},
         "read_only": dict(read_only),
     }
-    streamed = [s for s in stores if s.store in STREAMED and s.judged]
+    streamed = [s for s in stores if s.store in registry.streamed() and s.judged]
     lost = any(s.rpo is None for s in streamed)
     worst = max((s.rpo for s in streamed if s.rpo is not None), default=None)
     worst = None if lost else worst
@@ -233,142 +187,6 @@ def judge(
     )
 
 
-def _read(paths: dict[str, PEClient | None], look: Callable[[PEClient], Any]) -> tuple[
-    str | None, Any, dict[str, str]
-]:  # fmt: skip
-    """`look` through each path in turn: the first path that answered, its answer, and what every
-    path said."""
-    said: dict[str, str] = {}
-    first: tuple[str | None, Any] = (None, None)
-    for name, pe in paths.items():
-        if pe is None:
-            said[name] = "not available (no token on the replica)"
-            continue
-        try:
-            answer = look(pe)
-        except PeDrError as exc:
-            said[name] = str(exc)
-            continue
-        said[name] = "answered"
-        if first[0] is None:
-            first = (name, answer)
-    return first[0], first[1], said
-
-
-def _replication_reported(pe: PEClient) -> dict[str, dict[str, Any] | None]:
-    """Database replication of the classifier and RBAC as the replica's status API reports it
-    (`status.replication`, PDF-2021.7.1 p.436-440; peadm spec/fixtures/infrastatus.json)."""
-    found: dict[str, dict[str, Any] | None] = {"classifier": None, "rbac": None}
-    try:
-        services = pe.services(RBAC_PORT)
-    except PeDrError:
-        return found
-    for store, name in (("classifier", "classifier-service"), ("rbac", "rbac-service")):
-        status = (services.get(name) or {}).get("status") or {}
-        found[store] = status.get("replication") if isinstance(status, dict) else None
-    return found
-
-
-def _sync_age(pe: PEClient) -> tuple[float | None, str]:
-    """Seconds since PuppetDB's last successful sync, read now: its status alert, else its
-    metric; and where it came from."""
-    try:
-        status = pe.services(PUPPETDB_PORT).get("puppetdb-status") or {}
-    except PeDrError:
-        status = {}
-    age = last_sync_age(status.get("active_alerts") or [])
-    if age is not None:
-        return age, "status"
-    try:
-        age = pe.pdb_metric("seconds-since-last-successful-sync")
-    except PeDrError:
-        age = None
-    return age, "metric" if age is not None else "none"
-
-
-def _see_streamed(
-    paths: dict[str, PEClient | None],
-    mark: StoreMarker,
-    marker: str,
-    outage: Outage,
-    reported: dict[str, Any],
-) -> StoreSeen:
-    """The classifier or RBAC: the newest marker the replica serves, and its RPO."""
-    read = group_marker if mark.store == "classifier" else role_marker
-    by, value, said = _read(paths, lambda pe: read(pe, mark.ref))
-    served = number_in(value, marker)
-    acked = None
-    if served is not None:
-        acked = outage.acked(mark.store, served) if served else mark.written_at
-    return StoreSeen(
-        mark.store,
-        by,
-        said,
-        served is not None,
-        {"value": value},
-        latency=mark.latency,
-        rpo=None if acked is None else round(max(0.0, outage.down_at - acked), 3),
-        newest_written=outage.newest(mark.store) or 0,
-        newest_served=served,
-        replication=reported.get(mark.store),
-        unwritten=mark.unwritten,
-    )
-
-
-def _see_puppetdb(
-    paths: dict[str, PEClient | None], mark: StoreMarker, markers: Markers, outage: Outage
-) -> StoreSeen:
-    """PuppetDB: the marker fact and its run's report (by hash), and the sync's age at the halt."""
-
-    def look(pe: PEClient) -> dict[str, Any]:
-        values = fact_values(pe, markers.agent)
-        report = pe.report(mark.ref) if mark.ref else None
-        return {
-            "fact": values[0] if values else None,
-            "marker_report": report is not None,
-            "report_producer": (report or {}).get("producer"),
-        }
-
-    by, seen, said = _read(paths, look)
-    seen = dict(seen or {})
-    at_halt = None
-    cert = paths[CERTIFICATE]
-    if cert is not None:
-        read_at = time.time()
-        age, source = _sync_age(cert)
-        seen["sync_age_from"] = source
-        if age is not None:  # the last sync happened `age` s before `read_at`
-            at_halt = round(max(0.0, age - (read_at - outage.down_at)), 3)
-    return StoreSeen(
-        "puppetdb",
-        by,
-        said,
-        seen.get("fact") == markers.marker and bool(seen.get("marker_report")),
-        seen,
-        latency=mark.latency,
-        sync_age=at_halt,
-        unwritten=mark.unwritten,
-    )
-
-
-def _see_code(lab: Lab, mark: StoreMarker) -> StoreSeen:
-    """Code: the replica's live code names the commit the primary deployed last (read over SSH:
-    file sync has no API on the replica)."""
-    replica = lab.spec.replica.name
-    try:
-        commit, _ = deployed(lab, replica)
-    except PeDrError as exc:
-        return StoreSeen("code", None, {"ssh": str(exc)}, False, unwritten=mark.unwritten)
-    return StoreSeen(
-        "code",
-        "ssh",
-        {"ssh": "answered"},
-        bool(mark.ref) and commit == mark.ref,
-        {"deployed_commit": commit},
-        unwritten=mark.unwritten,
-    )
-
-
 def _probe(
     lab: Lab, paths: dict[str, PEClient | None], group_id: str, before: object
 ) -> dict[str, Any]:
@@ -413,16 +231,9 @@ def check_replica_serves(
     except PeDrError:
         token = None
     paths: dict[str, PEClient | None] = {CERTIFICATE: cert, TOKEN: token}
-    stores: list[StoreSeen] = []
     try:
-        reported = _replication_reported(cert)
-        for mark in markers.stores:
-            if mark.store in STREAMED:
-                stores.append(_see_streamed(paths, mark, markers.marker, outage, reported))
-            elif mark.store == "puppetdb":
-                stores.append(_see_puppetdb(paths, mark, markers, outage))
-            else:
-                stores.append(_see_code(lab, mark))
+        at = Looking(lab, paths, markers, outage, replication_reported(cert))
+        stores = [registry.store(mark.store).look(at, mark) for mark in markers.stores]
         before = next(s.seen.get("value") for s in stores if s.store == "classifier")
         read_only = _probe(lab, paths, markers.of("classifier").ref, before)
     finally:

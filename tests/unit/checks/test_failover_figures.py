@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from pe_dr.checks import agents, failover
 from pe_dr.lab.spec import load_spec
-from pe_dr.oracles import checks
 from pe_dr.parsing.agent import parse_agent_run
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden"
@@ -26,13 +26,13 @@ class FakeLab(SimpleNamespace):
 def lab(monkeypatch: pytest.MonkeyPatch) -> FakeLab:
     spec = load_spec(None)  # the tutorial's lab: one agent, linux.vm
     failed_over = parse_agent_run((GOLDEN / "agent-failover.txt").read_text(), 0)
-    monkeypatch.setattr(checks, "agent_run", lambda lab, agent, noop=True: failed_over)
+    monkeypatch.setattr(agents, "agent_run", lambda lab, agent, noop=True: failed_over)
     return FakeLab(spec=spec)
 
 
 def test_the_drills_checks_after_the_halt_are_not_counted(lab: FakeLab) -> None:
     halted = time.time() - 5.0  # the drill then spent 5 s checking the outage
-    result = checks.measure_failover(lab, halted, budget_seconds=900, poll_interval=0.01)  # type: ignore[arg-type]
+    result = failover.measure_failover(lab, halted, budget_seconds=900, poll_interval=0.01)  # type: ignore[arg-type]
     assert result.passed, result.detail
     assert result.seconds is not None and result.seconds < 1.0
     assert 5.0 <= result.evidence["drill_checks_after_halt_seconds"] < 6.0  # type: ignore[operator]
@@ -40,7 +40,7 @@ def test_the_drills_checks_after_the_halt_are_not_counted(lab: FakeLab) -> None:
 
 
 def test_an_rto_over_budget_still_fails_when_the_checks_are_left_out(lab: FakeLab) -> None:
-    result = checks.measure_failover(
+    result = failover.measure_failover(
         lab, time.time() - 5.0, budget_seconds=1e-9, poll_interval=0.01
     )  # type: ignore[arg-type]
     assert not result.passed and "over its 1e-09 s budget" in result.detail

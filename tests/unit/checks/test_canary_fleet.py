@@ -7,8 +7,8 @@ import json
 
 import httpx
 
+from pe_dr.checks.canary import fleet_harm
 from pe_dr.clients.pe_api import PEClient
-from pe_dr.oracles.canary import fleet_harm
 
 SINCE = "2026-12-06T03:00:00.000Z"
 

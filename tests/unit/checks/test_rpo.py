@@ -7,12 +7,13 @@ from typing import Any
 
 import pytest
 
+from pe_dr.checks.rpo import Budgets, judge, probe_read_only
 from pe_dr.errors import ApiError, TransientError
-from pe_dr.oracles.rpo import Budgets, StoreSeen, judge, probe_read_only
-from pe_dr.steps.markers import (
+from pe_dr.steps.stores import (
     MARKER_TAG,
     NAME_PREFIX,
     Outage,
+    StoreSeen,
     is_drill_owned,
     new_marker,
     number_in,
