@@ -13,8 +13,8 @@ import tempfile
 from pathlib import Path
 
 from pe_dr import history, report_html
-from pe_dr.history import Drill
 from pe_dr.checks.result import CheckResult
+from pe_dr.history import Drill
 from pe_dr.report import DrillReport, StepRecord
 
 BUDGETS = {"rto_seconds": 900.0, "replication_lag_seconds": 300.0, "failback_seconds": 900.0}
