@@ -38,9 +38,9 @@ class Installation:
             host=host.address,
             port=host.ssh_port or 22,
             user=host.ssh_user or "root",
-            key_file=os.path.expanduser(host.ssh_key) if host.ssh_key else "",
+            key_file=os.path.expanduser(host.ssh_identity) if host.ssh_identity else "",
             jump=host.jump or "",
-            agent=not host.ssh_key,
+            agent=not host.ssh_identity,
             known_hosts=known_hosts,
         )
 

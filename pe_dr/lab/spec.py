@@ -86,10 +86,10 @@ class HostSpec(BaseModel):
         int | None,
         Field(title="SSH port", description="Installation only: default 22.", ge=1, le=65535),
     ] = None
-    ssh_key: Annotated[
+    ssh_identity: Annotated[
         str | None,
         Field(
-            title="SSH key file",
+            title="SSH identity file",
             description="Installation only: the private key file; empty: the SSH agent's keys.",
         ),
     ] = None
@@ -164,8 +164,14 @@ def _not_a_vm(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
     return None
 
 
-_INSTALLATION_ONLY = ("ssh_user", "ssh_port", "ssh_key", "jump", "canary")
-_DEFAULTS = {"ssh_user": None, "ssh_port": None, "ssh_key": None, "jump": None, "canary": False}
+_INSTALLATION_ONLY = ("ssh_user", "ssh_port", "ssh_identity", "jump", "canary")
+_DEFAULTS = {
+    "ssh_user": None,
+    "ssh_port": None,
+    "ssh_identity": None,
+    "jump": None,
+    "canary": False,
+}
 
 
 def _installation_hosts(spec: LabSpec) -> None:
@@ -237,7 +243,7 @@ class LabSpec(BaseModel):
     known_hosts: Annotated[
         str | None,
         Field(
-            title="known_hosts file",
+            title="Trusted SSH host keys",
             description="Installation only: the SSH host keys to trust (default "
             "~/.ssh/known_hosts); a host whose key it does not list is refused.",
         ),

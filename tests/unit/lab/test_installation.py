@@ -29,7 +29,7 @@ role = "replica"
 address = "10.1.0.6"
 ssh_user = "admin"
 ssh_port = 2222
-ssh_key = "/etc/pe-dr/id_ed25519"
+ssh_identity = "/etc/pe-dr/id_ed25519"
 
 [[hosts]]
 name = "web1.example.com"
