@@ -17,13 +17,11 @@ from typing import Any
 import httpx
 import pytest
 import vagrant
+from driver import R10K_KEY, REPO, Driver
 
 from labsim.faults import OPERATIONS, FaultSpecError, parse_fault
 from labsim.launch import _session_pids
 from labsim.testing import running_lab
-
-sys.path.insert(0, str(Path(__file__).parent))
-from driver import R10K_KEY, REPO, Driver
 
 LABSIM = [sys.executable, "-m", "labsim.cli"]
 
