@@ -7,8 +7,10 @@ import io
 import json
 import secrets
 import shlex
+import socket
 import ssl
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,25 @@ from pe_dr.lab.spec import load_spec
 
 R10K_KEY = "/etc/puppetlabs/puppetserver/ssh/id-control_repo.rsa"
 REPO = "/root/repo/control-repo"
+
+
+LABSIM = [sys.executable, "-m", "labsim.cli"]
+
+
+def refused(address: str, port: int) -> bool:
+    """Whether a TCP connection to `address:port` is refused (no listener)."""
+    try:
+        socket.create_connection((address, port), timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def ops(journal: list[dict], op: str, vm: str | None = None) -> list[dict]:
+    """The journal's entries of `op` (on `vm`)."""
+    return [e for e in journal if e["op"] == op and (vm is None or e["vm"] == vm)]
+
+
 SSH_CMD = (
     f"ssh -i {R10K_KEY} -o IdentitiesOnly=yes -o UserKnownHostsFile=/root/.ssh/known_hosts "
     "-o StrictHostKeyChecking=yes"
