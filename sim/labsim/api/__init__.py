@@ -19,7 +19,7 @@ from labsim.api import (
 )
 from labsim.api.gitlab import fire_push_hooks
 from labsim.api.orchestrator import run_job
-from labsim.api.router import Call, Router, err, route
+from labsim.api.router import Call, Router, err, outcome, route
 from labsim.http import Request, Response
 
 if TYPE_CHECKING:
@@ -94,8 +94,5 @@ async def pe_handle(lab: Lab, vm: VM, port: int, req: Request) -> Response:
         resp = err(400, "malformed-request", f"malformed request: {exc}")
     lab.replication.record(lab)  # a write is stamped with its own time
     if op not in ("api.puppetserver",):
-        outcome = (
-            "ok" if resp.status < 400 else ("refused" if resp.status in (401, 403) else "failed")
-        )
-        lab.journal(vm.name, op, outcome, f"{detail} -> {resp.status}")
+        lab.journal(vm.name, op, outcome(resp.status), f"{detail} -> {resp.status}")
     return resp

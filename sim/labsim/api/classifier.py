@@ -12,7 +12,6 @@ from labsim.state import now_iso
 
 if TYPE_CHECKING:
     from labsim.lab import VM, Lab
-    from labsim.state import PEState
 
 
 # The parameters of the PE classes the drill classifies, from PE's documentation of them
@@ -75,12 +74,6 @@ def _missing_referents(group: dict[str, Any], classes: dict[str, Any]) -> list[d
     return missing
 
 
-def _pe(call: Call) -> PEState:
-    pe = call.lab.pe
-    assert pe is not None
-    return pe
-
-
 def _groups(lab: Lab, vm: VM) -> list[dict[str, Any]]:
     """The node groups the classifier serves on `vm` (the replica's replicated copy there)."""
     pe = lab.pe
@@ -107,7 +100,7 @@ def list_groups(call: Call) -> Response:
 def create_group(call: Call) -> Response:
     # POST /v1/groups: the classifier picks the id; 303 See Other, Location the new group
     # (DA-2018.1 groups_endpoint.md)
-    pe = _pe(call)
+    pe = call.pe
     if read_only(call.lab, call.vm):
         return err(403, "read-only", "The classifier is read-only on a replica.")
     body = call.req.json()
@@ -141,7 +134,7 @@ def create_group(call: Call) -> Response:
 def group(call: Call) -> Response:
     """GET, DELETE or POST (an edit) one group; an unknown id is 404 for each."""
     lab, vm, m = call.lab, call.vm, call.req.method
-    pe = _pe(call)
+    pe = call.pe
     g = next((x for x in _groups(lab, vm) if x["id"] == call.group(1)), None)
     if g is None:
         return err(404, "not-found", f"The group with id {call.group(1)} does not exist.")

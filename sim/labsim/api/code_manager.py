@@ -12,13 +12,6 @@ from labsim.state import now_iso
 
 if TYPE_CHECKING:
     from labsim.lab import Lab
-    from labsim.state import PEState
-
-
-def _pe(call: Call) -> PEState:
-    pe = call.lab.pe
-    assert pe is not None
-    return pe
 
 
 def _guard(call: Call) -> Response | None:
@@ -28,7 +21,7 @@ def _guard(call: Call) -> Response | None:
 
 def webhook(call: Call) -> Response:
     lab, req = call.lab, call.req
-    pe = _pe(call)
+    pe = call.pe
     typ = req.query.get("type", "")
     if typ != "gitlab":
         return err(
@@ -50,7 +43,7 @@ def webhook(call: Call) -> Response:
 async def deploys(call: Call) -> Response:
     lab, vm, user = call.lab, call.vm, call.caller
     assert user is not None
-    pe = _pe(call)
+    pe = call.pe
     if not pe.can_deploy(user):
         return err(
             403,
@@ -74,7 +67,7 @@ async def deploys(call: Call) -> Response:
 
 
 def deploys_status(call: Call) -> Response:
-    pe = _pe(call)
+    pe = call.pe
     req = call.req
     if "id" in req.query:
         d = pe.deploys.get(int(req.query["id"]))

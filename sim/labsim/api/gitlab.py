@@ -13,13 +13,12 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 
 from labsim import http
-from labsim.api.router import Call, Router, route
+from labsim.api.router import Call, Router, outcome, route
 from labsim.http import Request, Response
 from labsim.state import now_iso
 
 if TYPE_CHECKING:
     from labsim.lab import VM, Lab
-    from labsim.state import GitLabState
 
 
 def _project_json(lab: Lab, vm: VM, p: dict[str, Any]) -> dict[str, Any]:
@@ -70,16 +69,10 @@ async def gitlab(lab: Lab, vm: VM, req: Request) -> Response:
     lab.journal(
         vm.name,
         "api.gitlab",
-        "ok" if resp.status < 400 else ("refused" if resp.status in (401, 403) else "failed"),
+        outcome(resp.status),
         f"{detail} -> {resp.status}",
     )
     return resp
-
-
-def _gl(call: Call) -> GitLabState:
-    gl = call.lab.gitlab
-    assert gl is not None
-    return gl
 
 
 def _guard(call: Call) -> Response | None:
@@ -89,7 +82,7 @@ def _guard(call: Call) -> Response | None:
         req.headers.get("private-token")
         or req.headers.get("authorization", "").removeprefix("Bearer ").strip()
     )
-    if not token or token not in _gl(call).pats:
+    if not token or token not in call.gitlab.pats:
         return Response.json({"message": "401 Unauthorized"}, 401)
     try:
         call.body = req.json() if req.body else {}
@@ -100,17 +93,17 @@ def _guard(call: Call) -> Response | None:
 
 
 def user(call: Call) -> Response:
-    return Response.json(_gl(call).root_user())
+    return Response.json(call.gitlab.root_user())
 
 
 def list_keys(call: Call) -> Response:
     return Response.json(
-        [{k: v for k, v in key.items() if k != "user_id"} for key in _gl(call).keys]
+        [{k: v for k, v in key.items() if k != "user_id"} for key in call.gitlab.keys]
     )
 
 
 def add_key(call: Call) -> Response:
-    gl, body = _gl(call), call.body
+    gl, body = call.gitlab, call.body
     text = str(body.get("key", "")).strip()
     try:
         parsed = asyncssh.import_public_key(text)
@@ -139,14 +132,14 @@ def list_projects(call: Call) -> Response:
     return Response.json(
         [
             _project_json(call.lab, call.vm, p)
-            for p in _gl(call).projects.values()
+            for p in call.gitlab.projects.values()
             if search in p["name"] or search in p["path_with_namespace"]
         ]
     )
 
 
 async def create_project(call: Call) -> Response:
-    lab, gl, body = call.lab, _gl(call), call.body
+    lab, gl, body = call.lab, call.gitlab, call.body
     name = body.get("name") or body.get("path")
     if not name:
         return Response.json({"message": {"name": ["can't be blank"]}}, 400)
@@ -175,7 +168,7 @@ async def create_project(call: Call) -> Response:
 
 
 def _project(call: Call) -> dict[str, Any] | None:
-    return _gl(call).project(urllib.parse.unquote(call.group(1)))
+    return call.gitlab.project(urllib.parse.unquote(call.group(1)))
 
 
 def project(call: Call) -> Response:
@@ -189,7 +182,7 @@ def project(call: Call) -> Response:
 
 def hooks(call: Call) -> Response:
     """GET lists a project's hooks, POST adds one."""
-    gl, body = _gl(call), call.body
+    gl, body = call.gitlab, call.body
     proj = _project(call)
     if proj is None:
         return Response.json({"message": "404 Project Not Found"}, 404)
@@ -218,7 +211,7 @@ def hooks(call: Call) -> Response:
 
 def hook(call: Call) -> Response:
     """GET, PUT (an edit) or DELETE one hook of a project."""
-    gl, body, m = _gl(call), call.body, call.req.method
+    gl, body, m = call.gitlab, call.body, call.req.method
     proj = _project(call)
     if proj is None:
         return Response.json({"message": "404 Project Not Found"}, 404)
@@ -243,7 +236,7 @@ def hook(call: Call) -> Response:
 
 
 def settings(call: Call) -> Response:
-    gl = _gl(call)
+    gl = call.gitlab
     if call.req.method == "PUT":
         for k, v in call.body.items():
             if k == "allow_local_requests_from_hooks_and_services":

@@ -16,7 +16,6 @@ from labsim.state import now_iso
 
 if TYPE_CHECKING:
     from labsim.lab import Lab
-    from labsim.state import PEState
 
 
 def next_job_id(lab: Lab) -> int:
@@ -113,12 +112,6 @@ async def run_job(
     return job
 
 
-def _pe(call: Call) -> PEState:
-    pe = call.lab.pe
-    assert pe is not None
-    return pe
-
-
 def _base(call: Call) -> str:
     return f"https://{call.vm.name}:8143/orchestrator/v1"
 
@@ -136,7 +129,7 @@ def _guard(call: Call) -> Response | None:
 
 
 async def deploy(call: Call) -> Response:
-    lab, pe = call.lab, _pe(call)
+    lab, pe = call.lab, call.pe
     body = call.req.json()
     scope = body.get("scope") or {}
     env = body.get("environment")
@@ -163,7 +156,7 @@ async def deploy(call: Call) -> Response:
 
 
 def job(call: Call) -> Response:
-    found = _pe(call).jobs.get(int(call.group(1)))
+    found = call.pe.jobs.get(int(call.group(1)))
     if found is None:
         return err(404, "puppetlabs.orchestrator/unknown-job", "no such job")
     base = _base(call)
@@ -179,7 +172,7 @@ def job(call: Call) -> Response:
 
 
 def inventory(call: Call) -> Response:
-    lab, pe = call.lab, _pe(call)
+    lab, pe = call.lab, call.pe
     names = call.req.json().get("nodes", pe.nodes) if call.req.method == "POST" else pe.nodes
     items = []
     for n in names:

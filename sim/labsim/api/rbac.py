@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from labsim.api.common import auth, read_only
@@ -14,29 +15,34 @@ from labsim.state import ROLES
 
 if TYPE_CHECKING:
     from labsim.lab import VM, Lab
-    from labsim.state import PEState
 
 
-def _pe(call: Call) -> PEState:
-    pe = call.lab.pe
-    assert pe is not None
-    return pe
+Edit = Callable[[Call], Response]
 
 
-def _write_refused(call: Call) -> Response | None:
-    """Why RBAC refuses a write here, if it does: a replica's RBAC is read-only; only an
+def _write(handler: Edit) -> Edit:
+    """A write RBAC refuses here, if it does: a replica's RBAC is read-only; only an
     administrator creates users and roles."""
-    if read_only(call.lab, call.vm):
-        return err(403, "puppetlabs.rbac/read-only", "RBAC is read-only on a replica")
-    if not _pe(call).is_admin(call.caller):
-        return err(403, "puppetlabs.rbac/permission-denied", "Permission denied")
-    return None
+
+    def checked(call: Call) -> Response:
+        if read_only(call.lab, call.vm):
+            return err(403, "puppetlabs.rbac/read-only", "RBAC is read-only on a replica")
+        if not call.pe.is_admin(call.caller):
+            return err(403, "puppetlabs.rbac/permission-denied", "Permission denied")
+        return handler(call)
+
+    return checked
 
 
-def _command_refused(call: Call) -> Response | None:
-    if read_only(call.lab, call.vm) or not _pe(call).is_admin(call.caller):
-        return err(403, "puppetlabs.rbac/permission-denied", "Permission denied")
-    return None
+def _command(handler: Edit) -> Edit:
+    """A command (`/command/...`, a password reset) only an administrator on the primary runs."""
+
+    def checked(call: Call) -> Response:
+        if read_only(call.lab, call.vm) or not call.pe.is_admin(call.caller):
+            return err(403, "puppetlabs.rbac/permission-denied", "Permission denied")
+        return handler(call)
+
+    return checked
 
 
 def _data(lab: Lab, vm: VM) -> dict[str, Any]:
@@ -58,7 +64,7 @@ def _guard(call: Call) -> Response | None:
 
 
 def login(call: Call) -> Response:
-    pe = _pe(call)
+    pe = call.pe
     body = call.req.json()
     user = pe.user_by_login(body.get("login", ""))
     if user is None or user.get("password") != body.get("password") or user["is_revoked"]:
@@ -73,7 +79,7 @@ def login(call: Call) -> Response:
 def authenticate(call: Call) -> Response:
     # 400 for a malformed token, 403 for a revoked, expired or unknown one; no caller
     # authentication (help.puppet.com/pe/2023.8/topics/rbac_api_v2_auth_token_auth_post.htm)
-    pe = _pe(call)
+    pe = call.pe
     token = call.req.json().get("token")
     if not isinstance(token, str) or not re.fullmatch(r"[0-9A-Za-z_-]{20,}", token.strip()):
         return err(400, "puppetlabs.rbac/malformed-token", "The token is malformed.")
@@ -93,7 +99,7 @@ def authenticate(call: Call) -> Response:
 
 
 def reset_password(call: Call) -> Response:
-    pe = _pe(call)
+    pe = call.pe
     body = call.req.json()
     uid = pe.reset_tokens.pop(body.get("token", ""), None)
     if uid is None:
@@ -115,15 +121,13 @@ def list_users(call: Call) -> Response:
 
 
 def get_user(call: Call) -> Response:
-    found = _pe(call).users.get(call.group(1))
+    found = call.pe.users.get(call.group(1))
     return Response.json(_public_user(found)) if found else err(404, "not-found", "no such user")
 
 
+@_write
 def create_user(call: Call) -> Response:
-    pe = _pe(call)
-    refused = _write_refused(call)
-    if refused is not None:
-        return refused
+    pe = call.pe
     body = call.req.json()
     login = body.get("login", "")
     if not login:
@@ -169,12 +173,10 @@ def list_roles(call: Call) -> Response:
     return Response.json(roles)
 
 
+@_write
 def create_role(call: Call) -> Response:
     # POST /roles: 201 Created, Location the new role (DA-2018.1 rbac_api_v1_user_role.md)
-    pe = _pe(call)
-    refused = _write_refused(call)
-    if refused is not None:
-        return refused
+    pe = call.pe
     body = call.req.json()
     name = body.get("display_name", "")
     taken = {r["display_name"] for r in ROLES} | {
@@ -199,13 +201,11 @@ def get_role(call: Call) -> Response:
     return Response.json(found) if found else err(404, "not-found", "no such role")
 
 
+@_write
 def replace_role(call: Call) -> Response:
     # PUT /roles/<rid>: replaces the role with the body, 200 with the role (DA-2018.1
     # rbac_api_v1_user_role.md, "PUT /roles/<rid>"); the id in the body must match
-    refused = _write_refused(call)
-    if refused is not None:
-        return refused
-    role = _pe(call).custom_roles.get(call.group(1))
+    role = call.pe.custom_roles.get(call.group(1))
     if role is None:
         return err(404, "not-found", "no such role")
     body = call.req.json()
@@ -217,20 +217,16 @@ def replace_role(call: Call) -> Response:
     return Response.json(role)
 
 
+@_write
 def delete_role(call: Call) -> Response:
-    refused = _write_refused(call)
-    if refused is not None:
-        return refused
-    if _pe(call).custom_roles.pop(call.group(1), None) is None:
+    if call.pe.custom_roles.pop(call.group(1), None) is None:
         return err(404, "not-found", "no such role")
     return Response(200)  # DELETE /roles/<rid>: 200 OK (same source)
 
 
+@_command
 def add_users_to_role(call: Call) -> Response:
-    pe = _pe(call)
-    refused = _command_refused(call)
-    if refused is not None:
-        return refused
+    pe = call.pe
     body = call.req.json()
     rid = int(body["role_id"])
     if rid not in pe.role_members:
@@ -243,22 +239,18 @@ def add_users_to_role(call: Call) -> Response:
     return Response(204)
 
 
+@_command
 def add_roles_to_user(call: Call) -> Response:
-    pe = _pe(call)
-    refused = _command_refused(call)
-    if refused is not None:
-        return refused
+    pe = call.pe
     body = call.req.json()
     for rid in body.get("role_ids", []):
         pe.role_members.setdefault(int(rid), []).append(body["user_id"])
     return Response(204)
 
 
+@_command
 def password_reset_token(call: Call) -> Response:
-    pe = _pe(call)
-    refused = _command_refused(call)
-    if refused is not None:
-        return refused
+    pe = call.pe
     if call.group(1) not in pe.users:
         return err(404, "not-found", "no such user")
     tok = secrets.token_urlsafe(24)
@@ -269,7 +261,7 @@ def password_reset_token(call: Call) -> Response:
 def issue_token(call: Call) -> Response:
     assert call.caller is not None  # the guard's
     description = call.req.json().get("description", "")
-    return Response.json({"token": _pe(call).issue_token(call.caller, description)})
+    return Response.json({"token": call.pe.issue_token(call.caller, description)})
 
 
 V1 = "/rbac-api/v1"

@@ -15,6 +15,7 @@ from labsim.http import Request, Response
 
 if TYPE_CHECKING:
     from labsim.lab import VM, Lab
+    from labsim.state import GitLabState, PEState
 
 
 @dataclass
@@ -28,6 +29,18 @@ class Call:
     match: re.Match[str] | None = None
     caller: dict[str, Any] | None = None  # the guard's authenticated user
     body: dict[str, Any] = field(default_factory=dict)  # the guard's parsed body (GitLab)
+
+    @property
+    def pe(self) -> PEState:
+        pe = self.lab.pe
+        assert pe is not None  # PE's services listen only once it is installed
+        return pe
+
+    @property
+    def gitlab(self) -> GitLabState:
+        gitlab = self.lab.gitlab
+        assert gitlab is not None  # as GitLab's
+        return gitlab
 
     def group(self, n: int) -> str:
         assert self.match is not None
@@ -92,6 +105,11 @@ def no_route(req: Request) -> Response:
 
 def not_found(req: Request) -> Response:
     return err(404, "not-found", req.path)
+
+
+def outcome(status: int) -> str:
+    """A journal entry's outcome for an answer's status."""
+    return "ok" if status < 400 else ("refused" if status in (401, 403) else "failed")
 
 
 def token_invalid() -> Response:
