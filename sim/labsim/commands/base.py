@@ -38,6 +38,13 @@ class Ctx:
     cwd: str
     process: Any
     line: str
+
+    def injected(self, op: str, err: str, out: str = "", rc: int = 1) -> Result | None:
+        """What the command answers when a fault fails `op` here (labsim/faults.py), else None."""
+        if self.lab.fault(op, self.vm.name, self.line):
+            return Result(rc, out, err, op, "fault")
+        return None
+
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -90,10 +90,11 @@ async def puppet_code(ctx: Ctx, args: list[str]) -> Result:
             "--dry-run implies --all.\n--dry-run implies --wait.\n"
             "Dry-run deploying all environments.\n"
         )
-    if lab.fault(op, ctx.vm.name, ctx.line):
-        return Result(
-            1, pre, "Error: Code Manager request failed: 503 Service Unavailable\n", op, "fault"
-        )
+    faulted = ctx.injected(
+        op, "Error: Code Manager request failed: 503 Service Unavailable\n", out=pre
+    )
+    if faulted is not None:
+        return faulted
     if not token:
         return Result(
             1,

@@ -67,8 +67,9 @@ async def infra_configure(ctx: Ctx, args: list[str]) -> Result:
     pe = lab.pe
     if pe is None or ctx.vm.name != pe.primary:
         return Result(1, "", "Error: puppet infrastructure configure must run on the primary\n", op)
-    if lab.fault(op, ctx.vm.name, ctx.line):
-        return Result(1, "", "Error: Puppet run failed during configure (injected)\n", op, "fault")
+    failed = ctx.injected(op, "Error: Puppet run failed during configure (injected)\n")
+    if failed is not None:
+        return failed
     await lab.sleep(lab.dur("configure"), op)
     key = (
         pe.master_params().get("r10k_private_key")
@@ -132,15 +133,14 @@ async def infra_provision(ctx: Ctx, args: list[str]) -> Result:
     bad = _validate_admin(ctx, args, op)
     if bad:
         return bad
-    if lab.fault(op, ctx.vm.name, ctx.line):
-        return Result(
-            1,
-            "Running puppet on replica.vm.\nOverall job status: failed...\n",
-            f"Error: Error during orchestrated puppet run on {rname}.\n"
-            "Error: Puppet failed on one or more nodes.\n",
-            op,
-            "fault",
-        )
+    failed = ctx.injected(
+        op,
+        f"Error: Error during orchestrated puppet run on {rname}.\n"
+        "Error: Puppet failed on one or more nodes.\n",
+        out="Running puppet on replica.vm.\nOverall job status: failed...\n",
+    )
+    if failed is not None:
+        return failed
     rvm = lab.vm_by_host(rname)
     if rvm is None or rvm.name == pe.primary:
         return Result(1, "", f"Error: Unknown node {rname}\n", op, "refused")
@@ -236,16 +236,14 @@ async def _enable(ctx: Ctx, rvm: VM, args: list[str]) -> Result:
     lab, op = ctx.lab, "puppet.infrastructure.enable"
     pe = lab.pe
     assert pe is not None
-    if lab.fault(op, ctx.vm.name, ctx.line):
-        return Result(
-            1,
-            "",
-            f"Error: PuppetDB on {rvm.name} is 'starting', not 'running'; the "
-            "replica could not be enabled. Run 'puppet infrastructure enable replica' "
-            "again once it is running.\n",
-            op,
-            "fault",
-        )
+    failed = ctx.injected(
+        op,
+        f"Error: PuppetDB on {rvm.name} is 'starting', not 'running'; the "
+        "replica could not be enabled. Run 'puppet infrastructure enable replica' "
+        "again once it is running.\n",
+    )
+    if failed is not None:
+        return failed
     if not rvm.serving:
         return Result(1, "", f"Error: {rvm.name} is unreachable\n", op)
     await lab.sleep(lab.dur("enable"), op)
@@ -320,8 +318,9 @@ async def infra_forget(ctx: Ctx, args: list[str]) -> Result:
     bad = _validate_admin(ctx, [], op)
     if bad:
         return bad
-    if lab.fault(op, ctx.vm.name, ctx.line):
-        return Result(1, "", "Error: Failed to purge node (injected)\n", op, "fault")
+    failed = ctx.injected(op, "Error: Failed to purge node (injected)\n")
+    if failed is not None:
+        return failed
     cert = _known_node(lab, names[0])
     if cert is None:
         return Result(
@@ -375,8 +374,9 @@ async def puppet_node_purge(ctx: Ctx, args: list[str]) -> Result:
         return Result(1, "", "Error: Permission denied\n", op, "refused")
     if pe is None or ctx.vm.name != pe.primary or len(args) != 1:
         return Result(1, "", "Error: puppet node purge runs on the primary: one certname\n", op)
-    if lab.fault(op, ctx.vm.name, ctx.line):
-        return Result(1, "", "Error: Could not purge the node (injected)\n", op, "fault")
+    failed = ctx.injected(op, "Error: Could not purge the node (injected)\n")
+    if failed is not None:
+        return failed
     cert = _known_node(lab, args[0])
     if cert is None:
         return Result(1, "", f"Error: Could not find a certificate for {args[0]}\n", op)

@@ -125,14 +125,11 @@ async def infra_status(ctx: Ctx, args: list[str]) -> Result:
     pe = lab.pe
     if pe is None or ctx.vm.name not in (pe.primary, pe.replica):
         return Result(1, "", "Error: puppet infrastructure status must run on a PE server\n", op)
-    if lab.fault(op, ctx.vm.name, ctx.line):
-        return Result(
-            1,
-            "",
-            "Error: Unable to contact services for status information (injected)\n",
-            op,
-            "fault",
-        )
+    failed = ctx.injected(
+        op, "Error: Unable to contact services for status information (injected)\n"
+    )
+    if failed is not None:
+        return failed
     await lab.sleep(lab.dur("status"), op)
     entries = status_entries(lab)
     host = _opt(args, "--host")
