@@ -28,6 +28,13 @@ REPO = "/root/repo/control-repo"
 LABSIM = [sys.executable, "-m", "labsim.cli"]
 
 
+def labsim(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """A `labsim` command line, its output captured."""
+    return subprocess.run(
+        [*LABSIM, *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
 def refused(address: str, port: int) -> bool:
     """Whether a TCP connection to `address:port` is refused (no listener)."""
     try:
@@ -196,17 +203,8 @@ class Driver:
     def login(
         self, vm: str, user: str, password: str, token_file: str, service_url: str | None = None
     ) -> str:
-        argv = [
-            "puppet",
-            "access",
-            "login",
-            "--username",
-            user,
-            "--lifetime",
-            "360d",
-            "--token-file",
-            token_file,
-        ]
+        argv = ["puppet", "access", "login", "--lifetime", "360d"]
+        argv += ["--username", user, "--token-file", token_file]
         if service_url:
             argv += ["--service-url", service_url]
         self.ok(vm, argv, stdin=password + "\n")

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
 import time
 from typing import Any
 
 import pytest
-from driver import LABSIM, Driver, ops, refused
+from driver import Driver, labsim, ops, refused
 
 from labsim.testing import running_lab
 
@@ -39,20 +38,10 @@ def _replica_has(drv: Driver, marker: str) -> bool:
 @pytest.mark.slow
 def test_a_fault_naming_a_vm_the_lab_lacks_isrefused(built: Any) -> None:
     h, _ = built
-    proc = subprocess.run(
-        [*LABSIM, "fault", "add", "halt:hang=nope.vm", "--state", str(h.state_dir)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    proc = labsim("fault", "add", "halt:hang=nope.vm", "--state", str(h.state_dir))
     assert proc.returncode == 2
     assert "nope.vm" in proc.stderr and "primary.vm, replica.vm" in proc.stderr
-    listed = subprocess.run(
-        [*LABSIM, "--state", str(h.state_dir), "fault", "list"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    listed = labsim("--state", str(h.state_dir), "fault", "list")
     assert listed.returncode == 0 and listed.stdout == ""
 
 

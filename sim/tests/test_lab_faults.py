@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from driver import Driver, ops
 
-from labsim.testing import running_lab
+from labsim.testing import LabHandle, running_lab
 
 # -- faults ----------------------------------------------------------------------------------------
 
@@ -107,6 +107,21 @@ def test_faults(tmp_path: Path) -> None:
         assert "fault" in {e["outcome"] for e in ops(h.journal(), "api.rbac")}
 
 
+def _ups_at_once(h: LabHandle, *vms: str) -> list[tuple[int, str]]:
+    """`vagrant up VM` for each of `vms` at once: each one's exit status and stderr."""
+    procs = [
+        subprocess.Popen(
+            ["vagrant", "up", vm],
+            env=h.environ(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for vm in vms
+    ]
+    return [(p.wait(timeout=60), p.stderr.read() if p.stderr else "") for p in procs]
+
+
 @pytest.mark.slow
 def test_parallel_first_vagrant_ups_race_on_the_box_import(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -120,17 +135,7 @@ def test_parallel_first_vagrant_ups_race_on_the_box_import(
         monkeypatch.setenv("PATH", h.env["PATH"])
         box = VagrantLab(h.state_dir)
         assert box.boxes() == []
-        procs = [
-            subprocess.Popen(
-                ["vagrant", "up", vm],
-                env=h.environ(),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for vm in ("primary.vm", "gitlab.vm")
-        ]
-        results = [(p.wait(timeout=60), p.stderr.read() if p.stderr else "") for p in procs]
+        results = _ups_at_once(h, "primary.vm", "gitlab.vm")
         failed = [err for rc, err in results if rc != 0]
         assert len(failed) == 1, results
         assert "locked for reading by another task" in failed[0]
@@ -151,21 +156,7 @@ def test_parallel_first_vagrant_ups_duplicate_the_host_only_interface(
         drv = Driver(h)
         monkeypatch.setenv("PATH", h.env["PATH"])
         drv.vagrant("box", "add", "ubuntu/jammy64", "--provider", "virtualbox")
-
-        def up_at_once(*vms: str) -> list[tuple[int, str]]:
-            procs = [
-                subprocess.Popen(
-                    ["vagrant", "up", vm],
-                    env=h.environ(),
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                )
-                for vm in vms
-            ]
-            return [(p.wait(timeout=60), p.stderr.read() if p.stderr else "") for p in procs]
-
-        results = up_at_once("primary.vm", "gitlab.vm")  # what bring-up did before
+        results = _ups_at_once(h, "primary.vm", "gitlab.vm")  # what bring-up did before
         failed = [err for rc, err in results if rc != 0]
         assert len(failed) == 1 and "two host-only interfaces" in failed[0], results
         assert [
@@ -176,7 +167,7 @@ def test_parallel_first_vagrant_ups_duplicate_the_host_only_interface(
         monkeypatch.setenv("PATH", h.env["PATH"])
         drv.vagrant("box", "add", "ubuntu/jammy64", "--provider", "virtualbox")
         drv.vagrant("up", "primary.vm")
-        results = [rc for rc, _ in up_at_once("gitlab.vm", "replica.vm", "linux.vm")]
+        results = [rc for rc, _ in _ups_at_once(h, "gitlab.vm", "replica.vm", "linux.vm")]
         assert results == [0, 0, 0]
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 import vagrant
-from driver import LABSIM, R10K_KEY, REPO, Driver, ops, refused
+from driver import R10K_KEY, REPO, Driver, labsim, ops, refused
 
 from labsim.faults import OPERATIONS, FaultSpecError, parse_fault
 from labsim.launch import _session_pids
@@ -46,20 +46,13 @@ def test_per_store_replication_faults_parse_and_name_their_store() -> None:
 
 
 def test_cli_usage_errors_exit_2(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [*LABSIM, "up", "--state", str(tmp_path), "--fault", "bogus"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    proc = labsim("up", "--state", str(tmp_path), "--fault", "bogus")
     assert proc.returncode == 2
     assert "bogus" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
-    ops = subprocess.run([*LABSIM, "operations"], capture_output=True, text=True, timeout=30)
-    names = [line.split("\t")[0] for line in ops.stdout.splitlines()]
+    operations = labsim("operations")
+    names = [line.split("\t")[0] for line in operations.stdout.splitlines()]
     assert names == list(OPERATIONS)
-    down = subprocess.run(
-        [*LABSIM, "down", "--state", str(tmp_path)], capture_output=True, text=True, timeout=30
-    )
+    down = labsim("down", "--state", str(tmp_path))
     assert down.returncode == 0
 
 
@@ -70,9 +63,7 @@ def test_cli_usage_errors_exit_2(tmp_path: Path) -> None:
 def test_vagrant_ssh_tls_and_down(tmp_path: Path) -> None:
     state = tmp_path / "lab"
     with running_lab(state) as h:
-        again = subprocess.run(
-            [*LABSIM, "up", "--state", str(state)], capture_output=True, text=True, timeout=30
-        )
+        again = labsim("up", "--state", str(state))
         assert again.returncode == 1 and "already running" in again.stderr
         pid = int((state / "daemon.pid").read_text())
         env = h.environ()
@@ -269,35 +260,18 @@ def test_tutorial_flow(tmp_path: Path) -> None:
         r = drv.http("primary.vm", 8170, "POST", "/code-manager/v1/webhook?type=github&token=x")
         assert r.status_code == 400 and "unrecognized-webhook-type" in r.text
         # provision needs an admin token
+        provision = ["puppet", "infrastructure", "provision", "replica", "replica.vm", "--yes"]
         rc, _, err = drv.ssh(
             "primary.vm",
             [
-                "puppet",
-                "infrastructure",
-                "provision",
-                "replica",
-                "replica.vm",
-                "--enable",
-                "--topology",
-                "mono",
-                "--yes",
-                "--token-file",
-                "/root/.puppetlabs/deploy_token",
+                *provision,
+                *("--enable", "--topology", "mono"),
+                *("--token-file", "/root/.puppetlabs/deploy_token"),
             ],
         )
         assert rc == 1 and "admin" in err
         rc, _, err = drv.ssh(
-            "primary.vm",
-            [
-                "puppet",
-                "infrastructure",
-                "provision",
-                "replica",
-                "replica.vm",
-                "--yes",
-                "--token-file",
-                "/root/.puppetlabs/missing",
-            ],
+            "primary.vm", [*provision, "--token-file", "/root/.puppetlabs/missing"]
         )
         assert rc == 1 and "RBAC token" in err
         rc, out, err = drv.provision()

@@ -7,7 +7,7 @@ import json
 import re
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from labsim import http
 from labsim.commands.base import Ctx, Result, _opt
@@ -102,6 +102,14 @@ def _seconds(value: str) -> float:
     return float(m.group(1)) * unit
 
 
+async def _to_server(
+    lab: Lab, target: VM, port: int, method: str, path: str, **options: Unpack[http.Options]
+) -> tuple[int, bytes]:
+    """A request of the agent to a Puppet server, which it verifies against the lab's CA."""
+    options["server_name"], options["ssl_ctx"] = target.name, lab.client_ssl()
+    return await http.request(target.address, port, method, path, **options)
+
+
 async def _try_server(
     lab: Lab, host: str, port: int, connect_timeout: float
 ) -> tuple[VM | None, int | None, str]:
@@ -128,13 +136,12 @@ async def _try_server(
         )
     t0 = time.monotonic()
     try:
-        status, _ = await http.request(
-            target.address,
+        status, _ = await _to_server(
+            lab,
+            target,
             port,
             "GET",
             "/status/v1/simple/server",
-            server_name=target.name,
-            ssl_ctx=lab.client_ssl(),
             timeout=20,
             connect_timeout=connect_timeout * lab.scale if lab.scale else connect_timeout,
         )
@@ -232,13 +239,12 @@ async def agent_run(lab: Lab, vm: VM, noop: bool, override: str | None) -> tuple
             "resolution='<anonymous>': pe-dr-drill: this custom fact fails on purpose",
         )
     try:
-        status, data = await http.request(
-            target.address,
+        status, data = await _to_server(
+            lab,
+            target,
             port,
             "POST",
             f"/puppet/v3/catalog/{vm.name}?environment=production",
-            server_name=target.name,
-            ssl_ctx=lab.client_ssl(),
             headers={"Content-Type": "application/json", "X-Labsim-Certname": vm.name},
             body=body,
             timeout=60,
@@ -291,13 +297,12 @@ async def agent_run(lab: Lab, vm: VM, noop: bool, override: str | None) -> tuple
         "corrective_change": False,
     }
     try:
-        await http.request(
-            target.address,
+        await _to_server(
+            lab,
+            target,
             port,
             "PUT",
             f"/puppet/v3/report/{vm.name}",
-            server_name=target.name,
-            ssl_ctx=lab.client_ssl(),
             headers={"Content-Type": "application/json"},
             body=json.dumps(report).encode(),
         )
