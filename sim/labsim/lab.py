@@ -72,6 +72,10 @@ class VM:
 
 
 class Lab(VagrantCLI):
+    """One simulated lab. Each concern is a class in the chain it inherits (Clock <- LabFaults <-
+    Network <- CodeDeploy <- Provision <- VagrantCLI); they declare the attributes they use, and
+    this class sets them all."""
+
     def __init__(self, state_dir: Path, cfg: dict[str, Any]) -> None:
         self.dir = state_dir
         self.cfg = cfg
