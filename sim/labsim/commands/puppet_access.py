@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 
-from labsim import http
-from labsim.commands.base import Ctx, Result, _opt, _read_token, _url_host
+from labsim.commands.base import Ctx, Result, _opt, _read_token, _url_host, to_server
 from labsim.commands.client_tools import _service_url
 
 
@@ -71,13 +70,12 @@ async def puppet_access(ctx: Ctx, args: list[str]) -> Result:
         }
     ).encode()
     try:
-        status, data = await http.request(
-            target.address,
+        status, data = await to_server(
+            lab,
+            target,
             port,
             "POST",
             "/rbac-api/v1/auth/token",
-            server_name=target.name,
-            ssl_ctx=lab.client_ssl(),
             headers={"Content-Type": "application/json"},
             body=body,
         )

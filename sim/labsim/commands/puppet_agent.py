@@ -7,10 +7,10 @@ import json
 import re
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Unpack
+from typing import TYPE_CHECKING, Any
 
 from labsim import http
-from labsim.commands.base import Ctx, Result, _opt
+from labsim.commands.base import Ctx, Result, _opt, to_server
 from labsim.commands.client_tools import CLIENT_TOOLS, write_client_tools
 from labsim.state import now_iso
 
@@ -102,14 +102,6 @@ def _seconds(value: str) -> float:
     return float(m.group(1)) * unit
 
 
-async def _to_server(
-    lab: Lab, target: VM, port: int, method: str, path: str, **options: Unpack[http.Options]
-) -> tuple[int, bytes]:
-    """A request of the agent to a Puppet server, which it verifies against the lab's CA."""
-    options["server_name"], options["ssl_ctx"] = target.name, lab.client_ssl()
-    return await http.request(target.address, port, method, path, **options)
-
-
 async def _try_server(
     lab: Lab, host: str, port: int, connect_timeout: float
 ) -> tuple[VM | None, int | None, str]:
@@ -136,7 +128,7 @@ async def _try_server(
         )
     t0 = time.monotonic()
     try:
-        status, _ = await _to_server(
+        status, _ = await to_server(
             lab,
             target,
             port,
@@ -239,7 +231,7 @@ async def agent_run(lab: Lab, vm: VM, noop: bool, override: str | None) -> tuple
             "resolution='<anonymous>': pe-dr-drill: this custom fact fails on purpose",
         )
     try:
-        status, data = await _to_server(
+        status, data = await to_server(
             lab,
             target,
             port,
@@ -297,7 +289,7 @@ async def agent_run(lab: Lab, vm: VM, noop: bool, override: str | None) -> tuple
         "corrective_change": False,
     }
     try:
-        await _to_server(
+        await to_server(
             lab,
             target,
             port,

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from labsim import http
-from labsim.commands.base import Ctx, Result, _opt, _read_token, _url_host
+from labsim.commands.base import Ctx, Result, _opt, _read_token, _url_host, to_server
 from labsim.commands.client_tools import _service_url
 
 if TYPE_CHECKING:
@@ -113,13 +112,12 @@ async def puppet_code(ctx: Ctx, args: list[str]) -> Result:
             return Result(1, "", "Error: Specify an environment or --all\n", op)
         body["environments"] = envs
     try:
-        status, data = await http.request(
-            target.address,
+        status, data = await to_server(
+            lab,
+            target,
             port,
             "POST",
             "/code-manager/v1/deploys",
-            server_name=target.name,
-            ssl_ctx=lab.client_ssl(),
             headers={"Content-Type": "application/json", "X-Authentication": token},
             body=json.dumps(body).encode(),
             timeout=300,
