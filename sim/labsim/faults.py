@@ -37,8 +37,11 @@ Each fault models a way the real system breaks, with its source:
 
 from __future__ import annotations
 
+import contextvars
 import re
 from dataclasses import dataclass
+
+from labsim.clock import Clock
 
 OPERATIONS: dict[str, str] = {
     "vagrant.up": "vagrant up VM (boot, install)",
@@ -200,3 +203,25 @@ class FaultTable:
 
     def slow(self, op: str) -> float:
         return sum(f.seconds for f in self.faults if f.kind == "slow" and f.op == op)
+
+
+# the faults an SSH exec met, by VM: journaled once, by the exec (labsim/commands/shell.py)
+EXEC_FAULTS: contextvars.ContextVar[dict[str, list[str]] | None] = contextvars.ContextVar(
+    "EXEC_FAULTS", default=None
+)
+
+
+class LabFaults(Clock):
+    """The lab's faults: the table, and whether an operation on a VM fails now."""
+
+    faults: FaultTable
+
+    def fault(self, op: str, vm: str, detail: str = "") -> bool:
+        if self.faults.should_fail(op, vm):
+            pending = EXEC_FAULTS.get()
+            if pending is not None and vm in pending:
+                pending[vm].append(op)  # journaled once by the SSH exec that hit it
+            else:
+                self.journal(vm, op, "fault", detail or f"injected failure of {op}")
+            return True
+        return False

@@ -9,7 +9,7 @@ import ssl
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 REASONS = {
     200: "OK",
@@ -181,33 +181,23 @@ class ConnectTimeout(TimeoutError):
     """The server accepted TCP but did not complete the connection (TLS) in time."""
 
 
+class Options(TypedDict, total=False):
+    """What `request` and `exchange` take beyond the address, port, method and path."""
+
+    server_name: str | None
+    ssl_ctx: ssl.SSLContext | None
+    headers: dict[str, str] | None
+    body: bytes
+    timeout: float
+    connect_timeout: float | None
+
+
 async def request(
-    address: str,
-    port: int,
-    method: str,
-    path: str,
-    *,
-    server_name: str | None = None,
-    ssl_ctx: ssl.SSLContext | None = None,
-    headers: dict[str, str] | None = None,
-    body: bytes = b"",
-    timeout: float = 10.0,
-    connect_timeout: float | None = None,
+    address: str, port: int, method: str, path: str, **options: Unpack[Options]
 ) -> tuple[int, bytes]:
     """One HTTP request; raises OSError (e.g. ConnectionRefusedError), ssl.SSLError,
     ConnectTimeout (connecting took longer than `connect_timeout`) or TimeoutError."""
-    status, _, data = await exchange(
-        address,
-        port,
-        method,
-        path,
-        server_name=server_name,
-        ssl_ctx=ssl_ctx,
-        headers=headers,
-        body=body,
-        timeout=timeout,
-        connect_timeout=connect_timeout,
-    )
+    status, _, data = await exchange(address, port, method, path, **options)
     return status, data
 
 

@@ -1,6 +1,6 @@
 """dr-drill/negative on the shared built lab: its fault goes in once the drill holds the lab and
 comes out however it ends; it passes only when the drill fails at the check meant to catch the
-fault (the judging of every other outcome: tests/labsim/test_negative.py)."""
+fault (the judging of every other outcome: sim/tests/test_negative.py)."""
 
 from __future__ import annotations
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 import asyncssh
+
+from labsim import http
 
 if TYPE_CHECKING:
     from labsim.lab import VM, Lab
@@ -38,6 +40,13 @@ class Ctx:
     cwd: str
     process: Any
     line: str
+
+    def injected(self, op: str, err: str, out: str = "", rc: int = 1) -> Result | None:
+        """What the command answers when a fault fails `op` here (labsim/faults.py), else None."""
+        if self.lab.fault(op, self.vm.name, self.line):
+            return Result(rc, out, err, op, "fault")
+        return None
+
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -90,3 +99,12 @@ def _url_host(url: str) -> tuple[str, int | None]:
     if not m:
         return url, None
     return m.group(1), int(m.group(2)) if m.group(2) else None
+
+
+async def to_server(
+    lab: Lab, target: VM, port: int, method: str, path: str, **options: Unpack[http.Options]
+) -> tuple[int, bytes]:
+    """A request of a PE client tool (or the agent) to a PE service on `target`, verified against
+    the lab's CA."""
+    options["server_name"], options["ssl_ctx"] = target.name, lab.client_ssl()
+    return await http.request(target.address, port, method, path, **options)

@@ -8,6 +8,7 @@ import re
 import shutil
 import stat as statmod
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from labsim.commands.base import Ctx, Result
@@ -39,23 +40,28 @@ async def c_id(ctx: Ctx, args: list[str]) -> Result:
     return Result(0, f"uid={uid}({ctx.user}) gid={uid}({ctx.user}) groups={uid}({ctx.user})\n")
 
 
-async def c_cat(ctx: Ctx, args: list[str]) -> Result:
+def _each_file(
+    ctx: Ctx, tool: str, paths: list[str], answer: Callable[[str, bytes], str]
+) -> Result:
+    """`tool` over files, as coreutils words its errors: each readable file's `answer`."""
     fs = ctx.vm.fs
-    out, err, rc = [], [], 0
-    for p in args:
-        hp = fs.host(p, ctx.cwd)
-        if not fs.can_read(ctx.user, fs.norm(p, ctx.cwd)):
-            err.append(f"cat: {p}: Permission denied\n")
-            rc = 1
-        elif hp.is_dir():
-            err.append(f"cat: {p}: Is a directory\n")
-            rc = 1
-        elif not hp.exists():
-            err.append(f"cat: {p}: No such file or directory\n")
-            rc = 1
+    out, err = [], []
+    for p in paths:
+        vpath = fs.norm(p, ctx.cwd)
+        hp = fs.host(vpath)
+        if not fs.can_read(ctx.user, vpath):
+            err.append(f"{tool}: {p}: Permission denied\n")
+        elif hp.is_dir() and tool == "cat":
+            err.append(f"{tool}: {p}: Is a directory\n")
+        elif not hp.is_file():
+            err.append(f"{tool}: {p}: No such file or directory\n")
         else:
-            out.append(hp.read_bytes().decode(errors="replace"))
-    return Result(rc, "".join(out), "".join(err), "file.cat")
+            out.append(answer(p, hp.read_bytes()))
+    return Result(1 if err else 0, "".join(out), "".join(err), f"file.{tool}")
+
+
+async def c_cat(ctx: Ctx, args: list[str]) -> Result:
+    return _each_file(ctx, "cat", args, lambda _p, data: data.decode(errors="replace"))
 
 
 async def c_test(ctx: Ctx, args: list[str]) -> Result:
@@ -287,20 +293,12 @@ def _fmt(fmt: str, values: dict[str, str]) -> str:
 
 
 async def c_sha256sum(ctx: Ctx, args: list[str]) -> Result:
-    fs = ctx.vm.fs
-    out, err, rc = [], [], 0
-    for p in [a for a in args if not a.startswith("-")]:
-        vpath = fs.norm(p, ctx.cwd)
-        hp = fs.host(vpath)
-        if not fs.can_read(ctx.user, vpath):
-            err.append(f"sha256sum: {p}: Permission denied\n")
-            rc = 1
-        elif not hp.is_file():
-            err.append(f"sha256sum: {p}: No such file or directory\n")
-            rc = 1
-        else:
-            out.append(f"{hashlib.sha256(hp.read_bytes()).hexdigest()}  {p}\n")
-    return Result(rc, "".join(out), "".join(err), "file.sha256sum")
+    return _each_file(
+        ctx,
+        "sha256sum",
+        [a for a in args if not a.startswith("-")],
+        lambda p, data: f"{hashlib.sha256(data).hexdigest()}  {p}\n",
+    )
 
 
 async def c_chmod(ctx: Ctx, args: list[str]) -> Result:

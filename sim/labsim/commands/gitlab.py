@@ -22,10 +22,9 @@ async def gitlab_rails(ctx: Ctx, args: list[str]) -> Result:
         return Result(
             1, "", "Usage: rails runner [options] [<'Some.ruby(code)'> | <filename.rb>]\n", op
         )
-    if lab.fault(op, ctx.vm.name, ctx.line):
-        return Result(
-            1, "", "Error: PG::ConnectionBad: connection to server failed (injected)\n", op, "fault"
-        )
+    failed = ctx.injected(op, "Error: PG::ConnectionBad: connection to server failed (injected)\n")
+    if failed is not None:
+        return failed
     src = args[1]
     fs = ctx.vm.fs
     code = fs.read_text(src) if src.endswith(".rb") or src.startswith("/") else src

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import TYPE_CHECKING
 
-from labsim import http
-from labsim.commands.base import Ctx, Result, _opt, _read_token, _url_host
+from labsim.commands.base import Ctx, Result, _opt, _read_token, _url_host, to_server
 from labsim.commands.client_tools import _service_url
-
-if TYPE_CHECKING:
-    pass
 
 
 async def puppet_access(ctx: Ctx, args: list[str]) -> Result:
@@ -27,14 +22,11 @@ async def puppet_access(ctx: Ctx, args: list[str]) -> Result:
                 "puppet.access.show",
             )
         return Result(1, "", "Error: labsim models 'puppet access login' and 'show'\n", op)
-    if lab.fault(op, ctx.vm.name, ctx.line):
-        return Result(
-            1,
-            "",
-            "Error: Failed to connect to the RBAC service: 503 Service Unavailable\n",
-            op,
-            "fault",
-        )
+    failed = ctx.injected(
+        op, "Error: Failed to connect to the RBAC service: 503 Service Unavailable\n"
+    )
+    if failed is not None:
+        return failed
     user = _opt(args, "--username")
     lifetime = _opt(args, "--lifetime", "-l") or "1h"
     token_file = _opt(args, "--token-file", "-t") or f"{ctx.home}/.puppetlabs/token"
@@ -78,13 +70,12 @@ async def puppet_access(ctx: Ctx, args: list[str]) -> Result:
         }
     ).encode()
     try:
-        status, data = await http.request(
-            target.address,
+        status, data = await to_server(
+            lab,
+            target,
             port,
             "POST",
             "/rbac-api/v1/auth/token",
-            server_name=target.name,
-            ssl_ctx=lab.client_ssl(),
             headers={"Content-Type": "application/json"},
             body=body,
         )

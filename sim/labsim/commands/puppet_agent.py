@@ -10,7 +10,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from labsim import http
-from labsim.commands.base import Ctx, Result, _opt
+from labsim.commands.base import Ctx, Result, _opt, to_server
 from labsim.commands.client_tools import CLIENT_TOOLS, write_client_tools
 from labsim.state import now_iso
 
@@ -128,13 +128,12 @@ async def _try_server(
         )
     t0 = time.monotonic()
     try:
-        status, _ = await http.request(
-            target.address,
+        status, _ = await to_server(
+            lab,
+            target,
             port,
             "GET",
             "/status/v1/simple/server",
-            server_name=target.name,
-            ssl_ctx=lab.client_ssl(),
             timeout=20,
             connect_timeout=connect_timeout * lab.scale if lab.scale else connect_timeout,
         )
@@ -232,13 +231,12 @@ async def agent_run(lab: Lab, vm: VM, noop: bool, override: str | None) -> tuple
             "resolution='<anonymous>': pe-dr-drill: this custom fact fails on purpose",
         )
     try:
-        status, data = await http.request(
-            target.address,
+        status, data = await to_server(
+            lab,
+            target,
             port,
             "POST",
             f"/puppet/v3/catalog/{vm.name}?environment=production",
-            server_name=target.name,
-            ssl_ctx=lab.client_ssl(),
             headers={"Content-Type": "application/json", "X-Labsim-Certname": vm.name},
             body=body,
             timeout=60,
@@ -291,13 +289,12 @@ async def agent_run(lab: Lab, vm: VM, noop: bool, override: str | None) -> tuple
         "corrective_change": False,
     }
     try:
-        await http.request(
-            target.address,
+        await to_server(
+            lab,
+            target,
             port,
             "PUT",
             f"/puppet/v3/report/{vm.name}",
-            server_name=target.name,
-            ssl_ctx=lab.client_ssl(),
             headers={"Content-Type": "application/json"},
             body=json.dumps(report).encode(),
         )

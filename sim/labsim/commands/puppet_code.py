@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from labsim import http
-from labsim.commands.base import Ctx, Result, _opt, _read_token, _url_host
+from labsim.commands.base import Ctx, Result, _opt, _read_token, _url_host, to_server
 from labsim.commands.client_tools import _service_url
 
 if TYPE_CHECKING:
@@ -90,10 +89,11 @@ async def puppet_code(ctx: Ctx, args: list[str]) -> Result:
             "--dry-run implies --all.\n--dry-run implies --wait.\n"
             "Dry-run deploying all environments.\n"
         )
-    if lab.fault(op, ctx.vm.name, ctx.line):
-        return Result(
-            1, pre, "Error: Code Manager request failed: 503 Service Unavailable\n", op, "fault"
-        )
+    faulted = ctx.injected(
+        op, "Error: Code Manager request failed: 503 Service Unavailable\n", out=pre
+    )
+    if faulted is not None:
+        return faulted
     if not token:
         return Result(
             1,
@@ -112,13 +112,12 @@ async def puppet_code(ctx: Ctx, args: list[str]) -> Result:
             return Result(1, "", "Error: Specify an environment or --all\n", op)
         body["environments"] = envs
     try:
-        status, data = await http.request(
-            target.address,
+        status, data = await to_server(
+            lab,
+            target,
             port,
             "POST",
             "/code-manager/v1/deploys",
-            server_name=target.name,
-            ssl_ctx=lab.client_ssl(),
             headers={"Content-Type": "application/json", "X-Authentication": token},
             body=json.dumps(body).encode(),
             timeout=300,

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from labsim.commands.base import Ctx, Result, _opt, _read_token
-
-if TYPE_CHECKING:
-    pass
 
 
 async def puppet_job(ctx: Ctx, args: list[str]) -> Result:
@@ -15,8 +10,9 @@ async def puppet_job(ctx: Ctx, args: list[str]) -> Result:
     op = "puppet.job.run"
     if not args or args[0] != "run":
         return Result(1, "", "Error: labsim models 'puppet job run'\n", op)
-    if lab.fault(op, ctx.vm.name, ctx.line):
-        return Result(1, "", "Error: Failed to connect to the orchestrator: 503\n", op, "fault")
+    failed = ctx.injected(op, "Error: Failed to connect to the orchestrator: 503\n")
+    if failed is not None:
+        return failed
     token = _read_token(ctx, _opt(args, "--token-file", "-t"))
     pe = lab.pe
     if pe is None or pe.token_user(token) is None:

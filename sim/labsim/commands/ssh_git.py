@@ -175,17 +175,16 @@ async def c_git(ctx: Ctx, args: list[str]) -> Result:
     op = "git"
     if sub0 in ("push", "fetch", "ls-remote", "pull", "clone"):
         op = "git.push" if sub0 == "push" else "git.fetch"
-        if lab.fault(op, ctx.vm.name, ctx.line):
-            return Result(
-                128,
-                "",
-                "ssh: connect to host gitlab.vm port 22: Connection timed out\n"
-                "fatal: Could not read from remote repository.\n\n"
-                "Please make sure you have the correct access rights\n"
-                "and the repository exists.\n",
-                op,
-                "fault",
-            )
+        failed = ctx.injected(
+            op,
+            "ssh: connect to host gitlab.vm port 22: Connection timed out\n"
+            "fatal: Could not read from remote repository.\n\n"
+            "Please make sure you have the correct access rights\n"
+            "and the repository exists.\n",
+            rc=128,
+        )
+        if failed is not None:
+            return failed
         env["GIT_SSH_COMMAND"] = _ssh_command(ctx, ssh_cmd)
     rc, out, err = await _subprocess(ctx, ["git", *gitargs], env=env, cwd=str(fs.host(cwd)))
     err = err.replace(str(lab.dir), "")

@@ -45,23 +45,25 @@ def write(the_lab: Any, name: str) -> None:
     the_lab.pe.groups.append({**the_lab.pe.groups[0], "name": name, "id": name})
 
 
-def test_a_write_reaches_the_replica_after_the_stores_lag(clock: Clock) -> None:
-    the_lab, repl = lab("replication:classifier=5"), replication.Replication()
+def written_a_second_ago(clock: Clock, *faults: str) -> tuple[Any, replication.Replication]:
+    """A lab with `faults` whose primary wrote a group "marker" one second ago."""
+    the_lab, repl = lab(*faults), replication.Replication()
     repl.record(the_lab)
     write(the_lab, "marker")
     repl.record(the_lab)
     clock.now += 1
+    return the_lab, repl
+
+
+def test_a_write_reaches_the_replica_after_the_stores_lag(clock: Clock) -> None:
+    the_lab, repl = written_a_second_ago(clock, "replication:classifier=5")
     assert "marker" not in names(repl.view(the_lab, "classifier"))
     clock.now += 5
     assert "marker" in names(repl.view(the_lab, "classifier"))
 
 
 def test_a_write_in_flight_when_the_primary_goes_down_is_lost(clock: Clock) -> None:
-    the_lab, repl = lab("replication:classifier=5"), replication.Replication()
-    repl.record(the_lab)
-    write(the_lab, "marker")
-    repl.record(the_lab)
-    clock.now += 1
+    the_lab, repl = written_a_second_ago(clock, "replication:classifier=5")
     repl.mark_down()
     the_lab.vms["primary.vm"].serving = False
     clock.now += 60

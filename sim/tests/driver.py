@@ -7,8 +7,10 @@ import io
 import json
 import secrets
 import shlex
+import socket
 import ssl
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,32 @@ from pe_dr.lab.spec import load_spec
 
 R10K_KEY = "/etc/puppetlabs/puppetserver/ssh/id-control_repo.rsa"
 REPO = "/root/repo/control-repo"
+
+
+LABSIM = [sys.executable, "-m", "labsim.cli"]
+
+
+def labsim(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """A `labsim` command line, its output captured."""
+    return subprocess.run(
+        [*LABSIM, *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def refused(address: str, port: int) -> bool:
+    """Whether a TCP connection to `address:port` is refused (no listener)."""
+    try:
+        socket.create_connection((address, port), timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def ops(journal: list[dict], op: str, vm: str | None = None) -> list[dict]:
+    """The journal's entries of `op` (on `vm`)."""
+    return [e for e in journal if e["op"] == op and (vm is None or e["vm"] == vm)]
+
+
 SSH_CMD = (
     f"ssh -i {R10K_KEY} -o IdentitiesOnly=yes -o UserKnownHostsFile=/root/.ssh/known_hosts "
     "-o StrictHostKeyChecking=yes"
@@ -175,17 +203,8 @@ class Driver:
     def login(
         self, vm: str, user: str, password: str, token_file: str, service_url: str | None = None
     ) -> str:
-        argv = [
-            "puppet",
-            "access",
-            "login",
-            "--username",
-            user,
-            "--lifetime",
-            "360d",
-            "--token-file",
-            token_file,
-        ]
+        argv = ["puppet", "access", "login", "--lifetime", "360d"]
+        argv += ["--username", user, "--token-file", token_file]
         if service_url:
             argv += ["--service-url", service_url]
         self.ok(vm, argv, stdin=password + "\n")

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from labsim.api import _pql
+from labsim.api.puppetdb import _pql
 
 REPORTS: list[dict[str, Any]] = [
     {"certname": "linux.vm", "receive_time": "2026-12-01T10:00:00Z", "noop": False},

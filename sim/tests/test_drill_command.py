@@ -17,11 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from driver import LABSIM, labsim
 
 from labsim.drill import child_environment
 from labsim.testing import alive, process_tree
 
-LABSIM = [sys.executable, "-m", "labsim.cli"]
 PE_DR = [sys.executable, "-m", "pe_dr_cli.main"]
 
 
@@ -101,13 +101,7 @@ def test_what_labsim_refuses_is_exit_2_before_a_lab_starts(
 
 
 def test_options_after_the_separator_are_for_the_drill_only(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [*LABSIM, "status", "--state", str(tmp_path), "--", "--yes"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = labsim("status", "--state", str(tmp_path), "--", "--yes", timeout=60)
     assert done.returncode == 2
     assert "for `labsim drill` only" in done.stderr
 
