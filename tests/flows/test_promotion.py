@@ -306,7 +306,7 @@ def _counts(handle: LabHandle) -> dict[str, int]:
     return counts
 
 
-@pytest.mark.timeout(900)  # twelve drills: about 150 s on a quiet machine, near 300 s loaded
+@pytest.mark.timeout(900)  # twelve drills: 288 s measured at load average 11 (default 300)
 def test_a_year_of_drills_after_promotions_leaves_one_drills_worth_per_drill(
     promoted: tuple[LabHandle, bool, DrillReport], tmp_path: Any, run_drill: Any
 ) -> None:
