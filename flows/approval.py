@@ -37,6 +37,8 @@ from tasks.common import root_flow_run_id
 
 # Prefect's own pause timeout is ours plus this: our resume lands first.
 BACKSTOP_SECONDS = 30
+# who "answered" when no one did within the approval timeout
+TIMEOUT_APPROVER = "pe-dr (approval timeout)"
 
 
 class Decision(RunInput):
@@ -51,6 +53,13 @@ class Decision(RunInput):
         min_length=1,
         max_length=500,
         description="Why: it goes in the drill's journal.",
+    )
+    # Prefect's open-source server records no user for a Resume: the one who answers says who
+    approver: str = Field(
+        title="Your name",
+        min_length=1,
+        max_length=100,
+        description="Who decides: it goes in the journal and on the auditors' page.",
     )
 
 
@@ -96,10 +105,13 @@ def ask(what: str, mode: str, timeout_seconds: int, poll_seconds: float) -> None
         note(f"{late}: nothing was halted or destroyed")
         raise CalledOff(f"{late} to {what}: nothing was halted or destroyed")
     reason = scrub(answer.reason.strip())
+    who = scrub(" ".join(answer.approver.split()))
     if answer.decision != "approve":
-        note(f"rejected in the Prefect UI: {reason}")
-        raise CalledOff(f"rejected in the Prefect UI: {reason}: nothing was halted or destroyed")
-    note(f"approved in the Prefect UI to {what}: {reason}")
+        note(f"rejected in the Prefect UI by {who}: {reason}")
+        raise CalledOff(
+            f"rejected in the Prefect UI by {who}: {reason}: nothing was halted or destroyed"
+        )
+    note(f"approved in the Prefect UI by {who} to {what}: {reason}")
 
 
 def _is_root() -> bool:
@@ -120,7 +132,8 @@ def _rejected_when_due(run_id: str, timeout: float, reason: str) -> Iterator[thr
 
         with contextlib.suppress(Exception), get_client(sync_client=True) as client:
             result = client.resume_flow_run(
-                uuid.UUID(run_id), run_input={"decision": "reject", "reason": reason}
+                uuid.UUID(run_id),
+                run_input={"decision": "reject", "reason": reason, "approver": TIMEOUT_APPROVER},
             )
             if result.status == SetStateStatus.ACCEPT:
                 timed_out.set()

@@ -126,7 +126,7 @@ def _approvals(approvals: Sequence[Approval]) -> list[str]:
     for a in approvals:
         decision = a.decision or "unanswered"
         at = f"<time datetime='{e(a.at)}'>{e(a.at)}</time>" if a.at else ""
-        by = e(a.by) if a.by else "not recorded (the Prefect server keeps no user for a Resume)"
+        by = e(a.by) if a.by else "not recorded (the Resume form had no name field then)"
         out.append(
             f"<tr data-decision='{e(decision)}'><td>{e(a.asked)}</td><td>{e(decision)}</td>"
             f"<td>{e(a.reason)}</td><td>{at}</td><td>{by}</td></tr>"

@@ -63,6 +63,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _who(value: dict[str, Any], sender: str | None) -> str | None:
+    """The name the approver typed on the Resume form (flows.approval), and the sender the
+    server recorded when it recorded one."""
+    name = " ".join(str(value.get("approver") or "").split())
+    if name and sender:
+        return f"{name} (sent by {sender})"
+    return name or sender
+
+
 def approvals(flow_run_id: str) -> list[Any]:
     """The run's approvals as its Resume forms recorded them on the server (flows.approval keys
     each pause `approval-<hex>`; Prefect keeps its inputs under `paused-<key>`: the question as
@@ -97,7 +106,7 @@ def approvals(flow_run_id: str) -> list[Any]:
                 decision=str(value["decision"]) if value.get("decision") else None,
                 reason=scrub(str(value.get("reason") or "").strip()),
                 at=answer.created.isoformat() if answer is not None and answer.created else None,
-                by=answer.sender if answer is not None else None,
+                by=_who(value, answer.sender if answer is not None else None),
             )
         )
     return found

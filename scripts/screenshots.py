@@ -146,7 +146,13 @@ def approval_done(scene: Scene) -> None:
     run = scene.runs["asking"]
     scene.post(
         f"/flow_runs/{run}/resume",
-        {"run_input": {"decision": "reject", "reason": "screenshot taken"}},
+        {
+            "run_input": {
+                "decision": "reject",
+                "reason": "screenshot taken",
+                "approver": "pe-dr screenshots",
+            }
+        },
     )
     deadline = time.monotonic() + 120
     final = ("CANCELLED", "FAILED", "COMPLETED")

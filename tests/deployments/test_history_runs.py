@@ -96,7 +96,7 @@ def test_a_refused_run_and_a_rejected_approval_are_listed_apart_from_the_one_dri
         "dr-drill/on-demand",
         drill_parameters(tmp_path, approval="ask", approval_timeout_seconds=300),
     )
-    _answer(api, asking, decision="reject", reason="change freeze")
+    _answer(api, asking, decision="reject", reason="change freeze", approver="Ana Ops")
     run = api.wait_final(asking, timeout=120)
     assert run["state"]["type"] == "CANCELLED", run["state"]
 
@@ -105,7 +105,7 @@ def test_a_refused_run_and_a_rejected_approval_are_listed_apart_from_the_one_dri
         "dr-drill/on-demand",
         drill_parameters(tmp_path, approval="ask", approval_timeout_seconds=300),
     )
-    _answer(api, passed, decision="approve", reason="monthly drill window")
+    _answer(api, passed, decision="approve", reason="monthly drill window", approver="Ana  Ops")
     run = api.wait_final(passed, timeout=300)
     assert run["state"]["type"] == "COMPLETED", run["state"]
 
@@ -163,6 +163,7 @@ def test_a_refused_run_and_a_rejected_approval_are_listed_apart_from_the_one_dri
         "approve",
         "monthly drill window",
     ], approval
+    assert cells[4] == "Ana Ops", approval  # the name typed on the form: the server keeps none
     (when,) = re.findall(r"datetime='([^']+)'", approval)
     started, ended = (run_of(api, passed)[k] for k in ("start_time", "end_time"))
     assert _moment(started) <= _moment(when) <= _moment(ended), (started, when, ended)

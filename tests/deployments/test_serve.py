@@ -240,17 +240,20 @@ def test_a_rejected_run_halts_nothing_ends_cancelled_and_its_retry_asks_again_an
     keyset = paused["state"]["state_details"]["run_input_keyset"]
     schema = api.http.get(f"/flow_runs/{run_id}/input/{keyset['schema']}").json()
     assert schema["properties"]["decision"]["enum"] == ["approve", "reject"]
-    assert set(schema["required"]) == {"decision", "reason"}
+    assert set(schema["required"]) == {"decision", "reason", "approver"}
     question = api.http.get(f"/flow_runs/{run_id}/input/{keyset['description']}").json()
     assert "halt primary.vm" in question
     assert _resume(api, run_id, decision="approve")["status"] == "REJECT", "a reason is required"
+    no_name = _resume(api, run_id, decision="approve", reason="drill window")
+    assert no_name["status"] == "REJECT", "and a name (Prefect's server records no user)"
     assert _halts(lab, mark) == 0, "nothing is halted before the answer"
 
-    assert _resume(api, run_id, decision="reject", reason="change freeze")["status"] == "ACCEPT"
+    rejected = _resume(api, run_id, decision="reject", reason="change freeze", approver="Ana Ops")
+    assert rejected["status"] == "ACCEPT"
     run = api.wait_final(run_id, timeout=60)
     assert run["state"]["type"] == "CANCELLED", run["state"]
-    assert "rejected in the Prefect UI: change freeze" in run["state"]["message"]
-    assert "note: rejected in the Prefect UI: change freeze" in _notes(api, run_id)
+    assert "rejected in the Prefect UI by Ana Ops: change freeze" in run["state"]["message"]
+    assert "note: rejected in the Prefect UI by Ana Ops: change freeze" in _notes(api, run_id)
     assert _halts(lab, mark) == 0 and lab.status()["primary.vm"] == "running"
 
     # Retry: the run asks again (not the stored rejection), and an approval drills
@@ -261,13 +264,15 @@ def test_a_rejected_run_halts_nothing_ends_cancelled_and_its_retry_asks_again_an
     response.raise_for_status()
     _paused(api, run_id)
     assert _halts(lab, mark) == 0
-    assert _resume(api, run_id, decision="approve", reason="drill window")["status"] == "ACCEPT"
+    approved = _resume(api, run_id, decision="approve", reason="drill window", approver="Bo")
+    assert approved["status"] == "ACCEPT"
     # a whole failover drill (halt, measure, start again): as long as the build's bound above
     run = api.wait_final(run_id, timeout=240)
     assert run["state"]["type"] == "COMPLETED", run["state"]
     assert _halts(lab, mark) == 1
     assert any(
-        n.startswith("note: approved in the Prefect UI to halt primary.vm") and "drill window" in n
+        n.startswith("note: approved in the Prefect UI by Bo to halt primary.vm")
+        and "drill window" in n
         for n in _notes(api, run_id)
     )
     assert lab.status()["primary.vm"] == "running"
