@@ -10,7 +10,8 @@ from pe_dr import polling, secrets
 from pe_dr.lab import virtualbox
 from pe_dr.steps import vms
 
-from .fakes import FakeClock, FakeLab
+from .fake_lab import FakeLab
+from .fakes import FakeClock
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ from pe_dr.errors import CommandFailed, PreconditionError, TransientError
 from pe_dr.lab import paths
 from pe_dr.steps import promotion
 
-from ..fakes import Exists, FakeLab, Http, LabCall, Read, Reply, Run, refused
+from ..fake_lab import FakeLab
+from ..fakes import Exists, Http, LabCall, Read, Reply, Run, refused
 
 PRIMARY, REPLICA = "primary.vm", "replica.vm"
 ADMIN_TOKEN = "replica-admin-token-4c1d9e"

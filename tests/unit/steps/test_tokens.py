@@ -12,7 +12,8 @@ from pe_dr.errors import CommandFailed, ConfigError, PermanentError, Preconditio
 from pe_dr.lab import paths
 from pe_dr.steps import code_manager, primary_settings
 
-from ..fakes import Exists, FakeLab, Http, Reply, Run, chmod
+from ..fake_lab import FakeLab
+from ..fakes import Exists, Http, Reply, Run, chmod
 
 PRIMARY = "primary.vm"
 ADMIN_TOKEN = "0VZnKMTkVqcBh1X7JkP9-admin-token"
