@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 import httpx
 
-from pe_dr.clients.http import ApiClient, lab_transport, request_json, send
+from pe_dr.clients.http import ApiClient, request_json, send
 from pe_dr.errors import PermanentError
 from pe_dr.secrets import remember
 
@@ -45,13 +45,11 @@ class GitLabClient(ApiClient):
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        super().__init__(
-            transport=transport if transport is not None else lab_transport(host_map, None),
-            timeout=timeout,
-        )
         self.base_url = base_url.rstrip("/")
         self.service = f"GitLab API on {httpx.URL(self.base_url).host}"
-        self.token = token
+        super().__init__(
+            host_map=host_map, ca_pem=None, token=token, timeout=timeout, transport=transport
+        )
 
     def _api(self, method: str, path: str, **kw: Any) -> Any:
         return request_json(

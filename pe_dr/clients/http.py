@@ -282,18 +282,21 @@ class ApiClient:
     def __init__(
         self,
         *,
-        transport: httpx.BaseTransport,
+        host_map: Mapping[str, str],
+        ca_pem: bytes | None,
+        token: str | None,
         timeout: float,
-        headers: Mapping[str, str] | None = None,
+        transport: httpx.BaseTransport | None,
     ) -> None:
+        """`transport` None: the lab's (`lab_transport(host_map, ca_pem)`)."""
         self.timeout = timeout
         self._http = httpx.Client(
-            transport=transport,
+            transport=transport if transport is not None else lab_transport(host_map, ca_pem),
             timeout=httpx.Timeout(timeout),
-            headers=dict(headers or {}),
             follow_redirects=False,
             trust_env=False,
         )
+        self.token = token
 
     def close(self) -> None:
         self._http.close()
