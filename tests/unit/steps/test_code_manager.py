@@ -4,6 +4,8 @@ webhook."""
 
 from __future__ import annotations
 
+import shlex
+
 import pytest
 
 from pe_dr.errors import ApiError, CommandFailed, PreconditionError, TransientError
@@ -362,16 +364,8 @@ def test_code_behind_gitlab_is_deployed(lab: FakeLab) -> None:
 
 def deploy_argv(server: str) -> list[str]:
     # `puppet-code [GLOBAL_OPTIONS] <ACTION> [ACTION_OPTIONS]` (real-world-findings §4.2 row 7)
-    return [
-        "puppet-code",
-        "--service-url",
-        f"https://{server}:8170/code-manager",
-        "--token-file",
-        paths.DEPLOY_TOKEN,
-        "deploy",
-        "production",
-        "--wait",
-    ]
+    options = f"--service-url https://{server}:8170/code-manager --token-file {paths.DEPLOY_TOKEN}"
+    return shlex.split(f"puppet-code {options} deploy production --wait")
 
 
 @pytest.mark.parametrize("server", [PRIMARY, "replica.vm"])
