@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import types
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,31 +18,14 @@ from pe_dr.lab.spec import LabSpec
 from pe_dr.oracles import checks
 from pe_dr.parsing.agent import AgentRun
 
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        assert seconds >= 0
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-    def module(self) -> types.SimpleNamespace:
-        return types.SimpleNamespace(
-            monotonic=self.monotonic, sleep=self.sleep, time=self.monotonic
-        )
+from .fakes import FakeClock
 
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake = FakeClock()
     for module in (polling, checks):
-        monkeypatch.setattr(module, "time", fake.module())
+        monkeypatch.setattr(module, "time", fake)
     return fake
 
 
@@ -127,6 +111,14 @@ class FakeLab:
         pass
 
 
+def wait_for_server(
+    monkeypatch: pytest.MonkeyPatch, agent_run: Callable[..., AgentRun], **kw: Any
+) -> checks.CheckResult:
+    """`checks.wait_for_server` over the tutorial's lab, each agent run answered by `agent_run`."""
+    monkeypatch.setattr(checks, "agent_run", agent_run)
+    return checks.wait_for_server(FakeLab(), **kw)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("cost", [0.0, 0.5, 4.0])
 @pytest.mark.parametrize("offset", [0.0, 2.9, 3.0, 10.1])
 def test_wait_for_server_sees_failover_within_one_interval(
@@ -143,9 +135,9 @@ def test_wait_for_server_sees_failover_within_one_interval(
         clock.now += cost
         return _run(server)
 
-    monkeypatch.setattr(checks, "agent_run", agent_run)
-    result = checks.wait_for_server(
-        FakeLab(),  # type: ignore[arg-type]
+    result = wait_for_server(
+        monkeypatch,
+        agent_run,
         name="failover",
         want="replica.vm",
         since=since,
@@ -170,9 +162,9 @@ def test_wait_for_server_rate_is_bounded_per_agent(
         clock.now += 0.2
         return _run(None)
 
-    monkeypatch.setattr(checks, "agent_run", agent_run)
-    result = checks.wait_for_server(
-        FakeLab(),  # type: ignore[arg-type]
+    result = wait_for_server(
+        monkeypatch,
+        agent_run,
         name="failover",
         want="replica.vm",
         since=clock.now,
@@ -190,9 +182,9 @@ def test_wait_for_server_without_forbid_does_not_fail_on_an_unnamed_server(
 ) -> None:
     """A run whose compiling server is unknown is not `forbid` when no server is forbidden."""
     runs = iter([_run(None), _run("primary")])
-    monkeypatch.setattr(checks, "agent_run", lambda lab, agent, **kw: next(runs))
-    result = checks.wait_for_server(
-        FakeLab(),  # type: ignore[arg-type]
+    result = wait_for_server(
+        monkeypatch,
+        lambda lab, agent, **kw: next(runs),
         name="failback",
         want="primary.vm",
         since=clock.now,
