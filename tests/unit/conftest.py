@@ -8,6 +8,7 @@ import pytest
 
 from pe_dr import polling, secrets
 from pe_dr.lab import virtualbox
+from pe_dr.oracles import checks
 from pe_dr.steps import vms
 
 from .fake_lab import FakeLab
@@ -16,9 +17,9 @@ from .fakes import FakeClock
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    """Time for wait_until and Pacer: sleeping advances it, so polls never wait."""
+    """Time for wait_until, Pacer and the oracles' polls: sleeping advances it, so none waits."""
     fake = FakeClock()
-    for module in (polling, vms):
+    for module in (polling, checks, vms):
         monkeypatch.setattr(module, "time", fake)
     return fake
 

@@ -9,7 +9,7 @@ unscripted is kept in `FakeLab.unexpected`, which the `lab` fixture checks at te
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from pe_dr.clients.gitlab_api import GitLabClient
 from pe_dr.clients.pe_api import PEClient
@@ -34,6 +34,8 @@ from .fakes import (
     Vagrant,
     changes_the_lab,
 )
+
+_T = TypeVar("_T")
 
 
 class FakeLab(Lab):
@@ -178,19 +180,20 @@ class FakeLab(Lab):
         )
 
     def accepts_tcp(self, name: str, port: int, timeout: float = 3.0) -> bool:
-        vm = self.spec.host(name).name
-        self._call("accepts_tcp", vm, port)
-        answers = self._tcp.get((vm, port))
-        if not answers:
-            self._unexpected(f"unscripted accepts_tcp({vm}, {port})")
-        return answers.pop(0) if len(answers) > 1 else answers[0]
+        return self._scripted("accepts_tcp", self._tcp, name, port)
 
     def probe_puppetserver(self, name: str, *, port: int = 8140, timeout: float = 3.0) -> str:
+        return self._scripted("probe_puppetserver", self._probes, name, port)
+
+    def _scripted(
+        self, call: str, scripts: dict[tuple[str, int], list[_T]], name: str, port: int
+    ) -> _T:
+        """The next answer scripted for `call(name, port)` (the last repeats); recorded."""
         vm = self.spec.host(name).name
-        self._call("probe_puppetserver", vm, port)
-        answers = self._probes.get((vm, port))
+        self._call(call, vm, port)
+        answers = scripts.get((vm, port))
         if not answers:
-            self._unexpected(f"unscripted probe_puppetserver({vm}, {port})")
+            self._unexpected(f"unscripted {call}({vm}, {port})")
         return answers.pop(0) if len(answers) > 1 else answers[0]
 
     def _unexpected(self, what: str) -> NoReturn:

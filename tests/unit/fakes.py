@@ -433,6 +433,10 @@ class FakeHTTP:
         self.routes[(method, url)] = list(answers)
         return self
 
+    def on_pe_error(self, method: str, url: str, status: int, kind: str, msg: str) -> FakeHTTP:
+        """Answer `method url` as PE answers an error: `status`, its `kind` and `msg` in JSON."""
+        return self.on(method, url, json={"kind": kind, "msg": msg}, status=status)
+
     def __call__(self, request: httpx.Request) -> httpx.Response:
         request.read()
         url = str(request.url.copy_with(query=None))

@@ -21,14 +21,6 @@ from pe_dr.parsing.agent import AgentRun
 from .fakes import FakeClock
 
 
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    fake = FakeClock()
-    for module in (polling, checks):
-        monkeypatch.setattr(module, "time", fake)
-    return fake
-
-
 class Change:
     """A condition that becomes true at `lands`; each probe takes `cost` seconds."""
 

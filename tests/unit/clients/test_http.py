@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import http.server
 import socket
 import ssl
@@ -13,88 +12,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from labsim.pki import make_ca, make_server_cert
 from pe_dr.clients.http import error_message, lab_transport, request_json, safe_url, send
 from pe_dr.errors import ApiError, PermanentError, TransientError
 from pe_dr.secrets import remember
 
-# --- a test CA and a loopback HTTPS server for primary.vm ----------------------------------------
-
-
-@dataclass
-class Issued:
-    cert_pem: bytes
-    key_pem: bytes
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _make_ca(common_name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common_name))
-        .issuer_name(_name(common_name))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
-
-
-def _issue(ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, dns_name: str) -> Issued:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(dns_name))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(dns_name)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([x509.OID_SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    return Issued(
-        cert_pem=cert.public_bytes(serialization.Encoding.PEM),
-        key_pem=key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-    )
+# --- a loopback HTTPS server for primary.vm, its certificate from a test CA (labsim's) ------------
 
 
 @dataclass
@@ -141,12 +65,12 @@ class _TlsServer(http.server.ThreadingHTTPServer):
 
 @pytest.fixture(scope="module")
 def tls_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsLab]:
-    ca_key, ca_cert = _make_ca("Puppet CA: primary.vm")
-    _, other_ca = _make_ca("Some other CA")
-    issued = _issue(ca_key, ca_cert, "primary.vm")
+    ca_pem, ca_key = make_ca("Puppet CA: primary.vm")
+    other_ca_pem, _ = make_ca("Some other CA")
+    cert_pem, key_pem = make_server_cert(ca_pem, ca_key, "primary.vm", "127.0.0.1")
     folder: Path = tmp_path_factory.mktemp("tls")
-    (folder / "cert.pem").write_bytes(issued.cert_pem)
-    (folder / "key.pem").write_bytes(issued.key_pem)
+    (folder / "cert.pem").write_bytes(cert_pem)
+    (folder / "key.pem").write_bytes(key_pem)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(folder / "cert.pem", folder / "key.pem")
     server = _TlsServer(context)
@@ -155,8 +79,8 @@ def tls_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsLab]:
     try:
         yield TlsLab(
             port=server.server_address[1],
-            ca_pem=ca_cert.public_bytes(serialization.Encoding.PEM),
-            other_ca_pem=other_ca.public_bytes(serialization.Encoding.PEM),
+            ca_pem=ca_pem,
+            other_ca_pem=other_ca_pem,
             requests=server.seen,
         )
     finally:

@@ -303,11 +303,9 @@ def test_pe_master_params_in_place_without_code_manager_get_a_puppet_run_only(
 def test_classifier_refusing_the_params_stops_before_the_puppet_run(lab: FakeLab) -> None:
     admin_token(lab)
     lab.http.on("GET", GROUPS, json=master_groups({}))
-    lab.http.on(
-        "POST",
-        f"{GROUPS}/{MASTER_GROUP_ID}",
-        json={"kind": "schema-violation", "msg": "r10k_known_hosts is not an Array"},
-        status=422,
+    not_an_array = "r10k_known_hosts is not an Array"
+    lab.http.on_pe_error(
+        "POST", f"{GROUPS}/{MASTER_GROUP_ID}", 422, "schema-violation", not_an_array
     )
     with pytest.raises(ApiError) as caught:
         code_manager.ensure_pe_master_params(lab, KNOWN)
