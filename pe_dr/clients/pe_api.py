@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Unpack
 from urllib.parse import quote
 
 import httpx
 
-from pe_dr.clients.http import ApiClient, request_json, send
+from pe_dr.clients.http import ApiClient, Connection, request_json, send
 from pe_dr.errors import PermanentError
 from pe_dr.secrets import remember
 
@@ -40,16 +40,11 @@ class PEClient(ApiClient):
         self,
         server: str,
         *,
-        host_map: Mapping[str, str],
         ca_pem: bytes | None,
-        token: str | None = None,
-        timeout: float = 30.0,
-        transport: httpx.BaseTransport | None = None,
+        **connection: Unpack[Connection],
     ) -> None:
         self.server = server
-        super().__init__(
-            host_map=host_map, ca_pem=ca_pem, token=token, timeout=timeout, transport=transport
-        )
+        super().__init__(ca_pem=ca_pem, **connection)
 
     # --- plumbing -------------------------------------------------------------------------------
 
