@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ _lock = threading.Lock()
 _stop: Stop | None = None
 _subscribers: list[Callable[[Stop], None]] = []
 _repeat_subscribers: list[Callable[[int], None]] = []
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def begin(signum: int) -> Stop:
@@ -107,29 +109,33 @@ def reset() -> None:
         _stop = None
 
 
-def on_stop(fn: Callable[[Stop], None]) -> None:
+def _subscribe(subscribers: list[_F], fn: _F) -> None:
     with _lock:
-        if fn not in _subscribers:
-            _subscribers.append(fn)
+        if fn not in subscribers:
+            subscribers.append(fn)
+
+
+def _unsubscribe(subscribers: list[_F], fn: _F) -> None:
+    with _lock:
+        if fn in subscribers:
+            subscribers.remove(fn)
+
+
+def on_stop(fn: Callable[[Stop], None]) -> None:
+    _subscribe(_subscribers, fn)
 
 
 def off_stop(fn: Callable[[Stop], None]) -> None:
-    with _lock:
-        if fn in _subscribers:
-            _subscribers.remove(fn)
+    _unsubscribe(_subscribers, fn)
 
 
 def on_repeat(fn: Callable[[int], None]) -> None:
     """`fn(signum)` for every stop signal after the first (e.g. to say that it changes nothing)."""
-    with _lock:
-        if fn not in _repeat_subscribers:
-            _repeat_subscribers.append(fn)
+    _subscribe(_repeat_subscribers, fn)
 
 
 def off_repeat(fn: Callable[[int], None]) -> None:
-    with _lock:
-        if fn in _repeat_subscribers:
-            _repeat_subscribers.remove(fn)
+    _unsubscribe(_repeat_subscribers, fn)
 
 
 def signal_of(exc: BaseException) -> int | None:

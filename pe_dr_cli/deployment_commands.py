@@ -57,15 +57,18 @@ def require_prefect_api() -> None:
         )
 
 
+def add_spec_option(parser: argparse.ArgumentParser, flag: str = "--spec") -> None:
+    parser.add_argument(flag, metavar="FILE", help="lab spec TOML (default: $PE_DR_LAB_SPEC)")
+
+
 def add_parsers(sub: argparse._SubParsersAction[Any]) -> None:
     serve = sub.add_parser(
         "serve", help="serve every deployment from this process (a workstation; Ctrl-C stops)"
     )
-    serve.add_argument("--spec", metavar="FILE", help="lab spec TOML (default: $PE_DR_LAB_SPEC)")
+    add_spec_option(serve)
     serve.add_argument(
         "--limit",
         type=_at_least_one,
-        default=None,
         metavar="N",
         help="at most N flow runs at once (1 or more)",
     )
@@ -75,9 +78,7 @@ def add_parsers(sub: argparse._SubParsersAction[Any]) -> None:
         help="create the lab's concurrency limit (one drill per lab) and, with --notify, the "
         "failure notification",
     )
-    setup.add_argument(
-        "--lab-spec", metavar="FILE", help="lab spec TOML (default: $PE_DR_LAB_SPEC)"
-    )
+    add_spec_option(setup, "--lab-spec")
     setup.add_argument(
         "--notify",
         metavar="BLOCK",

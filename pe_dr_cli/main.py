@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
     drill = sub.add_parser("drill", help="run the DR drill (building the lab when needed)")
-    drill.add_argument("--spec", metavar="FILE", help="lab spec TOML (default: $PE_DR_LAB_SPEC)")
+    deployment_commands.add_spec_option(drill)
     drill.add_argument("--promote", action="store_true", help="also promote the replica")
     drill.add_argument(
         "--yes",
@@ -58,7 +58,6 @@ def _parser() -> argparse.ArgumentParser:
     drill.add_argument(
         "--poll-interval",
         type=float,
-        default=None,
         metavar="SECONDS",
         help="seconds between looks at the lab, 0.1 to 60 (default 2)",
     )
@@ -73,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
         "reprotect",
         help="after a promotion: rebuild the lost primary's VM as the new primary's replica",
     )
-    again.add_argument("--spec", metavar="FILE", help="lab spec TOML (default: $PE_DR_LAB_SPEC)")
+    deployment_commands.add_spec_option(again)
     again.add_argument(
         "--yes",
         action="store_true",

@@ -4,11 +4,7 @@
 set -euo pipefail
 
 GITLAB_EXTERNAL_URL="${GITLAB_EXTERNAL_URL:-http://192.168.50.7}"
-if [ -z "${GITLAB_ROOT_PASSWORD:-}" ]; then
-  echo "gitlab.sh: GITLAB_ROOT_PASSWORD is not set; export it on the host and run" \
-    "'vagrant provision gitlab.vm'" >&2
-  exit 1
-fi
+: "${GITLAB_ROOT_PASSWORD:?is not set; export it on the host, then run: vagrant provision gitlab.vm}"
 if [ "${#GITLAB_ROOT_PASSWORD}" -lt 8 ]; then
   echo "gitlab.sh: GITLAB_ROOT_PASSWORD must have at least 8 characters" >&2
   exit 1

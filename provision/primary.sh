@@ -4,11 +4,7 @@
 set -euo pipefail
 
 PE_VERSION="${PE_VERSION:-2025.8.0}"
-if [ -z "${PE_CONSOLE_PASSWORD:-}" ]; then
-  echo "primary.sh: PE_CONSOLE_PASSWORD is not set; export it on the host and run" \
-    "'vagrant provision primary.vm'" >&2
-  exit 1
-fi
+: "${PE_CONSOLE_PASSWORD:?is not set; export it on the host, then run: vagrant provision primary.vm}"
 
 if [ -x /opt/puppetlabs/bin/puppet ] && systemctl is-active --quiet pe-puppetserver; then
   echo "primary.sh: Puppet Enterprise is already installed"

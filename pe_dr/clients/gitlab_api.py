@@ -6,13 +6,12 @@ access token goes in `PRIVATE-TOKEN`. Failures raise `pe_dr.errors` classes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import Any, Unpack
 from urllib.parse import parse_qsl, quote, urlsplit
 
 import httpx
 
-from pe_dr.clients.http import ApiClient, lab_transport, request_json, send
+from pe_dr.clients.http import ApiClient, Connection, request_json, send
 from pe_dr.errors import PermanentError
 from pe_dr.secrets import remember
 
@@ -36,22 +35,10 @@ class GitLabClient(ApiClient):
 
     token_header = TOKEN_HEADER
 
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        host_map: Mapping[str, str],
-        token: str | None = None,
-        timeout: float = 30.0,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        super().__init__(
-            transport=transport if transport is not None else lab_transport(host_map, None),
-            timeout=timeout,
-        )
+    def __init__(self, base_url: str, **connection: Unpack[Connection]) -> None:
         self.base_url = base_url.rstrip("/")
         self.service = f"GitLab API on {httpx.URL(self.base_url).host}"
-        self.token = token
+        super().__init__(ca_pem=None, **connection)  # GitLab: plain HTTP
 
     def _api(self, method: str, path: str, **kw: Any) -> Any:
         return request_json(

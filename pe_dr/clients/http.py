@@ -13,7 +13,7 @@ import json
 import ssl
 import threading
 from collections.abc import Collection, Iterable, Mapping
-from typing import Any, Self
+from typing import Any, Required, Self, TypedDict
 
 import httpx
 
@@ -22,6 +22,7 @@ from pe_dr.secrets import remember, scrub
 
 __all__ = [
     "ApiClient",
+    "Connection",
     "LabTransport",
     "error_message",
     "lab_ssl_context",
@@ -276,24 +277,38 @@ def request_json(
         ) from None
 
 
+class Connection(TypedDict, total=False):
+    """What every client takes besides its service's address: the lab's addresses of its VM
+    names, the token sent with each request (None: anonymous), the timeout of each request, and
+    the transport (None: the lab's)."""
+
+    host_map: Required[Mapping[str, str]]
+    token: str | None
+    timeout: float
+    transport: httpx.BaseTransport | None
+
+
 class ApiClient:
     """Base of the service clients: one `httpx.Client`, closed by `close()` or a `with` block."""
 
     def __init__(
         self,
         *,
-        transport: httpx.BaseTransport,
-        timeout: float,
-        headers: Mapping[str, str] | None = None,
+        host_map: Mapping[str, str],
+        ca_pem: bytes | None,
+        token: str | None = None,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
+        """`transport` None: the lab's (`lab_transport(host_map, ca_pem)`)."""
         self.timeout = timeout
         self._http = httpx.Client(
-            transport=transport,
+            transport=transport if transport is not None else lab_transport(host_map, ca_pem),
             timeout=httpx.Timeout(timeout),
-            headers=dict(headers or {}),
             follow_redirects=False,
             trust_env=False,
         )
+        self.token = token
 
     def close(self) -> None:
         self._http.close()

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Unpack
 from urllib.parse import quote
 
 import httpx
 
-from pe_dr.clients.http import ApiClient, lab_transport, request_json, send
+from pe_dr.clients.http import ApiClient, Connection, request_json, send
 from pe_dr.errors import PermanentError
 from pe_dr.secrets import remember
 
@@ -40,18 +40,11 @@ class PEClient(ApiClient):
         self,
         server: str,
         *,
-        host_map: Mapping[str, str],
         ca_pem: bytes | None,
-        token: str | None = None,
-        timeout: float = 30.0,
-        transport: httpx.BaseTransport | None = None,
+        **connection: Unpack[Connection],
     ) -> None:
-        super().__init__(
-            transport=transport if transport is not None else lab_transport(host_map, ca_pem),
-            timeout=timeout,
-        )
         self.server = server
-        self.token = token
+        super().__init__(ca_pem=ca_pem, **connection)
 
     # --- plumbing -------------------------------------------------------------------------------
 
@@ -65,6 +58,17 @@ class PEClient(ApiClient):
         return request_json(
             self._http, method, self._url(port, path), service=self._service(name, port), **kw
         )
+
+    def _delete(self, name: str, port: int, path: str) -> bool:
+        """DELETE `path`: False when there was nothing to delete (404), True when it is gone."""
+        response = send(
+            self._http,
+            "DELETE",
+            self._url(port, path),
+            service=self._service(name, port),
+            accept=(404,),
+        )
+        return response.status_code != 404
 
     def _rbac(self, method: str, path: str, **kw: Any) -> Any:
         return self._call("RBAC API", RBAC_PORT, method, f"/rbac-api{path}", **kw)
@@ -187,14 +191,7 @@ class PEClient(ApiClient):
     def delete_role(self, role_id: int) -> bool:
         """Delete a role (DELETE /rbac-api/v1/roles/<id>: 200, same source); False when there
         was none (404)."""
-        response = send(
-            self._http,
-            "DELETE",
-            self._url(RBAC_PORT, f"/rbac-api/v1/roles/{int(role_id)}"),
-            service=self._service("RBAC API", RBAC_PORT),
-            accept=(404,),
-        )
-        return response.status_code != 404
+        return self._delete("RBAC API", RBAC_PORT, f"/rbac-api/v1/roles/{int(role_id)}")
 
     def password_reset_token(self, user_id: str) -> str:
         """A single-use password reset token (POST /rbac-api/v1/users/<id>/password/reset)."""
@@ -246,14 +243,8 @@ class PEClient(ApiClient):
     def delete_group(self, group_id: str) -> bool:
         """Delete a node group (DELETE /classifier-api/v1/groups/<id>, groups_endpoint.md);
         False when there was none (404)."""
-        response = send(
-            self._http,
-            "DELETE",
-            self._url(CLASSIFIER_PORT, f"/classifier-api/v1/groups/{quote(group_id, safe='')}"),
-            service=self._service("classifier API", CLASSIFIER_PORT),
-            accept=(404,),
-        )
-        return response.status_code != 404
+        path = f"/classifier-api/v1/groups/{quote(group_id, safe='')}"
+        return self._delete("classifier API", CLASSIFIER_PORT, path)
 
     def update_group(self, group_id: str, delta: Mapping[str, Any]) -> dict[str, Any]:
         """Apply a delta to a group (POST /classifier-api/v1/groups/<id>); the updated group."""

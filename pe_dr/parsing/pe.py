@@ -51,6 +51,19 @@ def _json_start(text: str, opener: str) -> Any:
     raise ValueError("no JSON value found")
 
 
+def _json_array(text: str, command: str) -> list[Any]:
+    """The JSON array `command` printed (after any chatter); PermanentError if it printed none."""
+    try:
+        data = _json_start(text, "[")
+    except ValueError:
+        raise PermanentError(
+            f"{command} did not print a JSON array (it printed: {_first_line(text)})"
+        ) from None
+    if not isinstance(data, list):
+        raise PermanentError(f"{command} printed JSON that is not a list")
+    return data
+
+
 def _alert(alert: object) -> Alert:
     if isinstance(alert, dict):
         message = str(alert.get("message", "")).strip()
@@ -61,15 +74,7 @@ def _alert(alert: object) -> Alert:
 
 def parse_infra_status(json_text: str) -> list[ServiceStatus]:
     """`puppet infrastructure status --format=json` → one ServiceStatus per service and server."""
-    try:
-        data = _json_start(json_text, "[")
-    except ValueError:
-        raise PermanentError(
-            "`puppet infrastructure status --format=json` did not print a JSON array "
-            f"(it printed: {_first_line(json_text)})"
-        ) from None
-    if not isinstance(data, list):
-        raise PermanentError("`puppet infrastructure status --format=json` did not print a list")
+    data = _json_array(json_text, "`puppet infrastructure status --format=json`")
     services = []
     for entry in data:
         if not isinstance(entry, dict):
@@ -135,14 +140,7 @@ def _deploy_error(entry: dict[str, Any]) -> str | None:
 
 def parse_code_deploy(output: str) -> list[DeployResult]:
     """`puppet-code deploy ENV --wait` output: `Found N environments.` lines, then a JSON array."""
-    try:
-        data = _json_start(output, "[")
-    except ValueError:
-        raise PermanentError(
-            f"puppet-code deploy did not print its JSON result (it printed: {_first_line(output)})"
-        ) from None
-    if not isinstance(data, list):
-        raise PermanentError("puppet-code deploy printed JSON that is not a list")
+    data = _json_array(output, "puppet-code deploy")
     results = []
     for entry in data:
         if not isinstance(entry, dict):

@@ -150,6 +150,22 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabHandle]:
         yield handle
 
 
+def start_in_session(
+    server: PrefectServer, lab: LabHandle, log: Path, *argv: str
+) -> subprocess.Popen[bytes]:
+    """`argv` (a command of this environment's bin/) in a session of its own, against `server`
+    and `lab`, its output added to `log`."""
+    with log.open("a") as out:
+        return subprocess.Popen(
+            [BIN / argv[0], *argv[1:]],
+            cwd=REPO,
+            env=server.env(**lab.env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 def drill_parameters(report_dir: Path, **extra: Any) -> dict[str, Any]:
     """The monthly drill's own parameters, with polling sized for labsim."""
     return {
@@ -239,6 +255,27 @@ def next_first_of_month_0300_utc(now: Any) -> Any:
         year, month = (now.year + 1, 1) if now.month == 12 else (now.year, now.month + 1)
         candidate = datetime(year, month, 1, 3, 0, tzinfo=UTC)
     return candidate
+
+
+def assert_monthly_runs_scheduled(api: Api, deployment_id: str) -> None:
+    """The scheduler made the monthly drill's runs, the first at 03:00 UTC on the next 1st."""
+    from datetime import UTC, datetime
+
+    upcoming = wait_for(
+        "the scheduler to create the monthly runs",
+        lambda: api.scheduled_runs(deployment_id),
+        timeout=60,
+    )
+    first = datetime.fromisoformat(upcoming[0]["expected_start_time"].replace("Z", "+00:00"))
+    assert first == next_first_of_month_0300_utc(datetime.now(UTC))
+
+
+def run_monthly_drill(api: Api, report_dir: Path) -> str:
+    """The monthly deployment run by hand, seen to complete; its flow run id."""
+    run_id = api.run("dr-drill/monthly", drill_parameters(report_dir))
+    run = api.wait_final(run_id, timeout=180)
+    assert run["state"]["type"] == "COMPLETED", run["state"]
+    return run_id
 
 
 def statuses(journal: dict[str, Any]) -> dict[str, str]:

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +19,13 @@ from deployments.catalog import catalog
 from labsim.testing import LabHandle
 
 from .conftest import (
-    BIN,
-    REPO,
     Api,
     PrefectServer,
+    assert_monthly_runs_scheduled,
     drill_parameters,
     group_alive,
-    next_first_of_month_0300_utc,
+    run_monthly_drill,
+    start_in_session,
     statuses,
     stop_group,
     wait_for,
@@ -42,15 +41,7 @@ BY_HAND = tuple(d.full_name for d in catalog() if d.cron is None)
 def pe_dr_serve(
     server: PrefectServer, lab: LabHandle, log: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [BIN / "pe-dr", "serve"],
-            cwd=REPO,
-            env=server.env(**lab.env),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = start_in_session(server, lab, log, "pe-dr", "serve")
     try:
         yield proc
     finally:
@@ -78,17 +69,8 @@ def test_pe_dr_serve_runs_the_monthly_drill_and_stops_cleanly(
         assert manual["tags"][:2] == ["pe-dr", "manual"]
         assert not manual["schedules"]
     deployment = found[-1]
-    upcoming = wait_for(
-        "the scheduler to create the monthly runs",
-        lambda: api.scheduled_runs(deployment["id"]),
-        timeout=60,
-    )
-    first = datetime.fromisoformat(upcoming[0]["expected_start_time"].replace("Z", "+00:00"))
-    assert first == next_first_of_month_0300_utc(datetime.now(UTC))
-
-    run_id = api.run("dr-drill/monthly", drill_parameters(tmp_path))
-    run = api.wait_final(run_id, timeout=180)
-    assert run["state"]["type"] == "COMPLETED", run["state"]
+    assert_monthly_runs_scheduled(api, deployment["id"])
+    run_monthly_drill(api, tmp_path)
 
     os.killpg(serving.pid, signal.SIGTERM)
     assert serving.wait(60) == 0

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -20,13 +19,16 @@ import pytest
 from labsim.testing import LabHandle
 from pe_dr.lab.spec import load_spec
 
+from ..acting import ACTING
 from .conftest import (
     BIN,
     REPO,
     Api,
     PrefectServer,
+    assert_monthly_runs_scheduled,
     drill_parameters,
-    next_first_of_month_0300_utc,
+    run_monthly_drill,
+    start_in_session,
     statuses,
     stop_like_a_service_manager,
     wait_for,
@@ -45,15 +47,8 @@ class Worker:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        with self.log.open("a") as out:
-            self.proc = subprocess.Popen(
-                [BIN / "prefect", "worker", "start", "--pool", POOL, "--prefetch-seconds", "2"],
-                cwd=REPO,
-                env=self.server.env(**self.lab.env),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        worker = ("prefect", "worker", "start", "--pool", POOL, "--prefetch-seconds", "2")
+        self.proc = start_in_session(self.server, self.lab, self.log, *worker)
 
     def stop(self, timeout: float = 90) -> list[str]:
         """Stopped as a service manager stops it; what had to be killed after `timeout`."""
@@ -97,17 +92,8 @@ def test_the_monthly_drill_runs_on_a_worker_and_is_scheduled(
     assert schedule["schedule"]["timezone"] == "UTC"
     assert schedule["active"]
 
-    upcoming = wait_for(
-        "the scheduler to create the monthly runs",
-        lambda: api.scheduled_runs(deployment["id"]),
-        timeout=60,
-    )
-    first = datetime.fromisoformat(upcoming[0]["expected_start_time"].replace("Z", "+00:00"))
-    assert first == next_first_of_month_0300_utc(datetime.now(UTC))
-
-    run_id = api.run("dr-drill/monthly", drill_parameters(tmp_path))
-    run = api.wait_final(run_id, timeout=180)
-    assert run["state"]["type"] == "COMPLETED", run["state"]
+    assert_monthly_runs_scheduled(api, deployment["id"])
+    run_id = run_monthly_drill(api, tmp_path)
     journal = journal_of(tmp_path, run_id)
     assert journal["status"] == "passed"
     assert journal["measurements"]["rto_seconds"] > 0
@@ -224,18 +210,6 @@ def test_a_failing_drill_sends_the_notification(
         timeout=60,
     )
     assert "Failed" in message
-
-
-# Operations that change the lab; a Retry may repeat reads, never these.
-ACTING = {
-    "puppet-code.deploy",
-    "puppet.infrastructure.provision",
-    "puppet.infrastructure.enable",
-    "puppet.infrastructure.configure",
-    "puppet.access.login",
-    "puppet.job.run",
-    "gitlab.rails-runner",
-}
 
 
 def test_prefect_flow_run_retry_resumes_a_failed_run_on_the_worker(

@@ -8,15 +8,19 @@ longer knows, so "already forgotten" is read from PuppetDB.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from labsim.testing import LabHandle, running_lab
 from pe_dr.report import DrillReport
+
+if TYPE_CHECKING:
+    from pe_dr.lab.live import Lab
 
 pytestmark = pytest.mark.slow
 
@@ -34,6 +38,30 @@ def promoted(
         # left promoted: the tests below reprotect it, drill it swapped, and promote it back
         ok, report = run_drill(tmp_path_factory.mktemp("reports"), promote=True, reprotect=False)
         yield handle, ok, report
+
+
+@pytest.fixture
+def handle(promoted: tuple[LabHandle, bool, DrillReport]) -> LabHandle:
+    """The promoted lab, for the tests that go on from the promotion (it must have passed)."""
+    lab, ok, _ = promoted
+    assert ok
+    return lab
+
+
+@pytest.fixture
+def before(handle: LabHandle) -> int:
+    """Where the test's own entries in the lab's journal begin."""
+    return len(handle.journal())
+
+
+@contextlib.contextmanager
+def _live(handle: LabHandle) -> Iterator[Lab]:
+    """The drill's own view of the lab (the live Lab over SSH and HTTP)."""
+    from pe_dr.lab.live import Lab
+    from pe_dr.lab.spec import load_spec
+
+    with Lab(load_spec(handle.spec_path)) as live:
+        yield live
 
 
 def _vm_file(handle: LabHandle, vm: str, path: str) -> str:
@@ -73,17 +101,12 @@ def test_the_drill_promotes_the_replica_and_it_serves_as_primary(
 
 
 def test_promotion_steps_run_again_find_the_work_done(
-    promoted: tuple[LabHandle, bool, DrillReport], journal_ops: Any
+    handle: LabHandle, before: int, journal_ops: Any
 ) -> None:
     """A Retry after a crash re-runs steps: each reads PE's state and does not act twice."""
-    from pe_dr.lab.live import Lab
-    from pe_dr.lab.spec import load_spec
     from pe_dr.steps import promotion as promotion_steps
 
-    handle, ok, _ = promoted
-    assert ok
-    before = len(handle.journal())
-    with Lab(load_spec(handle.spec_path)) as live:
+    with _live(handle) as live:
         assert promotion_steps.promote_replica(live) == "already promoted"
         assert promotion_steps.forget_old_primary(live) == "already forgotten"
         named = promotion_steps.ensure_client_tools_point_at(live, "replica.vm")
@@ -94,22 +117,18 @@ def test_promotion_steps_run_again_find_the_work_done(
 
 
 def test_forget_failing_falls_back_to_purge_and_both_failing_is_a_failure(
-    promoted: tuple[LabHandle, bool, DrillReport], journal_ops: Any
+    handle: LabHandle, journal_ops: Any
 ) -> None:
     """Only PE's state says "already forgotten"; a failed forget is followed by `puppet node
     purge` (peadm's recovery procedure), and when that fails too the step fails."""
     from pe_dr.errors import CommandFailed
-    from pe_dr.lab.live import Lab
-    from pe_dr.lab.spec import load_spec
     from pe_dr.steps import promotion as promotion_steps
 
-    handle, ok, _ = promoted
-    assert ok
     handle.fault_add("fail:puppet.infrastructure.forget")
     handle.fault_add("fail:puppet.node.purge")
     before = len(handle.journal())
     try:
-        with Lab(load_spec(handle.spec_path)) as live, pytest.MonkeyPatch.context() as mp:
+        with _live(handle) as live, pytest.MonkeyPatch.context() as mp:
             mp.setattr(promotion_steps, "_active_node", lambda *_: True)  # PE still lists it
             with pytest.raises(CommandFailed, match="Could not purge the node"):
                 promotion_steps.forget_old_primary(live)
@@ -127,20 +146,14 @@ def test_forget_failing_falls_back_to_purge_and_both_failing_is_a_failure(
 
 
 def _hooks(handle: LabHandle) -> list[str]:
-    from pe_dr.lab.live import Lab
-    from pe_dr.lab.spec import load_spec
-
-    with Lab(load_spec(handle.spec_path)) as live, live.gitlab() as gl:
+    with _live(handle) as live, live.gitlab() as gl:
         project = gl.project("root/control-repo")
         return [h["url"].split("?")[0] for h in gl.hooks(int(project["id"]))]
 
 
 def test_a_drill_on_a_promoted_lab_refuses_saying_to_reprotect_and_touches_nothing(
-    promoted: tuple[LabHandle, bool, DrillReport], tmp_path: Any, run_drill: Any, journal_ops: Any
+    handle: LabHandle, before: int, tmp_path: Any, run_drill: Any, journal_ops: Any
 ) -> None:
-    handle, ok, _ = promoted
-    assert ok
-    before = len(handle.journal())
     hooks = _hooks(handle)
     done, report = run_drill(tmp_path)
     assert not done
@@ -153,11 +166,8 @@ def test_a_drill_on_a_promoted_lab_refuses_saying_to_reprotect_and_touches_nothi
 
 
 def test_reprotect_rebuilds_the_lost_primary_as_the_new_primarys_replica(
-    promoted: tuple[LabHandle, bool, DrillReport], tmp_path: Any, run_drill: Any, journal_ops: Any
+    handle: LabHandle, before: int, tmp_path: Any, run_drill: Any, journal_ops: Any
 ) -> None:
-    handle, ok, _ = promoted
-    assert ok
-    before = len(handle.journal())
     done, report = run_drill(tmp_path, flow="reprotect")
     data = report.to_dict()
     assert done and data["status"] == "passed", data
@@ -177,11 +187,8 @@ def test_reprotect_rebuilds_the_lost_primary_as_the_new_primarys_replica(
 
 
 def test_the_next_drill_runs_on_the_swapped_lab_halting_the_new_primary(
-    promoted: tuple[LabHandle, bool, DrillReport], tmp_path: Any, run_drill: Any, journal_ops: Any
+    handle: LabHandle, before: int, tmp_path: Any, run_drill: Any, journal_ops: Any
 ) -> None:
-    handle, ok, _ = promoted
-    assert ok
-    before = len(handle.journal())
     hooks = _hooks(handle)
     done, report = run_drill(tmp_path)
     assert done, report.to_dict()
@@ -198,15 +205,10 @@ def test_the_next_drill_runs_on_the_swapped_lab_halting_the_new_primary(
 
 
 def test_a_second_promotion_swaps_the_roles_back_and_reprotects(
-    promoted: tuple[LabHandle, bool, DrillReport], tmp_path: Any, run_drill: Any, journal_ops: Any
+    handle: LabHandle, before: int, tmp_path: Any, run_drill: Any, journal_ops: Any
 ) -> None:
-    from pe_dr.lab.live import Lab
-    from pe_dr.lab.spec import load_spec
     from pe_dr.steps import lab_state
 
-    handle, ok, _ = promoted
-    assert ok
-    before = len(handle.journal())
     done, report = run_drill(tmp_path, promote=True)
     data = report.to_dict()
     assert done, data
@@ -215,7 +217,7 @@ def test_a_second_promotion_swaps_the_roles_back_and_reprotects(
         "primary.vm"
     ]
     assert report.measurements["promotion_seconds"] and report.measurements["reprotect_seconds"]
-    with Lab(load_spec(handle.spec_path)) as live:
+    with _live(handle) as live:
         roles = lab_state.lab_roles(live)
     assert (roles.state, roles.spec.primary.name) == (lab_state.AS_BUILT, "primary.vm")
     assert _hooks(handle) == ["https://primary.vm:8170/code-manager/v1/webhook"]
@@ -275,11 +277,9 @@ def _counts(handle: LabHandle) -> dict[str, int]:
     from prefect.client.orchestration import get_client
 
     from pe_dr.lab import paths
-    from pe_dr.lab.live import Lab
-    from pe_dr.lab.spec import load_spec
 
     counts: dict[str, int] = {}
-    with Lab(load_spec(handle.spec_path)) as live:
+    with _live(handle) as live:
         primary = live.host("primary.vm")
         repo = ["git", "-C", paths.CONTROL_REPO_DIR]
         files = primary.run([*repo, "ls-files"], root=True).stdout.split()
@@ -308,14 +308,12 @@ def _counts(handle: LabHandle) -> dict[str, int]:
 
 @pytest.mark.timeout(900)  # twelve drills: 288 s measured at load average 11 (default 300)
 def test_a_year_of_drills_after_promotions_leaves_one_drills_worth_per_drill(
-    promoted: tuple[LabHandle, bool, DrillReport], tmp_path: Any, run_drill: Any
+    handle: LabHandle, tmp_path: Any, run_drill: Any
 ) -> None:
     """Twelve monthly drills on the lab that was promoted and reprotected twice above: what no
     drill should add stays as it was, and each drill adds no more than the first one did."""
     from pe_dr.steps.replication import PROBE_FILE, PROBE_PREFIX
 
-    handle, ok, _ = promoted
-    assert ok
     history = []
     for n in range(DRILLS):
         done, report = run_drill(tmp_path / f"drill-{n}")

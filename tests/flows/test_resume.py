@@ -17,21 +17,12 @@ import pytest
 from labsim.testing import LabHandle, alive, process_tree
 from pe_dr.report import DrillReport
 
+from ..acting import ACTING
+
 pytestmark = pytest.mark.slow
 
 Drill = Callable[..., tuple[bool, DrillReport]]
 Ops = Callable[..., list[dict[str, Any]]]
-
-# Operations that change the lab; reads may repeat on a Retry, these must not.
-ACTING = {
-    "puppet-code.deploy",
-    "puppet.infrastructure.provision",
-    "puppet.infrastructure.enable",
-    "puppet.infrastructure.configure",
-    "puppet.access.login",
-    "puppet.job.run",
-    "gitlab.rails-runner",
-}
 
 
 def test_retry_runs_only_the_failed_step_and_those_after_it(

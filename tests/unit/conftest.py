@@ -7,17 +7,19 @@ from collections.abc import Iterator
 import pytest
 
 from pe_dr import polling, secrets
+from pe_dr.checks import agents, replication
 from pe_dr.lab import virtualbox
 from pe_dr.steps import vms
 
-from .fakes import FakeClock, FakeLab
+from .fake_lab import FakeLab
+from .fakes import FakeClock
 
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    """Time for wait_until and Pacer: sleeping advances it, so polls never wait."""
+    """Time for wait_until, Pacer and the checks' polls: sleeping advances it, so none waits."""
     fake = FakeClock()
-    for module in (polling, vms):
+    for module in (polling, agents, replication, vms):
         monkeypatch.setattr(module, "time", fake)
     return fake
 

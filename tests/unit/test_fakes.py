@@ -10,9 +10,9 @@ import pytest
 from pe_dr.errors import CommandFailed, ConfigError, TransientError
 from pe_dr.lab import paths
 
+from .fake_lab import FakeLab
 from .fakes import (
     Exists,
-    FakeLab,
     Http,
     Put,
     Read,

@@ -12,7 +12,8 @@ import pytest
 from pe_dr import preflight
 from pe_dr.errors import TransientError
 from pe_dr.lab.spec import LabSpec, load_spec
-from tests.unit.fakes import FakeLab, Reply
+from tests.unit.fake_lab import FakeLab
+from tests.unit.fakes import Reply
 from tests.unit.lab.test_installation import INSTALLATION
 
 HOSTS = (

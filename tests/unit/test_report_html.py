@@ -52,7 +52,7 @@ def test_approvals_come_from_the_recorded_answers_not_from_the_notes() -> None:
     unanswered = report_html.Approval(asked="Approve this run to halt primary.vm?", decision=None)
     page = report_html.render(record, approvals=[unanswered])
     assert "<tr data-decision='unanswered'>" in page
-    assert "not recorded (the Prefect server keeps no user for a Resume)" in page
+    assert "not recorded (the Resume form had no name field then)" in page
 
 
 def test_the_latest_negative_drill_shows_what_failed_and_what_it_saw() -> None:

@@ -100,27 +100,23 @@ def test_an_rpo_over_budget_fails_and_keeps_the_figure() -> None:
     assert "RPO 12.5 s (classifier: 5 acknowledged writes lost) is over the budget" in result.detail
 
 
-@pytest.mark.parametrize(
-    ("latency", "words"),
-    [(7.0, "replication latency 7.0 s is over its 5 s budget"),
-     (None, "the first marker did not reach replica.vm within the 5 s")],
-)  # fmt: skip
-def test_replication_latency_is_judged_against_its_own_budget(latency: Any, words: str) -> None:
-    result = verdict(stores(classifier={"latency": latency}))
-    assert not result.passed
-    assert words in result.detail
+FIGURE_OF = {"latency": "replication_latency_seconds", "sync_age": "puppetdb_sync_seconds"}
 
 
 @pytest.mark.parametrize(
-    ("age", "words"),
-    [(300.0, "last synced 300 s before the primary went down, over the 120 s budget"),
-     (None, "reports no successful sync")],
+    ("store_", "field", "seen", "words"),
+    [("classifier", "latency", 7.0, "replication latency 7.0 s is over its 5 s budget"),
+     ("classifier", "latency", None, "the first marker did not reach replica.vm within the 5 s"),
+     ("puppetdb", "sync_age", 300.0, "300 s before the primary went down, over the 120 s budget"),
+     ("puppetdb", "sync_age", None, "reports no successful sync")],
 )  # fmt: skip
-def test_puppetdb_sync_is_judged_by_its_age(age: Any, words: str) -> None:
-    result = verdict(stores(puppetdb={"sync_age": age}))
+def test_replication_latency_and_puppetdb_sync_are_each_judged_against_their_own_budget(
+    store_: str, field: str, seen: Any, words: str
+) -> None:
+    result = verdict(stores(**{store_: {field: seen}}))
     assert not result.passed
     assert words in result.detail
-    assert result.figures["puppetdb_sync_seconds"] == age
+    assert result.figures[FIGURE_OF[field]] == seen
 
 
 @pytest.mark.parametrize(

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
@@ -12,33 +10,26 @@ import pytest
 from pe_dr.clients.gitlab_api import GitLabClient
 from pe_dr.errors import ApiError, TransientError
 
+from .recorder import Recorder
+
 TOKEN = "glpat-pe-dr-drill-0123456789"
 WEBHOOK_TOKEN = "cm-webhook-token-abcdef"
 HOOK_URL = f"https://primary.vm:8170/code-manager/v1/webhook?type=gitlab&token={WEBHOOK_TOKEN}"
 
 
-class FakeGitLab:
+class FakeGitLab(Recorder):
     """Routes (method, raw path) to canned answers and records every request."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.routes: dict[tuple[str, str], httpx.Response] = {}
-        self.requests: list[httpx.Request] = []
 
     def on(self, method: str, raw_path: str, answer: httpx.Response) -> None:
         self.routes[(method, raw_path)] = answer
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        request.read()
-        self.requests.append(request)
+    def answer(self, request: httpx.Request) -> httpx.Response:
         key = (request.method, request.url.raw_path.decode("ascii").split("?")[0])
         return self.routes.get(key, httpx.Response(404, json={"message": "404 Not Found"}))
-
-    @property
-    def last(self) -> httpx.Request:
-        return self.requests[-1]
-
-    def last_json(self) -> Any:
-        return json.loads(self.last.content)
 
 
 @pytest.fixture

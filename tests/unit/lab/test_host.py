@@ -136,12 +136,9 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         host_key = " ".join((tmp / "host_ed25519.pub").read_text().split()[:2])
         yield Server(port, str(keydir / "id"), log, home, host_key)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        # the listener only: sshd leaves sessions to themselves, so they are killed by user below
+        proc.kill()
+        proc.wait(timeout=10)
         SUDOERS.unlink(missing_ok=True)
         subprocess.run(["pkill", "-KILL", "-u", LOGIN], capture_output=True)
         subprocess.run(["userdel", "-r", LOGIN], capture_output=True)

@@ -22,7 +22,8 @@ from pe_dr.steps.canary import (
     remove_block,
     ruleset,
 )
-from tests.unit.fakes import FakeLab, Run
+from tests.unit.fake_lab import FakeLab
+from tests.unit.fakes import Run
 
 
 def test_reject_ruleset_names_every_port_with_its_ttl_and_resets() -> None:

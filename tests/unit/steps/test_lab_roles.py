@@ -10,7 +10,8 @@ from pe_dr.lab import paths
 from pe_dr.lab.spec import LabSpec, Role
 from pe_dr.steps import lab_state
 
-from ..fakes import FakeLab, refused
+from ..fake_lab import FakeLab
+from ..fakes import refused
 
 PRIMARY, REPLICA = "primary.vm", "replica.vm"
 TOKEN = "0VZnKMTkVqcBh1X7JkP9-admin-token"

@@ -4,6 +4,7 @@ is gone, point the client tools at the new primary, forget the old primary."""
 from __future__ import annotations
 
 import json
+import shlex
 
 import httpx
 import pytest
@@ -12,23 +13,14 @@ from pe_dr.errors import CommandFailed, PreconditionError, TransientError
 from pe_dr.lab import paths
 from pe_dr.steps import promotion
 
-from ..fakes import Exists, FakeLab, Http, LabCall, Read, Reply, Run, refused
+from ..fake_lab import FakeLab
+from ..fakes import Exists, Http, LabCall, Read, Reply, Run, refused
 
 PRIMARY, REPLICA = "primary.vm", "replica.vm"
 ADMIN_TOKEN = "replica-admin-token-4c1d9e"
 SERVICES = "https://replica.vm:8140/status/v1/services"
 # `promote replica` as peadm and the drill run it: no prompt, no token (pe-dr-interfaces §0, §8.9)
-PROMOTE = [
-    "puppet",
-    "infrastructure",
-    "promote",
-    "replica",
-    "--topology",
-    "mono",
-    "--yes",
-    "--color",
-    "false",
-]
+PROMOTE = shlex.split("puppet infrastructure promote replica --topology mono --yes --color false")
 AS_REPLICA = {  # an enabled replica runs the file sync client, not the storage service
     "file-sync-client-service": {"state": "running"},
     "status-service": {"state": "running"},

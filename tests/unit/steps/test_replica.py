@@ -13,10 +13,10 @@ from pe_dr.lab import paths
 from pe_dr.lab.spec import HostSpec, LabSpec, Role
 from pe_dr.steps import replica as replica_steps
 
+from ..fake_lab import FakeLab
 from ..fakes import (
     FakeClock,
     FakeHost,
-    FakeLab,
     Http,
     Put,
     Reply,

@@ -9,7 +9,8 @@ from pe_dr.errors import CommandFailed, PreconditionError
 from pe_dr.lab.spec import LabSpec
 from pe_dr.steps import reprotect
 
-from ..fakes import FakeLab, Reply, Vagrant
+from ..fake_lab import FakeLab
+from ..fakes import Reply, Vagrant
 
 NEW_PRIMARY, LOST = "replica.vm", "primary.vm"
 SERVER_LIST = ["puppet", "config", "print", "server_list", "--section", "agent"]

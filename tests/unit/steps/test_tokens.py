@@ -4,6 +4,7 @@ the admin token, the deploy user and its role, the deploy token."""
 from __future__ import annotations
 
 import re
+import shlex
 
 import httpx
 import pytest
@@ -12,7 +13,8 @@ from pe_dr.errors import CommandFailed, ConfigError, PermanentError, Preconditio
 from pe_dr.lab import paths
 from pe_dr.steps import code_manager, primary_settings
 
-from ..fakes import Exists, FakeLab, Http, Reply, Run, chmod
+from ..fake_lab import FakeLab
+from ..fakes import Exists, Http, Reply, Run, chmod
 
 PRIMARY = "primary.vm"
 ADMIN_TOKEN = "0VZnKMTkVqcBh1X7JkP9-admin-token"
@@ -31,19 +33,10 @@ DEPLOY_USER_ID = "42bf351c-f9ec-40af-84ad-e976fec7f4bd"
 def login_argv(user: str, token_file: str, server: str = PRIMARY) -> list[str]:
     """`puppet access login` as the tutorial runs it, the user and token file named, the RBAC
     service named explicitly (pe-dr-interfaces §0)."""
-    return [
-        "puppet",
-        "access",
-        "login",
-        "--username",
-        user,
-        "--lifetime",
-        "360d",
-        "--token-file",
-        token_file,
-        "--service-url",
-        f"https://{server}:4433/rbac-api",
-    ]
+    options = (
+        f"--lifetime 360d --token-file {token_file} --service-url https://{server}:4433/rbac-api"
+    )
+    return ["puppet", "access", "login", "--username", user, *shlex.split(options)]
 
 
 def saves_token(token_file: str, token: str) -> Reply:
@@ -131,12 +124,8 @@ def test_refused_console_password_is_one_sentence_naming_the_secret_block(
 ) -> None:
     monkeypatch.setenv("PE_CONSOLE_PASSWORD", "Wrong-Passw0rd!")
     lab.primary.on(login_argv("admin", paths.ADMIN_TOKEN), LOGIN_REFUSED)
-    lab.http.on(
-        "POST",
-        f"{RBAC}/v1/auth/token",
-        json={"kind": "puppetlabs.rbac/authentication-failed", "msg": "invalid credentials"},
-        status=401,
-    )
+    refused = ("puppetlabs.rbac/authentication-failed", "invalid credentials")
+    lab.http.on_pe_error("POST", f"{RBAC}/v1/auth/token", 401, *refused)
     with pytest.raises(ConfigError) as caught:
         primary_settings.ensure_admin_token(lab)
     message = caught.value.message

@@ -10,7 +10,8 @@ from pe_dr.errors import ConfigError, PreconditionError, TransientError, Vagrant
 from pe_dr.lab import virtualbox
 from pe_dr.steps import lab_state, vms
 
-from ..fakes import FakeLab, LabCall, Reply, Run, Vagrant
+from ..fake_lab import FakeLab
+from ..fakes import LabCall, Reply, Run, Vagrant
 
 PRIMARY = "primary.vm"
 
