@@ -9,9 +9,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -290,3 +292,33 @@ def statuses(journal: dict[str, Any]) -> dict[str, str]:
     }
     found.update({step["name"]: step["status"] for step in journal["steps"]})
     return found
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    received: list[tuple[float, str]] = []
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", "0"))
+        self.received.append((time.time(), self.rfile.read(length).decode("utf-8", "replace")))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def webhook() -> Iterator[tuple[str, list[tuple[float, str]]]]:
+    """A webhook on loopback for the notification blocks: each body it was sent, and when it
+    came (time.time())."""
+    received: list[tuple[float, str]] = []
+    handler = type("Receiver", (_Receiver,), {"received": received})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/hook", received
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(10)

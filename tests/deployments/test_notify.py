@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -26,36 +23,6 @@ WINDOW = 15.0
 # machine) must reach the server well inside it, or its first window ends before the pass
 WINDOW_DRILLED = 45.0
 BOUND = WINDOW_DRILLED + 90.0
-
-
-class _Receiver(BaseHTTPRequestHandler):
-    received: list[tuple[float, dict[str, Any]]] = []
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length", "0"))
-        body = self.rfile.read(length).decode("utf-8", "replace")
-        self.received.append((time.time(), json.loads(body)))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def receiver() -> Iterator[tuple[str, list[tuple[float, dict[str, Any]]]]]:
-    """A webhook on loopback: what each notification said, and when it came (time.time())."""
-    received: list[tuple[float, dict[str, Any]]] = []
-    handler = type("Receiver", (_Receiver,), {"received": received})
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/hook", received
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(10)
 
 
 def _run(server: PrefectServer, *command: Any, **env: str) -> str:
@@ -92,16 +59,20 @@ ANNOUNCE = (
 )
 
 
-def _overdue(received: list[tuple[float, dict[str, Any]]], lab: str) -> list[float]:
-    return [at for at, m in received if f"no DR drill of lab {lab} has passed" in m["subject"]]
+def _json(sent: list[tuple[float, str]]) -> list[tuple[float, dict[str, Any]]]:
+    return [(at, json.loads(body)) for at, body in list(sent)]
+
+
+def _overdue(sent: list[tuple[float, str]], lab: str) -> list[float]:
+    return [at for at, m in _json(sent) if f"no DR drill of lab {lab} has passed" in m["subject"]]
 
 
 def test_no_passed_drill_within_the_window_notifies_and_a_pass_starts_the_window_again(
     server: PrefectServer,
     tmp_path: Path,
-    receiver: tuple[str, list[tuple[float, dict[str, Any]]]],
+    webhook: tuple[str, list[tuple[float, str]]],
 ) -> None:
-    url, received = receiver
+    url, sent = webhook
     _run(server, BIN / "python", "-c", BLOCK, url)
     days = str(WINDOW / 86400)
     window = {"lab-quiet": WINDOW, "lab-drilled": WINDOW_DRILLED}
@@ -130,11 +101,11 @@ def test_no_passed_drill_within_the_window_notifies_and_a_pass_starts_the_window
     _run(server, BIN / "python", "-c", ANNOUNCE, "lab-drilled")
 
     quiet = wait_for(
-        "the overdue notice of lab-quiet", lambda: _overdue(received, "lab-quiet"), timeout=BOUND
+        "the overdue notice of lab-quiet", lambda: _overdue(sent, "lab-quiet"), timeout=BOUND
     )
     drilled = wait_for(
         "the overdue notice of lab-drilled",
-        lambda: _overdue(received, "lab-drilled"),
+        lambda: _overdue(sent, "lab-drilled"),
         timeout=BOUND,
     )
     # no notice before its window ended: counted from the set-up, and for the drilled lab
@@ -146,7 +117,7 @@ def test_no_passed_drill_within_the_window_notifies_and_a_pass_starts_the_window
     )
     assert quiet[0] >= made["lab-quiet"] + WINDOW, (quiet, made)
     assert drilled[0] >= passed + WINDOW_DRILLED, (drilled, passed)
-    notice = next(m for _, m in received if "lab-quiet" in m["subject"])
+    notice = next(m for _, m in _json(sent) if "lab-quiet" in m["subject"])
     assert notice["subject"] == "pe-dr: no DR drill of lab lab-quiet has passed for 15 s"
     assert "pe-dr history --lab lab-quiet" in notice["text"]
     assert "PE_DR_OVERDUE_DAYS" in notice["text"]
@@ -167,13 +138,13 @@ def test_no_passed_drill_within_the_window_notifies_and_a_pass_starts_the_window
 def test_a_run_waiting_for_approval_notifies(
     server: PrefectServer,
     tmp_path: Path,
-    receiver: tuple[str, list[tuple[float, dict[str, Any]]]],
+    webhook: tuple[str, list[tuple[float, str]]],
 ) -> None:
     """A dr-drill run that pauses (it asks for approval only then: flows.approval) is told,
     with a link to its Resume form; a run of a flow that is not pe-dr's is not."""
     import httpx
 
-    url, received = receiver
+    url, sent = webhook
     _run(server, BIN / "python", "-c", BLOCK, url)
     spec = tmp_path / "lab.toml"
     spec.write_text('name = "lab-asking"\n')
@@ -192,11 +163,13 @@ def test_a_run_waiting_for_approval_notifies(
                 assert done.json()["status"] == "ACCEPT", done.json()
     notice = wait_for(
         "the approval notice",
-        lambda: next((m for _, m in received if "waits for your approval" in m["subject"]), None),
+        lambda: next(
+            (m for _, m in _json(sent) if "waits for your approval" in m["subject"]), None
+        ),
         timeout=90,
     )
     assert notice["subject"] == f"pe-dr: dr-drill run {names['dr-drill']} waits for your approval"
     assert "press Resume, then approve or\nreject with a reason" in notice["text"]
     assert f"flow run id {run_id}" in notice["text"], notice["text"]
     # (the other run paused first: had it been told, its notice would have come first)
-    assert not [m for _, m in received if names["not-pe-dr"] in m["subject"]], received
+    assert not [m for _, m in _json(sent) if names["not-pe-dr"] in m["subject"]], sent

@@ -8,9 +8,7 @@ import os
 import re
 import signal
 import subprocess
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -145,42 +143,14 @@ def test_a_second_drill_on_the_same_lab_waits_and_an_impatient_one_gives_up(
     assert " since " in waiting[0]
 
 
-class _Receiver(BaseHTTPRequestHandler):
-    received: list[str] = []
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length", "0"))
-        self.received.append(self.rfile.read(length).decode("utf-8", "replace"))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def webhook_receiver() -> Iterator[tuple[str, list[str]]]:
-    received: list[str] = []
-    handler = type("Receiver", (_Receiver,), {"received": received})
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/hook", received
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(10)
-
-
 def test_a_failing_drill_sends_the_notification(
     server: PrefectServer,
     api: Api,
     worker: Worker,
     lab: LabHandle,
-    webhook_receiver: tuple[str, list[str]],
+    webhook: tuple[str, list[tuple[float, str]]],
 ) -> None:
-    url, received = webhook_receiver
+    url, received = webhook
     block = (
         "from prefect.blocks.notifications import CustomWebhookNotificationBlock as B\n"
         "import sys\n"
@@ -206,7 +176,7 @@ def test_a_failing_drill_sends_the_notification(
     assert run["state"]["type"] == "FAILED"
     message = wait_for(
         "the failure notification",
-        lambda: next((m for m in received if run["name"] in m), None),
+        lambda: next((m for _, m in received if run["name"] in m), None),
         timeout=60,
     )
     assert "Failed" in message
