@@ -115,66 +115,67 @@ def _ensure(name: str, automation: Any) -> tuple[UUID, bool]:
         return client.create_automation(automation), True
 
 
-def ensure_failure_automation(block_name: str) -> tuple[UUID, bool]:
-    """Create or update the automation; True when it was created now."""
+def _on_flow_run_states(
+    name: str,
+    block_name: str,
+    what: str,
+    states: set[str],
+    flows: str | list[str],
+    text: tuple[str, str],
+) -> tuple[UUID, bool]:
+    """An automation that sends `text` (subject, body) to the block when a run of `flows`
+    enters one of `states` (Prefect's `prefect.flow-run.<State>` events)."""
     from prefect.automations import AutomationCore
     from prefect.events.actions import SendNotification
     from prefect.events.schemas.automations import EventTrigger, Posture
     from prefect.events.schemas.events import ResourceSpecification
 
     block_id = find_notification_block(block_name)
+    subject, body = text
     automation = AutomationCore(
-        name=AUTOMATION_NAME,
+        name=name,
         description=(
-            f"Sends to notification block {block_name!r} when a {DRILL_FLOW} flow run ends "
-            "Failed or Crashed. Managed by `pe-dr setup --notify`."
+            f"Sends to notification block {block_name!r} when {what}. Managed by "
+            "`pe-dr setup --notify`."
         ),
         enabled=True,
         trigger=EventTrigger(
-            expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed"},
+            expect={f"prefect.flow-run.{state}" for state in states},
             match_related=ResourceSpecification(
-                {"prefect.resource.id": "prefect.flow.*", "prefect.resource.name": DRILL_FLOW}
+                {"prefect.resource.id": "prefect.flow.*", "prefect.resource.name": flows}
             ),
             posture=Posture.Reactive,
             threshold=1,
         ),
-        actions=[SendNotification(block_document_id=block_id, subject=SUBJECT, body=BODY)],
+        actions=[SendNotification(block_document_id=block_id, subject=subject, body=body)],
     )
-    return _ensure(AUTOMATION_NAME, automation)
+    return _ensure(name, automation)
+
+
+def ensure_failure_automation(block_name: str) -> tuple[UUID, bool]:
+    """Create or update the automation; True when it was created now."""
+    return _on_flow_run_states(
+        AUTOMATION_NAME,
+        block_name,
+        f"a {DRILL_FLOW} flow run ends Failed or Crashed",
+        {"Failed", "Crashed"},
+        DRILL_FLOW,
+        (SUBJECT, BODY),
+    )
 
 
 def ensure_approval_automation(block_name: str) -> tuple[UUID, bool]:
     """Notify when a run of any pe-dr flow pauses (it asks for approval only then)."""
-    from prefect.automations import AutomationCore
-    from prefect.events.actions import SendNotification
-    from prefect.events.schemas.automations import EventTrigger, Posture
-    from prefect.events.schemas.events import ResourceSpecification
-
     from flows.registry import FLOWS
 
-    block_id = find_notification_block(block_name)
-    automation = AutomationCore(
-        name=APPROVAL_NAME,
-        description=(
-            f"Sends to notification block {block_name!r} when a pe-dr flow run pauses to ask "
-            "for approval. Managed by `pe-dr setup --notify`."
-        ),
-        enabled=True,
-        trigger=EventTrigger(
-            expect={"prefect.flow-run.Paused", "prefect.flow-run.Suspended"},
-            match_related=ResourceSpecification(
-                {"prefect.resource.id": "prefect.flow.*", "prefect.resource.name": sorted(FLOWS)}
-            ),
-            posture=Posture.Reactive,
-            threshold=1,
-        ),
-        actions=[
-            SendNotification(
-                block_document_id=block_id, subject=APPROVAL_SUBJECT, body=APPROVAL_BODY
-            )
-        ],
+    return _on_flow_run_states(
+        APPROVAL_NAME,
+        block_name,
+        "a pe-dr flow run pauses to ask for approval",
+        {"Paused", "Suspended"},
+        sorted(FLOWS),
+        (APPROVAL_SUBJECT, APPROVAL_BODY),
     )
-    return _ensure(APPROVAL_NAME, automation)
 
 
 def ensure_overdue_automation(block_name: str, lab: str, days: float) -> tuple[UUID, bool]:
