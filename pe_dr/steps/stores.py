@@ -297,12 +297,7 @@ class Classifier(Streamed):
         return lambda n: pe.update_group(ref, {"variables": {FACT: numbered(markers.marker, n)}})
 
     def remove(self, lab: Lab, pe: PEClient) -> list[str]:
-        removed = []
-        for group in pe.groups():
-            owned = is_drill_owned(group.get("name"), group.get("description"))
-            if owned and pe.delete_group(str(group["id"])):
-                removed.append(f"node group {group['name']!r}")
-        return removed
+        return _remove_owned(pe.groups(), "name", lambda i: pe.delete_group(str(i)), "node group")
 
 
 class RBAC(Streamed):
@@ -331,12 +326,19 @@ class RBAC(Streamed):
         return write
 
     def remove(self, lab: Lab, pe: PEClient) -> list[str]:
-        removed = []
-        for role in pe.roles():
-            owned = is_drill_owned(role.get("display_name"), role.get("description"))
-            if owned and pe.delete_role(int(role["id"])):
-                removed.append(f"role {role['display_name']!r}")
-        return removed
+        return _remove_owned(pe.roles(), "display_name", lambda i: pe.delete_role(int(i)), "role")
+
+
+def _remove_owned(
+    items: list[dict[str, Any]], name_key: str, delete: Callable[[Any], bool], what: str
+) -> list[str]:
+    """Delete the drill's own objects among `items` (named and tagged as its: is_drill_owned),
+    never an admin's; what was deleted, as `what 'name'`."""
+    return [
+        f"{what} {item[name_key]!r}"
+        for item in items
+        if is_drill_owned(item.get(name_key), item.get("description")) and delete(item["id"])
+    ]
 
 
 def fact_values(pe: PEClient, agent: str) -> list[object]:
