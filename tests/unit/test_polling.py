@@ -129,6 +129,12 @@ class FakeLab:
         pass
 
 
+def _wait_for_server(monkeypatch: pytest.MonkeyPatch, agent_run: Any, **kwargs: Any) -> Any:
+    """wait_for_server over the tutorial's lab, each agent run answered by `agent_run`."""
+    monkeypatch.setattr(agents, "agent_run", agent_run)
+    return agents.wait_for_server(FakeLab(), **kwargs)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("cost", [0.0, 0.5, 4.0])
 @pytest.mark.parametrize("offset", [0.0, 2.9, 3.0, 10.1])
 def test_wait_for_server_sees_failover_within_one_interval(
@@ -145,9 +151,9 @@ def test_wait_for_server_sees_failover_within_one_interval(
         clock.now += cost
         return _run(server)
 
-    monkeypatch.setattr(agents, "agent_run", agent_run)
-    result = agents.wait_for_server(
-        FakeLab(),  # type: ignore[arg-type]
+    result = _wait_for_server(
+        monkeypatch,
+        agent_run,
         name="failover",
         want="replica.vm",
         since=since,
@@ -172,9 +178,9 @@ def test_wait_for_server_rate_is_bounded_per_agent(
         clock.now += 0.2
         return _run(None)
 
-    monkeypatch.setattr(agents, "agent_run", agent_run)
-    result = agents.wait_for_server(
-        FakeLab(),  # type: ignore[arg-type]
+    result = _wait_for_server(
+        monkeypatch,
+        agent_run,
         name="failover",
         want="replica.vm",
         since=clock.now,
@@ -192,9 +198,9 @@ def test_wait_for_server_without_forbid_does_not_fail_on_an_unnamed_server(
 ) -> None:
     """A run whose compiling server is unknown is not `forbid` when no server is forbidden."""
     runs = iter([_run(None), _run("primary")])
-    monkeypatch.setattr(agents, "agent_run", lambda lab, agent, **kw: next(runs))
-    result = agents.wait_for_server(
-        FakeLab(),  # type: ignore[arg-type]
+    result = _wait_for_server(
+        monkeypatch,
+        lambda lab, agent, **kw: next(runs),
         name="failback",
         want="primary.vm",
         since=clock.now,
