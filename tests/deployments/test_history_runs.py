@@ -5,7 +5,6 @@ listed apart; the passed drill announces its pass (what the overdue automation w
 from __future__ import annotations
 
 import re
-import subprocess
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -15,8 +14,9 @@ import pytest
 
 from labsim.testing import LabHandle
 from pe_dr.lab.spec import load_spec
+from tests.commands import run_ok
 
-from .conftest import BIN, REPO, Api, PrefectServer, drill_parameters, wait_for
+from .conftest import BIN, Api, PrefectServer, drill_parameters, wait_for
 from .test_serve import pe_dr_serve
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -37,17 +37,7 @@ def serving(
 
 
 def _pe_dr(server: PrefectServer, lab: LabHandle, *args: str) -> str:
-    done = subprocess.run(
-        [BIN / "pe-dr", *args],
-        env=server.env(**lab.env),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
+    return run_ok([BIN / "pe-dr", *args], env=server.env(**lab.env))
 
 
 def run_of(api: Api, run_id: str) -> dict[str, Any]:

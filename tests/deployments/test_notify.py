@@ -5,14 +5,15 @@ the window), and when a run waits for approval. On a real server, with a window 
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .conftest import BIN, REPO, PrefectServer, wait_for
+from tests.commands import run_ok
+
+from .conftest import BIN, PrefectServer, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -26,17 +27,7 @@ BOUND = WINDOW_DRILLED + 90.0
 
 
 def _run(server: PrefectServer, *command: Any, **env: str) -> str:
-    done = subprocess.run(
-        list(command),
-        env=server.env(**env),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
+    return run_ok(command, env=server.env(**env), timeout=90)
 
 
 BLOCK = (
