@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shlex
 import shutil
 import signal
 import socket
@@ -36,12 +35,19 @@ import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
+import puppetdb_pair as pdb
+from logins import add_login, build_sshd, listening, ssh_config, sshd_argv
+from processes import Process, alive, kib, mnt_ns, namespaced, proc_status, wait_until
+from puppetdb_pair import PuppetDB
+
+from labsim.testing import postgres_cluster
 from pe_dr.lab.live import Lab
 from pe_dr.lab.spec import HostSpec, LabSpec, Role
 
@@ -65,10 +71,8 @@ ROLES = {
     "gitlab.vm": Role.GITLAB,
 }
 PORT = 8140
-LOGIN = "pedr-agent"  # the agent's SSH login (vagrant's role); exists only in its namespace
 ENVIRONMENT = "production"
 START_TIMEOUT = 240.0  # seconds for a puppetserver to say `running` (measured: 40-60 s, 2 cores)
-STOP_TIMEOUT = 30.0  # seconds after SIGTERM before SIGKILL (measured: 2 s)
 
 # Debian's puppetserver.service: ExecStart with JAVA_ARGS from /etc/default/puppetserver, where
 # -Xms1g -Xmx1g became 512m and the two JIT/GC flags were added (findings §3: ready in 36-59 s
@@ -94,6 +98,8 @@ REQUIREMENTS = (
     ("/usr/bin/sudo", "sudo"),
     ("/usr/bin/git", "git"),
     ("/usr/bin/unshare", "util-linux"),
+    ("/usr/bin/curl", "curl"),
+    *pdb.REQUIREMENTS,
 )
 
 # Debian's Puppet writes here by default; inside the lab's namespaces each is a temp directory
@@ -161,127 +167,6 @@ def versions() -> str:
         f"puppet-agent {upstream('puppet-agent')} and puppetserver {upstream('puppetserver')} "
         + (f"from {release}")
     )
-
-
-# --- processes -------------------------------------------------------------------------------
-
-
-def namespaced(hostname: str, binds: list[tuple[Path, str]], argv: list[str]) -> list[str]:
-    """argv run in a new mount and UTS namespace with `binds` (source, target) and `hostname`.
-    unshare and sh exec the command, so the PID Popen gives is the command's."""
-    script = ["set -e"]
-    script += [f"mount --bind {shlex.quote(str(src))} {shlex.quote(dst)}" for src, dst in binds]
-    script += [f"hostname {shlex.quote(hostname)}", 'exec "$@"']
-    return [
-        "unshare",
-        "--mount",
-        "--uts",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-        "\n".join(script),
-        "sh",
-        *argv,
-    ]
-
-
-def _proc_status(pid: int) -> dict[str, str]:
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return {}
-    return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
-
-
-def _kib(value: str | None) -> int:
-    return int(value.split()[0]) if value else 0
-
-
-def _mnt_ns(pid: int | str) -> str | None:
-    try:
-        return os.readlink(f"/proc/{pid}/ns/mnt")
-    except OSError:
-        return None
-
-
-def _alive(pid: int) -> bool:
-    state = _proc_status(pid).get("State", "")
-    return bool(state) and not state.startswith(("Z", "X"))
-
-
-def wait_until(
-    what: str, check: Callable[[], object], timeout: float, every: float = 0.5
-) -> object:
-    """Poll `check` until it returns something truthy; AssertionError after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while True:
-        last = check()
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what}: not within {timeout:g} s (last: {last!r})")
-        time.sleep(min(every, max(0.0, deadline - time.monotonic())))
-
-
-class Process:
-    """A process the lab started, stopped by its PID."""
-
-    def __init__(self, name: str, argv: list[str], log: Path) -> None:
-        self.name = name
-        self.log = log
-        with log.open("ab") as fh:
-            self.popen = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT
-            )
-        self.pid = self.popen.pid
-        self.started = time.monotonic()
-        self.paused = False
-        self.peak_rss_kib = 0
-        self.mnt_ns: str | None = None
-
-    def running(self) -> bool:
-        return self.popen.poll() is None
-
-    def sample(self) -> int:
-        """Its RSS now (KiB); remembers its peak (VmHWM)."""
-        status = _proc_status(self.pid) if self.running() else {}
-        self.peak_rss_kib = max(self.peak_rss_kib, _kib(status.get("VmHWM")))
-        return _kib(status.get("VmRSS"))
-
-    def pause(self) -> None:
-        os.kill(self.pid, signal.SIGSTOP)
-        self.paused = True
-
-    def resume(self) -> None:
-        os.kill(self.pid, signal.SIGCONT)
-        self.paused = False
-
-    def stop(self, timeout: float = STOP_TIMEOUT) -> float:
-        """SIGTERM, SIGKILL after `timeout` s; returns the monotonic time it was gone."""
-        if self.running():
-            self.sample()
-            if self.paused:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.pid, signal.SIGCONT)
-                self.paused = False
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.pid, signal.SIGKILL)
-                self.popen.wait(10)
-        return time.monotonic()
-
-    def tail(self, lines: int = 15) -> str:
-        try:
-            text = self.log.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
 
 
 # --- TLS and HTTP probes ---------------------------------------------------------------------
@@ -404,6 +289,9 @@ class Server:
     process: Process | None = None
     starts: list[float] = field(default_factory=list)  # seconds from start to `running`
     peak_rss_kib: int = 0
+    puppetdb: PuppetDB | None = None
+    sshd: Process | None = None
+    ssh_port: int = 0
 
     @property
     def short(self) -> str:
@@ -416,6 +304,11 @@ class Server:
     @property
     def ssldir(self) -> Path:
         return self.root / "ssl"
+
+    @property
+    def pdb(self) -> PuppetDB:
+        assert self.puppetdb is not None
+        return self.puppetdb
 
     @property
     def environment(self) -> Path:
@@ -452,6 +345,15 @@ class RealPuppetLab:
         )
         self.sshd: Process | None = None
         self.ssh_port = 0
+        self.postgres = contextlib.ExitStack()
+        for server in (self.primary, self.replica):
+            server.puppetdb = PuppetDB(
+                server.name,
+                server.address,
+                server.root / "puppetdb",
+                f"pdb_{server.short}",
+                server.ssldir,
+            )
         self.processes: list[Process] = []
         self.namespaces: set[str] = set()
         self.commits: dict[str, str] = {}
@@ -483,10 +385,13 @@ class RealPuppetLab:
             self._private_etc(server.root / "etc-root")
         self._build_control_repo()
         self._build_pki()
+        self._build_agent()
+        cluster = self.postgres.enter_context(postgres_cluster())
         for server in (self.primary, self.replica):
             self._build_server(server)
             self.deploy(server, self.commits["current"])
-        self._build_agent()
+            cluster._createdb(server.pdb.database)
+            server.pdb.build(cluster.port, [self.primary.name, self.replica.name])
         self._build_vagrant()
 
     def _git(self, *args: str) -> str:
@@ -590,6 +495,7 @@ class RealPuppetLab:
             "",
             "[server]",
         ]
+        lines += pdb.SERVER_SETTINGS
         if server.is_ca:
             lines.append(f"cadir = {r / 'ca'}")
         return "\n".join(lines) + "\n"
@@ -642,7 +548,12 @@ class RealPuppetLab:
 
     def _server_binds(self, server: Server) -> list[tuple[Path, str]]:
         shadow = server.root / "shadowed"
-        binds: list[tuple[Path, str]] = [(server.root / "etc-root", "/etc"), (self.opt, "/opt")]
+        (server.root / "runroot").mkdir(parents=True, exist_ok=True)
+        binds: list[tuple[Path, str]] = [
+            (server.root / "etc-root", "/etc"),
+            (self.opt, "/opt"),
+            (server.root / "runroot", "/run"),  # sshd's /run/sshd
+        ]
         for target in SHADOWED:
             if os.path.isdir(target):
                 source = shadow / target.strip("/").replace("/", "-")
@@ -664,7 +575,17 @@ class RealPuppetLab:
         ):
             (r / sub).mkdir(parents=True, exist_ok=True)
         (server.etc / "puppet.conf").write_text(self._puppet_conf(server))
+        # `puppet config print` as root in the VM reads /etc/puppet (the on-host reads' files)
+        (server.root / "etc-root" / "puppet" / "puppet.conf").write_text(self._puppet_conf(server))
         shutil.copy("/etc/puppet/hiera.yaml", server.etc / "hiera.yaml")
+        other = self.replica if server is self.primary else self.primary
+        pdb.terminus_files(server.etc, server.name, other.name)
+        add_login(server.root / "etc-root", server.root / "home")
+        (server.root / "runroot" / "sshd").mkdir(parents=True)
+        (server.root / "runroot" / "sshd").chmod(0o755)
+        server.ssh_port = build_sshd(
+            server.root / "ssh", server.address, self.agent_root / "ssh" / "id"
+        )
         if not server.is_ca:
             self._copy_pki(server.name, server.ssldir)
         conf_d = server.etc / "puppetserver" / "conf.d"
@@ -791,92 +712,28 @@ class RealPuppetLab:
             "[agent]\n"
         )
         shutil.copy("/etc/puppet/hiera.yaml", etc / "puppet" / "hiera.yaml")
-        # The login user exists only in the agent's namespace: one more line in its copies of the
-        # account files, and a sudoers.d holding only its passwordless-sudo rule.
-        uids = {
-            int(line.split(":")[2])
-            for line in (etc / "passwd").read_text().splitlines()
-            if line.count(":") >= 6
-        }
-        gids = {
-            int(line.split(":")[2])
-            for line in (etc / "group").read_text().splitlines()
-            if line.count(":") >= 3
-        }
-        uid = next(n for n in range(64000, 65000) if n not in uids and n not in gids)
-        home = a / "home"
-
-        def append(name: str, line: str) -> None:
-            path = etc / name
-            path.write_text(path.read_text().rstrip("\n") + f"\n{line}\n")
-
-        append("passwd", f"{LOGIN}:x:{uid}:{uid}:pe-dr real-Puppet agent login:{home}:/bin/bash")
-        append("group", f"{LOGIN}:x:{uid}:")
-        # password "*": no password login, yet not locked (sshd without PAM refuses locked ones)
-        append("shadow", f"{LOGIN}:*:20000:0:99999:7:::")
-        for entry in (etc / "sudoers.d").iterdir():
-            if entry.name != "README":
-                entry.unlink()
-        sudoers = etc / "sudoers.d" / LOGIN
-        sudoers.write_text(f"{LOGIN} ALL=(ALL) NOPASSWD: ALL\n")
-        sudoers.chmod(0o440)
-        os.chown(home, uid, uid)
-        ssh = a / "ssh"
-        for args in (
-            ["-t", "ed25519", "-N", "", "-q", "-f", str(ssh / "host_ed25519")],
-            ["-t", "ed25519", "-N", "", "-q", "-C", "pe-dr-real-puppet", "-f", str(ssh / "id")],
-        ):
-            subprocess.run(["ssh-keygen", *args], check=True, capture_output=True, timeout=60)
-        shutil.copy(ssh / "id.pub", ssh / "authorized_keys")
-        with socket.socket() as s:  # a free port on linux.vm's address
-            s.bind((ADDRESSES["linux.vm"], 0))
-            self.ssh_port = int(s.getsockname()[1])
-        (ssh / "sshd_config").write_text(
-            "\n".join(
-                [
-                    f"Port {self.ssh_port}",
-                    f"ListenAddress {ADDRESSES['linux.vm']}",
-                    f"HostKey {ssh / 'host_ed25519'}",
-                    f"AuthorizedKeysFile {ssh / 'authorized_keys'}",
-                    f"PidFile {ssh / 'sshd.pid'}",
-                    "UsePAM no",
-                    "StrictModes no",
-                    "PermitRootLogin no",
-                    "PasswordAuthentication no",
-                    "KbdInteractiveAuthentication no",
-                    "PubkeyAuthentication yes",
-                    "PrintMotd no",
-                    "PrintLastLog no",
-                    "LogLevel VERBOSE",
-                    "Subsystem sftp internal-sftp",
-                    "",
-                ]
-            )
-        )
+        # The login user exists only in the agent's namespace (logins.add_login)
+        add_login(etc, a / "home")
+        self.ssh_port = build_sshd(a / "ssh", ADDRESSES["linux.vm"], a / "ssh" / "id")
 
     def _build_vagrant(self) -> None:
         """A test stand-in for the `vagrant` binary, on PATH for the product: it answers
-        `ssh-config linux.vm` in vagrant's own format (tests/golden/vagrant-ssh-config.txt), the
-        only vagrant command the agent checks run; anything else fails, naming itself."""
+        `ssh-config <vm>` in vagrant's own format (tests/golden/vagrant-ssh-config.txt), the only
+        vagrant command the checks run here; anything else fails, naming itself."""
         root = self.vagrant_root
         (root / "bin").mkdir(parents=True)
         (root / "ssh-config").mkdir()
         (root / "Vagrantfile").write_text(
             "# The real-Puppet tier's lab: no VMs, see tests/real_puppet/realpuppet.py\n"
         )
+        key = self.agent_root / "ssh" / "id"
         (root / "ssh-config" / "linux.vm").write_text(
-            "Host linux.vm\n"
-            f"  HostName {ADDRESSES['linux.vm']}\n"
-            f"  User {LOGIN}\n"
-            f"  Port {self.ssh_port}\n"
-            "  UserKnownHostsFile /dev/null\n"
-            "  StrictHostKeyChecking no\n"
-            "  PasswordAuthentication no\n"
-            f'  IdentityFile "{self.agent_root / "ssh" / "id"}"\n'
-            "  IdentitiesOnly yes\n"
-            "  LogLevel FATAL\n"
-            "\n"
+            ssh_config("linux.vm", ADDRESSES["linux.vm"], self.ssh_port, key)
         )
+        for server in (self.primary, self.replica):
+            (root / "ssh-config" / server.name).write_text(
+                ssh_config(server.name, server.address, server.ssh_port, key)
+            )
         script = root / "bin" / "vagrant"
         script.write_text(
             "#!/bin/sh\n"
@@ -916,7 +773,7 @@ class RealPuppetLab:
                 return None
             if exe.endswith(("/unshare", "/sh", "/dash")):
                 return None
-            return _mnt_ns(process.pid)
+            return mnt_ns(process.pid)
 
         ns = wait_until(f"{process.name} to start", settled, 30, every=0.05)
         process.mnt_ns = str(ns)
@@ -979,41 +836,88 @@ class RealPuppetLab:
                 time.sleep(0.5)
 
     def start_sshd(self) -> None:
-        ssh = self.agent_root / "ssh"
-        self.sshd = self._track(
+        """The agent's sshd and each server's (the on-host reads reach the servers over SSH)."""
+        sshds = [("linux.vm", self.agent_root / "ssh", self._agent_binds(), self.ssh_port)]
+        sshds += [(s.name, s.root / "ssh", self._server_binds(s), s.ssh_port) for s in self.servers]
+        for name, ssh, binds, port in sshds:
+            process = self._track(
+                Process(
+                    f"{name} sshd",
+                    namespaced(name.split(".")[0], binds, sshd_argv(ssh)),
+                    ssh / "sshd.log",
+                )
+            )
+            self._remember_namespace(process)
+            if name == "linux.vm":
+                self.sshd = process
+            else:
+                self.server(name).sshd = process
+            wait_until(f"sshd on {name}", partial(listening, ADDRESSES[name], port), 15, 0.05)
+
+    @property
+    def servers(self) -> tuple[Server, Server]:
+        return self.primary, self.replica
+
+    def server(self, name: str) -> Server:
+        return next(s for s in self.servers if s.name == name)
+
+    def start_puppetdb(self, server: Server) -> None:
+        """`server`'s PuppetDB, in `server`'s namespace, from the compiled class cache."""
+        classes = pdb.compiled_classes(self.root / "puppetdb-aot.log", self.figures)
+        server.pdb.process = self._track(
             Process(
-                "sshd",
-                namespaced(
-                    "linux",
-                    self._agent_binds(),
-                    ["/usr/sbin/sshd", "-D", "-e", "-f", str(ssh / "sshd_config")],
-                ),
-                ssh / "sshd.log",
+                f"{server.name} puppetdb",
+                namespaced(server.short, self._server_binds(server), server.pdb.argv(classes)),
+                server.pdb.root / "log" / "stdout.log",
             )
         )
-        self._remember_namespace(self.sshd)
+        self._remember_namespace(server.pdb.process)
 
-        def listening() -> bool:
-            try:
-                socket.create_connection((ADDRESSES["linux.vm"], self.ssh_port), 0.5).close()
-            except OSError:
-                return False
-            return True
+    def puppetdb_serving(self, server: Server) -> bool:
+        answer = pdb.https_get(
+            server.address, server.name, "/status/v1/simple", server.ssldir, server.name
+        )
+        return answer == (200, b"running")
 
-        wait_until("sshd on linux.vm", listening, 15, every=0.05)
+    def wait_puppetdb(self, *servers: Server, timeout: float = pdb.START_TIMEOUT) -> None:
+        """Bounded wait until each PuppetDB says `running`; records how long each start took."""
+        pending = list(servers)
+        deadline = time.monotonic() + timeout
+        while pending:
+            for server in list(pending):
+                process = server.pdb.process
+                assert process is not None
+                if not process.running():
+                    raise AssertionError(
+                        f"{server.name}'s PuppetDB exited with {process.popen.returncode}: "
+                        f"{process.tail()}\n{_tail(server.pdb.log)}"
+                    )
+                if self.puppetdb_serving(server):
+                    server.pdb.starts.append(round(time.monotonic() - process.started, 1))
+                    pending.remove(server)
+            if pending and time.monotonic() > deadline:
+                raise AssertionError(
+                    ", ".join(s.name for s in pending)
+                    + f" PuppetDB not running within {timeout:g} s:\n"
+                    + "\n".join(_tail(s.pdb.log) for s in pending)
+                )
+            if pending:
+                time.sleep(0.5)
 
     def start(self) -> None:
-        """Both servers at once, the agent's sshd, then a bounded wait for both servers."""
+        """Both servers at once, the sshds, the PuppetDB class cache (built while the servers
+        start, when missing), both PuppetDBs at once, then bounded waits for all four."""
         started = time.monotonic()
-        for server in (self.primary, self.replica):
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection((server.address, PORT), timeout=1),
-            ):
+        for address, port, what in [
+            (s.address, p, f"{s.name}'s {w}")
+            for s in self.servers
+            for p, w in ((PORT, "puppetserver"), (pdb.PORT, "PuppetDB"))
+        ]:
+            with contextlib.suppress(OSError), socket.create_connection((address, port), 1):
                 # a test run killed before its teardown leaves its JVMs: say so, not BindException
                 raise AssertionError(
-                    f"something already listens on {server.address}:{PORT}, the tier's address for "
-                    f"{server.name}: a puppetserver of an earlier, killed test run? "
+                    f"something already listens on {address}:{port}, the tier's address for "
+                    f"{what}: a JVM of an earlier, killed test run? "
                     "(`pkill -f pe-dr-real-puppet-` stops those)"
                 )
         self.start_server(self.primary)
@@ -1021,6 +925,10 @@ class RealPuppetLab:
         self.start_sshd()
         self._sampler = threading.Thread(target=self._sample, name="rss-sampler", daemon=True)
         self._sampler.start()
+        for server in self.servers:
+            self.start_puppetdb(server)
+        self.wait_puppetdb(*self.servers)
+        self.figures["puppetdbs_ready_seconds"] = round(time.monotonic() - started, 1)
         self.wait_serving(self.primary, self.replica)
         self.figures["servers_ready_seconds"] = round(time.monotonic() - started, 1)
 
@@ -1028,7 +936,7 @@ class RealPuppetLab:
         """Every live process in the lab's namespaces (servers, sshd, sessions, agent runs)."""
         pids = []
         for entry in os.listdir("/proc"):
-            if entry.isdigit() and _mnt_ns(entry) in self.namespaces and _alive(int(entry)):
+            if entry.isdigit() and mnt_ns(entry) in self.namespaces and alive(int(entry)):
                 pids.append(int(entry))
         return pids
 
@@ -1037,7 +945,7 @@ class RealPuppetLab:
         while not self._sampler_stop.wait(0.5):
             total = 0
             for pid in self._lab_pids():
-                total += _kib(_proc_status(pid).get("VmRSS"))
+                total += kib(proc_status(pid).get("VmRSS"))
             for process in self.processes:
                 process.sample()
             self.peak_total_kib = max(self.peak_total_kib, total)
@@ -1046,6 +954,13 @@ class RealPuppetLab:
         """The primary's puppetserver stopped (SIGTERM); the monotonic time it was gone."""
         assert self.primary.process is not None
         return self.primary.process.stop()
+
+    def primary_outage(self, how: str = "stopped") -> float:
+        """The primary down as a halted VM would be for the drill's reads: its puppetserver and
+        its PuppetDB `stopped` (SIGTERM) or `paused` (SIGSTOP: TCP still accepted, nothing
+        answered); the epoch time it was down."""
+        self.arrange(primary=how, primary_puppetdb=how)
+        return time.time()
 
     def close(self) -> None:
         """Stop everything the lab started, by PID; AssertionError if anything survives."""
@@ -1062,6 +977,10 @@ class RealPuppetLab:
             server.peak_rss_kib = max(
                 [p.peak_rss_kib for p in self.processes if p.name == server.name] or [0]
             )
+            server.pdb.peak_rss_kib = max(
+                [p.peak_rss_kib for p in self.processes if p.name == f"{server.name} puppetdb"]
+                or [0]
+            )
         leftovers = self._lab_pids()  # SSH sessions, agent runs: anything still in a namespace
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for pid in leftovers:
@@ -1069,13 +988,17 @@ class RealPuppetLab:
                     os.kill(pid, sig)
             deadline = time.monotonic() + 10
             while leftovers and time.monotonic() < deadline:
-                leftovers = [pid for pid in leftovers if _alive(pid)]
+                leftovers = [pid for pid in leftovers if alive(pid)]
                 time.sleep(0.1)
         if leftovers:
             problems.append(f"processes left in the lab's namespaces: {leftovers}")
-        alive = [f"{p.name} ({p.pid})" for p in self.processes if p.running()]
-        if alive:
-            problems.append("processes still running: " + ", ".join(alive))
+        still = [f"{p.name} ({p.pid})" for p in self.processes if p.running()]
+        if still:
+            problems.append("processes still running: " + ", ".join(still))
+        try:
+            self.postgres.close()  # pg_ctl stop, its directory removed
+        except Exception as exc:  # reported with the rest
+            problems.append(f"the PostgreSQL cluster did not stop: {exc}")
         if problems:
             raise AssertionError("; ".join(problems))
 
@@ -1087,6 +1010,8 @@ class RealPuppetLab:
             )
             for s in (self.primary, self.replica)
         }
+        for s in self.servers:
+            tails[f"{s.name} puppetdb.log"] = _tail(s.pdb.log, lines)
         tails["linux.vm sshd.log"] = _tail(self.agent_root / "ssh" / "sshd.log", lines)
         return tails
 
@@ -1102,12 +1027,14 @@ class RealPuppetLab:
         connect_timeout: str | None = None,
         read_timeout: str | None = None,
         server_list: str = "primary.vm:8140,replica.vm:8140",
+        primary_puppetdb: str = "serving",
+        replica_puppetdb: str = "serving",
     ) -> None:
         """Put the lab in the state a test needs, from whatever state the last test left: servers
         `serving`, `paused` (SIGSTOP) or `stopped`; which commit each has deployed (`previous`,
         `current`, `failing-fact`); the agent's http_connect_timeout, http_read_timeout and
-        server_list. A stopped
-        primary is started only when a test needs it serving (a start costs 30-60 s)."""
+        server_list; each PuppetDB `serving`, `paused` or `stopped`. A stopped server or
+        PuppetDB is started only when a test needs it (a start costs 20-60 s)."""
         if self.listener is not None:
             self.listener.close()
             self.listener = None
@@ -1133,6 +1060,26 @@ class RealPuppetLab:
             if state == "paused" and not server.paused():
                 assert server.process is not None
                 server.process.pause()
+        for server, state in ((self.primary, primary_puppetdb), (self.replica, replica_puppetdb)):
+            if state not in ("serving", "paused", "stopped"):
+                raise ValueError(state)
+            db = server.pdb
+            if db.paused() and state != "paused":
+                assert db.process is not None
+                db.process.resume()
+            if state == "stopped" and db.running():
+                assert db.process is not None
+                db.process.stop()
+            if state in ("serving", "paused") and not db.running():
+                self.start_puppetdb(server)
+                self.wait_puppetdb(server)
+            if state == "serving":
+                wait_until(
+                    f"{server.name}'s PuppetDB", lambda s=server: self.puppetdb_serving(s), 60
+                )
+            if state == "paused" and not db.paused():
+                assert db.process is not None
+                db.process.pause()
 
     # --- faults ------------------------------------------------------------------------------
 
