@@ -102,7 +102,7 @@ def compiled_classes(log: Path, figures: dict[str, object]) -> Path:
     root = Path(os.environ.get(CACHE_ENV) or CACHE_ROOT)
     target = root / cache_key()
     if (target / "puppetlabs" / "puppetdb" / "core__init.class").exists():
-        figures["puppetdb_classes"] = "cached"
+        figures.setdefault("puppetdb_classes", "cached")
         return target
     root.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=".building-", dir=root))
