@@ -425,6 +425,12 @@ class LabFiles:
             "[agent]\n"
         )
         shutil.copy("/etc/puppet/hiera.yaml", etc / "puppet" / "hiera.yaml")
+        # PE's Facter reads external facts in /etc/puppetlabs/facter/facts.d, where the drill
+        # writes its marker fact; Debian's reads only /etc/facter/facts.d (facter 4.3.0-2,
+        # custom_facts/util/config.rb), so that one points at PE's
+        (etc / "puppetlabs" / "facter" / "facts.d").mkdir(parents=True)
+        (etc / "facter").mkdir()
+        (etc / "facter" / "facts.d").symlink_to("/etc/puppetlabs/facter/facts.d")
         # The login user exists only in the agent's namespace (logins.add_login)
         add_login(etc, a / "home")
         self.ssh_port = build_sshd(a / "ssh", ADDRESSES["linux.vm"], a / "ssh" / "id")
