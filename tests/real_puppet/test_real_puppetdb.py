@@ -39,7 +39,7 @@ REASON = why_not_runnable()
 pytestmark = [
     pytest.mark.real_puppet,
     pytest.mark.slow,
-    pytest.mark.timeout(420),  # the first test of a run also waits for the lab to start
+    pytest.mark.timeout(900),  # the first test also waits for the lab (and the PuppetDB class cache)
     pytest.mark.skipif(REASON is not None, reason=REASON or ""),
 ]
 
