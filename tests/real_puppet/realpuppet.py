@@ -5,14 +5,20 @@ primary's CA (the replica's CA service is disabled); linux.vm (127.0.50.6) is De
 with `server_list = primary.vm:8140,replica.vm:8140`, reached over a real OpenSSH server. The
 project's own control-repo skeleton (pe_dr/control_repo) is deployed on both servers as Code Manager
 lays it out (`.r10k-deploy.json` with the commit, `/opt/puppetlabs/puppet/bin/ruby`), so the
-configuration version each catalog carries is produced by the project's own scripts.
+configuration version each catalog carries is produced by the project's own scripts. Each server
+also runs its own PuppetDB (puppetdb_pair.py), fed by both servers' termini, and an OpenSSH
+server, so the product reaches every VM as it reaches a lab VM.
+
+The modules: tier.py (names, packages, golden capture, the system snapshot), processes.py,
+probes.py (status probe, fault listeners), logins.py (SSH logins), build.py (the lab's files),
+puppetdb_pair.py; this one starts, stops and arranges the lab.
 
 Every process runs under `unshare --mount --uts` with its own hostname and bind mounts made inside
-its private mount namespace: a private copy of /etc (the lab's /etc/hosts; for the agent also its
+its private mount namespace: a private copy of /etc (the lab's /etc/hosts, the VM's
 /etc/puppet, and the SSH login user in /etc/passwd, /etc/shadow, /etc/group and /etc/sudoers.d, so
-that user exists only there), `/opt` (the ruby path), and temporary directories over every place
-under /var where Debian's Puppet writes (/var/lib/puppet, /var/cache/puppet, /var/log/puppet,
-/var/lib/puppetserver, /var/log/puppetserver; /run for the agent). /etc is a copied directory
+that user exists only there), `/opt` (the ruby path), a private /run, and temporary directories
+over every place under /var where Debian's Puppet writes (/var/lib/puppet, /var/cache/puppet,
+/var/log/puppet, /var/lib/puppetserver, /var/log/puppetserver). /etc is a copied directory
 rather than single bind-mounted files because Linux detaches a file's bind mount, in every
 namespace, when the file is replaced by a rename: a `useradd` elsewhere on the machine would make
 the login user vanish mid-run. Nothing of the real system is changed; `system_snapshot` is how the

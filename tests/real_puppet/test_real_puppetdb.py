@@ -39,7 +39,9 @@ REASON = why_not_runnable()
 pytestmark = [
     pytest.mark.real_puppet,
     pytest.mark.slow,
-    pytest.mark.timeout(900),  # the first test also waits for the lab (and the PuppetDB class cache)
+    pytest.mark.timeout(
+        900
+    ),  # the first test also waits for the lab (and the PuppetDB class cache)
     pytest.mark.skipif(REASON is not None, reason=REASON or ""),
 ]
 
