@@ -86,6 +86,7 @@ class LabFiles:
     hosts: str
     ssh_port: int
     postgres: contextlib.ExitStack
+    pg_data: Path | None
     commits: dict[str, str]
     deployed: dict[str, str]
 
@@ -100,6 +101,7 @@ class LabFiles:
         self._build_pki()
         self._build_agent()
         cluster = self.postgres.enter_context(postgres_cluster())
+        self.pg_data = cluster.data
         for server in (self.primary, self.replica):
             self._build_server(server)
             self.deploy(server, self.commits["current"])

@@ -70,6 +70,7 @@ def real_puppet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealPuppet
             }
             FIGURES["peak_rss_mib"] = {
                 "lab_total_sampled": round(lab.peak_total_kib / 1024),
+                "postgresql_sampled": round(lab.peak_postgres_kib / 1024),
                 **{s.name: round(s.peak_rss_kib / 1024) for s in (lab.primary, lab.replica)},
                 **{
                     f"{s.name} puppetdb": round(s.pdb.peak_rss_kib / 1024)

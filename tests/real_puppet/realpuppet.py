@@ -92,6 +92,8 @@ class RealPuppetLab(LabFiles):
         self.sshd: Process | None = None
         self.ssh_port = 0
         self.postgres = contextlib.ExitStack()
+        self.pg_data: Path | None = None
+        self.peak_postgres_kib = 0
         for server in (self.primary, self.replica):
             server.puppetdb = PuppetDB(
                 server.name,
@@ -311,9 +313,25 @@ class RealPuppetLab(LabFiles):
             total = 0
             for pid in self._lab_pids():
                 total += kib(proc_status(pid).get("VmRSS"))
+            postgres = sum(kib(proc_status(pid).get("VmRSS")) for pid in self._postgres_pids())
             for process in self.processes:
                 process.sample()
-            self.peak_total_kib = max(self.peak_total_kib, total)
+            self.peak_total_kib = max(self.peak_total_kib, total + postgres)
+            self.peak_postgres_kib = max(self.peak_postgres_kib, postgres)
+
+    def _postgres_pids(self) -> list[int]:
+        """The cluster's postmaster and its children (it runs outside the lab's namespaces)."""
+        if self.pg_data is None:
+            return []
+        try:
+            main = int((self.pg_data / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return []
+        pids = [main]
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and proc_status(int(entry)).get("PPid") == str(main):
+                pids.append(int(entry))
+        return pids
 
     def stop_primary(self) -> float:
         """The primary's puppetserver stopped (SIGTERM); the monotonic time it was gone."""
