@@ -116,8 +116,8 @@ def test_an_agent_run_through_the_primary_lands_in_both_puppetdbs(
         assert [r["value"] for r in on_replica.fact(AGENT, FACT)] == [marker]
         # the same report, but for receive_time: each PuppetDB stamps its own
         copy = on_replica.report(mark.ref)
-        assert copy is not None and copy.pop("receive_time") and report.pop("receive_time")
-        assert copy == report
+        assert copy is not None and copy["receive_time"] and report["receive_time"]
+        assert {**copy, "receive_time": None} == {**report, "receive_time": None}
         # a hash no report has: no report, not an error
         assert on_replica.report("0" * 40) is None
         _capture(
