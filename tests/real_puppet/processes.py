@@ -135,3 +135,16 @@ class Process:
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+
+def pss_kib(pid: int) -> int:
+    """Its proportional set size (KiB): shared pages counted once across the processes sharing
+    them, as PostgreSQL's backends share its buffers."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    return 0

@@ -200,6 +200,9 @@ class PuppetDB:
             f"subname = //127.0.0.1:{pg_port}/{self.database}\n"
             "username = postgres\n"
             "password = unused-trust-authentication\n"
+            # 5, not 25, connections in each of its write and read pools (HikariCP keeps them
+            # all open): two PuppetDBs stay well under PostgreSQL's 100
+            "maximum-pool-size = 5\n"
         )
         (self.conf_d / "jetty.ini").write_text(
             "[jetty]\n"

@@ -45,7 +45,16 @@ import puppetdb_pair as pdb
 from build import LabFiles, Server
 from logins import listening, sshd_argv
 from probes import Listener, simple_status
-from processes import Process, alive, kib, mnt_ns, namespaced, proc_status, wait_until
+from processes import (
+    Process,
+    alive,
+    kib,
+    mnt_ns,
+    namespaced,
+    proc_status,
+    pss_kib,
+    wait_until,
+)
 from puppetdb_pair import PuppetDB
 from tier import (
     ADDRESSES,
@@ -313,7 +322,7 @@ class RealPuppetLab(LabFiles):
             total = 0
             for pid in self._lab_pids():
                 total += kib(proc_status(pid).get("VmRSS"))
-            postgres = sum(kib(proc_status(pid).get("VmRSS")) for pid in self._postgres_pids())
+            postgres = sum(pss_kib(pid) for pid in self._postgres_pids())
             for process in self.processes:
                 process.sample()
             self.peak_total_kib = max(self.peak_total_kib, total + postgres)
