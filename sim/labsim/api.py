@@ -999,9 +999,17 @@ def puppetdb(lab: Lab, vm: VM, req: Request) -> Response:
     if mm:
         # Jolokia's read answer (PuppetDB metrics v2; documentation/ha.markdown "Metrics")
         value = lab.puppetdb.metric(lab, vm, mm.group(1))
-        if value is None:
-            return Response.json({"status": 404, "error": f"no such metric {mm.group(1)}"}, 404)
         mbean = f"puppetlabs.puppetdb.ha:name={mm.group(1)}"
+        if value is None:  # HTTP 200, the error in the body (tests/golden/puppetdb-sync-metric-*)
+            error = "javax.management.InstanceNotFoundException"
+            return Response.json(
+                {
+                    "request": {"mbean": mbean, "type": "read"},
+                    "error_type": error,
+                    "error": f"{error} : {mbean}",
+                    "status": 404,
+                }
+            )
         return Response.json(
             {
                 "request": {"mbean": mbean, "type": "read"},

@@ -876,6 +876,27 @@ def test_a_halted_primary_refuses_hangs_or_is_unreachable(
 
 
 @pytest.mark.slow
+def test_a_metric_puppetdb_lacks_is_answered_as_jolokia_answers_it(built: Any) -> None:
+    """Real PuppetDB (tests/golden/puppetdb-sync-metric-missing.json, Debian's 7.12): HTTP 200,
+    the error in the body with `"status": 404` and Jolokia's error type."""
+    _, drv = built
+    golden = json.loads(
+        (Path(__file__).parents[1] / "golden" / "puppetdb-sync-metric-missing.json").read_text()
+    )
+    r = drv.http(
+        "replica.vm",
+        8081,
+        "GET",
+        "/metrics/v2/read/puppetlabs.puppetdb.ha:name=no-such-metric",
+        cert="replica.vm",
+    )
+    assert r.status_code == 200
+    assert set(r.json()) == set(golden) and r.json()["status"] == 404
+    assert r.json()["error_type"] == golden["error_type"]
+    assert r.json()["request"]["mbean"] == "puppetlabs.puppetdb.ha:name=no-such-metric"
+
+
+@pytest.mark.slow
 def test_pe_refuses_what_pe_refuses(built: Any) -> None:
     _, drv = built
     # the classifier: a class parameter the class does not have is 422 missing-referents
