@@ -285,15 +285,18 @@ def https_get(
     name: str,
     path: str,
     ssldir: Path,
-    certname: str,
+    certname: str | None,
     timeout: float = 3.0,
 ) -> tuple[int, bytes] | None:
-    """GET https://name:8081/path at `address` with `certname`'s certificate from `ssldir`,
-    verified against the lab CA; (status, body), or None when nothing answered."""
+    """GET https://name:8081/path at `address` with `certname`'s certificate from `ssldir` (None:
+    no client certificate), verified against the lab CA; (status, body), or None when nothing
+    answered."""
     context = ssl.create_default_context(cafile=str(ssldir / "certs" / "ca.pem"))
-    context.load_cert_chain(
-        str(ssldir / "certs" / f"{certname}.pem"), str(ssldir / "private_keys" / f"{certname}.pem")
-    )
+    if certname is not None:
+        context.load_cert_chain(
+            str(ssldir / "certs" / f"{certname}.pem"),
+            str(ssldir / "private_keys" / f"{certname}.pem"),
+        )
     try:
         with (
             socket.create_connection((address, PORT), timeout=timeout) as sock,

@@ -146,9 +146,10 @@ def test_puppetdb_allows_the_servers_certificates_and_refuses_the_agents(
         assert answer is not None and answer[0] == 200, (certname, answer)
     refused = pdb.https_get(replica.address, REPLICA, query, agent_ssl, AGENT)
     assert refused is not None and refused[0] == 403, refused
-    # the status API needs a certificate, any the CA signed
+    # the status API answers any certificate the CA signed (Debian's auth.conf), none without one
     status = pdb.https_get(replica.address, REPLICA, "/status/v1/simple", agent_ssl, AGENT)
     assert status == (200, b"running")
+    assert pdb.https_get(replica.address, REPLICA, "/status/v1/simple", agent_ssl, None) is None
     _capture(
         "puppetdb-allowlist-refused.txt",
         f"HTTP {refused[0]}\n{refused[1].decode()}",
