@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +14,8 @@ from driver import Driver, labsim, ops, refused
 from labsim.testing import running_lab
 
 # -- faults added to a built lab, and PE's strictness ----------------------------------------------
+
+GOLDEN = Path(__file__).resolve().parents[2] / "tests" / "golden"
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +158,25 @@ def test_a_halted_primary_refuses_hangs_or_is_unreachable(
         h.fault_clear()
         drv.vagrant("up", "primary.vm")
     assert not refused(drv.addr["primary.vm"], 8140)
+
+
+@pytest.mark.slow
+def test_a_metric_puppetdb_lacks_is_answered_as_jolokia_answers_it(built: Any) -> None:
+    """Real PuppetDB (tests/golden/puppetdb-sync-metric-missing.json, Debian's 7.12): HTTP 200,
+    the error in the body with `"status": 404` and Jolokia's error type."""
+    _, drv = built
+    golden = json.loads((GOLDEN / "puppetdb-sync-metric-missing.json").read_text())
+    r = drv.http(
+        "replica.vm",
+        8081,
+        "GET",
+        "/metrics/v2/read/puppetlabs.puppetdb.ha:name=no-such-metric",
+        cert="replica.vm",
+    )
+    assert r.status_code == 200
+    assert set(r.json()) == set(golden) and r.json()["status"] == 404
+    assert r.json()["error_type"] == golden["error_type"]
+    assert r.json()["request"]["mbean"] == "puppetlabs.puppetdb.ha:name=no-such-metric"
 
 
 @pytest.mark.slow

@@ -65,9 +65,17 @@ def real_puppet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealPuppet
             FIGURES["server_starts_seconds"] = {
                 s.name: s.starts for s in (lab.primary, lab.replica)
             }
+            FIGURES["puppetdb_starts_seconds"] = {
+                s.name: s.pdb.starts for s in (lab.primary, lab.replica)
+            }
             FIGURES["peak_rss_mib"] = {
                 "lab_total_sampled": round(lab.peak_total_kib / 1024),
+                "postgresql_sampled": round(lab.peak_postgres_kib / 1024),
                 **{s.name: round(s.peak_rss_kib / 1024) for s in (lab.primary, lab.replica)},
+                **{
+                    f"{s.name} puppetdb": round(s.pdb.peak_rss_kib / 1024)
+                    for s in (lab.primary, lab.replica)
+                },
             }
             if failed or _FAILED:
                 _LOGS.update(lab.log_tails())

@@ -11,8 +11,8 @@ What differs from a real lab (realpuppet.py has the details):
 
 * no VMs: each "VM" is a private mount and UTS namespace on a loopback address (127.0.50.x), with
   its own hostname and a private copy of /etc (the lab's /etc/hosts); `vagrant` is a test
-  stand-in that answers `ssh-config linux.vm` in vagrant's format; only linux.vm is reached over
-  SSH (a real OpenSSH server in the agent's namespace, a login user that exists only there);
+  stand-in that answers `ssh-config <vm>` in vagrant's format; each VM runs a real OpenSSH
+  server in its namespace, with a login user that exists only there;
 * open-source Puppet 7 from Debian (puppet-agent 7.23, puppetserver 7.9.5), not PE's builds: the
   servers run as root, with PE's code layout where the scripts look (`.r10k-deploy.json`,
   `/opt/puppetlabs/puppet/bin/ruby`) but not PE's paths elsewhere; the replica is a second
@@ -48,7 +48,9 @@ REASON = why_not_runnable()
 pytestmark = [
     pytest.mark.real_puppet,
     pytest.mark.slow,
-    pytest.mark.timeout(420),  # the first test also waits for both servers to start
+    pytest.mark.timeout(
+        900
+    ),  # the first test also waits for the lab (and the PuppetDB class cache)
     pytest.mark.skipif(REASON is not None, reason=REASON or ""),
 ]
 

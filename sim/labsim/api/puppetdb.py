@@ -49,11 +49,20 @@ def metric(call: Call) -> Response:
     # Jolokia's read answer (PuppetDB metrics v2; documentation/ha.markdown "Metrics")
     name = call.group(1)
     value = call.lab.puppetdb.metric(call.lab, call.vm, name)
-    if value is None:
-        return Response.json({"status": 404, "error": f"no such metric {name}"}, 404)
+    mbean = f"puppetlabs.puppetdb.ha:name={name}"
+    if value is None:  # HTTP 200, the error in the body (tests/golden/puppetdb-sync-metric-*)
+        error = "javax.management.InstanceNotFoundException"
+        return Response.json(
+            {
+                "request": {"mbean": mbean, "type": "read"},
+                "error_type": error,
+                "error": f"{error} : {mbean}",
+                "status": 404,
+            }
+        )
     return Response.json(
         {
-            "request": {"mbean": f"puppetlabs.puppetdb.ha:name={name}", "type": "read"},
+            "request": {"mbean": mbean, "type": "read"},
             "value": value if call.group(2) else {"Value": value},
             "status": 200,
         }
