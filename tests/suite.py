@@ -47,6 +47,9 @@ GROUPS = {
     "flows/test_promotion.py": "labsim-drill-own",
     "flows/test_task_policy.py": "labsim-drill-own",
     "flows": "labsim-drill",
+    # the history and notification tests (4 min) on a server of their own, beside the others
+    "deployments/test_history_runs.py": "prefect-servers-2",
+    "deployments/test_notify.py": "prefect-servers-2",
     "deployments": "prefect-servers",
     "real_puppet": "system",
     "netns": "system",  # namespaces of its own: never beside the check that nothing changed

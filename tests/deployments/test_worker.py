@@ -365,7 +365,8 @@ def test_pe_dr_history_reads_every_drill_from_the_server_on_postgresql(
     )
     assert done.returncode == 0, done.stdout + done.stderr
     rows = [line.split() for line in done.stdout.splitlines() if line.startswith("  20")]
-    shown = {row[3]: row[4] for row in rows}  # flow run id (first 8) -> verdict
+    assert {row[4] for row in rows} == {"drill"}, done.stdout  # the kind column
+    shown = {row[3]: row[5] for row in rows}  # flow run id (first 8) -> verdict
     assert len(rows) == len(expected), done.stdout
     assert shown == {run[:8]: verdict for run, verdict in expected.items()}, done.stdout
     retried = [r for r in expected if api.flow_run(r)["run_count"] >= 2]
