@@ -318,7 +318,8 @@ def _run_flow(args: argparse.Namespace, report_dir: str | None, run: Any) -> int
     roots: list[str] = []
 
     def started(flow: Any, flow_run: Any, state: Any) -> None:
-        if flow_run.parent_task_run_id is None:
+        stopping.take_back_sigterm()  # (the engine has just put its own handler in place)
+        if flow_run.parent_task_run_id is None and str(flow_run.id) not in roots:
             roots.append(str(flow_run.id))
 
     def last_resort(stop: interrupts.Stop) -> None:
@@ -568,7 +569,8 @@ def retry(args: argparse.Namespace) -> int:
 
     def again(started: Any) -> Any:
         started(flow, run, None)  # its id is known
-        return run_flow(flow=flow, flow_run=run, parameters=parameters, return_type="state")
+        hooked = flow.with_options(on_running=[*flow.on_running_hooks, started])
+        return run_flow(flow=hooked, flow_run=run, parameters=parameters, return_type="state")
 
     return _run_flow(args, report_dir, again)
 

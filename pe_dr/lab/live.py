@@ -51,16 +51,17 @@ def _forget_params(key: tuple[str, str], stale: SSHParams | None = None) -> None
         host.close()
 
 
-def close_connections() -> None:
-    """Close the SSH connections the Labs of this process keep (they reconnect when used)."""
+def close_connections(wait: float = -1) -> None:
+    """Close the SSH connections the Labs of this process keep (they reconnect when used); with
+    `wait`, skip one another thread holds longer than that (Host.close)."""
     with _ssh_params_lock:
         hosts = list(_pooled.values())
         _pooled.clear()
     for host in hosts:
-        host.close()
+        host.close(wait)
 
 
-atexit.register(close_connections)  # a clean SSH disconnect rather than a dropped socket
+atexit.register(close_connections, 1.0)  # a clean SSH disconnect rather than a dropped socket
 
 
 class Lab:

@@ -9,9 +9,9 @@ import dataclasses
 import json
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from pe_dr import fanout
 from pe_dr.errors import CommandFailed, PeDrError, TransientError
 from pe_dr.lab import paths
 from pe_dr.lab.live import Lab
@@ -317,12 +317,12 @@ def max_parallel_agents() -> int:
 def fan_out(
     agents: list[str], work: Callable[[str], CheckResult], *, limit: int | None = None
 ) -> list[CheckResult]:
-    """Run `work` for each agent concurrently (at most `limit` at once), keeping their order."""
+    """Run `work` for each agent concurrently (at most `limit` at once), keeping their order; a
+    stop signal leaves the workers behind (pe_dr.fanout) rather than waiting for them."""
     if len(agents) == 1:
         return [work(agents[0])]
     bound = limit if limit is not None else max_parallel_agents()
-    with ThreadPoolExecutor(max_workers=max(1, min(bound, len(agents)))) as pool:
-        return list(pool.map(work, agents))
+    return fanout.each(agents, work, limit=bound)
 
 
 def _agent_names(lab: Lab) -> list[str]:
