@@ -13,6 +13,7 @@ end soon after, so they stop acting on the lab.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -43,11 +44,12 @@ def check() -> None:
         raise Abandoned("the caller left")
 
 
-def sleep(seconds: float) -> None:
-    """time.sleep, cut short (Abandoned) in a worker whose caller leaves meanwhile."""
+def sleep(seconds: float, outside: Callable[[float], None] = time.sleep) -> None:
+    """Sleep, cut short (Abandoned) in a worker whose caller leaves meanwhile; outside a worker
+    `outside(seconds)`."""
     event = _event()
     if event is None:
-        threading.Event().wait(max(0.0, seconds))
+        outside(max(0.0, seconds))
         return
     if event.wait(max(0.0, seconds)):
         raise Abandoned("the caller left")

@@ -123,7 +123,7 @@ class Pacer:
             self.progress.tick(now)  # the probe that just ended did not see it: still waiting
         while due > now:
             wake = due if self.progress is None else min(due, self.progress.next_at)
-            fanout.sleep(wake - now)  # (a worker whose caller left stops here)
+            fanout.sleep(wake - now, time.sleep)  # (a worker whose caller left stops here)
             now = time.monotonic()
             if self.progress is not None and now < due:
                 self.progress.tick(now)
