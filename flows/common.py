@@ -119,9 +119,29 @@ def _chapter_begins(name: str) -> None:
     `name` (a task run, so that it reaches Prefect whatever the logging level)."""
 
 
+# What a stop signal does in each chapter that changes the lab's roles, as the command line says
+# when one begins (pe_dr_cli.stopping); the other chapters only stop and write the journal.
+STOP_EFFECTS = {
+    "failover-drill": "a primary the drill halted is started again and the journal is written",
+    "promotion": (
+        "the promotion stops where it is: a primary it destroyed is not brought back, the journal "
+        "is written, and a Retry resumes the promotion"
+    ),
+    "reprotect": (
+        "the reprotect stops where it is: the promoted primary keeps serving, the journal is "
+        "written, and a Retry resumes the reprotect"
+    ),
+}
+
+
+def stop_effect_of(chapter: str) -> str:
+    return STOP_EFFECTS.get(chapter, interrupts.PLAIN_STOP)
+
+
 def mark_chapter(name: str) -> None:
     """The steps that start from now on are chapter `name`'s."""
     _chapter.set(name)
+    interrupts.set_stop_effect(stop_effect_of(name))
     state = _chapter_begins(name, return_state=True)
     progress.started(state.state_details.task_run_id)
 
@@ -239,6 +259,7 @@ def _run_root(
     run_id = str(flow_run.id)
     attempt_started = utc_now()
     interrupts.reset()
+    interrupts.set_stop_effect(stop_effect_of(flow_name))
     _chapter.set(None)  # (a process runs many flows: no chapter of an earlier one)
     progress.started_runs(reset=True)
     progress_log.info("flow run  %s (resume it with: pe-dr retry %s)", run_id, run_id)

@@ -81,11 +81,16 @@ def _err(text: str) -> None:
         sys.stderr.flush()
 
 
-def _announce(stop: interrupts.Stop) -> None:
-    _err(
-        f"pe-dr: {stop.name}: stopping within {grace_seconds():.0f} s: a primary the drill "
-        "halted is started again and the journal is written (another Ctrl-C changes nothing)"
+def announcement(stop: interrupts.Stop) -> str:
+    """The line a stop begins with: what it does in the part of the drill under way."""
+    return (
+        f"pe-dr: {stop.name}: stopping within {grace_seconds():.0f} s: "
+        f"{interrupts.stop_effect()} (another Ctrl-C changes nothing)"
     )
+
+
+def _announce(stop: interrupts.Stop) -> None:
+    _err(announcement(stop))
     threading.Thread(target=_watchdog, args=(stop,), name="pe-dr-stop", daemon=True).start()
 
 

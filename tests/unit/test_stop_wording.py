@@ -1,0 +1,50 @@
+"""The line a stop begins with says what the stop does in the part of the drill under way
+(issue 24.4): during a promotion that destroyed the old primary it once promised to start "a
+primary the drill halted" again."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+
+import pytest
+
+from flows import common
+from pe_dr import interrupts
+from pe_dr_cli import stopping
+
+STOP = interrupts.Stop(signal.SIGTERM, 0.0, "2026-12-06T00:00:00Z")
+
+
+@pytest.fixture(autouse=True)
+def fresh() -> Iterator[None]:
+    interrupts.reset()
+    yield
+    interrupts.reset()
+
+
+def test_a_stop_in_the_promotion_does_not_promise_the_old_primary_back() -> None:
+    interrupts.set_stop_effect(common.stop_effect_of("promotion"))
+    line = stopping.announcement(STOP)
+    assert "started again" not in line, line
+    assert "a primary it destroyed is not brought back" in line
+    assert "a Retry resumes the promotion" in line
+
+
+def test_a_stop_in_the_failover_drill_starts_the_halted_primary_again() -> None:
+    interrupts.set_stop_effect(common.stop_effect_of("failover-drill"))
+    assert "a primary the drill halted is started again" in stopping.announcement(STOP)
+
+
+def test_a_stop_in_reprotect_keeps_the_promoted_primary() -> None:
+    interrupts.set_stop_effect(common.stop_effect_of("reprotect"))
+    line = stopping.announcement(STOP)
+    assert "started again" not in line and "a Retry resumes the reprotect" in line
+
+
+def test_elsewhere_a_stop_only_stops_and_writes_the_journal() -> None:
+    for chapter in ("lab-setup", "replication-check", "dr-drill"):
+        interrupts.set_stop_effect(common.stop_effect_of(chapter))
+        line = stopping.announcement(STOP)
+        assert line.startswith("pe-dr: SIGTERM: stopping within 25 s: the step under way")
+        assert "primary" not in line, line
