@@ -38,6 +38,7 @@ from pe_dr.errors import CalledOff, PeDrError, PreconditionError
 from pe_dr.lab.spec import LabSpec, load_spec
 from pe_dr.report import DrillReport, utc_now
 from pe_dr.secrets import scrub
+from pe_dr.settings import settings
 from pe_dr.stdio import survive_closed_output
 from tasks import progress
 from tasks.common import named, root_flow_run_id
@@ -262,7 +263,10 @@ def _run_root(
     interrupts.set_stop_effect(stop_effect_of(flow_name))
     _chapter.set(None)  # (a process runs many flows: no chapter of an earlier one)
     progress.started_runs(reset=True)
-    progress_log.info("flow run  %s (resume it with: pe-dr retry %s)", run_id, run_id)
+    if settings().rerun_command:  # its lab goes with the command: no Retry to offer
+        progress_log.info("flow run  %s", run_id)
+    else:
+        progress_log.info("flow run  %s (resume it with: pe-dr retry %s)", run_id, run_id)
     tracker = Tracker(flow_name, planned=_planned(str(flow_run.flow_name), promote))
     tracker.start()
     if history:

@@ -374,8 +374,19 @@ def _stopped(stop: interrupts.Stop, elapsed: float, roots: list[str], record: An
         if record is not None:
             _figures(record)
         print(f" flow run  {roots[0]}", flush=True)
-        print(f"   resume  pe-dr retry {roots[0]}", flush=True)
+        again = settings().rerun_command
+        if again:
+            print(f"     next  {_rerun_advice(again)}", flush=True)
+        else:
+            print(f"   resume  pe-dr retry {roots[0]}", flush=True)
     return stop.exit_code
+
+
+def _rerun_advice(command: str) -> str:
+    """The one piece of advice for a run whose lab does not outlive its command."""
+    return (
+        f"this lab is removed with the command, so the run cannot be retried: run {command} again"
+    )
 
 
 def _figures(report: Any) -> None:
@@ -427,6 +438,9 @@ def _summarize(args: argparse.Namespace, state: Any, elapsed: float) -> int:
                 )
         print(f" flow run  {report.flow_run_id}", flush=True)
         next_step = report.next_step()
+        again = settings().rerun_command
+        if next_step and again and report.status in ("failed", "interrupted"):
+            next_step = f"clear the cause above; {_rerun_advice(again)}"
         if next_step and not passed:
             print(f"     next  {next_step}", flush=True)
     if isinstance(error, checks_first.PreflightFailed):
