@@ -1,6 +1,6 @@
-"""The line a stop begins with says what the stop does in the part of the drill under way
-(issue 24.4): during a promotion that destroyed the old primary it once promised to start "a
-primary the drill halted" again."""
+"""Messages that tell the truth (issue 24.4): the line a stop begins with says what the stop does
+in the part of the drill under way (during a promotion that destroyed the old primary it once
+promised to start "a primary the drill halted" again); a run waiting for approval says so."""
 
 from __future__ import annotations
 
@@ -48,3 +48,19 @@ def test_elsewhere_a_stop_only_stops_and_writes_the_journal() -> None:
         line = stopping.announcement(STOP)
         assert line.startswith("pe-dr: SIGTERM: stopping within 25 s: the step under way")
         assert "primary" not in line, line
+
+
+def test_a_run_waiting_for_approval_says_so_in_its_progress() -> None:
+    """A first run waiting for approval read "0 steps …, now: <the step before>" (24.4)."""
+    from tasks.progress import Tracker
+
+    tracker = Tracker("dr-drill", planned=None)  # a first run: no step count to go by
+    tracker.running("replication-check")
+    tracker.finished()
+    tracker.waiting("approval in the Prefect UI to halt primary.vm")
+    assert tracker._pending is not None
+    assert tracker._pending[1] == (
+        "dr-drill: 1 steps finished; waiting for approval in the Prefect UI to halt primary.vm"
+    )
+    tracker.running("halt-primary")  # approved: the next step is what it does now
+    assert tracker._pending[1] == "dr-drill: 1 steps finished; now: halt-primary"
