@@ -148,13 +148,6 @@ class Tracker:
             self.waiting_for = what
         self._update(self.share())
 
-
-def waiting(what: str) -> None:
-    """Tell the progress of the run under way that it waits for `what`."""
-    tracker = _tracker.get()
-    if tracker is not None:
-        tracker.waiting(what)
-
     def end(self, status: str, failed_step: str | None) -> None:
         if status == "passed":
             self._update(100.0, "passed")
@@ -183,6 +176,13 @@ def tracking(tracker: Tracker) -> Iterator[Tracker]:
         yield tracker
     finally:
         _tracker.reset(token)
+
+
+def waiting(what: str) -> None:
+    """Tell the progress of the run under way that it waits for `what`."""
+    tracker = _tracker.get()
+    if tracker is not None:
+        tracker.waiting(what)
 
 
 def say_step(status: str, name: str, attempts: int, detail: str) -> None:
