@@ -64,3 +64,18 @@ def test_a_run_waiting_for_approval_says_so_in_its_progress() -> None:
     )
     tracker.running("halt-primary")  # approved: the next step is what it does now
     assert tracker._pending[1] == "dr-drill: 1 steps finished; now: halt-primary"
+
+
+def test_the_report_shows_no_python_repr_and_no_check_text_in_a_table_cell() -> None:
+    from pe_dr.report import DrillReport
+
+    report = DrillReport(flow="dr-drill", flow_run_id="r1", lab={"name": "lab"})
+    long = "agent01.vm was compiled by replica.vm " + "x" * 300
+    report.checks = [
+        {"name": "failover", "passed": False, "detail": long, "evidence": {}},
+        {"name": "servers", "passed": True, "detail": ["primary.vm:8140", "replica.vm:8140"]},
+    ]
+    text = report.to_markdown()
+    assert f"- **failover** **FAIL**: {long}" in text  # whole, in a list item that wraps
+    assert "- **servers** pass: primary.vm:8140, replica.vm:8140" in text
+    assert "['" not in text and "{'" not in text
