@@ -351,6 +351,34 @@ def errors_as_stops() -> Iterator[None]:
         raise TerminationSignal(signal=signum) from exc
 
 
+REPORT_KEY = "dr-drill-report"
+
+
+def _only_the_latest_report(run_id: str, latest: Any) -> None:
+    """The run keeps this attempt's report artifact only. The UI lists a run's artifacts by id,
+    and ids are random: after a Retry that passed, the failed attempt's report was as likely
+    listed first (issue 24.4). Each attempt's record stays in its own journal file."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+    )
+
+    with get_client(sync_client=True) as client:
+        reports = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(run_id)]),
+                key=ArtifactFilterKey(any_=[REPORT_KEY]),
+            )
+        )
+        for earlier in reports:
+            if str(earlier.id) != str(latest):
+                client.delete_artifact(earlier.id)
+
+
 def _planned(flow_name: str, promote: bool) -> int | None:
     """How many steps this flow's last complete run had (None before one): the total progress
     is counted against."""
@@ -400,11 +428,12 @@ def _close(
     path = write_journal(record, report_dir) if report_dir else None
     record.journal_path = str(path) if path is not None else None
     with contextlib.suppress(Exception):
-        create_markdown_artifact(
-            key="dr-drill-report",
+        report = create_markdown_artifact(
+            key=REPORT_KEY,
             markdown=record.to_markdown(),
             description=f"{record.flow} {record.status}",
         )
+        _only_the_latest_report(run_id, report)
     failed = [s.name for s in record.steps if s.status in {"failed", "interrupted"}]
     tracker.end(record.status, failed[0] if failed else None)
     reused: dict[str, int] = {}
