@@ -130,12 +130,13 @@ def test_sigterm_while_agents_drop_packets_stops_within_the_promise(
             for address in silent:
                 rule = ("add", "rule", "inet", "silent", "out", "ip", "daddr", address, "drop")
                 assert _run(*drop, *rule).returncode == 0
-            while not _blocked_on(namespace, silent):
+            dropped = time.monotonic()
+            # 5 s in, the agents' runs wait on connections gone silent (with 2 s, the signal
+            # could land in a connect, which gives up after 30 s, and the old code passed)
+            while not _blocked_on(namespace, silent) or time.monotonic() < dropped + 5:
                 assert drill.poll() is None, "".join(lines)
                 assert time.monotonic() < deadline, "the drill never waited on a silent agent"
                 time.sleep(0.2)
-            time.sleep(2)  # well inside the wait (agent runs retry every 0.2 s when answered)
-            assert _blocked_on(namespace, silent)
             tree = process_tree(drill.pid)
             signalled = time.monotonic()
             drill.send_signal(signal.SIGTERM)  # as `kill`, a service manager or a worker does
