@@ -75,12 +75,12 @@ def lab_in(ns: str, state: Path) -> Iterator[LabHandle]:
 
 
 def _blocked_on(ns: str, addresses: list[str]) -> bool:
-    """A TCP socket of the namespace towards one of `addresses` waits for an answer: a SYN not
-    answered, or data not acknowledged (its retransmission timer runs)."""
-    out = _run("ip", "netns", "exec", ns, "ss", "-tnoH").stdout
+    """An SSH connection of the namespace to one of `addresses` has sent what it waits an answer
+    for (its retransmission timer runs): an agent run on a connection gone silent, which the old
+    code waited for until TCP gave up (a new connect gives up after 30 s)."""
+    out = _run("ip", "netns", "exec", ns, "ss", "-tnoH", "state", "established").stdout
     return any(
-        any(f"{a}:" in line for a in addresses) and ("SYN-SENT" in line or "timer:(on" in line)
-        for line in out.splitlines()
+        any(f"{a}:" in line for a in addresses) and "timer:(on" in line for line in out.splitlines()
     )
 
 
@@ -117,12 +117,19 @@ def test_sigterm_while_agents_drop_packets_stops_within_the_promise(
         tree: set[int] = set()
         try:
             deadline = time.monotonic() + 600
-            while not any(
-                e["op"] == "vagrant.halt" and e["outcome"] == "ok" for e in lab.journal()
-            ):
-                assert drill.poll() is None, "".join(lines)
-                assert time.monotonic() < deadline, "the drill never halted the primary"
-                time.sleep(0.2)
+
+            def wait_for(op: str, detail: str = "", outcome: str = "ok") -> None:
+                while not any(
+                    e["op"] == op and e["outcome"] == outcome and e["detail"].startswith(detail)
+                    for e in lab.journal()
+                ):
+                    assert drill.poll() is None, "".join(lines)
+                    assert time.monotonic() < deadline, f"the drill never got to {op} {detail}"
+                    time.sleep(0.2)
+
+            wait_for("vagrant.command", "halt primary.vm")
+            lab.fault_add("fail:puppet.agent")  # the failover wait cannot end: it polls the
+            wait_for("puppet.agent", outcome="fault")  # agents over their SSH connections
             drop = ["ip", "netns", "exec", namespace, "nft"]
             assert _run(*drop, "add", "table", "inet", "silent").returncode == 0
             chain = "{ type filter hook output priority 0; policy accept; }"
@@ -130,13 +137,10 @@ def test_sigterm_while_agents_drop_packets_stops_within_the_promise(
             for address in silent:
                 rule = ("add", "rule", "inet", "silent", "out", "ip", "daddr", address, "drop")
                 assert _run(*drop, *rule).returncode == 0
-            dropped = time.monotonic()
-            # 5 s in, the agents' runs wait on connections gone silent (with 2 s, the signal
-            # could land in a connect, which gives up after 30 s, and the old code passed)
-            while not _blocked_on(namespace, silent) or time.monotonic() < dropped + 5:
+            while not _blocked_on(namespace, silent):
                 assert drill.poll() is None, "".join(lines)
                 assert time.monotonic() < deadline, "the drill never waited on a silent agent"
-                time.sleep(0.2)
+                time.sleep(0.1)
             tree = process_tree(drill.pid)
             signalled = time.monotonic()
             drill.send_signal(signal.SIGTERM)  # as `kill`, a service manager or a worker does
