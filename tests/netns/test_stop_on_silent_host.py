@@ -35,7 +35,8 @@ pytestmark = [
     ),
 ]
 GRACE = 25.0  # the README's promise (PE_DR_STOP_GRACE_SECONDS' default)
-MARGIN = 35.0  # a loaded 2-core machine; the bound, not the speed, is what is tested
+MARGIN = 10.0  # a loaded 2-core machine (the fix ended 5-7 s after the signal; the old code
+# joined threads that each waited out a 30 s connect, then polled on)
 IN = ("ip", "netns", "exec")
 UP = ("--time-scale", "0.001", "--agents", "2")  # two agents are checked at once, in threads
 
@@ -75,12 +76,12 @@ def lab_in(ns: str, state: Path) -> Iterator[LabHandle]:
 
 
 def _blocked_on(ns: str, addresses: list[str]) -> bool:
-    """An SSH connection of the namespace to one of `addresses` has sent what it waits an answer
-    for (its retransmission timer runs): an agent run on a connection gone silent, which the old
-    code waited for until TCP gave up (a new connect gives up after 30 s)."""
-    out = _run("ip", "netns", "exec", ns, "ss", "-tnoH", "state", "established").stdout
+    """A TCP socket of the namespace towards one of `addresses` waits for an answer: a SYN not
+    answered, or data not acknowledged (its retransmission timer runs)."""
+    out = _run("ip", "netns", "exec", ns, "ss", "-tnoH").stdout
     return any(
-        any(f"{a}:" in line for a in addresses) and "timer:(on" in line for line in out.splitlines()
+        any(f"{a}:" in line for a in addresses) and ("SYN-SENT" in line or "timer:(on" in line)
+        for line in out.splitlines()
     )
 
 
