@@ -33,6 +33,7 @@ from pydantic import Field
 from flows.common import note, say
 from pe_dr.errors import CalledOff, ConfigError
 from pe_dr.secrets import scrub
+from tasks import progress
 from tasks.common import root_flow_run_id
 
 # Prefect's own pause timeout is ours plus this: our resume lands first.
@@ -90,6 +91,7 @@ def ask(what: str, mode: str, timeout_seconds: int, poll_seconds: float) -> None
         f"destroyed: the run ends Cancelled with your reason. No answer within "
         f"{timeout_seconds} s counts as a rejection."
     )
+    progress.waiting(f"approval in the Prefect UI to {what}")
     late = f"no approval within {timeout_seconds} s"
     with _rejected_when_due(str(run_id), timeout_seconds, late) as timed_out:
         try:

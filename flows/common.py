@@ -39,6 +39,7 @@ from pe_dr.errors import CalledOff, PeDrError, PreconditionError
 from pe_dr.lab.spec import LabSpec, load_spec
 from pe_dr.report import DrillReport, utc_now
 from pe_dr.secrets import scrub
+from pe_dr.settings import settings
 from pe_dr.stdio import survive_closed_output
 from tasks import progress
 from tasks.common import named, root_flow_run_id
@@ -114,9 +115,29 @@ def _chapter_begins(name: str) -> None:
     `name` (a task run, so that it reaches Prefect whatever the logging level)."""
 
 
+# What a stop signal does in each chapter that changes the lab's roles, as the command line says
+# when one begins (pe_dr_cli.stopping); the other chapters only stop and write the journal.
+STOP_EFFECTS = {
+    "failover-drill": "a primary the drill halted is started again and the journal is written",
+    "promotion": (
+        "the promotion stops where it is: a primary it destroyed is not brought back, the journal "
+        "is written, and a Retry resumes the promotion"
+    ),
+    "reprotect": (
+        "the reprotect stops where it is: the promoted primary keeps serving, the journal is "
+        "written, and a Retry resumes the reprotect"
+    ),
+}
+
+
+def stop_effect_of(chapter: str) -> str:
+    return STOP_EFFECTS.get(chapter, interrupts.PLAIN_STOP)
+
+
 def mark_chapter(name: str) -> None:
     """The steps that start from now on are chapter `name`'s."""
     _chapter.set(name)
+    interrupts.set_stop_effect(stop_effect_of(name))
     state = _chapter_begins(name, return_state=True)
     progress.started(state.state_details.task_run_id)
 
@@ -233,9 +254,13 @@ def _run_root(
     run_id = str(flow_run.id)
     attempt_started = utc_now()
     interrupts.reset()
+    interrupts.set_stop_effect(stop_effect_of(flow_name))
     _chapter.set(None)  # (a process runs many flows: no chapter of an earlier one)
     progress.started_runs(reset=True)
-    progress_log.info("flow run  %s (resume it with: pe-dr retry %s)", run_id, run_id)
+    if settings().rerun_command:  # its lab goes with the command: no Retry to offer
+        progress_log.info("flow run  %s", run_id)
+    else:
+        progress_log.info("flow run  %s (resume it with: pe-dr retry %s)", run_id, run_id)
     tracker = Tracker(flow_name, planned=_planned(str(flow_run.flow_name), promote))
     tracker.start()
     if history:
@@ -322,6 +347,34 @@ def errors_as_stops() -> Iterator[None]:
         raise TerminationSignal(signal=signum) from exc
 
 
+REPORT_KEY = "dr-drill-report"
+
+
+def _only_the_latest_report(run_id: str, latest: Any) -> None:
+    """The run keeps this attempt's report artifact only. The UI lists a run's artifacts by id,
+    and ids are random: after a Retry that passed, the failed attempt's report was as likely
+    listed first (issue 24.4). Each attempt's record stays in its own journal file."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+    )
+
+    with get_client(sync_client=True) as client:
+        reports = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(run_id)]),
+                key=ArtifactFilterKey(any_=[REPORT_KEY]),
+            )
+        )
+        for earlier in reports:
+            if str(earlier.id) != str(latest):
+                client.delete_artifact(earlier.id)
+
+
 def _planned(flow_name: str, promote: bool) -> int | None:
     """How many steps this flow's last complete run had (None before one): the total progress
     is counted against."""
@@ -371,11 +424,12 @@ def _close(
     path = write_journal(record, report_dir) if report_dir else None
     record.journal_path = str(path) if path is not None else None
     with contextlib.suppress(Exception):
-        create_markdown_artifact(
-            key="dr-drill-report",
+        report = create_markdown_artifact(
+            key=REPORT_KEY,
             markdown=record.to_markdown(),
             description=f"{record.flow} {record.status}",
         )
+        _only_the_latest_report(run_id, report)
     failed = [s.name for s in record.steps if s.status in {"failed", "interrupted"}]
     tracker.end(record.status, failed[0] if failed else None)
     reused: dict[str, int] = {}

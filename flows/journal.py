@@ -213,6 +213,22 @@ def _check_of(run: TaskRun) -> CheckResult | None:
     return value if isinstance(value, CheckResult) else None
 
 
+def attempt_of(states: Iterable[Any]) -> int:
+    """Which attempt of its flow run this is, from the run's states: each start, not each
+    Running. Prefect counts a run resumed from a pause (approval in the UI) as run 2, so a
+    first run that waited for approval said "attempt 2" (issue 24.4)."""
+    attempts, resuming = 0, False
+    for state in sorted(states, key=lambda s: s.timestamp):
+        if state.type == StateType.RUNNING:
+            attempts += 0 if resuming else 1
+            resuming = False
+        elif state.type == StateType.PAUSED or state.name == "Resuming":
+            resuming = True
+        elif state.is_final():  # ended: a later start is a Retry
+            resuming = False
+    return max(1, attempts)
+
+
 def read(
     root_id: str | UUID,
     *,
@@ -238,6 +254,7 @@ def read(
         if interrupted is None:  # (under a stop, a step may really have been cut off Running)
             task_runs = _settled(client, task_runs, root)
         notes = _notes(client, list(chapter_of), attempt_started)
+        attempt = attempt_of(client.read_flow_run_states(runs[0].id))
         chapter = _chapters(task_runs, chapter_of)
     top = runs[0]
     lab = (top.parameters.get("parameters") or {}).get("lab") or {}
@@ -276,7 +293,7 @@ def read(
                 chapter=chapter(run) or chapter_of[run.flow_run_id],
             )
         )
-    report.notes = [f"attempt {top.run_count or 1} of this flow run", *notes]
+    report.notes = [f"attempt {attempt} of this flow run", *notes]
     if interrupted is not None:
         stopped = [s.name for s in report.steps if s.status == "interrupted"]
         report.interrupted = f"{interrupted} during {stopped[0]}" if stopped else interrupted

@@ -104,9 +104,27 @@ def current() -> Stop | None:
 
 def reset() -> None:
     """Forget a stop (a new drill in a process that outlived one, e.g. a test session)."""
-    global _stop
+    global _stop, _effect
     with _lock:
         _stop = None
+        _effect = PLAIN_STOP
+
+
+PLAIN_STOP = "the step under way is stopped and the journal is written"
+_effect = PLAIN_STOP
+
+
+def set_stop_effect(text: str) -> None:
+    """What a stop does now, said when one begins: the part of the drill under way sets it (a
+    primary the failover drill halted is started again; one a promotion destroyed is not)."""
+    global _effect
+    with _lock:
+        _effect = text
+
+
+def stop_effect() -> str:
+    with _lock:
+        return _effect
 
 
 def _subscribe(subscribers: list[_F], fn: _F) -> None:

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from pe_dr import fanout
 from pe_dr.errors import TransientError
 
 FIRST_PROGRESS_AFTER = 10.0  # seconds a wait lasts before it says so
@@ -122,7 +123,7 @@ class Pacer:
             self.progress.tick(now)  # the probe that just ended did not see it: still waiting
         while due > now:
             wake = due if self.progress is None else min(due, self.progress.next_at)
-            time.sleep(wake - now)
+            fanout.sleep(wake - now, time.sleep)  # (a worker whose caller left stops here)
             now = time.monotonic()
             if self.progress is not None and now < due:
                 self.progress.tick(now)

@@ -208,7 +208,7 @@ class DrillReport:
             evidence = failure["evidence"]
             if isinstance(evidence, dict) and evidence:
                 lines += ["What it saw:", "", "| field | value |", "|---|---|"]
-                lines += [f"| {k} | {_cell(str(v))} |" for k, v in evidence.items()]
+                lines += [f"| {k} | {_cell(_shown(v))} |" for k, v in evidence.items()]
                 lines.append("")
         elif self.cancelled:
             lines += [f"**Called off:** {_cell(self.cancelled)}", ""]
@@ -224,10 +224,11 @@ class DrillReport:
                 f"| {_secs(row['budget'])} | {_secs(row['margin'])} |"
             )
         lines += self._stores()
-        lines += ["", "## Checks", "", "| check | verdict | what it saw |", "|---|---|---|"]
+        # a list, not a table: the UI cuts a table's long cells at its edge
+        lines += ["", "## Checks", ""]
         for c in self.checks:
             verdict = "pass" if c["passed"] else "**FAIL**"
-            lines.append(f"| {c['name']} | {verdict} | {_cell(str(c['detail']))} |")
+            lines.append(f"- **{c['name']}** {verdict}: {_cell(_shown(c['detail']))}")
         lines += ["", "## Steps"]
         for chapter, steps in self.chapters():
             took = sum(s.seconds() or 0.0 for s in steps)
@@ -303,6 +304,16 @@ def fields(evidence: object, prefix: str = "") -> dict[str, object]:
             flat.update(fields(value, f"{prefix}{i}."))
         return flat
     return {prefix.rstrip("."): evidence}
+
+
+def _shown(value: object) -> str:
+    """A value as a reader writes it, not as Python's repr: a list as its items, a mapping as
+    its pairs."""
+    if isinstance(value, list | tuple | set):
+        return ", ".join(_shown(v) for v in value) if value else "none"
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {_shown(v)}" for k, v in value.items()) if value else "none"
+    return "—" if value is None else str(value)
 
 
 def _cell(text: str) -> str:

@@ -54,6 +54,13 @@ class Settings(BaseSettings):
         description="Multiplier on every step's retry back-off: above 1 for a slow lab; "
         "labsim's drill sets 0.01.",
     )
+    rerun_command: str | None = Field(
+        default=None,
+        max_length=200,
+        description="For a lab that does not outlive the command that drills it (`labsim drill` "
+        "sets it): a failed or stopped run cannot be retried, and its closing advice names this "
+        "command instead of `pe-dr retry`.",
+    )
     drill_cron: str = Field(
         default="0 3 1 * *",
         description="When the monthly drill deployment runs (cron: five fields, minute first).",

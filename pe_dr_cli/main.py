@@ -325,7 +325,8 @@ def _run_flow(args: argparse.Namespace, report_dir: str | None, run: Any) -> int
     roots: list[str] = []
 
     def started(flow: Any, flow_run: Any, state: Any) -> None:
-        if flow_run.parent_task_run_id is None:
+        stopping.take_back_sigterm()  # (the engine has just put its own handler in place)
+        if flow_run.parent_task_run_id is None and str(flow_run.id) not in roots:
             roots.append(str(flow_run.id))
 
     def last_resort(stop: interrupts.Stop) -> None:
@@ -380,8 +381,19 @@ def _stopped(stop: interrupts.Stop, elapsed: float, roots: list[str], record: An
         if record is not None:
             _figures(record)
         print(f" flow run  {roots[0]}", flush=True)
-        print(f"   resume  pe-dr retry {roots[0]}", flush=True)
+        again = settings().rerun_command
+        if again:
+            print(f"     next  {_rerun_advice(again)}", flush=True)
+        else:
+            print(f"   resume  pe-dr retry {roots[0]}", flush=True)
     return stop.exit_code
+
+
+def _rerun_advice(command: str) -> str:
+    """The one piece of advice for a run whose lab does not outlive its command."""
+    return (
+        f"this lab is removed with the command, so the run cannot be retried: run {command} again"
+    )
 
 
 def _figures(report: Any) -> None:
@@ -433,6 +445,9 @@ def _summarize(args: argparse.Namespace, state: Any, elapsed: float) -> int:
                 )
         print(f" flow run  {report.flow_run_id}", flush=True)
         next_step = report.next_step()
+        again = settings().rerun_command
+        if next_step and again and report.status in ("failed", "interrupted"):
+            next_step = f"clear the cause above; {_rerun_advice(again)}"
         if next_step and not passed:
             print(f"     next  {next_step}", flush=True)
     if isinstance(error, checks_first.PreflightFailed):
@@ -575,7 +590,8 @@ def retry(args: argparse.Namespace) -> int:
 
     def again(started: Any) -> Any:
         started(flow, run, None)  # its id is known
-        return run_flow(flow=flow, flow_run=run, parameters=parameters, return_type="state")
+        hooked = flow.with_options(on_running=[*flow.on_running_hooks, started])
+        return run_flow(flow=hooked, flow_run=run, parameters=parameters, return_type="state")
 
     return _run_flow(args, report_dir, again)
 

@@ -4,9 +4,10 @@ SIGTERM, within `PE_DR_STOP_GRACE_SECONDS` (25 s):
 1. Prefect's temporary API server runs in a process group of its own (`local_server`), so the
    signal does not take it away while the run still has to record how it ended; it stops when
    pe-dr exits, and with it if pe-dr is killed (deployments.die_with_parent).
-2. The first signal interrupts the drill where it is (KeyboardInterrupt for SIGINT; Prefect's
-   engine turns SIGTERM into its TerminationSignal while a flow runs), and every `vagrant`
-   command in flight is stopped. The failover drill's clean-up starts a halted primary again,
+2. The first signal interrupts the drill where it is (KeyboardInterrupt for SIGINT, Prefect's
+   TerminationSignal for SIGTERM, both raised by our handler: `take_back_sigterm`), and every
+   `vagrant` command in flight is stopped; work on several agents at once is left, not waited
+   for (pe_dr.fanout). The failover drill's clean-up starts a halted primary again,
    the journal is written, Prefect's engine marks the runs Crashed. Later signals are absorbed
    (pe_dr.interrupts: a second Ctrl-C must not leave the primary down) and said to be.
 3. A watchdog bounds it all: if pe-dr has not exited `PE_DR_STOP_GRACE_SECONDS` (25 s) after the
@@ -47,6 +48,20 @@ def _handler(signum: int, frame: object) -> None:
     raise KeyboardInterrupt if signum == signal.SIGINT else _terminated(signum)
 
 
+def take_back_sigterm() -> None:
+    """While a flow runs, Prefect's engine puts its own SIGTERM handler in place of ours (it
+    raises TerminationSignal), so a SIGTERM began the stop only once that exception reached the
+    flow's clean-up: no bound counted and no `vagrant` command was stopped until then, and a
+    wait that held the unwinding (threads joined after a host went silent) held the drill for
+    minutes while a SIGINT kept the bound (issue 24.3). Called as the run starts, inside the
+    engine: ours comes back, raising the same exception, so both signals begin the stop as they
+    arrive. (Prefect's engine puts back what it found when the run ends: ours.) The command line
+    runs flows without a runner, so no runner's cancellation relies on Prefect's handler here."""
+    with contextlib.suppress(ValueError):  # (not the main thread: signals are not ours to take)
+        if interrupts.current() is None and signal.getsignal(signal.SIGTERM) is not _handler:
+            signal.signal(signal.SIGTERM, _handler)
+
+
 def _repeat(signum: int) -> None:
     stop = interrupts.current()
     if stop is not None and signum == signal.SIGINT:
@@ -66,11 +81,16 @@ def _err(text: str) -> None:
         sys.stderr.flush()
 
 
-def _announce(stop: interrupts.Stop) -> None:
-    _err(
-        f"pe-dr: {stop.name}: stopping within {grace_seconds():.0f} s: a primary the drill "
-        "halted is started again and the journal is written (another Ctrl-C changes nothing)"
+def announcement(stop: interrupts.Stop) -> str:
+    """The line a stop begins with: what it does in the part of the drill under way."""
+    return (
+        f"pe-dr: {stop.name}: stopping within {grace_seconds():.0f} s: "
+        f"{interrupts.stop_effect()} (another Ctrl-C changes nothing)"
     )
+
+
+def _announce(stop: interrupts.Stop) -> None:
+    _err(announcement(stop))
     threading.Thread(target=_watchdog, args=(stop,), name="pe-dr-stop", daemon=True).start()
 
 

@@ -73,6 +73,7 @@ class Tracker:
     artifact: UUID | None = None
     done: int = 0
     current: str = ""
+    waiting_for: str = ""
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _pending: tuple[float, str] | None = None
     _closing: bool = False
@@ -105,6 +106,8 @@ class Tracker:
     def _describe(self, ending: str | None = None) -> str:
         counted = f"{self.done} of {self.planned}" if self.planned else f"{self.done}"
         now = ending or (f"now: {self.current}" if self.current else "starting")
+        if self.waiting_for and not ending:
+            now = f"waiting for {self.waiting_for}"
         return f"{self.flow}: {counted} steps finished; {now}"
 
     def _update(self, progress: float, ending: str | None = None) -> None:
@@ -129,12 +132,20 @@ class Tracker:
 
     def running(self, name: str) -> None:
         with self._lock:
-            self.current = name
+            self.current, self.waiting_for = name, ""
         self._update(self.share())
 
     def finished(self) -> None:
         with self._lock:
             self.done += 1
+        self._update(self.share())
+
+    def waiting(self, what: str) -> None:
+        """The run waits, between steps, for `what` (approval in the UI): said in place of the
+        last step, which had ended (a first run waiting for approval read "0 %, now: <the step
+        before>")."""
+        with self._lock:
+            self.waiting_for = what
         self._update(self.share())
 
     def end(self, status: str, failed_step: str | None) -> None:
@@ -165,6 +176,13 @@ def tracking(tracker: Tracker) -> Iterator[Tracker]:
         yield tracker
     finally:
         _tracker.reset(token)
+
+
+def waiting(what: str) -> None:
+    """Tell the progress of the run under way that it waits for `what`."""
+    tracker = _tracker.get()
+    if tracker is not None:
+        tracker.waiting(what)
 
 
 def say_step(status: str, name: str, attempts: int, detail: str) -> None:

@@ -6,9 +6,9 @@ A check never passes on missing evidence: no answer is a failure with the reason
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from pe_dr import fanout
 from pe_dr.settings import Settings, env_name, settings
 
 # At most this many agents are checked at once (one thread and one SSH connection each);
@@ -36,12 +36,12 @@ def max_parallel_agents() -> int:
 def fan_out(
     agents: list[str], work: Callable[[str], CheckResult], *, limit: int | None = None
 ) -> list[CheckResult]:
-    """Run `work` for each agent concurrently (at most `limit` at once), keeping their order."""
+    """Run `work` for each agent concurrently (at most `limit` at once), keeping their order; a
+    stop signal leaves the workers behind (pe_dr.fanout) rather than waiting for them."""
     if len(agents) == 1:
         return [work(agents[0])]
     bound = limit if limit is not None else max_parallel_agents()
-    with ThreadPoolExecutor(max_workers=max(1, min(bound, len(agents)))) as pool:
-        return list(pool.map(work, agents))
+    return fanout.each(agents, work, limit=bound)
 
 
 def combine(name: str, results: list[CheckResult]) -> CheckResult:

@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import math
 import os
@@ -33,12 +34,14 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 import fabric
 import paramiko
 from paramiko.common import cMSG_CHANNEL_REQUEST
 from paramiko.message import Message
 
+from pe_dr import fanout
 from pe_dr.errors import CommandFailed, ConfigError, PeDrError, TransientError
 from pe_dr.parsing.vagrant import SSHParams
 from pe_dr.secrets import scrub
@@ -90,10 +93,40 @@ def _tcp_no_delay(host: str, port: int, timeout: float) -> socket.socket:
     """The TCP connection for SSH, with TCP_NODELAY as OpenSSH's client sets it. Without it,
     Nagle's algorithm and the server's delayed ACK hold back the small packets of the handshake
     and of every exec (channel open, exec request, EOF) for about 40 ms each time."""
-    sock = socket.create_connection((host, port), timeout=timeout)
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
+    deadline = time.monotonic() + timeout
+    error: OSError | None = None
+    for family, kind, proto, _, address in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
+        sock = socket.socket(family, kind, proto)
+        try:
+            _connect(sock, address, deadline)
+        except BaseException as exc:
+            sock.close()
+            if not isinstance(exc, OSError):
+                raise
+            error = exc
+            continue
+        sock.settimeout(timeout)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+    raise error or OSError(f"{host} has no address")
+
+
+def _connect(sock: socket.socket, address: Any, deadline: float) -> None:
+    """socket.connect by `deadline`, looking up every 0.2 s: a worker whose caller left (a stop
+    signal) gives up at once rather than holding this host (and its lock, which the exit's
+    close_connections takes) for the rest of a connect timeout to a host that drops packets."""
+    sock.setblocking(False)
+    code = sock.connect_ex(address)
+    while code in (errno.EINPROGRESS, errno.EALREADY, errno.EAGAIN):
+        fanout.check()
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("timed out")
+        if select.select([], [sock], [], min(0.2, left))[1]:
+            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if code:
+        raise OSError(code, os.strerror(code))
 
 
 class Host:
@@ -235,10 +268,16 @@ class Host:
             with contextlib.suppress(Exception):
                 conn.close()
 
-    def close(self) -> None:
-        """Close the SSH connection (a later call reconnects)."""
-        with self._lock:
+    def close(self, wait: float = -1) -> None:
+        """Close the SSH connection (a later call reconnects). With `wait`, no longer than that
+        for a thread busy connecting: at exit, a thread left connecting to a host that drops
+        packets (it is a daemon and goes with the process) must not hold the process."""
+        if not self._lock.acquire(timeout=wait):
+            return
+        try:
             self._drop()
+        finally:
+            self._lock.release()
 
     def __enter__(self) -> Host:
         return self
@@ -279,7 +318,7 @@ class Host:
         chan = self._open_session()
         out, err = bytearray(), bytearray()
         try:
-            chan.exec_command(line)
+            self._exec_request(chan, line, min(self.connect_timeout, timeout))
             if stdin is not None:
                 data = stdin.encode("utf-8") if isinstance(stdin, str) else stdin
                 chan.settimeout(max(0.1, deadline - time.monotonic()))
@@ -300,6 +339,9 @@ class Host:
                     break
                 if chan.closed and not chan.exit_status_ready():
                     raise EOFError("channel closed without an exit status")
+                if fanout.abandoned():  # the caller left (a stop signal): stop the command
+                    self._stop(chan)
+                    raise fanout.Abandoned(f"`{shown}` on {self.name} was left")
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     self._stop(chan)
@@ -309,7 +351,7 @@ class Host:
                     )
                 select.select([chan], [], [], min(remaining, 0.1))
             return chan.recv_exit_status(), bytes(out), bytes(err)
-        except PeDrError:
+        except (PeDrError, fanout.Abandoned):
             raise
         except TimeoutError:
             self._stop(chan)
@@ -341,6 +383,29 @@ class Host:
                     raise TransientError(
                         f"cannot reach {self.name} over SSH: {_reason(exc)}"
                     ) from None
+
+    def _exec_request(self, chan: paramiko.Channel, line: str, timeout: float) -> None:
+        """Channel.exec_command with its wait for sshd's answer bounded: on a connection gone
+        silent (the host drops packets) paramiko waits for it until TCP gives up, about 15
+        minutes; a worker whose caller left stops waiting at once."""
+        msg = Message()
+        msg.add_byte(cMSG_CHANNEL_REQUEST)
+        msg.add_int(chan.remote_chanid)
+        msg.add_string("exec")
+        msg.add_boolean(True)
+        msg.add_string(line)
+        chan._event_pending()  # (what exec_command does, but for its unbounded wait)
+        chan.transport._send_user_message(msg)
+        deadline = time.monotonic() + timeout
+        while not chan.event.wait(min(0.2, max(0.0, deadline - time.monotonic()))):
+            fanout.check()
+            if time.monotonic() >= deadline:
+                self.close()
+                raise TransientError(
+                    f"{self.name} did not answer over SSH within {timeout:g} s (packets dropped?)"
+                )
+        if not chan.event_ready:
+            raise chan.transport.get_exception() or paramiko.SSHException("Channel closed.")
 
     def _stop(self, chan: paramiko.Channel) -> None:
         """Ask sshd to signal the command's process group (TERM, then KILL), then close."""

@@ -52,13 +52,14 @@ def _forget_params(key: tuple[str, str], stale: SSHParams | None = None) -> None
         host.close()
 
 
-def close_connections() -> None:
-    """Close the SSH connections the Labs of this process keep (they reconnect when used)."""
+def close_connections(wait: float = -1) -> None:
+    """Close the SSH connections the Labs of this process keep (they reconnect when used); with
+    `wait`, skip one another thread holds longer than that (Host.close)."""
     with _ssh_params_lock:
         hosts = list(_pooled.values())
         _pooled.clear()
     for host in hosts:
-        host.close()
+        host.close(wait)
 
 
 class Lab:
@@ -118,7 +119,7 @@ class Lab:
                 host = Host(vm, params, on_unreachable=lambda: _forget_params(key, params))
                 if not _pooled:  # the first kept connection: a clean disconnect at exit
                     atexit.unregister(close_connections)
-                    atexit.register(close_connections)
+                    atexit.register(close_connections, 1.0)
                 _pooled[key] = host
         if stale is not None:
             stale.close()

@@ -65,7 +65,8 @@ def _pe_dr_drill(spec: Path, options: list[str]) -> list[str]:
 
 
 def child_environment(exports: list[tuple[str, str]]) -> dict[str, str]:
-    env = dict(os.environ)
+    # The lab goes with this command: pe-dr's closing advice names it, not `pe-dr retry`.
+    env = {**os.environ, "PE_DR_RERUN_COMMAND": "labsim drill"}
     for key, value in exports:
         env[key] = value.replace("$PATH", os.environ.get("PATH", "")) if key == "PATH" else value
     return env
@@ -149,7 +150,4 @@ def cmd_drill(args: argparse.Namespace) -> int:
             stop_lab(state)
             shutil.rmtree(state, ignore_errors=True)
             _say(f"stopped the lab and removed {state}")
-    if code not in (0, 2):
-        # pe-dr's closing lines may offer `pe-dr retry`: the run's lab no longer exists.
-        _say("this drill's lab is gone, so its flow run cannot be retried: run labsim drill again")
     return code

@@ -208,6 +208,18 @@ def _notes(api: Api, run_id: str) -> list[str]:
     return [m["message"] for m in response.json() if m["message"].startswith("note: ")]
 
 
+def _latest_report(api: Api, run_id: str) -> str:
+    """The markdown of the run's newest report artifact (notes included)."""
+    response = api.http.post(
+        "/artifacts/filter",
+        json={"artifacts": {"flow_run_id": {"any_": [run_id]}}, "sort": "CREATED_DESC"},
+    )
+    response.raise_for_status()
+    reports = [a["data"] for a in response.json() if "## " in str(a["data"])]
+    assert reports, response.json()
+    return str(reports[0])
+
+
 def _halts(lab: LabHandle, since: int) -> int:
     return sum(e["op"] == "vagrant.halt" for e in lab.journal()[since:])
 
@@ -237,6 +249,8 @@ def test_a_rejected_run_halts_nothing_ends_cancelled_and_its_retry_asks_again_an
     assert "rejected in the Prefect UI by Ana Ops: change freeze" in run["state"]["message"]
     assert "note: rejected in the Prefect UI by Ana Ops: change freeze" in _notes(api, run_id)
     assert _halts(lab, mark) == 0 and lab.status()["primary.vm"] == "running"
+    # Prefect counts the resume from the pause as run 2; it was the first attempt (24.4)
+    assert "attempt 1 of this flow run" in _latest_report(api, run_id)
 
     # Retry: the run asks again (not the stored rejection), and an approval drills
     response = api.http.post(
@@ -252,6 +266,7 @@ def test_a_rejected_run_halts_nothing_ends_cancelled_and_its_retry_asks_again_an
     run = api.wait_final(run_id, timeout=240)
     assert run["state"]["type"] == "COMPLETED", run["state"]
     assert _halts(lab, mark) == 1
+    assert "attempt 2 of this flow run" in _latest_report(api, run_id)
     assert any(
         n.startswith("note: approved in the Prefect UI by Bo to halt primary.vm")
         and "drill window" in n

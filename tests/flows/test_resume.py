@@ -42,6 +42,21 @@ def test_retry_runs_only_the_failed_step_and_those_after_it(
     second = journal.returned(first.flow_run_id)
     assert second is not None and second.status == "passed", second and second.to_dict()
     assert second.flow_run_id == first.flow_run_id, "a Retry continues the same run"
+    # the run's report in the UI is the passed attempt's: the UI lists a run's artifacts by
+    # their (random) ids, so the failed attempt's was as likely listed first (24.4)
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(first.flow_run_id)])
+            )
+        )
+    reports = [str(a.data) for a in artifacts if a.key == "dr-drill-report"]
+    assert len(reports) == 1 and reports[0].startswith("# DR drill PASSED"), reports
     status = {(s.chapter, s.name): s.status for s in second.steps}
     set_up = ("lab-setup", "code-manager-setup", "primary-and-replica-settings")
     done = [key for key in status if key[0] in {*set_up, "replica-activation"}]

@@ -75,7 +75,7 @@ def test_markdown_has_the_figures_and_the_failure() -> None:
     text = report.to_markdown()
     assert text.startswith("# DR drill FAILED")
     assert "| 12.5 s | — | — |" in text
-    assert "| failover | **FAIL** | linux.vm \\| was compiled by primary |" in text
+    assert "- **failover** **FAIL**: linux.vm \\| was compiled by primary" in text
 
 
 def test_secrets_never_reach_the_journal(tmp_path: Path) -> None:

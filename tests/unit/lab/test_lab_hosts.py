@@ -79,7 +79,7 @@ def test_the_labs_of_a_process_share_one_host_per_vm_and_its_connection(
 ) -> None:
     """Each step opens its own Lab: the SSH connection (a key exchange each) outlives it."""
     closed: list[str] = []
-    monkeypatch.setattr(Host, "close", lambda self: closed.append(self.name))
+    monkeypatch.setattr(Host, "close", lambda self, wait=-1: closed.append(self.name))
     fake = FakeVagrant("/lab")
     first = make_lab(fake)
     host = first.host("primary.vm")
@@ -96,7 +96,7 @@ def test_the_labs_of_a_process_share_one_host_per_vm_and_its_connection(
 
 def test_settings_that_changed_replace_the_kept_host(monkeypatch: pytest.MonkeyPatch) -> None:
     closed: list[int] = []
-    monkeypatch.setattr(Host, "close", lambda self: closed.append(self.ssh.port))
+    monkeypatch.setattr(Host, "close", lambda self, wait=-1: closed.append(self.ssh.port))
     fake = FakeVagrant("/lab")
     old = make_lab(fake).host("primary.vm")
     lab_module._forget_params(("/lab", "primary.vm"), SSHParams("127.0.0.1", 9, "vagrant", "/k"))
