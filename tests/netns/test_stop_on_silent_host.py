@@ -168,10 +168,14 @@ def test_sigterm_while_agents_drop_packets_stops_within_the_promise(
 
     (journal,) = [json.loads(p.read_text()) for p in reports.glob("drill-*.json")]
     assert journal["status"] == "interrupted", journal["status"]
-    assert journal["interrupted"] == "SIGTERM during measure-failover", journal["interrupted"]
+    # (both waits poll the agents; which one the signal meets depends on the load)
+    assert journal["interrupted"] in {
+        "SIGTERM during measure-failover",
+        "SIGTERM during measure-failback",
+    }, journal["interrupted"]
     steps = [(s["name"], s["status"]) for s in journal["steps"]]
     assert steps[-1] == ("start-primary-again", "completed"), steps[-6:]
-    assert any("stopped by SIGTERM while primary.vm was down" in n for n in journal["notes"])
+    assert any("the failover drill was stopped by SIGTERM" in n for n in journal["notes"])
     with sqlite3.connect(prefect_home / "prefect.db") as db:
         held = db.execute(
             "select name, active_slots from concurrency_limit_v2 where name like 'pe-dr-lab-%'"
