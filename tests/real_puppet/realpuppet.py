@@ -68,6 +68,7 @@ from tier import (
     capture_golden,
     system_snapshot,
     tail,
+    tier_marks,
     why_not_runnable,
 )
 
@@ -80,6 +81,7 @@ __all__ = [
     "RealPuppetLab",
     "capture_golden",
     "system_snapshot",
+    "tier_marks",
     "why_not_runnable",
 ]
 

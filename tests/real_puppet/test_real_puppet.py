@@ -33,26 +33,15 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 sys.path.insert(0, str(Path(__file__).parent))
-from realpuppet import FIGURES, RealPuppetLab, capture_golden, system_snapshot, why_not_runnable
+from realpuppet import FIGURES, RealPuppetLab, capture_golden, system_snapshot, tier_marks
 
 from pe_dr.checks.agents import wait_for_server
 from pe_dr.checks.result import CheckResult
 from pe_dr.checks.setup import check_agent_on_both, check_agents_server_list
 from pe_dr.lab.live import Lab
 
-REASON = why_not_runnable()
-
-pytestmark = [
-    pytest.mark.real_puppet,
-    pytest.mark.slow,
-    pytest.mark.timeout(
-        900
-    ),  # the first test also waits for the lab (and the PuppetDB class cache)
-    pytest.mark.skipif(REASON is not None, reason=REASON or ""),
-]
+pytestmark = tier_marks()
 
 CONNECT_TIMEOUT = 3.0  # the agent's http_connect_timeout in the hung cases
 BUDGET = 120.0  # seconds: the RTO and failback budgets given to the checks

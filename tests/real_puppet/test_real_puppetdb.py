@@ -27,7 +27,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 import puppetdb_pair as pdb
-from realpuppet import CAPTURE_ENV, FIGURES, GOLDEN, RealPuppetLab, why_not_runnable
+from realpuppet import CAPTURE_ENV, FIGURES, GOLDEN, RealPuppetLab, tier_marks
 
 from pe_dr.errors import PeDrError
 from pe_dr.lab.live import Lab
@@ -45,16 +45,7 @@ from pe_dr.steps.stores import (
     sync_age,
 )
 
-REASON = why_not_runnable()
-
-pytestmark = [
-    pytest.mark.real_puppet,
-    pytest.mark.slow,
-    pytest.mark.timeout(
-        900
-    ),  # the first test also waits for the lab (and the PuppetDB class cache)
-    pytest.mark.skipif(REASON is not None, reason=REASON or ""),
-]
+pytestmark = tier_marks()
 
 AGENT = "linux.vm"
 PRIMARY = "primary.vm"

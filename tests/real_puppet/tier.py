@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import puppetdb_pair as pdb
+import pytest
 
 from pe_dr.lab.live import Lab
 from pe_dr.lab.spec import Role
@@ -114,6 +115,18 @@ def why_not_runnable() -> str | None:
     if probe.returncode != 0:
         return f"`unshare --mount --uts` is not permitted here: {probe.stderr.strip()}"
     return None
+
+
+def tier_marks() -> list[pytest.MarkDecorator]:
+    """Every module of the tier: real Puppet, slow, skipped where it cannot run, and bound to 900 s
+    (the first test also waits for the lab and the PuppetDB class cache)."""
+    reason = why_not_runnable()
+    return [
+        pytest.mark.real_puppet,
+        pytest.mark.slow,
+        pytest.mark.timeout(900),
+        pytest.mark.skipif(reason is not None, reason=reason or ""),
+    ]
 
 
 def versions() -> str:
