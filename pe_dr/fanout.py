@@ -79,9 +79,9 @@ def each(items: Sequence[T], work: Callable[[T], R], *, limit: int) -> list[R]:
                 errors[index] = exc
             left.release()
 
-    for n in range(max(1, min(limit, len(items)))):
-        threading.Thread(target=worker, name=f"pe-dr-fan-out-{n}", daemon=True).start()
-    try:
+    try:  # (a stop while the workers start leaves the started ones too)
+        for n in range(max(1, min(limit, len(items)))):
+            threading.Thread(target=worker, name=f"pe-dr-fan-out-{n}", daemon=True).start()
         for _ in items:
             while not left.acquire(timeout=_WAKE):
                 pass
